@@ -1,0 +1,18 @@
+/* Command-line entry points. Each returns a process exit code (enum rs_exit). */
+#ifndef RESAE_CLI_H
+#define RESAE_CLI_H
+
+enum rs_exit { RS_EXIT_OK = 0, RS_EXIT_ERROR = 1, RS_EXIT_USAGE = 2, RS_EXIT_INCOMPLETE = 3 };
+
+int rs_cmd_run(int argc, char **argv);
+int rs_cmd_validate(int argc, char **argv);
+int rs_cmd_status(int argc, char **argv);
+int rs_cmd_forward(int argc, char **argv);
+int rs_cmd_version(int argc, char **argv);
+
+/* True if argv[1..] contains -h or --help. */
+int rs_cli_wants_help(int argc, char **argv);
+/* Exit code for an rs_err (prints the error). */
+int rs_cli_fail(void);
+
+#endif

@@ -1,0 +1,18 @@
+/* Small shared helpers: files, hashing, aligned allocation. */
+#ifndef RESAE_UTIL_H
+#define RESAE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "resae/err.h"
+
+/* Read a whole file into a NUL-terminated buffer (caller frees). Refuses files over max_bytes. */
+rs_err rs_read_file(char **out, size_t *len, const char *path, size_t max_bytes);
+/* 64-bit FNV-1a, chainable: h = rs_hash64(h, data, n); start with RS_HASH64_INIT. */
+#define RS_HASH64_INIT 0xcbf29ce484222325ULL
+uint64_t rs_hash64(uint64_t h, const void *data, size_t n);
+/* 64-byte aligned, zeroed allocation; free with free(). Returns NULL on failure or overflow. */
+void *rs_calloc_aligned(size_t n, size_t size);
+
+#endif

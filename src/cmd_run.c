@@ -1,0 +1,10 @@
+#include <stdio.h>
+
+#include "resae/cli.h"
+
+int rs_cmd_run(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "resae run: not built yet\n");
+    return RS_EXIT_ERROR;
+}

@@ -1,0 +1,10 @@
+#include <stdio.h>
+
+#include "resae/cli.h"
+
+int rs_cmd_status(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "resae status: not built yet\n");
+    return RS_EXIT_ERROR;
+}

@@ -1,0 +1,87 @@
+#include "resae/err.h"
+
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RS_ERR_MSG_MAX 2048
+#define RS_ERR_TRACE_MAX 4096
+
+static _Thread_local char g_msg[RS_ERR_MSG_MAX];
+static _Thread_local char g_trace[RS_ERR_TRACE_MAX];
+static _Thread_local size_t g_trace_len;
+
+static void trace_append(const char *file, int line, const char *func) {
+    if (g_trace_len >= RS_ERR_TRACE_MAX - 1) return;
+    const char *base = strrchr(file, '/');
+    int n = snprintf(g_trace + g_trace_len, RS_ERR_TRACE_MAX - g_trace_len, "  at %s (%s:%d)\n", func,
+                     base ? base + 1 : file, line);
+    if (n > 0) {
+        g_trace_len += (size_t)n;
+        if (g_trace_len >= RS_ERR_TRACE_MAX) g_trace_len = RS_ERR_TRACE_MAX - 1;
+    }
+}
+
+rs_err rs_err_set(rs_err code, const char *file, int line, const char *func, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    g_trace_len = 0;
+    g_trace[0] = '\0';
+    trace_append(file, line, func);
+    return code;
+}
+
+rs_err rs_err_push(rs_err code, const char *file, int line, const char *func) {
+    if (!g_msg[0]) snprintf(g_msg, sizeof g_msg, "%s", rs_err_name(code));
+    trace_append(file, line, func);
+    return code;
+}
+
+const char *rs_err_msg(void) { return g_msg; }
+const char *rs_err_trace(void) { return g_trace; }
+
+void rs_err_clear(void) {
+    g_msg[0] = '\0';
+    g_trace[0] = '\0';
+    g_trace_len = 0;
+}
+
+const char *rs_err_name(rs_err code) {
+    switch (code) {
+    case RS_OK: return "success";
+    case RS_ERR_IO: return "I/O error";
+    case RS_ERR_INVAL: return "invalid value";
+    case RS_ERR_FORMAT: return "malformed input";
+    case RS_ERR_NOMEM: return "out of memory";
+    case RS_ERR_MPI: return "MPI error";
+    case RS_ERR_NUMERIC: return "numerical error";
+    case RS_ERR_CONFIG: return "configuration error";
+    case RS_ERR_UNSUPPORTED: return "unsupported";
+    case RS_ERR_INTERRUPTED: return "interrupted";
+    case RS_ERR_INTERNAL: return "internal error";
+    default: return "unknown error";
+    }
+}
+
+void rs_err_print(void) {
+    fprintf(stderr, "error: %s\n", g_msg[0] ? g_msg : "unknown error");
+    const char *tb = getenv("RESAE_TRACEBACK");
+    if (tb && tb[0] == '1' && g_trace_len) fprintf(stderr, "traceback (innermost first):\n%s", g_trace);
+    fflush(stderr);
+}
+
+void rs_err_abort_comm(void *comm_ptr, rs_err code, const char *file, int line, const char *func) {
+    rs_err_push(code, file, line, func);
+    int rank = -1;
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (inited) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    fprintf(stderr, "[r%d] fatal inside a collective: %s\n%s", rank, g_msg, g_trace);
+    fflush(stderr);
+    if (inited) MPI_Abort(*(MPI_Comm *)comm_ptr, 1);
+    exit(1);
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install what is missing, build, run every test through ctest, print the totals.
+# Usage: tests/run.sh [--asan] [--valgrind] [-R REGEX] [-L LABEL]
+#   --asan      build in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer, run all tests
+#   --valgrind  run the serial tests under valgrind (memcheck) in addition
+# Other arguments go to ctest.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../jobs/lib/setup.sh"
+
+asan=0 vg=0 ctest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --asan) asan=1 ;;
+    --valgrind) vg=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) ctest_args+=("$1") ;;
+  esac
+  shift
+done
+
+pkgs=("${RESAE_BUILD_PKGS[@]}" "${RESAE_PY_PKGS[@]}")
+[ $vg = 1 ] && pkgs+=(valgrind)
+rs_install_packages "${pkgs[@]}" || exit 1
+
+cmake_args=()
+if [ $asan = 1 ]; then
+  RESAE_BUILD_DIR=${RESAE_BUILD_DIR%/build}/build-asan
+  [ "$RESAE_BUILD_DIR" = "/build-asan" ] && RESAE_BUILD_DIR=$RESAE_ROOT/build-asan
+  cmake_args+=(-DRESAE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+fi
+rs_build "${cmake_args[@]}" || exit 1
+
+rs_say "running tests"
+log=$RESAE_BUILD_DIR/ctest.log
+start=$(date +%s)
+ctest --test-dir "$RESAE_BUILD_DIR" --output-on-failure -j "$RESAE_JOBS" "${ctest_args[@]}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+
+if [ $vg = 1 ]; then
+  rs_say "serial tests under valgrind"
+  ctest --test-dir "$RESAE_BUILD_DIR" -L serial -T memcheck \
+    --overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite" \
+    --output-on-failure 2>&1 | tee -a "$log" | tail -20
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+fi
+
+passed=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* +Passed' "$log")
+failed=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(\*\*\*|Failed|Exception|Timeout)' "$log")
+echo
+echo "resae tests ($(( $(date +%s) - start ))s):"
+echo "$passed passed, $failed failed"
+[ "$rc" = 0 ] && [ "$failed" = 0 ] || exit 1
