@@ -943,6 +943,37 @@ static rs_err yaml_fail(const rs_config *c, const yaml_parser_t *yp) {
                       (int)m->line + 1, (int)m->column + 1, prob, ctx, hint);
 }
 
+/* A first pass over the event stream that stops at the first node nested deeper than any config
+ * needs. libyaml's scanner costs O(depth) per token in flow collections, so a small file of
+ * nested brackets would otherwise take minutes to load. */
+#define RS_CONFIG_MAX_DEPTH 32
+static rs_err prescan(const rs_config *c, const char *text, size_t len) {
+    yaml_parser_t yp;
+    yaml_event_t ev;
+    if (!yaml_parser_initialize(&yp)) RS_FAIL(RS_ERR_NOMEM, "out of memory initializing the YAML parser");
+    yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
+    rs_err err = RS_OK;
+    int depth = 0;
+    for (;;) {
+        if (!yaml_parser_parse(&yp, &ev)) {
+            err = yaml_fail(c, &yp);
+            break;
+        }
+        int type = ev.type;
+        if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) depth++;
+        if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) depth--;
+        if (depth > RS_CONFIG_MAX_DEPTH)
+            err = rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
+                             "%s:%d:%d: lists and mappings are nested more than %d levels deep here; a config "
+                             "needs at most 4 (see docs/config.md)", c->path, (int)ev.start_mark.line + 1,
+                             (int)ev.start_mark.column + 1, RS_CONFIG_MAX_DEPTH);
+        yaml_event_delete(&ev);
+        if (err || type == YAML_STREAM_END_EVENT) break;
+    }
+    yaml_parser_delete(&yp);
+    return err;
+}
+
 static rs_err config_dir(rs_config *c, const char *path) {
     char *abs = realpath(path, NULL);
     if (!abs) {
@@ -978,6 +1009,8 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
     if (memchr(text, '\0', len))
         RS_FAIL_GOTO(fail, RS_ERR_CONFIG, "%s: the file contains NUL bytes; it is not a YAML text file", path);
 
+    RS_TRY_GOTO(prescan(c, text, len), fail);
+
     yaml_parser_t yp;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&yp)) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory initializing the YAML parser");
@@ -988,10 +1021,11 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
         goto fail;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (!root) {
+    if (!root || is_null(root)) {
+        rs_loc at = root ? node_loc(root) : (rs_loc){1, 1};
         err = rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                         "%s:1:1: the config is empty; it needs at least 'name:', 'model: {path: ..}', "
-                         "'data: {tokens: ..}' and 'layers: {sets: [..]}' (see docs/config.md)", path);
+                         "%s:%d:%d: the config is empty; it needs at least 'name:', 'model: {path: ..}', "
+                         "'data: {tokens: ..}' and 'layers: {sets: [..]}' (see docs/config.md)", path, at.line, at.col);
     } else {
         /* a second document would be silently ignored: refuse it */
         yaml_document_t doc2;

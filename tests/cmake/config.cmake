@@ -27,17 +27,21 @@ resae_add_cmd(config_demo LABELS config
 # command line
 resae_add_cmd(validate_help LABELS config COMMAND $<TARGET_FILE:resae> validate --help
   PASS_REGEX "usage: resae validate.*exit codes: 0 valid, 1 invalid")
-resae_add_cmd(validate_no_args LABELS config COMMAND sh -c "$0 validate; test $? -eq 2" $<TARGET_FILE:resae>)
+set(RESAE_EXPECT_EXIT bash ${RESAE_CONFIG_TESTS}/expect_exit.sh)
+set(RESAE_DEMO_LIKE ${RESAE_CONFIG_DATA}/good/demo_like.yaml)
+resae_add_cmd(validate_no_args LABELS config
+  COMMAND ${RESAE_EXPECT_EXIT} 2 "usage: resae validate" $<TARGET_FILE:resae> validate)
 resae_add_cmd(validate_bad_option LABELS config
-  COMMAND sh -c "$0 validate --frob $1; test $? -eq 2" $<TARGET_FILE:resae> ${RESAE_CONFIG_DATA}/good/demo_like.yaml)
+  COMMAND ${RESAE_EXPECT_EXIT} 2 "unknown option '--frob'" $<TARGET_FILE:resae> validate --frob ${RESAE_DEMO_LIKE})
 resae_add_cmd(validate_two_configs LABELS config
-  COMMAND sh -c "$0 validate $1 $1; test $? -eq 2" $<TARGET_FILE:resae> ${RESAE_CONFIG_DATA}/good/demo_like.yaml)
+  COMMAND ${RESAE_EXPECT_EXIT} 2 "one CONFIG only" $<TARGET_FILE:resae> validate ${RESAE_DEMO_LIKE} ${RESAE_DEMO_LIKE})
 resae_add_cmd(validate_missing_file LABELS config
-  COMMAND sh -c "out=$($0 validate /nonexistent/x.yaml 2>&1); test $? -eq 1 && echo \"$out\" | grep -F 'cannot read the config: /nonexistent/x.yaml: cannot open'"
-  $<TARGET_FILE:resae>)
+  COMMAND ${RESAE_EXPECT_EXIT} 1 "error: cannot read the config: /nonexistent/x.yaml: cannot open"
+          $<TARGET_FILE:resae> validate /nonexistent/x.yaml)
 resae_add_cmd(validate_quiet LABELS config
-  COMMAND sh -c "out=$($0 validate -q $1 2>/dev/null) && test -z \"$out\"" $<TARGET_FILE:resae>
-          ${RESAE_CONFIG_DATA}/good/demo_like.yaml)
+  COMMAND env WANT_EMPTY_STDOUT=1 ${RESAE_EXPECT_EXIT} 0 - $<TARGET_FILE:resae> validate -q ${RESAE_DEMO_LIKE})
+resae_add_cmd(validate_help_dispatch LABELS config
+  COMMAND ${RESAE_EXPECT_EXIT} 0 "exit codes: 0 valid, 1 invalid" $<TARGET_FILE:resae> help validate)
 
 # unit tests: parsing API, defaults, hashing, hostile input; grid sharing counts
 resae_add_unit(test_config SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/test_config.c LABELS config)
