@@ -637,7 +637,7 @@ static rs_err parse_set(parser *p, yaml_node_t *n, int idx) {
         join_key(sub, sizeof sub, key, "count");
         RS_TRY(get_int(p, f[4].val, sub, 2, RS_CONFIG_MAX_LAYER, &s->count));
     }
-    if ((int64_t)strlen(s->name) + 7 > RS_CONFIG_NAME_MAX) {
+    if ((int64_t)strlen(s->name) + 8 > RS_CONFIG_NAME_MAX) {
         join_key(sub, sizeof sub, key, "name");
         RS_CONFIG_FAIL(c, sub, "a gap family's name must leave room for the gap suffix; use at most %d characters",
                        RS_CONFIG_NAME_MAX - 8);
