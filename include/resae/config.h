@@ -20,7 +20,9 @@
 
 /* Bounds the loader enforces so that hostile input cannot make the grid explode. */
 #define RS_CONFIG_MAX_BYTES (1 << 20)
-#define RS_CONFIG_MAX_LIST 4096   /* items in any list */
+#define RS_CONFIG_MAX_LIST 4096   /* items in a sorted list (layers, regression, top_k, budgets) */
+#define RS_CONFIG_MAX_SHORT_LIST 64 /* items in k, seeds, gaps, and the enumeration lists */
+#define RS_CONFIG_MAX_VALUES 100000 /* values read in all, counting each use of an alias */
 #define RS_CONFIG_MAX_SETS 256    /* layer sets after expanding gap families */
 #define RS_CONFIG_MAX_LAYER 100000
 #define RS_CONFIG_NAME_MAX 64     /* names: [A-Za-z0-9_.-]{1,63} */

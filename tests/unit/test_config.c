@@ -314,6 +314,22 @@ static void test_hostile(void **state) {
     EXPECT_ERR("# only a comment\n", "inline.yaml:1:1: the config is empty");
     EXPECT_ERR("plain text\n", "inline.yaml:1:1: the config must be a mapping");
 
+    /* aliases multiplying a long list: bounded by the count of values read, refused quickly */
+    size_t cap = 200000;
+    char *al = malloc(cap);
+    assert_non_null(al);
+    o = (size_t)snprintf(al, cap, "name: x\nmodel: {path: m}\ndata: {tokens: t.h5}\nlayers:\n  sets:\n"
+                                  "    - {name: s0, layers: &big [");
+    for (int i = 0; i < 4096; i++) o += (size_t)snprintf(al + o, cap - o, "%s%d", i ? "," : "", i);
+    o += (size_t)snprintf(al + o, cap - o, "]}\n");
+    for (int i = 1; i < 256; i++) o += (size_t)snprintf(al + o, cap - o, "    - {name: s%d, layers: *big}\n", i);
+    expect_error_at(al, o, "the config holds more than 100000 values (counting each use of an alias)");
+    o = (size_t)snprintf(al, cap, BASE "sae: {seeds: [");
+    for (int i = 0; i < 65; i++) o += (size_t)snprintf(al + o, cap - o, "%s%d", i ? "," : "", i);
+    o += (size_t)snprintf(al + o, cap - o, "]}\n");
+    expect_error_at(al, o, "sae.seeds: the list has 65 items, more than the 64 allowed");
+    free(al);
+
     size_t big = RS_CONFIG_MAX_BYTES + 10;
     char *huge = malloc(big);
     assert_non_null(huge);
