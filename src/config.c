@@ -985,7 +985,7 @@ static rs_err config_dir(rs_config *c, const char *path) {
         /* text without a file (tests): anchor at the path's directory as written */
         const char *slash = strrchr(path, '/');
         size_t n = slash ? (size_t)(slash - path) : 1;
-        abs = malloc(n + 1);
+        abs = malloc(n + 2);
         RS_CHECK_ALLOC(abs);
         if (slash) memcpy(abs, path, n);
         else abs[0] = '.';

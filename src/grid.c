@@ -7,6 +7,10 @@
 #include "resae/util.h"
 #include "resae/version.h"
 
+/* SAE uses (set layers x variants x k x seeds) the grid accepts: far above any planned
+ * experiment, low enough that the arrays stay within tens of MB. */
+#define RS_GRID_MAX_SAE_USES 1000000
+
 /* ============================================================================================
  * Identity hashing: fixed-width fields, strings with their length, so that no two different
  * field sequences serialize alike.
@@ -91,6 +95,11 @@ static uint64_t sae_hash(const rs_grid *g, const rs_config *c, int kind, int lay
  * Building
  * ========================================================================================== */
 
+static int cmp_int(const void *x, const void *y) {
+    int a = *(const int *)x, b = *(const int *)y;
+    return (a > b) - (a < b);
+}
+
 static int cmp_pair(const void *x, const void *y) {
     const rs_grid_pair *p = x, *q = y;
     if (p->a != q->a) return p->a < q->a ? -1 : 1;
@@ -116,6 +125,16 @@ static int index_find(const sae_index *ix, const rs_grid *g, uint64_t h, size_t 
 static rs_err expand_sets(rs_grid *g, const rs_config *c, const rs_model_config *mc) {
     int total = 0;
     for (int i = 0; i < c->layers.n_sets; i++) total += c->layers.sets[i].is_family ? c->layers.sets[i].gaps.n : 1;
+    int64_t n_set_layers = 0; /* bounded before allocating: "as many as fit" follows the model */
+    for (int i = 0; i < c->layers.n_sets; i++) {
+        const rs_set_spec *s = &c->layers.sets[i];
+        if (!s->is_family) n_set_layers += s->layers.n;
+        for (int j = 0; s->is_family && j < s->gaps.n; j++)
+            n_set_layers += rs_config_family_count(s, s->gaps.v[j], mc->n_layers);
+    }
+    if (n_set_layers > RS_GRID_MAX_SAE_USES)
+        RS_CONFIG_FAIL(c, "layers.sets", "the sets hold %lld layers in all, more than the %d this program plans for",
+                       (long long)n_set_layers, RS_GRID_MAX_SAE_USES);
     g->sets = calloc((size_t)total, sizeof *g->sets);
     RS_CHECK_ALLOC(g->sets);
     for (int i = 0; i < c->layers.n_sets; i++) {
@@ -144,20 +163,17 @@ static rs_err expand_sets(rs_grid *g, const rs_config *c, const rs_model_config 
                     gs->same_as = e;
         }
     }
-    /* union of the selected layers */
-    char *used = calloc((size_t)mc->n_layers, 1);
-    RS_CHECK_ALLOC(used);
-    for (int i = 0; i < g->n_sets; i++)
-        for (int m = 0; m < g->sets[i].n; m++) used[g->sets[i].layers[m]] = 1;
-    for (int l = 0; l < mc->n_layers; l++) g->n_union_layers += used[l];
-    g->union_layers = malloc((size_t)g->n_union_layers * sizeof(int) + 1);
-    if (!g->union_layers) {
-        free(used);
-        RS_FAIL(RS_ERR_NOMEM, "out of memory");
-    }
-    for (int l = 0, j = 0; l < mc->n_layers; l++)
-        if (used[l]) g->union_layers[j++] = l;
-    free(used);
+    /* union of the selected layers: sort all, drop repeats */
+    int total_layers = 0;
+    for (int i = 0; i < g->n_sets; i++) total_layers += g->sets[i].n;
+    g->union_layers = malloc((size_t)total_layers * sizeof(int) + 1);
+    RS_CHECK_ALLOC(g->union_layers);
+    for (int i = 0, j = 0; i < g->n_sets; i++)
+        for (int m = 0; m < g->sets[i].n; m++) g->union_layers[j++] = g->sets[i].layers[m];
+    qsort(g->union_layers, (size_t)total_layers, sizeof(int), cmp_int);
+    for (int i = 0; i < total_layers; i++)
+        if (!g->n_union_layers || g->union_layers[g->n_union_layers - 1] != g->union_layers[i])
+            g->union_layers[g->n_union_layers++] = g->union_layers[i];
     return RS_OK;
 }
 
@@ -271,7 +287,7 @@ static rs_err build_saes_and_evals(rs_grid *g, const rs_config *c) {
     int64_t per = (int64_t)c->n_variants * c->sae.k.n * c->sae.seeds.n;
     int64_t n_eval = (int64_t)g->n_sets * per, n_slots = 0;
     for (int i = 0; i < g->n_sets; i++) n_slots += (int64_t)g->sets[i].n * per;
-    if (n_slots > 50000000)
+    if (n_slots > RS_GRID_MAX_SAE_USES)
         RS_CONFIG_FAIL(c, "layers.sets", "the grid has %lld SAE uses over %lld evaluations, more than this program "
                        "plans for; use fewer sets, layers, k values or seeds", (long long)n_slots, (long long)n_eval);
     g->evals = calloc((size_t)n_eval + 1, sizeof *g->evals);
