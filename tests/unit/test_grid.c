@@ -255,6 +255,14 @@ static void test_model_errors(void **state) {
     check_set(&g, 0, "gap2", (int[]){1, 3, 5, 7, 9}, 5);
     rs_grid_free(&g);
     rs_config_free(&c);
+
+    /* "as many as fit" on an absurd model is refused before anything model-sized is allocated */
+    text = "name: t\nmodel: {path: m}\ndata: {tokens: t.h5}\nlayers:\n  sets:\n    - {gaps: [1]}\n";
+    assert_int_equal(rs_config_load_text(&c, "/tmp/grid-test/x.yaml", text, strlen(text)), RS_OK);
+    m.n_layers = 2000000000;
+    assert_int_equal(rs_grid_build(&g, &c, &m), RS_ERR_CONFIG);
+    assert_non_null(strstr(rs_err_msg(), "x.yaml:6:5: layers.sets: the sets hold 2000000000 layers in all"));
+    rs_config_free(&c);
 }
 
 /* Cost estimate: positive, and training scales with the number of SAEs. */
