@@ -136,7 +136,11 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     const size_t N = (size_t)max_B * max_T, d = (size_t)c->d_model;
     s->max_B = max_B;
     s->max_T = max_T;
-    s->logit_rows = N < 128 ? (int)N : 128;
+    /* CE-only passes compute logits a block of rows at a time: SGEMM repacks the (V, d) output
+     * matrix on every call, so blocks of a few hundred rows (<= 64 MB of logits) keep that cheap */
+    size_t lr = ((size_t)64 << 20) / (4 * (size_t)c->vocab_size);
+    if (lr < 128) lr = 128;
+    s->logit_rows = (int)(N < lr ? N : lr);
     const size_t half = (size_t)(c->rotary_dim / 2);
     const size_t qb = (size_t)(max_T < RS_ATTN_QBLOCK ? max_T : RS_ATTN_QBLOCK);
     struct {
