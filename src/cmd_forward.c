@@ -263,6 +263,14 @@ static void out_close(out_file *o) {
 
 /* ---- the command ------------------------------------------------------------------------------- */
 
+/* After rs_mpi_agree: a rank that failed has the message; the others say why they stop. */
+static rs_err agreed(rs_err local, MPI_Comm comm) {
+    rs_err err = rs_mpi_agree(local, comm);
+    if (err && !local)
+        rs_err_set(err, __FILE__, __LINE__, __func__, "stopped: another rank failed (its message is above)");
+    return err;
+}
+
 static int under_mpi_launcher(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_STEP_ID");
 }
@@ -306,7 +314,7 @@ int rs_cmd_forward(int argc, char **argv) {
     double ce_sum = 0;
 
     err = rs_model_load(&m, o.model);
-    if (use_mpi) err = rs_mpi_agree(err, comm);
+    if (use_mpi) err = agreed(err, comm);
     if (err) goto done;
     const int L = m.cfg.n_layers, d = m.cfg.d_model, V = m.cfg.vocab_size;
     want = calloc((size_t)L + 1, sizeof *want);
@@ -319,7 +327,7 @@ int rs_cmd_forward(int argc, char **argv) {
         rs_tokens_opts to = {.format = o.format, .seq_len = o.seq_len, .vocab = V, .comm = use_mpi ? &comm : NULL};
         err = rs_tokens_open(&tk, o.tokens, &to);
     }
-    if (use_mpi) err = rs_mpi_agree(err, comm);
+    if (use_mpi) err = agreed(err, comm);
     if (err) goto done;
     const int T = tk.seq_len;
     int64_t n_seq = tk.n_seq;
@@ -342,10 +350,10 @@ int rs_cmd_forward(int argc, char **argv) {
         if (!tok || !ce || (o.logits && !logits))
             err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory for a batch of %d x %d", B, T);
     }
-    if (use_mpi) err = rs_mpi_agree(err, comm);
+    if (use_mpi) err = agreed(err, comm);
     if (err) goto done;
     err = out_create(&out, o.out, want, L, n_seq, T, d, V, o.logits, use_mpi ? &comm : NULL);
-    if (use_mpi) err = rs_mpi_agree(err, comm);
+    if (use_mpi) err = agreed(err, comm);
     if (err) goto done;
 
     RS_INFO("forward: %s (%s, %d layers, d=%d) over %lld sequences of %d tokens from %s; batch %d, %d rank(s), "
@@ -372,7 +380,7 @@ int rs_cmd_forward(int argc, char **argv) {
     }
     if (!err) rs_progress_finish(&pr);
     if (use_mpi) {
-        err = rs_mpi_agree(err, comm);
+        err = agreed(err, comm);
         double local = ce_sum;
         MPI_Allreduce(&local, &ce_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
     }

@@ -185,6 +185,15 @@ void rs_run_state_free(rs_run_state *s) {
  * forward
  * ================================================================================================ */
 
+/* The per-architecture block; everything around it (embedding, hooks, final norm, logits, CE) is
+ * shared. */
+static void run_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) {
+    switch (m->cfg.arch) {
+    case RS_ARCH_GPT_NEOX: rs_neox_block(s, m, layer, B, T); break;
+    default: break; /* rs_model_load admits no other architecture */
+    }
+}
+
 static rs_err call_hook(const rs_forward_args *a, int layer, float *h, int B, int T, int d) {
     if (a->hook) RS_TRY(a->hook(a->hook_ctx, layer, h, B, T, d));
     return RS_OK;
@@ -234,13 +243,13 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
             memcpy(s->h + i * d, m->embed + (size_t)a->tokens[i] * d, (size_t)d * sizeof(float));
         RS_TRY(call_hook(a, -1, s->h, B, T, d));
     } else {
-        memcpy(s->h, a->resid_in, N * d * sizeof(float));
+        memmove(s->h, a->resid_in, N * d * sizeof(float));
     }
     for (int l = a->start_layer; l <= stop; l++) {
-        rs_neox_block(s, m, l, B, T);
+        run_block(s, m, l, B, T);
         RS_TRY(call_hook(a, l, s->h, B, T, d));
     }
-    if (a->resid_out) memcpy(a->resid_out, s->h, N * d * sizeof(float));
+    if (a->resid_out) memmove(a->resid_out, s->h, N * d * sizeof(float));
     if (!full || (!a->logits && !a->ce)) return RS_OK;
 
     rs_layernorm_forward(s->xn, s->h, m->final_norm_w, m->final_norm_b, (int)N, d, (float)c->layer_norm_eps);

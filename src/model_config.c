@@ -62,6 +62,8 @@ static rs_err parse_neox(rs_model_config *c, const cJSON *root, const char *path
     RS_TRY(get_bool(&c->tie_word_embeddings, root, path, "tie_word_embeddings", 0));
     RS_TRY(get_bool(&c->attention_bias, root, path, "attention_bias", 1));
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act && !cJSON_IsNull(act) && !cJSON_IsString(act))
+        RS_FAIL(RS_ERR_FORMAT, "%s: key 'hidden_act' must be a string", path);
     snprintf(c->hidden_act, sizeof c->hidden_act, "%s", cJSON_IsString(act) ? act->valuestring : "gelu");
 
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->d_ff < 1 || c->vocab_size < 1)

@@ -106,7 +106,8 @@ static rs_err parse_entry(rs_st_tensor *t, uint64_t *begin, uint64_t *end, const
     for (int i = 0; i < nd; i++) {
         uint64_t v;
         if (!json_u53(cJSON_GetArrayItem(sh, i), &v))
-            RS_FAIL(RS_ERR_FORMAT, "%s: tensor '%s': shape entry %d is not a non-negative integer", path, name, i);
+            RS_FAIL(RS_ERR_FORMAT, "%s: tensor '%s': shape entry %d is not a non-negative integer below 2^53", path,
+                    name, i);
         t->shape[i] = (int64_t)v;
         if (__builtin_mul_overflow(numel, v, &numel) || numel > (uint64_t)INT64_MAX) overflow = 1;
     }

@@ -149,7 +149,13 @@ static rs_err read_bin(int32_t *out, rs_tokens *tk, int64_t s0, int64_t n) {
         } else {
             uint32_t v = (uint32_t)buf[4 * i] | (uint32_t)buf[4 * i + 1] << 8 | (uint32_t)buf[4 * i + 2] << 16 |
                          (uint32_t)buf[4 * i + 3] << 24;
-            out[i] = v > (uint32_t)INT32_MAX ? -1 : (int32_t)v; /* -1: caught by the range check */
+            if (v > (uint32_t)INT32_MAX) {
+                free(buf);
+                RS_FAIL(RS_ERR_FORMAT, "%s: token id %u at sequence %lld, position %zu is outside [0, %d)", tk->path, v,
+                        (long long)(s0 + (int64_t)(i / (size_t)tk->seq_len)), i % (size_t)tk->seq_len,
+                        tk->vocab > 0 ? tk->vocab : INT32_MAX);
+            }
+            out[i] = (int32_t)v;
         }
     }
     free(buf);
