@@ -137,8 +137,8 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     s->max_B = max_B;
     s->max_T = max_T;
     /* CE-only passes compute logits a block of rows at a time: SGEMM repacks the (V, d) output
-     * matrix on every call, so blocks of a few hundred rows (<= 64 MB of logits) keep that cheap */
-    size_t lr = ((size_t)64 << 20) / (4 * (size_t)c->vocab_size);
+     * matrix on every call, so blocks of >= 1000 rows (<= 256 MB of logits) keep that cheap */
+    size_t lr = ((size_t)256 << 20) / (4 * (size_t)c->vocab_size);
     if (lr < 128) lr = 128;
     s->logit_rows = (int)(N < lr ? N : lr);
     const size_t half = (size_t)(c->rotary_dim / 2);
@@ -151,7 +151,6 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
         {&s->xn, N * d},
         {&s->qkv, N * 3 * d},
         {&s->att, N * d},
-        {&s->proj, N * d},
         {&s->ff, N * (size_t)c->d_ff},
         {&s->scores, qb * (size_t)max_T},
         {&s->logits, (size_t)s->logit_rows * (size_t)c->vocab_size},

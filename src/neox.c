@@ -81,14 +81,13 @@ void rs_neox_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) 
                        .softcap = 0.0f, .window = 0};
     rs_attention_forward(s->att, s->scores, s->qkv, s->qkv + hs, s->qkv + 2 * hs, 3 * d, 3 * hs, 3 * d, 3 * hs,
                          &a, B, T);
-    rs_linear_forward(s->proj, s->att, w->o_w, w->o_b, N, d, d, 0.0f);
-
-    /* parallel: h + attn(ln1(h)) + mlp(ln2(h)); sequential: h' = h + attn(ln1(h)), h' + mlp(ln2(h')) */
+    /* parallel: h + attn(ln1(h)) + mlp(ln2(h)); sequential: h' = h + attn(ln1(h)), h' + mlp(ln2(h')).
+     * Both projections accumulate straight into the stream (SGEMM beta = 1). */
     if (c->parallel_residual) {
         rs_layernorm_forward(s->xn, s->h, w->mlp_norm_w, w->mlp_norm_b, N, d, eps);
-        rs_add_forward(s->h, s->h, s->proj, (size_t)N * d);
+        rs_linear_forward(s->h, s->att, w->o_w, w->o_b, N, d, d, 1.0f);
     } else {
-        rs_add_forward(s->h, s->h, s->proj, (size_t)N * d);
+        rs_linear_forward(s->h, s->att, w->o_w, w->o_b, N, d, d, 1.0f);
         rs_layernorm_forward(s->xn, s->h, w->mlp_norm_w, w->mlp_norm_b, N, d, eps);
     }
     rs_linear_forward(s->ff, s->xn, w->up_w, w->up_b, N, d, c->d_ff, 0.0f);

@@ -64,7 +64,6 @@ typedef struct rs_run_state {
     float *xn;          /* (B, T, d) normalized input of a sublayer / final norm output */
     float *qkv;         /* (B, T, 3d) */
     float *att;         /* (B, T, d) attention output before the output projection */
-    float *proj;        /* (B, T, d) attention output projection */
     float *ff;          /* (B, T, ff) MLP hidden */
     float *scores;      /* (RS_ATTN_QBLOCK, T) */
     float *logits;      /* (logit_rows, V) */
