@@ -1,10 +1,411 @@
+/* resae forward: run a checkpoint over a token file; write per-token CE, residual streams and logits. */
+#include <cblas.h>
+#include <errno.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "resae/blas.h"
 #include "resae/cli.h"
+#include "resae/log.h"
+#include "resae/model.h"
+#include "resae/mpi_util.h"
+#include "resae/tokens.h"
+#include "resae/version.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: resae forward --model DIR --tokens FILE --out OUT.h5 [options]\n"
+            "\n"
+            "Runs a Hugging Face checkpoint (GPT-NeoX / Pythia) over fixed-length token sequences in fp32 and\n"
+            "writes an HDF5 file with\n"
+            "  /ce          float32 [n_seq, T-1]  cross-entropy of predicting token t+1 at position t\n"
+            "  /resid/<L>   float32 [n_seq, T, d] residual stream after block L, before the final layer norm\n"
+            "               (L = -1: the embedding output), for each layer of --layers\n"
+            "  /logits      float32 [n_seq, T, vocab] with --logits\n"
+            "and attributes model, tokens, format, n_seq, seq_len, mean_ce (mean over all positions), arch.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR        checkpoint directory: config.json and model.safetensors (or sharded with\n"
+            "                     model.safetensors.index.json); F32, F16 or BF16 weights\n"
+            "  --tokens FILE      token ids: HDF5 with dataset /tokens [n_seq, T], or a raw .bin file\n"
+            "  --out OUT.h5       output file (overwritten)\n"
+            "  --format F         hdf5 | bin_u16 | bin_u32 (default: from the extension; .h5/.hdf5 -> hdf5,\n"
+            "                     .bin -> bin_u16)\n"
+            "  --seq-len T        tokens per sequence: required for .bin files (cut into floor(n/T)\n"
+            "                     sequences, a remainder is reported and ignored); for HDF5, use only the\n"
+            "                     first T tokens of each stored sequence (default: all)\n"
+            "  --layers LIST      comma-separated layers to save (-1..n_layers-1), or 'all'; default none\n"
+            "  --logits           also save the logits (large: n_seq x T x vocab floats)\n"
+            "  --batch B          sequences per forward pass (default: about 4096 tokens per pass)\n"
+            "  --max-seqs N       process only the first N sequences\n"
+            "  --threads N        BLAS threads (default: OPENBLAS_NUM_THREADS, else all cores / ranks)\n"
+            "  -h, --help         this text\n"
+            "\n"
+            "Under mpirun (or srun) the sequences are split into contiguous ranges over the ranks, which\n"
+            "write their parts of the same output file (parallel HDF5).\n");
+}
+
+typedef struct {
+    const char *model, *tokens, *out, *layers;
+    int format, seq_len, logits, batch, threads;
+    long long max_seqs;
+} opts;
+
+static int parse_int(const char *flag, const char *v, long long lo, long long hi, long long *out) {
+    if (!v) {
+        fprintf(stderr, "resae forward: %s needs a value\n", flag);
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "resae forward: %s %s: expected an integer in [%lld, %lld]\n", flag, v, lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* Returns -1 on success, else an exit code. */
+static int parse_args(opts *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    o->max_seqs = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long x;
+        if (!strcmp(a, "--model") && v) o->model = argv[++i];
+        else if (!strcmp(a, "--tokens") && v) o->tokens = argv[++i];
+        else if (!strcmp(a, "--out") && v) o->out = argv[++i];
+        else if (!strcmp(a, "--layers") && v) o->layers = argv[++i];
+        else if (!strcmp(a, "--logits")) o->logits = 1;
+        else if (!strcmp(a, "--format") && v) {
+            o->format = rs_tokens_format_parse(argv[++i]);
+            if (o->format < 0) {
+                fprintf(stderr, "resae forward: --format %s: expected hdf5, bin_u16 or bin_u32\n", v);
+                return RS_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--seq-len")) {
+            if (!parse_int(a, v, 2, 1 << 24, &x)) return RS_EXIT_USAGE;
+            o->seq_len = (int)x;
+            i++;
+        } else if (!strcmp(a, "--batch")) {
+            if (!parse_int(a, v, 1, 1 << 20, &x)) return RS_EXIT_USAGE;
+            o->batch = (int)x;
+            i++;
+        } else if (!strcmp(a, "--max-seqs")) {
+            if (!parse_int(a, v, 1, LLONG_MAX, &x)) return RS_EXIT_USAGE;
+            o->max_seqs = x;
+            i++;
+        } else if (!strcmp(a, "--threads")) {
+            if (!parse_int(a, v, 1, 1024, &x)) return RS_EXIT_USAGE;
+            o->threads = (int)x;
+            i++;
+        } else {
+            fprintf(stderr, "resae forward: unknown or incomplete option '%s' (see resae forward --help)\n", a);
+            return RS_EXIT_USAGE;
+        }
+    }
+    if (!o->model || !o->tokens || !o->out) {
+        fprintf(stderr, "resae forward: --model, --tokens and --out are required (see resae forward --help)\n");
+        return RS_EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* "all" or "a,b,c" -> sorted unique flags[l+1] for l in -1..L-1. */
+static rs_err parse_layers(int *want, const char *s, int L) {
+    if (!s) return RS_OK;
+    if (!strcmp(s, "all")) {
+        for (int l = -1; l < L; l++) want[l + 1] = 1;
+        return RS_OK;
+    }
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || (*end && *end != ','))
+            RS_FAIL(RS_ERR_INVAL, "--layers %s: expected comma-separated integers or 'all'", s);
+        if (v < -1 || v >= L)
+            RS_FAIL(RS_ERR_INVAL, "--layers: layer %ld is outside -1..%d (the model has %d blocks)", v, L - 1, L);
+        want[v + 1] = 1;
+        p = *end ? end + 1 : end;
+    }
+    return RS_OK;
+}
+
+/* ---- output file ------------------------------------------------------------------------------- */
+
+typedef struct {
+    hid_t file;
+    hid_t ce, logits;
+    hid_t *resid;       /* (L+1) or -1 */
+    int L;
+    int64_t s0;         /* first sequence of the current batch */
+    int T, d;
+} out_file;
+
+static hid_t make_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(sp);
+    return ds;
+}
+
+/* Rows [s0, s0+B) of a dataset [n_seq, ...] from buf. */
+static rs_err write_rows(hid_t ds, int64_t s0, int B, const float *buf, const char *what) {
+    hid_t fs = H5Dget_space(ds);
+    int rank = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[3], start[3] = {(hsize_t)s0, 0, 0}, count[3];
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    count[0] = (hsize_t)B;
+    for (int i = 1; i < rank; i++) count[i] = dims[i];
+    hid_t ms = H5Screate_simple(rank, count, NULL);
+    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e >= 0) e = H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (e < 0) RS_FAIL(RS_ERR_IO, "writing %s for sequences %lld..%lld failed", what, (long long)s0, (long long)(s0 + B - 1));
+    return RS_OK;
+}
+
+static rs_err write_hook(void *ctx, int layer, float *h, int B, int T, int d) {
+    out_file *o = ctx;
+    if (layer + 1 < 0 || layer + 1 > o->L || o->resid[layer + 1] < 0) return RS_OK;
+    char what[64];
+    snprintf(what, sizeof what, "/resid/%d", layer);
+    RS_TRY(write_rows(o->resid[layer + 1], o->s0, B, h, what));
+    return RS_OK;
+}
+
+static void attr_str(hid_t loc, const char *name, const char *val) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(val) + 1);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, val);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+}
+
+static void attr_num(hid_t loc, const char *name, hid_t type, const void *val) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, type, val);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+/* Collective when comm != NULL: every rank creates the same objects. */
+static rs_err out_create(out_file *o, const char *path, const int *want, int L, int64_t n_seq, int T, int d, int V,
+                         int logits, const MPI_Comm *comm) {
+    memset(o, 0, sizeof *o);
+    o->file = o->ce = o->logits = -1;
+    o->L = L;
+    o->T = T;
+    o->d = d;
+    o->resid = malloc((size_t)(L + 1) * sizeof *o->resid);
+    RS_CHECK_ALLOC(o->resid);
+    for (int i = 0; i <= L; i++) o->resid[i] = -1;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (comm) H5Pset_fapl_mpio(fapl, *comm, MPI_INFO_NULL);
+    H5E_BEGIN_TRY { o->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); }
+    H5E_END_TRY;
+    H5Pclose(fapl);
+    if (o->file < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create the output file (directory missing or not writable?)", path);
+    hsize_t dce[2] = {(hsize_t)n_seq, (hsize_t)(T - 1)};
+    o->ce = make_dataset(o->file, "ce", 2, dce);
+    if (o->ce < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /ce", path);
+    int any = 0;
+    for (int i = 0; i <= L; i++) any |= want[i];
+    if (any) {
+        hid_t g = H5Gcreate2(o->file, "resid", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /resid", path);
+        hsize_t dr[3] = {(hsize_t)n_seq, (hsize_t)T, (hsize_t)d};
+        for (int i = 0; i <= L; i++) {
+            if (!want[i]) continue;
+            char name[32];
+            snprintf(name, sizeof name, "%d", i - 1);
+            o->resid[i] = make_dataset(g, name, 3, dr);
+            if (o->resid[i] < 0) {
+                H5Gclose(g);
+                RS_FAIL(RS_ERR_IO, "%s: cannot create /resid/%s", path, name);
+            }
+        }
+        H5Gclose(g);
+    }
+    if (logits) {
+        hsize_t dl[3] = {(hsize_t)n_seq, (hsize_t)T, (hsize_t)V};
+        o->logits = make_dataset(o->file, "logits", 3, dl);
+        if (o->logits < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /logits", path);
+    }
+    return RS_OK;
+}
+
+static void out_close(out_file *o) {
+    if (o->resid)
+        for (int i = 0; i <= o->L; i++)
+            if (o->resid[i] >= 0) H5Dclose(o->resid[i]);
+    free(o->resid);
+    o->resid = NULL;
+    if (o->ce >= 0) H5Dclose(o->ce);
+    if (o->logits >= 0) H5Dclose(o->logits);
+    if (o->file >= 0) H5Fclose(o->file);
+    o->file = o->ce = o->logits = -1;
+}
+
+/* ---- the command ------------------------------------------------------------------------------- */
+
+/* After rs_mpi_agree: a rank that failed has the message; the others say why they stop. */
+static rs_err agreed(rs_err local, MPI_Comm comm) {
+    rs_err err = rs_mpi_agree(local, comm);
+    if (err && !local)
+        rs_err_set(err, __FILE__, __LINE__, __func__, "stopped: another rank failed (its message is above)");
+    return err;
+}
+
+static int under_mpi_launcher(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_STEP_ID");
+}
 
 int rs_cmd_forward(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "resae forward: not built yet\n");
-    return RS_EXIT_ERROR;
+    if (rs_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return RS_EXIT_OK;
+    }
+    opts o;
+    int rc = parse_args(&o, argc, argv);
+    if (rc >= 0) return rc;
+
+    const int use_mpi = under_mpi_launcher();
+    int rank = 0, size = 1;
+    MPI_Comm comm = MPI_COMM_WORLD;
+    if (use_mpi) {
+        if (rs_mpi_begin(&argc, &argv)) return rs_cli_fail();
+        rank = rs_mpi_rank();
+        size = rs_mpi_size();
+    } else if (!getenv("OPENBLAS_NUM_THREADS")) {
+        rs_blas_set_threads_for_ranks(1);
+    }
+    if (o.threads) openblas_set_num_threads(o.threads);
+
+    rs_err err = RS_OK;
+    rs_model m;
+    rs_run_state s;
+    rs_tokens tk;
+    out_file out;
+    memset(&m, 0, sizeof m);
+    memset(&s, 0, sizeof s);
+    memset(&tk, 0, sizeof tk);
+    tk.file = tk.dset = -1;
+    tk.fd = -1;
+    memset(&out, 0, sizeof out);
+    out.file = out.ce = out.logits = -1;
+    int32_t *tok = NULL;
+    float *ce = NULL, *logits = NULL;
+    int *want = NULL;
+    double ce_sum = 0;
+
+    err = rs_model_load(&m, o.model);
+    if (use_mpi) err = agreed(err, comm);
+    if (err) goto done;
+    const int L = m.cfg.n_layers, d = m.cfg.d_model, V = m.cfg.vocab_size;
+    want = calloc((size_t)L + 1, sizeof *want);
+    if (!want) {
+        err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory");
+        goto done;
+    }
+    err = parse_layers(want, o.layers, L);
+    if (!err) {
+        rs_tokens_opts to = {.format = o.format, .seq_len = o.seq_len, .vocab = V, .comm = use_mpi ? &comm : NULL};
+        err = rs_tokens_open(&tk, o.tokens, &to);
+    }
+    if (use_mpi) err = agreed(err, comm);
+    if (err) goto done;
+    const int T = tk.seq_len;
+    int64_t n_seq = tk.n_seq;
+    if (o.max_seqs > 0 && o.max_seqs < n_seq) n_seq = o.max_seqs;
+    if (T < 2) {
+        err = rs_err_set(RS_ERR_INVAL, __FILE__, __LINE__, __func__, "%s: sequences of %d token(s) have no next-token CE",
+                         o.tokens, T);
+        goto done;
+    }
+    int B = o.batch ? o.batch : (T >= 4096 ? 1 : 4096 / T);
+    /* this rank's contiguous share of the sequences */
+    const int64_t lo = n_seq * rank / size, hi = n_seq * (rank + 1) / size;
+    if (B > hi - lo && hi > lo) B = (int)(hi - lo);
+    if (B < 1) B = 1;
+    err = rs_run_state_init(&s, &m, B, T);
+    if (!err) {
+        tok = malloc((size_t)B * T * sizeof *tok);
+        ce = malloc((size_t)B * (T - 1) * sizeof *ce);
+        if (o.logits) logits = malloc((size_t)B * T * V * sizeof *logits);
+        if (!tok || !ce || (o.logits && !logits))
+            err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory for a batch of %d x %d", B, T);
+    }
+    if (use_mpi) err = agreed(err, comm);
+    if (err) goto done;
+    err = out_create(&out, o.out, want, L, n_seq, T, d, V, o.logits, use_mpi ? &comm : NULL);
+    if (use_mpi) err = agreed(err, comm);
+    if (err) goto done;
+
+    RS_INFO("forward: %s (%s, %d layers, d=%d) over %lld sequences of %d tokens from %s; batch %d, %d rank(s), "
+            "%d BLAS thread(s), kernels %s", o.model, m.cfg.arch_name, L, d, (long long)n_seq, T, o.tokens, B, size,
+            rs_blas_threads(), rs_blas_corename());
+    rs_progress pr;
+    rs_progress_init(&pr, "forward", (double)(hi - lo) * T, "tok", rank == 0);
+    for (int64_t s0 = lo; s0 < hi && !err; s0 += B) {
+        int nb = (int)(hi - s0 < B ? hi - s0 : B);
+        err = rs_tokens_read(tok, &tk, s0, nb);
+        if (err) break;
+        out.s0 = s0;
+        rs_forward_args a = RS_FORWARD_ARGS_INIT;
+        a.tokens = tok;
+        a.hook = write_hook;
+        a.hook_ctx = &out;
+        a.ce = ce;
+        a.logits = logits;
+        err = rs_model_forward(&m, &s, &a, nb, T);
+        if (!err) err = write_rows(out.ce, s0, nb, ce, "/ce");
+        if (!err && logits) err = write_rows(out.logits, s0, nb, logits, "/logits");
+        for (size_t i = 0; !err && i < (size_t)nb * (T - 1); i++) ce_sum += ce[i];
+        rs_progress_update(&pr, (double)(s0 + nb - lo) * T);
+    }
+    if (!err) rs_progress_finish(&pr);
+    if (use_mpi) {
+        err = agreed(err, comm);
+        double local = ce_sum;
+        MPI_Allreduce(&local, &ce_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
+    }
+    if (!err) {
+        double mean = ce_sum / ((double)n_seq * (T - 1));
+        long long ns = (long long)n_seq;
+        attr_str(out.file, "model", o.model);
+        attr_str(out.file, "tokens", o.tokens);
+        attr_str(out.file, "format", rs_tokens_format_name(tk.format));
+        attr_str(out.file, "arch", m.cfg.arch_name);
+        attr_str(out.file, "resae_version", RESAE_VERSION);
+        attr_num(out.file, "n_seq", H5T_NATIVE_LLONG, &ns);
+        attr_num(out.file, "seq_len", H5T_NATIVE_INT, &T);
+        attr_num(out.file, "mean_ce", H5T_NATIVE_DOUBLE, &mean);
+        RS_INFO("forward: mean CE %.6f over %lld x %d positions; wrote %s", mean, ns, T - 1, o.out);
+    }
+done:
+    out_close(&out);
+    rs_tokens_close(&tk);
+    free(tok);
+    free(ce);
+    free(logits);
+    free(want);
+    rs_run_state_free(&s);
+    rs_model_free(&m);
+    if (use_mpi) rs_mpi_end();
+    return err ? rs_cli_fail() : RS_EXIT_OK;
 }

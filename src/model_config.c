@@ -51,12 +51,19 @@ static rs_err parse_neox(rs_model_config *c, const cJSON *root, const char *path
     RS_TRY(get_int(&c->vocab_size, root, path, "vocab_size", 1, 0));
     RS_TRY(get_int(&c->max_positions, root, path, "max_position_embeddings", 0, 2048));
     RS_TRY(get_num(&c->rotary_pct, root, path, "rotary_pct", 0.25));
-    RS_TRY(get_num(&c->rotary_base, root, path, "rotary_emb_base", 10000.0));
+    /* newer conversions name the rotary base rope_theta */
+    double theta = 0;
+    RS_TRY(get_num(&theta, root, path, "rope_theta", 10000.0));
+    RS_TRY(get_num(&c->rotary_base, root, path, "rotary_emb_base", theta));
+    if (!(c->rotary_base > 0)) RS_FAIL(RS_ERR_FORMAT, "%s: rotary_emb_base %g must be positive", path, c->rotary_base);
     RS_TRY(get_num(&c->layer_norm_eps, root, path, "layer_norm_eps", 1e-5));
+    if (!(c->layer_norm_eps >= 0)) RS_FAIL(RS_ERR_FORMAT, "%s: layer_norm_eps must be non-negative", path);
     RS_TRY(get_bool(&c->parallel_residual, root, path, "use_parallel_residual", 1));
     RS_TRY(get_bool(&c->tie_word_embeddings, root, path, "tie_word_embeddings", 0));
     RS_TRY(get_bool(&c->attention_bias, root, path, "attention_bias", 1));
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act && !cJSON_IsNull(act) && !cJSON_IsString(act))
+        RS_FAIL(RS_ERR_FORMAT, "%s: key 'hidden_act' must be a string", path);
     snprintf(c->hidden_act, sizeof c->hidden_act, "%s", cJSON_IsString(act) ? act->valuestring : "gelu");
 
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->d_ff < 1 || c->vocab_size < 1)
@@ -66,8 +73,16 @@ static rs_err parse_neox(rs_model_config *c, const cJSON *root, const char *path
         RS_FAIL(RS_ERR_FORMAT, "%s: hidden_size %d is not divisible by num_attention_heads %d", path,
                 c->d_model, c->n_heads);
     c->head_dim = c->d_model / c->n_heads;
+    c->n_kv_heads = c->n_heads;
     if (!(c->rotary_pct > 0 && c->rotary_pct <= 1))
         RS_FAIL(RS_ERR_UNSUPPORTED, "%s: rotary_pct %g is outside (0, 1]", path, c->rotary_pct);
+    /* the same truncation as Hugging Face: int(head_size * rotary_pct) */
+    c->rotary_dim = (int)((double)c->head_dim * c->rotary_pct);
+    if (c->rotary_dim % 2)
+        RS_FAIL(RS_ERR_UNSUPPORTED, "%s: rotary_pct %g gives %d rotary dimensions of head size %d; an odd count "
+                "is not supported (rotate-half needs an even number)", path, c->rotary_pct, c->rotary_dim, c->head_dim);
+    if (c->max_positions < 1)
+        RS_FAIL(RS_ERR_FORMAT, "%s: max_position_embeddings %d must be positive", path, c->max_positions);
     if (strcmp(c->hidden_act, "gelu"))
         RS_FAIL(RS_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported (only exact 'gelu')", path,
                 c->hidden_act);

@@ -163,7 +163,7 @@ def token_ce(logits, tokens):
 
 # ---- safetensors ----------------------------------------------------------------------------------
 _DT = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32",
-       torch.int64: "I64"}
+       torch.int64: "I64", torch.bool: "BOOL", torch.float64: "F64"}
 _DT_INV = {v: k for k, v in _DT.items()}
 
 
@@ -214,8 +214,10 @@ def load_safetensors(path):
     return out
 
 
-def save_checkpoint(model, directory, dtype=torch.float32):
-    """config.json + model.safetensors in Hugging Face's layout."""
+def save_checkpoint(model, directory, dtype=torch.float32, shards=1, extra=None):
+    """config.json + model.safetensors in Hugging Face's layout; with shards > 1,
+    model-0000i-of-0000n.safetensors plus model.safetensors.index.json (weight_map). `extra` adds
+    tensors as they are (e.g. the non-parameter buffers real Pythia checkpoints carry)."""
     import os
     os.makedirs(directory, exist_ok=True)
     cfg = dict(model.cfg)
@@ -226,16 +228,41 @@ def save_checkpoint(model, directory, dtype=torch.float32):
     sd = {k: v.to(dtype) for k, v in model.state_dict().items()}
     if cfg["tie_word_embeddings"]:
         sd.pop("embed_out.weight", None)
-    save_safetensors(os.path.join(directory, "model.safetensors"), sd, {"format": "pt"})
+    sd.update(extra or {})
+    if shards <= 1:
+        save_safetensors(os.path.join(directory, "model.safetensors"), sd, {"format": "pt"})
+        return
+    names = sorted(sd)
+    weight_map, total = {}, 0
+    for i in range(shards):
+        part = names[i::shards]
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_safetensors(os.path.join(directory, fname), {k: sd[k] for k in part}, {"format": "pt"})
+        for k in part:
+            weight_map[k] = fname
+            total += sd[k].numel() * sd[k].element_size()
+    with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def load_checkpoint(directory):
+    """A model from config.json and its safetensors (single file or sharded); weights as fp32."""
     import os
     with open(os.path.join(directory, "config.json")) as f:
         cfg = json.load(f)
     model = GPTNeoX(make_config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type",
                                                                           "torch_dtype")}))
-    sd = {k: v.float() for k, v in load_safetensors(os.path.join(directory, "model.safetensors")).items()}
+    index = os.path.join(directory, "model.safetensors.index.json")
+    raw = {}
+    if os.path.exists(index):
+        with open(index) as f:
+            for fname in sorted(set(json.load(f)["weight_map"].values())):
+                raw.update(load_safetensors(os.path.join(directory, fname)))
+    else:
+        raw = load_safetensors(os.path.join(directory, "model.safetensors"))
+    params = set(model.state_dict())
+    sd = {k: v.float() for k, v in raw.items() if k in params}
     if cfg.get("tie_word_embeddings"):
         sd["embed_out.weight"] = sd["gpt_neox.embed_in.weight"]
     model.load_state_dict(sd)

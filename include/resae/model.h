@@ -1,0 +1,116 @@
+/* Transformer runtime: weights from a Hugging Face checkpoint, a forward pass over a batch of
+ * sequences in fp32 with residual-stream hooks, partial passes and next-token cross-entropy.
+ *
+ * Split by lifetime (llama2.c):
+ *   rs_model_config  immutable hyperparameters (model_config.h)
+ *   rs_model         weights: one fp32 slab with per-layer views; read-only after load, shareable
+ *                    by any number of run states and threads
+ *   rs_run_state     scratch for at most max_B sequences of max_T tokens, sized once, reused
+ *
+ * Residual-stream numbering (METHOD.md §1): layer -1 is the embedding output, layer l in
+ * 0..n_layers-1 is the stream after block l, before the final layer norm.
+ *
+ * Architectures: GPT-NeoX (Pythia). Per-architecture code is the tensor table and the block
+ * function (src/neox.c); norms, attention (GQA, window, soft-capping), rotary, activations and the
+ * cross-entropy are shared kernels (kernels.h). */
+#ifndef RESAE_MODEL_H
+#define RESAE_MODEL_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "resae/err.h"
+#include "resae/model_config.h"
+
+/* ---- weights -------------------------------------------------------------------------------- */
+
+/* One block's parameters (views into rs_model.slab). Slots an architecture does not use are NULL. */
+typedef struct rs_layer_weights {
+    const float *attn_norm_w, *attn_norm_b;  /* (d) input_layernorm */
+    const float *mlp_norm_w, *mlp_norm_b;    /* (d) post_attention_layernorm (the MLP's input norm) */
+    const float *qkv_w;                      /* (3d, d) packed per head: head h rows [3hs h, 3hs(h+1)) = q|k|v */
+    const float *qkv_b;                      /* (3d) or NULL (attention_bias false) */
+    const float *o_w, *o_b;                  /* (d, d), (d) or NULL: attention.dense */
+    const float *up_w, *up_b;                /* (ff, d), (ff): mlp.dense_h_to_4h */
+    const float *down_w, *down_b;            /* (d, ff), (d): mlp.dense_4h_to_h */
+} rs_layer_weights;
+
+typedef struct rs_model {
+    rs_model_config cfg;
+    char dir[4096];
+    float *slab;                  /* every parameter, fp32, 64-byte aligned pieces; one free */
+    size_t n_floats;
+    const float *embed;           /* (V, d) gpt_neox.embed_in */
+    const float *final_norm_w;    /* (d) gpt_neox.final_layer_norm */
+    const float *final_norm_b;    /* (d) */
+    const float *unembed;         /* (V, d) embed_out; == embed when tie_word_embeddings */
+    rs_layer_weights *layers;     /* (n_layers) */
+} rs_model;
+
+/* Load DIR/config.json and DIR's safetensors weights (single file or sharded). Every tensor's
+ * shape is checked; missing tensors are named; known non-parameter buffers are ignored; other
+ * unexpected tensors are warned about. F32, F16 and BF16 weights are converted to fp32 once. */
+rs_err rs_model_load(rs_model *m, const char *dir);
+void rs_model_free(rs_model *m);
+
+/* ---- run state ------------------------------------------------------------------------------ */
+
+typedef struct rs_run_state {
+    int max_B, max_T;
+    int logit_rows;     /* rows of logits computed at once when the caller wants only CE */
+    float *slab;        /* every buffer below; one free */
+    float *h;           /* (B, T, d) the residual stream */
+    float *xn;          /* (B, T, d) normalized input of a sublayer / final norm output */
+    float *qkv;         /* (B, T, 3d) */
+    float *att;         /* (B, T, d) attention output before the output projection */
+    float *ff;          /* (B, T, ff) MLP hidden */
+    float *scores;      /* (RS_ATTN_QBLOCK, T) */
+    float *logits;      /* (logit_rows, V) */
+    float *ce_tmp;      /* (logit_rows) */
+    int32_t *targets;   /* (logit_rows) */
+    float *rope_cos;    /* (T, rotary_dim / 2) */
+    float *rope_sin;    /* (T, rotary_dim / 2) */
+} rs_run_state;
+
+rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_T);
+void rs_run_state_free(rs_run_state *s);
+
+/* ---- forward pass --------------------------------------------------------------------------- */
+
+/* Residual-stream hook, called with the stream h (B, T, d), contiguous and mutable, right after it
+ * is formed and before anything reads it: after the embedding (layer -1, only when the pass starts
+ * from tokens) and after each block the pass runs. A hook may copy h out (capture), overwrite it
+ * (replace) or modify it in place (add). A nonzero return stops the pass with that error. */
+typedef rs_err (*rs_resid_hook)(void *ctx, int layer, float *h, int B, int T, int d);
+
+/* Stop after the last block (then the final norm, logits and CE are available). */
+#define RS_LAYER_FINAL INT_MAX
+
+typedef struct rs_forward_args {
+    /* (B, T) token ids in [0, V). Needed when the pass starts from the embedding and for CE. */
+    const int32_t *tokens;
+    /* Start: with resid_in == NULL the pass embeds tokens and runs from block 0 (start_layer must
+     * be 0). With resid_in (B, T, d) the pass starts at block start_layer (0..n_layers) from that
+     * stream, which is the stream entering the block: the output of block start_layer-1, or the
+     * embedding output for start_layer 0. The supplied stream is copied, not hooked. */
+    const float *resid_in;
+    int start_layer;
+    /* Last block to run, start_layer-1..n_layers-1, or RS_LAYER_FINAL. Logits and CE need the
+     * full stack (stop_layer >= n_layers-1). */
+    int stop_layer;
+    rs_resid_hook hook;
+    void *hook_ctx;
+    float *logits;     /* (B, T, V) or NULL */
+    float *ce;         /* (B, T-1) or NULL: ce[b, t] = CE of predicting tokens[b, t+1] at position t */
+    float *resid_out;  /* (B, T, d) or NULL: the stream after stop_layer (before the final norm) */
+} rs_forward_args;
+
+/* A full pass from tokens: start 0, stop RS_LAYER_FINAL, nothing requested yet. */
+#define RS_FORWARD_ARGS_INIT {.start_layer = 0, .stop_layer = RS_LAYER_FINAL}
+
+/* Run B sequences of T tokens (B <= max_B, T <= max_T of the state). Deterministic for a fixed
+ * BLAS thread count. Fails (RS_ERR_INVAL) on token ids outside [0, V) or inconsistent arguments. */
+rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_args *a, int B, int T);
+
+#endif

@@ -1,0 +1,271 @@
+/* Model weights, run state and the architecture-independent forward driver. */
+#include "resae/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch.h"
+#include "resae/kernels.h"
+#include "resae/log.h"
+#include "resae/safetensors.h"
+#include "resae/util.h"
+
+/* Pieces of a slab start on 64-byte boundaries. */
+static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* ================================================================================================
+ * loading
+ * ================================================================================================ */
+
+static int spec_index(const rs_tensor_spec *specs, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (specs[i].name[0] && !strcmp(specs[i].name, name)) return i;
+    return -1;
+}
+
+static rs_err check_specs(const rs_safetensors *st, const rs_tensor_spec *specs, int n, const char *dir) {
+    int missing = 0, first = -1;
+    for (int i = 0; i < n; i++) {
+        if (!specs[i].name[0]) continue;
+        const rs_st_tensor *t = rs_safetensors_find(st, specs[i].name);
+        if (!t) {
+            if (first < 0) first = i;
+            missing++;
+            continue;
+        }
+        int same = t->ndim == specs[i].ndim;
+        for (int k = 0; same && k < t->ndim; k++) same = t->shape[k] == specs[i].shape[k];
+        if (!same) {
+            char got[256], want[64];
+            rs_st_fmt_shape(got, sizeof got, t->shape, t->ndim);
+            rs_st_fmt_shape(want, sizeof want, specs[i].shape, specs[i].ndim);
+            RS_FAIL(RS_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", rs_safetensors_path(st, t),
+                    t->name, got, want);
+        }
+        if (t->dtype != RS_ST_F32 && t->dtype != RS_ST_F16 && t->dtype != RS_ST_BF16 && t->dtype != RS_ST_F64)
+            RS_FAIL(RS_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
+                    rs_safetensors_path(st, t), t->name, rs_st_dtype_name(t->dtype));
+    }
+    if (missing)
+        RS_FAIL(RS_ERR_FORMAT, "%s: tensor '%s' is missing from the checkpoint%s (%d missing in all; is config.json "
+                "the one for these weights?)", dir, specs[first].name, missing > 1 ? " among others" : "", missing);
+    return RS_OK;
+}
+
+static void warn_unexpected(const rs_safetensors *st, const rs_tensor_spec *specs, int n, const rs_model *m) {
+    int shown = 0, extra = 0;
+    for (int i = 0; i < st->n_tensors; i++) {
+        const char *name = st->tensors[i].name;
+        if (spec_index(specs, n, name) >= 0) continue;
+        if (m->cfg.arch == RS_ARCH_GPT_NEOX && rs_neox_ignorable(name)) continue;
+        /* a tied checkpoint may still carry the output matrix; the input embedding is used */
+        if (m->cfg.tie_word_embeddings && !strcmp(name, "embed_out.weight")) continue;
+        if (shown < 8) RS_WARN("%s: unexpected tensor '%s' ignored", rs_safetensors_path(st, &st->tensors[i]), name);
+        else extra++;
+        shown++;
+    }
+    if (extra) RS_WARN("%s: %d more unexpected tensors ignored", m->dir, extra);
+}
+
+rs_err rs_model_load(rs_model *m, const char *dir) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    RS_TRY(rs_model_config_load(&m->cfg, dir));
+    if (m->cfg.arch != RS_ARCH_GPT_NEOX)
+        RS_FAIL(RS_ERR_UNSUPPORTED, "%s: architecture '%s' has no runtime", dir, m->cfg.arch_name);
+
+    rs_err err = RS_OK;
+    rs_safetensors st;
+    rs_tensor_spec *specs = NULL;
+    RS_TRY(rs_safetensors_open_dir(&st, dir));
+    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory for %d layers", m->cfg.n_layers);
+    int n = rs_neox_n_specs(&m->cfg);
+    specs = calloc((size_t)n, sizeof *specs);
+    if (!specs) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory");
+    rs_neox_specs(specs, m);
+    RS_TRY_GOTO(check_specs(&st, specs, n, dir), fail);
+
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (specs[i].name[0]) total += align16((size_t)rs_safetensors_find(&st, specs[i].name)->numel);
+    m->slab = rs_calloc_aligned(total, sizeof(float));
+    if (!m->slab) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "%s: out of memory for %zu weights (%.1f GB)", dir, total,
+                               4e-9 * (double)total);
+    m->n_floats = total;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (!specs[i].name[0]) continue;
+        const rs_st_tensor *t = rs_safetensors_find(&st, specs[i].name);
+        RS_TRY_GOTO(rs_st_tensor_to_f32(m->slab + off, &st, t), fail);
+        *specs[i].slot = m->slab + off;
+        off += align16((size_t)t->numel);
+    }
+    if (m->cfg.tie_word_embeddings) m->unembed = m->embed;
+    warn_unexpected(&st, specs, n, m);
+    free(specs);
+    rs_safetensors_free(&st);
+    return RS_OK;
+fail:
+    free(specs);
+    rs_safetensors_free(&st);
+    rs_model_free(m);
+    return err;
+}
+
+void rs_model_free(rs_model *m) {
+    free(m->slab);
+    free(m->layers);
+    memset(m, 0, sizeof *m);
+}
+
+/* ================================================================================================
+ * run state
+ * ================================================================================================ */
+
+rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_T) {
+    memset(s, 0, sizeof *s);
+    const rs_model_config *c = &m->cfg;
+    if (max_B < 1 || max_T < 1) RS_FAIL(RS_ERR_INVAL, "run state needs at least one sequence of one token");
+    if (max_T > c->max_positions)
+        RS_FAIL(RS_ERR_INVAL, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, max_T,
+                c->max_positions);
+    if ((size_t)max_B * (size_t)max_T > (size_t)INT_MAX / 4)
+        RS_FAIL(RS_ERR_INVAL, "batch of %d x %d tokens is too large", max_B, max_T);
+    const size_t N = (size_t)max_B * max_T, d = (size_t)c->d_model;
+    s->max_B = max_B;
+    s->max_T = max_T;
+    /* CE-only passes compute logits a block of rows at a time: SGEMM repacks the (V, d) output
+     * matrix on every call, so blocks of >= 1000 rows (<= 256 MB of logits) keep that cheap */
+    size_t lr = ((size_t)256 << 20) / (4 * (size_t)c->vocab_size);
+    if (lr < 128) lr = 128;
+    s->logit_rows = (int)(N < lr ? N : lr);
+    const size_t half = (size_t)(c->rotary_dim / 2);
+    const size_t qb = (size_t)(max_T < RS_ATTN_QBLOCK ? max_T : RS_ATTN_QBLOCK);
+    struct {
+        float **p;
+        size_t n;
+    } parts[] = {
+        {&s->h, N * d},
+        {&s->xn, N * d},
+        {&s->qkv, N * 3 * d},
+        {&s->att, N * d},
+        {&s->ff, N * (size_t)c->d_ff},
+        {&s->scores, qb * (size_t)max_T},
+        {&s->logits, (size_t)s->logit_rows * (size_t)c->vocab_size},
+        {&s->ce_tmp, (size_t)s->logit_rows},
+        {(float **)&s->targets, (size_t)s->logit_rows}, /* int32 and float have the same size */
+        {&s->rope_cos, (size_t)max_T * half},
+        {&s->rope_sin, (size_t)max_T * half},
+    };
+    const int np = (int)(sizeof parts / sizeof *parts);
+    size_t total = 0;
+    for (int i = 0; i < np; i++) total += align16(parts[i].n);
+    s->slab = rs_calloc_aligned(total, sizeof(float));
+    if (!s->slab)
+        RS_FAIL(RS_ERR_NOMEM, "out of memory for the run state of %d x %d tokens (%.2f GB)", max_B, max_T,
+                4e-9 * (double)total);
+    size_t off = 0;
+    for (int i = 0; i < np; i++) {
+        *parts[i].p = s->slab + off;
+        off += align16(parts[i].n);
+    }
+    rs_rope_tables(s->rope_cos, s->rope_sin, max_T, c->rotary_dim, c->rotary_base);
+    return RS_OK;
+}
+
+void rs_run_state_free(rs_run_state *s) {
+    free(s->slab);
+    memset(s, 0, sizeof *s);
+}
+
+/* ================================================================================================
+ * forward
+ * ================================================================================================ */
+
+/* The per-architecture block; everything around it (embedding, hooks, final norm, logits, CE) is
+ * shared. */
+static void run_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) {
+    switch (m->cfg.arch) {
+    case RS_ARCH_GPT_NEOX: rs_neox_block(s, m, layer, B, T); break;
+    default: break; /* rs_model_load admits no other architecture */
+    }
+}
+
+static rs_err call_hook(const rs_forward_args *a, int layer, float *h, int B, int T, int d) {
+    if (a->hook) RS_TRY(a->hook(a->hook_ctx, layer, h, B, T, d));
+    return RS_OK;
+}
+
+/* CE of rows [r0, r0 + rows) whose logits are in `logits`; targets are the next tokens. */
+static void ce_rows(float *ce, rs_run_state *s, const float *logits, const int32_t *tokens, int r0, int rows, int T,
+                    int V) {
+    for (int i = 0; i < rows; i++) {
+        int r = r0 + i, t = r % T;
+        s->targets[i] = t < T - 1 ? tokens[r + 1] : -1;
+    }
+    rs_ce_forward(s->ce_tmp, logits, s->targets, rows, V);
+    for (int i = 0; i < rows; i++) {
+        int r = r0 + i, b = r / T, t = r % T;
+        if (t < T - 1) ce[(size_t)b * (T - 1) + t] = s->ce_tmp[i];
+    }
+}
+
+rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_args *a, int B, int T) {
+    const rs_model_config *c = &m->cfg;
+    const int L = c->n_layers, d = c->d_model, V = c->vocab_size;
+    if (B < 1 || B > s->max_B || T < 1 || T > s->max_T)
+        RS_FAIL(RS_ERR_INVAL, "forward pass of %d x %d tokens does not fit the run state (%d x %d)", B, T, s->max_B,
+                s->max_T);
+    const int stop = a->stop_layer >= L - 1 ? L - 1 : a->stop_layer;
+    const int full = stop == L - 1;
+    if ((a->logits || a->ce) && !full)
+        RS_FAIL(RS_ERR_INVAL, "logits and CE need the full model, but the pass stops after block %d of %d", stop, L);
+    if (a->ce && !a->tokens) RS_FAIL(RS_ERR_INVAL, "CE needs the tokens");
+    if (!a->resid_in && a->start_layer != 0)
+        RS_FAIL(RS_ERR_INVAL, "a pass starting at block %d needs the residual stream entering it", a->start_layer);
+    if (a->start_layer < 0 || a->start_layer > L)
+        RS_FAIL(RS_ERR_INVAL, "start layer %d is outside 0..%d", a->start_layer, L);
+    if (stop < a->start_layer - 1)
+        RS_FAIL(RS_ERR_INVAL, "stop layer %d is before start layer %d", a->stop_layer, a->start_layer);
+    const size_t N = (size_t)B * T;
+    if (a->tokens && (!a->resid_in || a->ce))
+        for (size_t i = 0; i < N; i++)
+            if (a->tokens[i] < 0 || a->tokens[i] >= V)
+                RS_FAIL(RS_ERR_INVAL, "token id %d at sequence %zu, position %zu is outside [0, %d)", a->tokens[i],
+                        i / (size_t)T, i % (size_t)T, V);
+
+    if (!a->resid_in) {
+        if (!a->tokens) RS_FAIL(RS_ERR_INVAL, "a pass from the embedding needs the tokens");
+        for (size_t i = 0; i < N; i++)
+            memcpy(s->h + i * d, m->embed + (size_t)a->tokens[i] * d, (size_t)d * sizeof(float));
+        RS_TRY(call_hook(a, -1, s->h, B, T, d));
+    } else {
+        memmove(s->h, a->resid_in, N * d * sizeof(float));
+    }
+    for (int l = a->start_layer; l <= stop; l++) {
+        run_block(s, m, l, B, T);
+        RS_TRY(call_hook(a, l, s->h, B, T, d));
+    }
+    if (a->resid_out) memmove(a->resid_out, s->h, N * d * sizeof(float));
+    if (!full || (!a->logits && !a->ce)) return RS_OK;
+
+    rs_layernorm_forward(s->xn, s->h, m->final_norm_w, m->final_norm_b, (int)N, d, (float)c->layer_norm_eps);
+    if (a->logits) {
+        rs_linear_forward(a->logits, s->xn, m->unembed, NULL, (int)N, d, V, 0.0f);
+        if (a->ce)
+            for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
+                int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
+                ce_rows(a->ce, s, a->logits + r0 * V, a->tokens, (int)r0, rows, T, V);
+            }
+        return RS_OK;
+    }
+    /* CE only: logits a block of rows at a time, never (B, T, V) at once */
+    for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
+        int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
+        rs_linear_forward(s->logits, s->xn + r0 * d, m->unembed, NULL, rows, d, V, 0.0f);
+        ce_rows(a->ce, s, s->logits, a->tokens, (int)r0, rows, T, V);
+    }
+    return RS_OK;
+}
