@@ -139,12 +139,12 @@ static void fmt_layers(char *out, size_t n, const rs_actstore_identity *id) {
 }
 
 int rs_actstore_identity_diff(char *msg, size_t n, const rs_actstore_identity *a, const rs_actstore_identity *b) {
-#define DIFF_INT(field, fmt, cast)                                                                     \
+#define DIFF_INT(field, name, fmt, cast)                                                                \
     if (a->field != b->field) {                                                                        \
-        snprintf(msg, n, #field " is " fmt " in the store but " fmt " in this run", (cast)a->field, (cast)b->field); \
+        snprintf(msg, n, name " is " fmt " in the store but " fmt " in this run", (cast)a->field, (cast)b->field); \
         return 1;                                                                                      \
     }
-    DIFF_INT(schema_version, "%d", int)
+    DIFF_INT(schema_version, "schema_version", "%d", int)
     if (a->model_hash != b->model_hash) {
         snprintf(msg, n, "model_hash is %016" PRIx64 " (model %s) in the store but %016" PRIx64 " (model %s) in this run",
                  a->model_hash, a->model_path, b->model_hash, b->model_path);
@@ -155,13 +155,13 @@ int rs_actstore_identity_diff(char *msg, size_t n, const rs_actstore_identity *a
                  a->data_hash, a->data_path, b->data_hash, b->data_path);
         return 1;
     }
-    DIFF_INT(n_seq_data, "%lld", long long)
-    DIFF_INT(T, "%d", int)
-    DIFF_INT(skip_pos0, "%d", int)
-    DIFF_INT(split_seed, "%llu", unsigned long long)
-    DIFF_INT(budget[RS_SPLIT_CALIB], "%lld", long long)
-    DIFF_INT(budget[RS_SPLIT_TRAIN], "%lld", long long)
-    DIFF_INT(budget[RS_SPLIT_EVAL], "%lld", long long)
+    DIFF_INT(n_seq_data, "n_seq_data", "%lld", long long)
+    DIFF_INT(T, "seq_len", "%d", int)
+    DIFF_INT(skip_pos0, "skip_pos0", "%d", int)
+    DIFF_INT(split_seed, "split_seed", "%llu", unsigned long long)
+    DIFF_INT(budget[RS_SPLIT_CALIB], "budget_calib", "%lld", long long)
+    DIFF_INT(budget[RS_SPLIT_TRAIN], "budget_train", "%lld", long long)
+    DIFF_INT(budget[RS_SPLIT_EVAL], "budget_eval", "%lld", long long)
     int same_layers = a->n_layers == b->n_layers;
     for (int i = 0; same_layers && i < a->n_layers; i++) same_layers = a->layers[i] == b->layers[i];
     if (!same_layers) {
@@ -171,13 +171,13 @@ int rs_actstore_identity_diff(char *msg, size_t n, const rs_actstore_identity *a
         snprintf(msg, n, "layers are [%s] in the store but [%s] in this run", la, lb);
         return 1;
     }
-    DIFF_INT(d, "%d", int)
+    DIFF_INT(d, "d", "%d", int)
     if (a->dtype != b->dtype) {
         snprintf(msg, n, "dtype is %s in the store but %s in this run", rs_dtype_name(a->dtype), rs_dtype_name(b->dtype));
         return 1;
     }
-    DIFF_INT(batch_seqs, "%d", int)
-    DIFF_INT(chunk_rows, "%d", int)
+    DIFF_INT(batch_seqs, "batch_seqs", "%d", int)
+    DIFF_INT(chunk_rows, "chunk_rows", "%d", int)
 #undef DIFF_INT
     return 0;
 }
@@ -636,7 +636,7 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
                             st->id.data_path, id->data_path);
                 return RS_OK;
             }
-            if (differs) RS_WARN("%s: %s; recreating it (--force)", path, diff);
+            if (differs && rank == 0) RS_WARN("%s: %s; recreating it (--force)", path, diff);
             rs_actstore_close(st);
         } else if (reuse && !force) {
             RS_FAIL(RS_ERR_FORMAT,

@@ -323,15 +323,18 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
     rs_progress_init(&prog, "harvest", (double)tokens_todo, "tok", rank == 0);
     const int64_t per_global_round = (int64_t)size * per_round;
     const int64_t n_rounds = (n_todo + per_global_round - 1) / per_global_round;
-    char *jbuf = rank == 0 ? malloc((size_t)per_global_round * 48 + 16) : NULL;
+    char *jbuf = rank == 0 ? malloc((size_t)n_todo * 48 + 16) : NULL;
     if (rs_mpi_agree(rank == 0 && !jbuf ? RS_ERR_NOMEM : RS_OK, comm)) {
         free(jbuf);
         RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for the journal buffer");
     }
     double t_loop = rs_now();
     int64_t tokens_done = 0;
+    int64_t pending = 0; /* first todo index not yet journaled */
+    double t_flush = rs_now();
     for (int64_t r = 0; r < n_rounds && !err; r++) {
         const int64_t first = r * per_global_round;
+        const int64_t last = first + per_global_round < n_todo ? first + per_global_round : n_todo;
         rs_err my_err = RS_OK;
         for (int j = 0; j < per_round && !my_err; j++) {
             int64_t k = first + (int64_t)j * size + rank;
@@ -341,26 +344,31 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             global_to_local(&s, &b, &map, todo[k]);
             my_err = run_batch(&stats, &st, bufs, splits, s, b, produce, ctx);
         }
-        /* every rank reaches this point each round, with or without a batch */
+        /* every rank reaches this point each round, with or without a batch; rank 0's clock
+         * decides when to flush so that all ranks agree */
         double t_sync = rs_now();
-        int in[3] = {my_err, cfg->stop ? (int)*cfg->stop : 0, my_err ? rank : -1}, agreed[3];
-        MPI_Allreduce(in, agreed, 3, MPI_INT, MPI_MAX, comm);
+        int flush_now = rank == 0 && (last == n_todo || t_sync - t_flush >= cfg->flush_seconds);
+        int in[4] = {my_err, cfg->stop ? (int)*cfg->stop : 0, my_err ? rank : -1, flush_now}, agreed[4];
+        MPI_Allreduce(in, agreed, 4, MPI_INT, MPI_MAX, comm);
         if (agreed[0]) {
             if (my_err) err = my_err;
             else err = rs_err_set(agreed[0], __FILE__, __LINE__, __func__,
                                   "harvest stopped: rank %d failed (its error is printed above)", agreed[2]);
             break;
         }
+        if (!agreed[3] && !agreed[1]) {
+            stats.sync_s += rs_now() - t_sync;
+            continue;
+        }
         err = rs_actstore_flush(&st);
         if (rs_mpi_agree(err, comm)) {
             if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: flush failed on another rank");
             break;
         }
-        /* the round's data is durable: record it */
-        int64_t last = first + per_global_round < n_todo ? first + per_global_round : n_todo;
+        /* the data since the last flush is durable: record it */
         if (rank == 0) {
             size_t used = 0;
-            for (int64_t k = first; k < last; k++) {
+            for (int64_t k = pending; k < last; k++) {
                 int s;
                 int64_t b;
                 global_to_local(&s, &b, &map, todo[k]);
@@ -372,18 +380,20 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not append to the journal");
             break;
         }
-        stats.sync_s += rs_now() - t_sync;
-        for (int64_t k = first; k < last; k++) {
+        t_flush = rs_now();
+        stats.sync_s += t_flush - t_sync;
+        for (int64_t k = pending; k < last; k++) {
             int s;
             int64_t b, r0, nr;
             global_to_local(&s, &b, &map, todo[k]);
             rs_actstore_batch_rows(&r0, &nr, &st, s, b);
             tokens_done += nr;
         }
-        stats.batches_run += last - first;
+        stats.batches_run += last - pending;
+        pending = last;
         rs_progress_update(&prog, (double)tokens_done);
         if (agreed[1] && last < n_todo) {
-            RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues", 
+            RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues",
                     (long long)(stats.batches_skipped + stats.batches_run), (long long)total);
             err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
                              "harvest interrupted by a signal after a checkpoint; run the same command again");

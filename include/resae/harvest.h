@@ -4,8 +4,9 @@
  *
  * Work unit: a global batch of batch_seqs consecutive sequences of one split (fixed boundaries in
  * split order, so the values never depend on the rank count). The batches not yet done are dealt
- * round-robin over the ranks, batches_per_round per rank per round. After each round the ranks
- * flush the store collectively (durable data), then rank 0 appends the round's batch ids to
+ * round-robin over the ranks, batches_per_round per rank per round. After a round (every round, or
+ * the first one flush_seconds after the previous flush) the ranks flush the store collectively
+ * (durable data), then rank 0 appends the ids of the batches written since the last flush to
  * <run_dir>/harvest.journal and fsyncs it: a batch is recorded only after its data is durable.
  * A restart skips the recorded batches, so a harvest killed at any instant and restarted ends
  * with a store identical to an uninterrupted run. When all batches are done the per-batch
@@ -48,7 +49,9 @@ typedef struct rs_harvest_config {
     const char *run_dir;        /* created if missing; holds activations.h5 and harvest.journal */
     rs_actstore_identity id;    /* model/data identity, layers, d, dtype, batch_seqs, chunk_rows;
                                    the split fields are filled from the splits */
-    int batches_per_round;      /* per rank between two flushes (>= 1) */
+    int batches_per_round;      /* per rank per round (>= 1) */
+    double flush_seconds;       /* flush + journal after the first round ending this long after the
+                                   previous flush (0: after every round); bounds the work a kill loses */
     int force;                  /* recreate a store whose identity differs */
     volatile sig_atomic_t *stop; /* optional: nonzero asks for a clean stop at the next round */
 } rs_harvest_config;

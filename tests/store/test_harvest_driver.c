@@ -3,7 +3,7 @@
  * 3 interrupted (SIGTERM/SIGUSR1 after a checkpoint).
  *
  *   test_harvest_driver RUN_DIR [--dtype float32|float16] [--sleep-us N] [--per-round K]
- *       [--batch B] [--train-tokens N] [--model-hash H] [--force] [--nan SEQ,POS,LAYER]
+ *       [--batch B] [--flush-seconds S] [--train-tokens N] [--model-hash H] [--force] [--nan SEQ,POS,LAYER]
  *       [--pid-dir DIR] [--check] [--keep-pos0] */
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +36,7 @@ int main(int argc, char **argv) {
     fake_producer_init(&fp);
     const char *run_dir = argv[1], *pid_dir = NULL;
     int check = 0;
+    double flush_s = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--check")) check = 1;
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--sleep-us")) fp.sleep_us = atol(argv[++i]);
         else if (v && !strcmp(a, "--per-round")) t.per_round = atoi(argv[++i]);
         else if (v && !strcmp(a, "--batch")) t.batch_seqs = atoi(argv[++i]);
+        else if (v && !strcmp(a, "--flush-seconds")) flush_s = atof(argv[++i]);
         else if (v && !strcmp(a, "--train-tokens")) t.budget[RS_SPLIT_TRAIN] = atoll(argv[++i]);
         else if (v && !strcmp(a, "--model-hash")) t.model_hash = strtoull(argv[++i], NULL, 0);
         else if (v && !strcmp(a, "--pid-dir")) pid_dir = argv[++i];
@@ -84,6 +86,7 @@ int main(int argc, char **argv) {
     rs_harvest_config cfg;
     test_config(&cfg, &t, run_dir);
     cfg.stop = &g_stop;
+    cfg.flush_seconds = flush_s;
     rs_harvest_stats hs;
     rs_err err = rs_harvest_run(&hs, &cfg, &sp, fake_produce, &fp, MPI_COMM_WORLD);
     int rc = 0;
