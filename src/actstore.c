@@ -34,7 +34,7 @@ int rs_dtype_from_name(const char *name) {
     return -1;
 }
 
-uint16_t rs_f32_to_f16(float f) {
+static inline __attribute__((always_inline)) uint16_t f32_to_f16(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
     uint32_t sign = (x >> 16) & 0x8000u;
@@ -57,7 +57,9 @@ uint16_t rs_f32_to_f16(float f) {
     return (uint16_t)(sign | q);
 }
 
-float rs_f16_to_f32(uint16_t h) {
+uint16_t rs_f32_to_f16(float f) { return f32_to_f16(f); }
+
+static inline __attribute__((always_inline)) float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
     float f;
@@ -72,6 +74,63 @@ float rs_f16_to_f32(uint16_t h) {
     }
     memcpy(&f, &x, sizeof f);
     return f;
+}
+
+float rs_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+
+/* Bulk conversion: the F16C instructions when the CPU has them (same rounding: nearest even),
+ * the scalar code otherwise. The software path is the reference the tests compare against. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define RS_HAVE_F16C_PATH 1
+static int cpu_has_f16c(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        unsigned a, b, c, d;
+        cached = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && (c & (1u << 28)) && (c & (1u << 27))) {
+            unsigned lo, hi;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            cached = (lo & 6u) == 6u; /* the OS saves the SSE and AVX state */
+        }
+        if (getenv("RESAE_NO_F16C")) cached = 0;
+    }
+    return cached;
+}
+
+__attribute__((target("avx,f16c"))) static void f32_to_f16_hw(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
+__attribute__((target("avx,f16c"))) static void f16_to_f32_hw(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+#endif
+
+void rs_f32_to_f16_n(uint16_t *dst, const float *src, size_t n) {
+#ifdef RS_HAVE_F16C_PATH
+    if (cpu_has_f16c()) {
+        f32_to_f16_hw(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
+void rs_f16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
+#ifdef RS_HAVE_F16C_PATH
+    if (cpu_has_f16c()) {
+        f16_to_f32_hw(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
 /* An IEEE binary16 HDF5 type (little endian) that h5py maps to numpy.float16. */
@@ -704,6 +763,16 @@ rs_err rs_actstore_batch_rows(int64_t *row0, int64_t *n, const rs_actstore *st, 
     return RS_OK;
 }
 
+/* Batch statistics, row by row in row order (restrict lets the compiler vectorize over d). */
+static void accumulate_row(double *restrict sum /* (d) */, double *restrict sq /* (d) */,
+                           const float *restrict x /* (d) */, int d) {
+    for (int j = 0; j < d; j++) {
+        double v = x[j];
+        sum[j] += v;
+        sq[j] += v * v;
+    }
+}
+
 rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t batch, const float *rows, int64_t n) {
     int li = -1;
     RS_TRY(check_split_layer(&li, st, split, layer));
@@ -715,9 +784,11 @@ rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t ba
                 rs_split_name(split), (long long)nb, (long long)n);
     const int d = st->id.d;
     const size_t count = (size_t)n * (size_t)d;
-    double *sum = calloc((size_t)d, sizeof *sum);
-    RS_CHECK_ALLOC(sum);
-    double sqn = 0.0;
+    /* sum (d), sq (d), and a float row of stored values (d) */
+    double *acc = calloc((size_t)d * 2 + ((size_t)d + 1) / 2, sizeof *acc);
+    RS_CHECK_ALLOC(acc);
+    double *sum = acc, *sq = acc + d;
+    float *stored = (float *)(acc + 2 * (size_t)d);
     const void *buf = rows;
     hid_t mtype = H5T_NATIVE_FLOAT;
     if (st->id.dtype == RS_DTYPE_F16) {
@@ -726,40 +797,28 @@ rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t ba
             st->scratch = malloc(count * sizeof *st->scratch);
             st->scratch_n = st->scratch ? count : 0;
             if (!st->scratch) {
-                free(sum);
+                free(acc);
                 RS_FAIL(RS_ERR_NOMEM, "activation store: out of memory for %zu float16 values", count);
             }
         }
         for (int64_t r = 0; r < n; r++) {
-            const float *x = rows + (size_t)r * d;
             uint16_t *h = st->scratch + (size_t)r * d;
-            double q = 0.0;
-            for (int j = 0; j < d; j++) {
-                h[j] = rs_f32_to_f16(x[j]);
-                double v = rs_f16_to_f32(h[j]); /* statistics of what is stored */
-                sum[j] += v;
-                q += v * v;
-            }
-            sqn += q;
+            rs_f32_to_f16_n(h, rows + (size_t)r * d, (size_t)d);
+            rs_f16_to_f32_n(stored, h, (size_t)d); /* statistics of what is stored */
+            accumulate_row(sum, sq, stored, d);
         }
         buf = st->scratch;
         mtype = st->half_type;
     } else {
-        for (int64_t r = 0; r < n; r++) {
-            const float *x = rows + (size_t)r * d;
-            double q = 0.0;
-            for (int j = 0; j < d; j++) {
-                double v = x[j];
-                sum[j] += v;
-                q += v * v;
-            }
-            sqn += q;
-        }
+        for (int64_t r = 0; r < n; r++) accumulate_row(sum, sq, rows + (size_t)r * d, d);
     }
+    /* per-dimension sums of squares added in dimension order: fixed, so deterministic */
+    double sqn = 0.0;
+    for (int j = 0; j < d; j++) sqn += sq[j];
     herr_t e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)d, buf);
     if (e >= 0) e = dset_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)batch, 1, (hsize_t)d, sum);
     if (e >= 0) e = dset_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)batch, 1, 1, &sqn);
-    free(sum);
+    free(acc);
     if (e < 0)
         RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
                 rs_split_name(split), layer);
@@ -845,17 +904,19 @@ rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int l
             RS_FAIL(RS_ERR_IO, "%s: reading rows of /%s/L%d failed", st->path, rs_split_name(split), layer);
         return RS_OK;
     }
-    /* float16: read into the upper half of dst, then widen front to back; element i is read
-     * before any write reaches it, so no scratch buffer is needed */
+    /* float16: read into the upper half of dst, then widen front to back in blocks copied out
+     * first: block [i, i+B) writes bytes [4i, 4i+4B), which never reach the halves of a later
+     * block (they start at 2*count + 2(i+B) >= 4i + 4B while i + B <= count) */
     unsigned char *bytes = (unsigned char *)dst;
     unsigned char *halves = bytes + 2 * count;
     if (dset_read_rows(st->dset[split][li], st->half_type, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)st->id.d, halves) < 0)
         RS_FAIL(RS_ERR_IO, "%s: reading rows of /%s/L%d failed", st->path, rs_split_name(split), layer);
-    for (size_t i = 0; i < count; i++) {
-        uint16_t h;
-        memcpy(&h, halves + 2 * i, sizeof h);
-        float f = rs_f16_to_f32(h);
-        memcpy(bytes + 4 * i, &f, sizeof f);
+    enum { BLOCK = 1024 };
+    uint16_t tmp[BLOCK];
+    for (size_t i = 0; i < count; i += BLOCK) {
+        size_t m = count - i < BLOCK ? count - i : BLOCK;
+        memcpy(tmp, halves + 2 * i, m * sizeof *tmp);
+        rs_f16_to_f32_n(dst + i, tmp, m);
     }
     return RS_OK;
 }
