@@ -459,11 +459,15 @@ static rs_err read_identity(rs_actstore_identity *id, hid_t f, const char *path)
     uint64_t u64;
     rs_err err = attr_read_str(f, "kind", kind, sizeof kind);
     if (err || strcmp(kind, STORE_KIND))
-        RS_FAIL(RS_ERR_FORMAT, "%s: not a resae activation store (root attribute kind != '%s')", path, STORE_KIND);
+        RS_FAIL(RS_ERR_UNSUPPORTED, "%s: not a resae activation store (root attribute kind != '%s')", path, STORE_KIND);
 #define RD(name, type, var) \
     do {                                                                                        \
         rs_err e_ = attr_read(f, name, type, &var, 0);                                          \
-        if (e_) RS_FAIL(e_, "%s: %s (the store is damaged or of another schema)", path, rs_err_msg()); \
+        if (e_) {                                                                               \
+            char m_[512];                                                                       \
+            snprintf(m_, sizeof m_, "%s", rs_err_msg());                                        \
+            RS_FAIL(e_, "%s: %s (the store is damaged or of another schema)", path, m_);        \
+        }                                                                                       \
     } while (0)
     RD("schema_version", H5T_NATIVE_INT32, i32);
     id->schema_version = i32;
@@ -646,7 +650,7 @@ rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Com
     }
     err = read_identity(&st->id, st->file, path);
     if (!err && st->id.schema_version != RESAE_SCHEMA_VERSION)
-        err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__,
+        err = rs_err_set(RS_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,
                          "%s: store schema version %d, this resae reads version %d: delete the run directory "
                          "(or use a new run_dir) to harvest again",
                          path, st->id.schema_version, RESAE_SCHEMA_VERSION);
@@ -671,11 +675,12 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
     }
     MPI_Bcast(&exists, 1, MPI_INT, 0, comm);
     if (exists) {
-        rs_err err = rs_actstore_open(st, path, 1, comm);
-        if (rs_mpi_agree(err, comm) && !err) {
-            rs_actstore_close(st); /* another rank failed to open it */
-            err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s: cannot be opened on every rank", path);
-        }
+        rs_err mine = rs_actstore_open(st, path, 1, comm);
+        char why[1024];
+        snprintf(why, sizeof why, "%s", mine ? rs_err_msg() : "it cannot be opened on every rank");
+        /* decide on the agreed code so that every rank takes the same branch */
+        rs_err err = rs_mpi_agree(mine, comm);
+        if (err && !mine) rs_actstore_close(st);
         if (!err) {
             char diff[2048];
             int differs = rs_actstore_identity_diff(diff, sizeof diff, &st->id, id);
@@ -697,13 +702,16 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
             }
             if (differs && rank == 0) RS_WARN("%s: %s; recreating it (--force)", path, diff);
             rs_actstore_close(st);
+        } else if (err == RS_ERR_UNSUPPORTED && !force) {
+            /* another schema, or not ours at all: never overwrite it silently */
+            RS_FAIL(RS_ERR_CONFIG, "%s (pass --force to replace it)", why);
         } else if (reuse && !force) {
             RS_FAIL(RS_ERR_FORMAT,
                     "%s cannot be opened although the harvest journal records finished batches (%s): the file "
                     "is damaged. Delete the run directory (or use a new run_dir), or pass --force to recreate it",
-                    path, rs_err_msg());
+                    path, why);
         } else {
-            RS_DEBUG("%s: unusable store (%s); recreating it", path, rs_err_msg());
+            RS_DEBUG("%s: unusable store (%s); recreating it", path, why);
         }
     }
     RS_TRY(rs_actstore_create(st, path, id, splits, comm));
@@ -869,8 +877,9 @@ rs_err rs_actstore_finalize(rs_actstore *st) {
     free(buf);
     free(acc);
     free(sq);
-    err = rs_mpi_agree(err, st->comm);
-    if (err) RS_FAIL(err, "%s: finalizing statistics failed: %s", st->path, rs_err_msg());
+    rs_err any = rs_mpi_agree(err, st->comm);
+    if (err) RS_TRY(err);
+    if (any) RS_FAIL(any, "%s: finalizing statistics failed on another rank", st->path);
     RS_TRY(rs_actstore_flush(st)); /* statistics durable before the completion mark */
     int32_t one = 1;
     herr_t e = 0;

@@ -107,12 +107,15 @@ typedef struct rs_actstore {
 /* Create (truncate) the store at path for this identity and splits. Collective. */
 rs_err rs_actstore_create(rs_actstore *st, const char *path, const rs_actstore_identity *id,
                           const rs_splits *splits, MPI_Comm comm);
-/* Open an existing store. Collective. Fails with a clear message if it is not a store of this
- * schema version or cannot be opened. */
+/* Open an existing store. Collective. Fails with RS_ERR_UNSUPPORTED if the file is not a resae
+ * activation store or has another schema version, RS_ERR_FORMAT if it cannot be opened or is
+ * incomplete (a creation cut short). */
 rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Comm comm);
 /* Harvest's entry: open the store at path if it exists with this identity and reuse is nonzero,
  * otherwise (re)create it; *created tells which. An existing store with a different identity is
- * refused (naming the field and the fix) unless force is nonzero. Collective. */
+ * refused (naming the field and the fix) unless force is nonzero; so is a file of another schema
+ * version or a file that is not a store. A file that cannot be opened (a creation cut short) is
+ * recreated when reuse is zero (nothing was recorded as done). Collective. */
 rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *path,
                                   const rs_actstore_identity *id, const rs_splits *splits, int force,
                                   int reuse, MPI_Comm comm);

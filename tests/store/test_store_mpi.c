@@ -244,6 +244,28 @@ int main(int argc, char **argv) {
         rs_actstore_close(&st);
     }
 
+    /* 7. a foreign HDF5 file in the store's place is never overwritten without force */
+    {
+        char dir[700], p[800];
+        snprintf(dir, sizeof dir, "%s/foreign", base);
+        snprintf(p, sizeof p, "%s/%s", dir, RS_ACTSTORE_FILE);
+        if (g_rank == 0) {
+            mkdir(dir, 0755);
+            hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+            H5Fclose(f);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+        fake_producer_init(&fp);
+        e = harvest(&hs, &t, &sp, dir, &fp);
+        EXPECT(e == RS_ERR_CONFIG && strstr(rs_err_msg(), "not a resae activation store") &&
+                   strstr(rs_err_msg(), "--force"),
+               "foreign file: %d %s", e, rs_err_msg());
+        test_setup tf = t;
+        tf.force = 1;
+        e = harvest(&hs, &tf, &sp, dir, &fp);
+        EXPECT(!e && all_sum(fp.calls) == 25, "foreign file with force: %s", rs_err_msg());
+    }
+
     rs_splits_free(&sp);
     long total = all_sum(g_fail);
     if (g_rank == 0) printf("store_mpi at %d ranks: %s (%ld failures)\n", g_size, total ? "FAILED" : "ok", total);
