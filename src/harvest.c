@@ -136,9 +136,23 @@ static rs_err journal_append(int fd, const char *path, const char *text, size_t 
  * one batch
  * ---------------------------------------------------------------------------------------------- */
 
-/* Every produced value must be finite; float16 stores also need the stored rows in range. */
+/* 1 if every |x| < limit (NaN fails the comparison); branch-free so it vectorizes. */
+static int all_below(const float *restrict x, size_t n, float limit) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= !(fabsf(x[i]) < limit);
+    return !bad;
+}
+
+/* Every produced value must be finite; float16 stores also need the stored rows in range.
+ * The fast scan decides; the slow one only runs to name the first bad value. */
 static rs_err check_values(const float *x /* (n_seq*T, d) */, const rs_harvest_batch *b, int layer, int f16,
                            int skip_pos0) {
+    const size_t rl = (size_t)b->d, n = (size_t)b->n_seq * b->T * rl;
+    int ok = all_below(x, n, INFINITY);
+    if (ok && f16)
+        for (int s = 0; s < b->n_seq && ok; s++)
+            ok = all_below(x + ((size_t)s * b->T + (size_t)skip_pos0) * rl, (size_t)(b->T - skip_pos0) * rl, 65520.0f);
+    if (ok) return RS_OK;
     for (int s = 0; s < b->n_seq; s++)
         for (int t = 0; t < b->T; t++) {
             const float *row = x + ((size_t)s * b->T + t) * b->d;
@@ -155,7 +169,7 @@ static rs_err check_values(const float *x /* (n_seq*T, d) */, const rs_harvest_b
                             range ? " (use dtype float32 for this model)" : "");
             }
         }
-    return RS_OK;
+    RS_FAIL(RS_ERR_INTERNAL, "harvest: value check disagrees with itself");
 }
 
 static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *bufs, const rs_splits *splits,
