@@ -28,6 +28,7 @@ typedef struct fake_producer {
     long sleep_us;      /* per batch */
     int64_t nan_seq;    /* -1: none */
     int nan_pos, nan_layer;
+    float bad_value;    /* what is planted at (nan_seq, nan_pos, nan_layer); NaN by default */
     long fail_at_call;  /* 1-based call that fails; 0: never */
     long calls;
 } fake_producer;
@@ -36,6 +37,7 @@ static inline void fake_producer_init(fake_producer *p) {
     p->sleep_us = 0;
     p->nan_seq = -1;
     p->nan_pos = p->nan_layer = 0;
+    p->bad_value = (float)NAN;
     p->fail_at_call = 0;
     p->calls = 0;
 }
@@ -55,7 +57,7 @@ static inline rs_err fake_produce(void *ctx, float *const *out, const rs_harvest
                 float *row = out[i] + ((size_t)s * b->T + t) * b->d;
                 for (int j = 0; j < b->d; j++) row[j] = fake_value(b->seq_ids[s], t, b->layers[i], j);
                 if (b->seq_ids[s] == p->nan_seq && t == p->nan_pos && b->layers[i] == p->nan_layer)
-                    row[b->d / 2] = (float)NAN;
+                    row[b->d / 2] = p->bad_value;
             }
     return RS_OK;
 }

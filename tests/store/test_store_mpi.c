@@ -244,6 +244,33 @@ int main(int argc, char **argv) {
         rs_actstore_close(&st);
     }
 
+    /* 6b. float16 range: a value that would round to inf is refused at a stored position and
+     *     accepted at the excluded position 0 */
+    {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/f16range", base);
+        test_setup tr = t16;
+        tr.force = 1;
+        fake_producer_init(&fp);
+        fp.nan_seq = sp.split[RS_SPLIT_TRAIN].seq_ids[9];
+        fp.nan_pos = 0;
+        fp.nan_layer = 3;
+        fp.bad_value = 70000.0f;
+        e = harvest(&hs, &tr, &sp, dir, &fp);
+        EXPECT(!e, "a large value at the excluded position 0 was refused: %s", rs_err_msg());
+        fake_producer_init(&fp);
+        fp.nan_seq = sp.split[RS_SPLIT_TRAIN].seq_ids[9];
+        fp.nan_pos = 16;
+        fp.nan_layer = 3;
+        fp.bad_value = -70000.0f;
+        snprintf(dir, sizeof dir, "%s/f16range2", base);
+        e = harvest(&hs, &tr, &sp, dir, &fp);
+        snprintf(want, sizeof want, "out-of-float16-range value -70000 produced for split train, layer 3, sequence %d "
+                 "(batch 2), position 16", (int)fp.nan_seq);
+        named = all_sum(strstr(rs_err_msg(), want) != NULL && strstr(rs_err_msg(), "use dtype float32") != NULL);
+        EXPECT(all_sum(e == RS_ERR_NUMERIC) == g_size && named == 1, "float16 range: %s", rs_err_msg());
+    }
+
     /* 7. a foreign HDF5 file in the store's place is never overwritten without force */
     {
         char dir[700], p[800];
