@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stores harvested at 1, 2 and 4 ranks are identical (h5diff and a bitwise dataset comparison),
 # hold the producer's values (--check), and their statistics agree with the rows (store_info.py
-# --verify). The float16 store equals numpy's float16 rounding of the float32 store, bit for bit.
+# --verify), also with position 0 kept and an empty split. The float16 store equals numpy's float16 rounding of the float32 store, bit for bit.
 # usage: cross_ranks.sh DRIVER MPIEXEC OUT_DIR SRC_DIR
 set -euo pipefail
 driver=$1 mpiexec=$2 out=$3/cross_ranks src=$4
@@ -24,6 +24,11 @@ for dt in float32 float16; do
   "$py" "$src/analysis/store_info.py" "$out/$dt-np2" --verify | tail -1 | grep -q "store check: ok" \
     || { "$py" "$src/analysis/store_info.py" "$out/$dt-np2" --verify; echo "FAIL: verify $dt"; exit 1; }
 done
+# position 0 kept and an empty calibration split
+for n in 1 4; do run "$n" "$out/keep0-np$n" --keep-pos0 --calib-tokens 0; done
+h5diff "$out/keep0-np1/activations.h5" "$out/keep0-np4/activations.h5" || { echo "FAIL: h5diff keep0"; exit 1; }
+"$py" "$src/analysis/store_info.py" "$out/keep0-np4" --verify | tail -1 | grep -q "store check: ok" \
+  || { echo "FAIL: verify keep0"; exit 1; }
 "$py" - "$out/float32-np1/activations.h5" "$out/float16-np4/activations.h5" <<'PY'
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
