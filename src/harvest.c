@@ -241,6 +241,7 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
 
     rs_actstore_identity id = cfg->id;
     rs_actstore_identity_set_splits(&id, splits);
+    /* the same on every rank (same config), so every rank returns here or none does */
     RS_TRY(rs_actstore_identity_check(&id));
     const int per_round = cfg->batches_per_round > 0 ? cfg->batches_per_round : 1;
     const uint64_t ident = rs_actstore_identity_hash(&id);
@@ -257,7 +258,8 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
     const int64_t total = map.off[RS_SPLIT_COUNT];
     stats.batches_total = total;
     done = calloc((size_t)(total ? total : 1), 1);
-    RS_CHECK_ALLOC(done);
+    if (rs_mpi_agree(done ? RS_OK : RS_ERR_NOMEM, comm))
+        RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for %lld batch flags", (long long)total);
 
     /* rank 0 inspects the run directory and the journal; everyone learns the outcome */
     int jstatus = JOURNAL_MISSING, jcomplete = 0;
@@ -304,8 +306,17 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         RS_INFO("harvest: %s is complete", store_path);
         goto out;
     }
+    /* allocations agree across ranks: the store is open, so nobody may leave alone */
     todo = malloc((size_t)(n_todo ? n_todo : 1) * sizeof *todo);
-    RS_CHECK_ALLOC(todo);
+    bufs = calloc((size_t)id.n_layers, sizeof *bufs);
+    int alloc_ok = todo && bufs;
+    for (int i = 0; alloc_ok && i < id.n_layers; i++) {
+        bufs[i] = rs_calloc_aligned((size_t)id.batch_seqs * id.T * id.d, sizeof(float));
+        alloc_ok = bufs[i] != NULL;
+    }
+    if (rs_mpi_agree(alloc_ok ? RS_OK : RS_ERR_NOMEM, comm))
+        RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for a batch of %d x %d x %d floats per layer (%d layers)",
+                     id.batch_seqs, id.T, id.d, id.n_layers);
     int64_t tokens_todo = 0;
     for (int64_t g = 0, k = 0; g < total; g++)
         if (!done[g]) {
@@ -317,13 +328,6 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             tokens_todo += nr;
         }
 
-    bufs = calloc((size_t)id.n_layers, sizeof *bufs);
-    RS_CHECK_ALLOC(bufs);
-    for (int i = 0; i < id.n_layers; i++) {
-        bufs[i] = rs_calloc_aligned((size_t)id.batch_seqs * id.T * id.d, sizeof(float));
-        if (!bufs[i]) RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for a batch of %d x %d x %d floats",
-                                   id.batch_seqs, id.T, id.d);
-    }
     if (rank == 0) {
         jfd = open(jpath, O_WRONLY | O_APPEND);
         if (jfd < 0) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: %s", jpath, strerror(errno));
