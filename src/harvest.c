@@ -1,6 +1,7 @@
 /* Harvest driver: batches -> producer -> activation store, resumable through a journal. */
 #include "resae/harvest.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -30,6 +31,80 @@ static void global_to_local(int *split, int64_t *batch, const batch_map *m, int6
     while (s + 1 < RS_SPLIT_COUNT && g >= m->off[s + 1]) s++;
     *split = s;
     *batch = g - m->off[s];
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * content hashes
+ * ---------------------------------------------------------------------------------------------- */
+
+static rs_err hash_stream(uint64_t *h, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) RS_FAIL(RS_ERR_IO, "%s: cannot open for hashing: %s", path, strerror(errno));
+    enum { BUF = 1 << 20 };
+    unsigned char *buf = malloc(BUF);
+    if (!buf) {
+        fclose(f);
+        RS_FAIL(RS_ERR_NOMEM, "out of memory hashing %s", path);
+    }
+    size_t n;
+    while ((n = fread(buf, 1, BUF, f)) > 0) *h = rs_hash64(*h, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    free(buf);
+    if (bad) RS_FAIL(RS_ERR_IO, "%s: read error while hashing", path);
+    return RS_OK;
+}
+
+rs_err rs_harvest_hash_file(uint64_t *out, const char *path) {
+    uint64_t h = RS_HASH64_INIT;
+    RS_TRY(hash_stream(&h, path));
+    *out = h;
+    return RS_OK;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+rs_err rs_harvest_hash_model_dir(uint64_t *out, const char *dir) {
+    rs_err err = RS_OK;
+    DIR *dp = opendir(dir);
+    if (!dp) RS_FAIL(RS_ERR_IO, "%s: cannot list the model directory: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        if (!ends_with(de->d_name, ".json") && !ends_with(de->d_name, ".safetensors")) continue;
+        if (!strcmp(de->d_name, "config.json")) continue; /* hashed first */
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **grown = realloc(names, cap * sizeof *names);
+            if (!grown) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "out of memory listing %s", dir);
+            names = grown;
+        }
+        names[n] = strdup(de->d_name);
+        if (!names[n]) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "out of memory listing %s", dir);
+        n++;
+    }
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    uint64_t h = RS_HASH64_INIT;
+    char path[RS_ACTSTORE_PATH_MAX * 2];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    RS_TRY_GOTO(hash_stream(&h, path), done);
+    for (size_t i = 0; i < n; i++) {
+        h = rs_hash64(h, names[i], strlen(names[i]) + 1);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        RS_TRY_GOTO(hash_stream(&h, path), done);
+    }
+    *out = h;
+done:
+    closedir(dp);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return err;
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -42,7 +42,10 @@ typedef struct rs_harvest_batch {
 } rs_harvest_batch;
 
 /* Fill out[i] (n_seq*T, d), row s*T + t, with the residual stream after layers[i] at position t of
- * sequence seq_ids[s]. The buffers belong to the driver (allocated once, sized for a full batch). */
+ * sequence seq_ids[s]. The buffers belong to the driver (allocated once, sized for a full batch).
+ * A model forward over the batch's tokens that stops after the last needed block and whose
+ * capture hook copies the stream after each needed block (and the embedding output for -1) into
+ * out[i] is a producer; ctx carries the model and the token data. */
 typedef rs_err (*rs_harvest_produce_fn)(void *ctx, float *const *out, const rs_harvest_batch *b);
 
 typedef struct rs_harvest_config {
@@ -66,6 +69,13 @@ typedef struct rs_harvest_stats {
     int64_t my_batches;
     double produce_s, write_s, sync_s;
 } rs_harvest_stats;
+
+/* Content hashes for the store's identity (FNV-1a 64 over the bytes, streamed).
+ * rs_harvest_hash_file: one file. rs_harvest_hash_model_dir: config.json, then every *.json and
+ * *.safetensors file of the directory in name order (names and contents), so a changed weight,
+ * shard or config changes the hash and a moved directory does not. */
+rs_err rs_harvest_hash_file(uint64_t *out, const char *path);
+rs_err rs_harvest_hash_model_dir(uint64_t *out, const char *dir);
 
 /* Run or resume the harvest. Collective over comm. Returns RS_ERR_INTERRUPTED (after a clean
  * checkpoint) when *cfg->stop became nonzero. stats may be NULL. */

@@ -9,7 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "resae/actstore.h"
+#include "resae/harvest.h"
+#include "resae/util.h"
 #include "resae/splits.h"
 
 static rs_split_config cfg3(uint64_t seed, int64_t calib, int64_t train, int64_t eval, int skip) {
@@ -238,6 +243,49 @@ static void test_identity_diff(void **state) {
     assert_string_equal(name, "L12");
 }
 
+static void write_text(const char *dir, const char *name, const char *text) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_content_hashes(void **state) {
+    (void)state;
+    char a[256], b[256];
+    const char *out = getenv("RESAE_TEST_OUT");
+    snprintf(a, sizeof a, "%s/hash_a_%d", out ? out : "/tmp", (int)getpid());
+    snprintf(b, sizeof b, "%s/hash_b_%d", out ? out : "/tmp", (int)getpid());
+    mkdir(a, 0755);
+    mkdir(b, 0755);
+    const char *files[3][2] = {{"config.json", "{\"hidden_size\": 8}"},
+                               {"model-00001-of-00002.safetensors", "weights one"},
+                               {"model-00002-of-00002.safetensors", "weights two"}};
+    for (int i = 2; i >= 0; i--) write_text(a, files[i][0], files[i][1]); /* other creation order */
+    for (int i = 0; i < 3; i++) write_text(b, files[i][0], files[i][1]);
+    uint64_t ha = 0, hb = 1, hf = 0;
+    assert_int_equal(rs_harvest_hash_model_dir(&ha, a), RS_OK);
+    assert_int_equal(rs_harvest_hash_model_dir(&hb, b), RS_OK);
+    assert_true(ha == hb); /* same content elsewhere */
+    write_text(b, "README.md", "not part of the model");
+    assert_int_equal(rs_harvest_hash_model_dir(&hb, b), RS_OK);
+    assert_true(ha == hb);
+    write_text(b, "model-00002-of-00002.safetensors", "weights twO");
+    assert_int_equal(rs_harvest_hash_model_dir(&hb, b), RS_OK);
+    assert_true(ha != hb);
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", a);
+    assert_int_equal(rs_harvest_hash_file(&hf, p), RS_OK);
+    const char *cfg = files[0][1];
+    assert_true(hf == rs_hash64(RS_HASH64_INIT, cfg, strlen(cfg)));
+    assert_int_equal(rs_harvest_hash_file(&hf, "/nonexistent/x"), RS_ERR_IO);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", a, b);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_splits_disjoint_budgets),
@@ -248,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_half_nearest_even),
         cmocka_unit_test(test_half_bulk_matches_scalar),
         cmocka_unit_test(test_identity_diff),
+        cmocka_unit_test(test_content_hashes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
