@@ -954,3 +954,15 @@ rs_err rs_actstore_read_seq_ids(const rs_actstore *st, int32_t *dst, int split) 
         RS_FAIL(RS_ERR_IO, "%s: cannot read /%s/seq_ids", st->path, rs_split_name(split));
     return RS_OK;
 }
+
+rs_err rs_actstore_read_labels(const rs_actstore *st, int32_t *dst, int *has, int split) {
+    *has = 0;
+    if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
+    if (H5Lexists(st->grp[split], "labels", H5P_DEFAULT) <= 0) return RS_OK;
+    hid_t d = H5Dopen2(st->grp[split], "labels", H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : dset_read_rows(d, H5T_NATIVE_INT32, 1, 0, (hsize_t)st->n_seq[split], 1, dst);
+    if (d >= 0) H5Dclose(d);
+    if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot read /%s/labels", st->path, rs_split_name(split));
+    *has = 1;
+    return RS_OK;
+}

@@ -149,5 +149,7 @@ rs_err rs_actstore_stats(const rs_actstore *st, double *mean /* (d) or NULL */, 
                          int split, int layer);
 /* Sequence ids of a split (n_seq), read from the store. */
 rs_err rs_actstore_read_seq_ids(const rs_actstore *st, int32_t *dst, int split);
+/* Per-sequence labels of a split (n_seq); *has = 0 (and dst untouched) when the data had none. */
+rs_err rs_actstore_read_labels(const rs_actstore *st, int32_t *dst, int *has, int split);
 
 #endif

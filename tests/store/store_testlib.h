@@ -106,6 +106,18 @@ static inline long test_check_store(const char *run_dir, const test_setup *t, co
             fprintf(stderr, "check: %s seq_ids differ from the splits\n", rs_split_name(s));
             bad++;
         }
+        int has = 0;
+        if (rs_actstore_read_labels(&st, ids, &has, s) || !has) {
+            fprintf(stderr, "check: %s labels missing\n", rs_split_name(s));
+            bad++;
+        } else {
+            for (int64_t q = 0; q < spl->n_seq; q++)
+                if (ids[q] != spl->seq_ids[q] % 5) { /* test_splits labels sequence i with i % 5 */
+                    fprintf(stderr, "check: %s label of sequence %d is %d\n", rs_split_name(s), spl->seq_ids[q], ids[q]);
+                    bad++;
+                    break;
+                }
+        }
         free(ids);
         for (int li = 0; li < t->n_layers; li++) {
             int layer = t->layers[li];
