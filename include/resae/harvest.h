@@ -1,0 +1,85 @@
+/* Harvest: run a producer (the model forward with capture hooks) over every split and write the
+ * residual streams into the activation store. The only stage that runs the model over the training
+ * data; everything after it reads the store.
+ *
+ * Work unit: a global batch of batch_seqs consecutive sequences of one split (fixed boundaries in
+ * split order, so the values never depend on the rank count). The batches not yet done are dealt
+ * round-robin over the ranks, batches_per_round per rank per round. After a round (every round, or
+ * the first one flush_seconds after the previous flush) the ranks flush the store collectively
+ * (durable data), then rank 0 appends the ids of the batches written since the last flush to
+ * <run_dir>/harvest.journal and fsyncs it: a batch is recorded only after its data is durable.
+ * A restart skips the recorded batches, so a harvest killed at any instant and restarted ends
+ * with a store identical to an uninterrupted run. When all batches are done the per-batch
+ * statistics are summed (rs_actstore_finalize) and the journal gets its "complete" line.
+ *
+ * Journal format (text, one record per line; a torn last line is dropped on restart):
+ *   resae-harvest-journal 1 <identity hash, 16 hex digits>
+ *   done <split name> <batch index>
+ *   complete */
+#ifndef RESAE_HARVEST_H
+#define RESAE_HARVEST_H
+
+#include <mpi.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "resae/actstore.h"
+#include "resae/err.h"
+#include "resae/splits.h"
+
+#define RS_HARVEST_JOURNAL "harvest.journal"
+
+/* What the producer must compute for one batch. */
+typedef struct rs_harvest_batch {
+    int split;               /* enum rs_split_id */
+    int64_t batch;           /* batch index within the split */
+    const int32_t *seq_ids;  /* (n_seq) sequence ids in the token data, ascending */
+    int n_seq;
+    int T;                   /* positions per sequence (all of them, position 0 included) */
+    int n_layers;
+    const int *layers;       /* (n_layers) model layers; -1 = embedding output */
+    int d;
+} rs_harvest_batch;
+
+/* Fill out[i] (n_seq*T, d), row s*T + t, with the residual stream after layers[i] at position t of
+ * sequence seq_ids[s]. The buffers belong to the driver (allocated once, sized for a full batch).
+ * A model forward over the batch's tokens that stops after the last needed block and whose
+ * capture hook copies the stream after each needed block (and the embedding output for -1) into
+ * out[i] is a producer; ctx carries the model and the token data. */
+typedef rs_err (*rs_harvest_produce_fn)(void *ctx, float *const *out, const rs_harvest_batch *b);
+
+typedef struct rs_harvest_config {
+    const char *run_dir;        /* created if missing; holds activations.h5 and harvest.journal */
+    rs_actstore_identity id;    /* model/data identity, layers, d, dtype, batch_seqs, chunk_rows;
+                                   the split fields are filled from the splits */
+    int batches_per_round;      /* per rank per round (>= 1) */
+    double flush_seconds;       /* flush + journal after the first round ending this long after the
+                                   previous flush (0: after every round); bounds the work a kill loses */
+    int force;                  /* recreate a store whose identity differs */
+    volatile sig_atomic_t *stop; /* optional: nonzero asks for a clean stop at the next round */
+} rs_harvest_config;
+
+typedef struct rs_harvest_stats {
+    int64_t batches_total;    /* all splits */
+    int64_t batches_skipped;  /* already done before this run */
+    int64_t batches_run;      /* by every rank in this run */
+    int64_t tokens_run;       /* stored rows per layer written in this run, all ranks */
+    double seconds;           /* wall time of the batch loop */
+    /* this rank */
+    int64_t my_batches;
+    double produce_s, write_s, sync_s;
+} rs_harvest_stats;
+
+/* Content hashes for the store's identity (FNV-1a 64 over the bytes, streamed).
+ * rs_harvest_hash_file: one file. rs_harvest_hash_model_dir: config.json, then every *.json and
+ * *.safetensors file of the directory in name order (names and contents), so a changed weight,
+ * shard or config changes the hash and a moved directory does not. */
+rs_err rs_harvest_hash_file(uint64_t *out, const char *path);
+rs_err rs_harvest_hash_model_dir(uint64_t *out, const char *dir);
+
+/* Run or resume the harvest. Collective over comm. Returns RS_ERR_INTERRUPTED (after a clean
+ * checkpoint) when *cfg->stop became nonzero. stats may be NULL. */
+rs_err rs_harvest_run(rs_harvest_stats *stats, const rs_harvest_config *cfg, const rs_splits *splits,
+                      rs_harvest_produce_fn produce, void *ctx, MPI_Comm comm);
+
+#endif

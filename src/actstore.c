@@ -1,0 +1,968 @@
+/* Activation store on parallel HDF5 (layout: docs/store.md). */
+#include "resae/actstore.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "resae/log.h"
+#include "resae/mpi_util.h"
+#include "resae/util.h"
+#include "resae/version.h"
+
+#define STORE_KIND "resae-activations"
+
+/* ------------------------------------------------------------------------------------------------
+ * float16
+ * ---------------------------------------------------------------------------------------------- */
+
+const char *rs_dtype_name(int dtype) {
+    switch (dtype) {
+    case RS_DTYPE_F32: return "float32";
+    case RS_DTYPE_F16: return "float16";
+    default: return "unknown";
+    }
+}
+
+int rs_dtype_from_name(const char *name) {
+    if (!strcmp(name, "float32") || !strcmp(name, "f32")) return RS_DTYPE_F32;
+    if (!strcmp(name, "float16") || !strcmp(name, "f16")) return RS_DTYPE_F16;
+    return -1;
+}
+
+static inline __attribute__((always_inline)) uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf, or NaN kept quiet with its top payload bits */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal or zero */
+        if (ax <= 0x33000000u) return (uint16_t)sign;          /* <= 2^-25 rounds (ties even) to 0 */
+        uint32_t e = ax >> 23;
+        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126u - e; /* value / 2^-24 = m * 2^(e-126) */
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = ax - 0x38000000u; /* rebias the exponent from 127 to 15 */
+    uint32_t q = r >> 13, rem = r & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+}
+
+uint16_t rs_f32_to_f16(float f) { return f32_to_f16(f); }
+
+static inline __attribute__((always_inline)) float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    float f;
+    if (e == 0) {
+        f = (float)m * 0x1p-24f;
+        memcpy(&x, &f, sizeof x);
+        x |= sign;
+    } else if (e == 31) {
+        x = sign | 0x7f800000u | (m << 13);
+    } else {
+        x = sign | ((e + 112u) << 23) | (m << 13);
+    }
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+float rs_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+
+/* Bulk conversion: the F16C instructions when the CPU has them (same rounding: nearest even),
+ * the scalar code otherwise. The software path is the reference the tests compare against. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define RS_HAVE_F16C_PATH 1
+static int cpu_has_f16c(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        unsigned a, b, c, d;
+        cached = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && (c & (1u << 28)) && (c & (1u << 27))) {
+            unsigned lo, hi;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            cached = (lo & 6u) == 6u; /* the OS saves the SSE and AVX state */
+        }
+        if (getenv("RESAE_NO_F16C")) cached = 0;
+    }
+    return cached;
+}
+
+__attribute__((target("avx,f16c"))) static void f32_to_f16_hw(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
+__attribute__((target("avx,f16c"))) static void f16_to_f32_hw(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+#endif
+
+void rs_f32_to_f16_n(uint16_t *dst, const float *src, size_t n) {
+#ifdef RS_HAVE_F16C_PATH
+    if (cpu_has_f16c()) {
+        f32_to_f16_hw(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
+void rs_f16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
+#ifdef RS_HAVE_F16C_PATH
+    if (cpu_has_f16c()) {
+        f16_to_f32_hw(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+
+/* An IEEE binary16 HDF5 type (little endian) that h5py maps to numpy.float16. */
+static hid_t make_half_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return t;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0 ||
+        H5Tset_precision(t, 16) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * identity
+ * ---------------------------------------------------------------------------------------------- */
+
+void rs_actstore_identity_init(rs_actstore_identity *id) {
+    memset(id, 0, sizeof *id);
+    id->schema_version = RESAE_SCHEMA_VERSION;
+    id->chunk_rows = 1024;
+    id->batch_seqs = 8;
+    id->dtype = RS_DTYPE_F32;
+}
+
+void rs_actstore_identity_set_splits(rs_actstore_identity *id, const rs_splits *splits) {
+    id->split_seed = splits->cfg.seed;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) id->budget[s] = splits->cfg.budget[s];
+    id->skip_pos0 = splits->cfg.skip_pos0;
+    id->T = splits->T;
+    id->n_seq_data = splits->n_seq_data;
+}
+
+rs_err rs_actstore_identity_check(const rs_actstore_identity *id) {
+    if (id->n_layers < 1 || id->n_layers > RS_ACTSTORE_MAX_LAYERS)
+        RS_FAIL(RS_ERR_CONFIG, "activation store: %d layers requested; between 1 and %d are supported", id->n_layers,
+                RS_ACTSTORE_MAX_LAYERS);
+    for (int i = 0; i < id->n_layers; i++) {
+        if (id->layers[i] < -1)
+            RS_FAIL(RS_ERR_CONFIG, "activation store: layer %d is invalid (-1 is the embedding, 0.. the blocks)",
+                    id->layers[i]);
+        if (i && id->layers[i] <= id->layers[i - 1])
+            RS_FAIL(RS_ERR_CONFIG, "activation store: layers must be ascending without repeats (%d after %d)",
+                    id->layers[i], id->layers[i - 1]);
+    }
+    if (id->d < 1) RS_FAIL(RS_ERR_CONFIG, "activation store: d = %d must be positive", id->d);
+    if (id->dtype != RS_DTYPE_F32 && id->dtype != RS_DTYPE_F16)
+        RS_FAIL(RS_ERR_CONFIG, "activation store: dtype %d is neither float32 nor float16", id->dtype);
+    if (id->batch_seqs < 1) RS_FAIL(RS_ERR_CONFIG, "activation store: batch_seqs = %d must be >= 1", id->batch_seqs);
+    if (id->chunk_rows < 1) RS_FAIL(RS_ERR_CONFIG, "activation store: chunk_rows = %d must be >= 1", id->chunk_rows);
+    if ((int64_t)id->chunk_rows * id->d * 4 > ((int64_t)1 << 32) - 1)
+        RS_FAIL(RS_ERR_CONFIG, "activation store: a chunk of %d rows x %d exceeds HDF5's 4 GiB chunk limit",
+                id->chunk_rows, id->d);
+    if (id->T < 1 || (id->skip_pos0 && id->T < 2))
+        RS_FAIL(RS_ERR_CONFIG, "activation store: sequence length %d is too short", id->T);
+    return RS_OK;
+}
+
+static void fmt_layers(char *out, size_t n, const rs_actstore_identity *id) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < id->n_layers && used + 16 < n; i++)
+        used += (size_t)snprintf(out + used, n - used, "%s%d", i ? "," : "", id->layers[i]);
+}
+
+int rs_actstore_identity_diff(char *msg, size_t n, const rs_actstore_identity *a, const rs_actstore_identity *b) {
+#define DIFF_INT(field, name, fmt, cast)                                                                \
+    if (a->field != b->field) {                                                                        \
+        snprintf(msg, n, name " is " fmt " in the store but " fmt " in this run", (cast)a->field, (cast)b->field); \
+        return 1;                                                                                      \
+    }
+    DIFF_INT(schema_version, "schema_version", "%d", int)
+    if (a->model_hash != b->model_hash) {
+        snprintf(msg, n, "model_hash is %016" PRIx64 " (model %s) in the store but %016" PRIx64 " (model %s) in this run",
+                 a->model_hash, a->model_path, b->model_hash, b->model_path);
+        return 1;
+    }
+    if (a->data_hash != b->data_hash) {
+        snprintf(msg, n, "data_hash is %016" PRIx64 " (tokens %s) in the store but %016" PRIx64 " (tokens %s) in this run",
+                 a->data_hash, a->data_path, b->data_hash, b->data_path);
+        return 1;
+    }
+    DIFF_INT(n_seq_data, "n_seq_data", "%lld", long long)
+    DIFF_INT(T, "seq_len", "%d", int)
+    DIFF_INT(skip_pos0, "skip_pos0", "%d", int)
+    DIFF_INT(split_seed, "split_seed", "%llu", unsigned long long)
+    DIFF_INT(budget[RS_SPLIT_CALIB], "budget_calib", "%lld", long long)
+    DIFF_INT(budget[RS_SPLIT_TRAIN], "budget_train", "%lld", long long)
+    DIFF_INT(budget[RS_SPLIT_EVAL], "budget_eval", "%lld", long long)
+    int same_layers = a->n_layers == b->n_layers;
+    for (int i = 0; same_layers && i < a->n_layers; i++) same_layers = a->layers[i] == b->layers[i];
+    if (!same_layers) {
+        char la[512], lb[512];
+        fmt_layers(la, sizeof la, a);
+        fmt_layers(lb, sizeof lb, b);
+        snprintf(msg, n, "layers are [%s] in the store but [%s] in this run", la, lb);
+        return 1;
+    }
+    DIFF_INT(d, "d", "%d", int)
+    if (a->dtype != b->dtype) {
+        snprintf(msg, n, "dtype is %s in the store but %s in this run", rs_dtype_name(a->dtype), rs_dtype_name(b->dtype));
+        return 1;
+    }
+    DIFF_INT(batch_seqs, "batch_seqs", "%d", int)
+    DIFF_INT(chunk_rows, "chunk_rows", "%d", int)
+#undef DIFF_INT
+    return 0;
+}
+
+uint64_t rs_actstore_identity_hash(const rs_actstore_identity *id) {
+    uint64_t h = RS_HASH64_INIT;
+#define H(x) h = rs_hash64(h, &(x), sizeof(x))
+    H(id->schema_version);
+    H(id->model_hash);
+    H(id->data_hash);
+    H(id->n_seq_data);
+    H(id->T);
+    H(id->skip_pos0);
+    H(id->split_seed);
+    H(id->budget);
+    H(id->n_layers);
+    h = rs_hash64(h, id->layers, (size_t)id->n_layers * sizeof id->layers[0]);
+    H(id->d);
+    H(id->dtype);
+    H(id->batch_seqs);
+    H(id->chunk_rows);
+#undef H
+    return h;
+}
+
+void rs_actstore_layer_name(char *out, size_t n, int layer) {
+    if (layer == -1) snprintf(out, n, "Lemb");
+    else snprintf(out, n, "L%d", layer);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * HDF5 helpers
+ * ---------------------------------------------------------------------------------------------- */
+
+static rs_err attr_write(hid_t loc, const char *name, hid_t type, const void *data, hsize_t n) {
+    hid_t sp = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, type, data);
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    if (e < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot write attribute '%s'", name);
+    return RS_OK;
+}
+
+static rs_err attr_write_str(hid_t loc, const char *name, const char *s) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(s) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    rs_err err = attr_write(loc, name, t, s, 0);
+    H5Tclose(t);
+    return err;
+}
+
+static rs_err attr_read(hid_t loc, const char *name, hid_t mem_type, void *data, hsize_t n_expect) {
+    if (H5Aexists(loc, name) <= 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' is missing", name);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' cannot be opened", name);
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    if (np < 0 || (hsize_t)np > (n_expect ? n_expect : 1)) {
+        H5Aclose(a);
+        RS_FAIL(RS_ERR_FORMAT, "attribute '%s' has %lld values, expected at most %llu", name, (long long)np,
+                (unsigned long long)(n_expect ? n_expect : 1));
+    }
+    herr_t e = H5Aread(a, mem_type, data);
+    H5Aclose(a);
+    if (e < 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' cannot be read", name);
+    return RS_OK;
+}
+
+static rs_err attr_read_str(hid_t loc, const char *name, char *out, size_t n) {
+    if (H5Aexists(loc, name) <= 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' is missing", name);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t ft = a < 0 ? -1 : H5Aget_type(a);
+    size_t sz = ft < 0 ? 0 : H5Tget_size(ft);
+    if (ft >= 0) H5Tclose(ft);
+    if (a < 0 || sz == 0 || sz > n) {
+        if (a >= 0) H5Aclose(a);
+        RS_FAIL(RS_ERR_FORMAT, "attribute '%s' is not a string of at most %zu bytes", name, n);
+    }
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, sz);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    memset(out, 0, n);
+    herr_t e = H5Aread(a, t, out);
+    H5Tclose(t);
+    H5Aclose(a);
+    if (e < 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' cannot be read", name);
+    out[n - 1] = '\0';
+    return RS_OK;
+}
+
+/* Dataset with storage allocated at creation and never filled: later raw writes do not touch
+ * metadata. chunk_rows 0 means contiguous. rank 1 or 2 (or 0 = scalar). */
+static hid_t dset_create(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                         hsize_t chunk_rows) {
+    hid_t sp = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+    H5Pset_obj_track_times(dcpl, 0);
+    if (chunk_rows && rank == 2 && dims[0] > 0) {
+        hsize_t c[2] = {chunk_rows < dims[0] ? chunk_rows : dims[0], dims[1]};
+        H5Pset_chunk(dcpl, 2, c);
+    }
+    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    return d;
+}
+
+/* Write rows [row0, row0+n) of a (rows, cols) or (rows) dataset from a contiguous buffer. */
+static herr_t dset_write_rows(hid_t d, hid_t mem_type, int rank, hsize_t row0, hsize_t n, hsize_t cols,
+                              const void *buf) {
+    if (n == 0) return 0;
+    hid_t fs = H5Dget_space(d);
+    hsize_t start[2] = {row0, 0}, count[2] = {n, cols};
+    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(rank, count, NULL);
+    if (e >= 0) e = H5Dwrite(d, mem_type, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    return e;
+}
+
+static herr_t dset_read_rows(hid_t d, hid_t mem_type, int rank, hsize_t row0, hsize_t n, hsize_t cols, void *buf) {
+    if (n == 0) return 0;
+    hid_t fs = H5Dget_space(d);
+    hsize_t start[2] = {row0, 0}, count[2] = {n, cols};
+    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(rank, count, NULL);
+    if (e >= 0) e = H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    return e;
+}
+
+static hid_t fapl_mpio(MPI_Comm comm) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    return fapl;
+}
+
+static void store_reset(rs_actstore *st) {
+    memset(st, 0, sizeof *st);
+    st->file = st->half_type = -1;
+    st->complete = -1;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) {
+        st->grp[s] = st->seq_ids[s] = -1;
+        for (int i = 0; i < RS_ACTSTORE_MAX_LAYERS; i++)
+            st->dset[s][i] = st->bsum[s][i] = st->bsqn[s][i] = st->mean[s][i] = st->sqn[s][i] = -1;
+    }
+}
+
+static void derive_sizes(rs_actstore *st) {
+    st->tokens_per_seq = st->id.T - st->id.skip_pos0;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) {
+        st->n_rows[s] = st->n_seq[s] * st->tokens_per_seq;
+        st->n_batches[s] = (st->n_seq[s] + st->id.batch_seqs - 1) / st->id.batch_seqs;
+    }
+}
+
+static hid_t stored_type(const rs_actstore *st) {
+    return st->id.dtype == RS_DTYPE_F16 ? st->half_type : H5T_IEEE_F32LE;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * create / open / close
+ * ---------------------------------------------------------------------------------------------- */
+
+static rs_err write_identity(hid_t f, const rs_actstore_identity *id) {
+    int32_t i32;
+    int64_t i64;
+    uint64_t u64;
+    RS_TRY(attr_write_str(f, "kind", STORE_KIND));
+    i32 = id->schema_version;
+    RS_TRY(attr_write(f, "schema_version", H5T_NATIVE_INT32, &i32, 0));
+    RS_TRY(attr_write_str(f, "resae_version", RESAE_VERSION));
+    RS_TRY(attr_write_str(f, "model_path", id->model_path));
+    u64 = id->model_hash;
+    RS_TRY(attr_write(f, "model_hash", H5T_NATIVE_UINT64, &u64, 0));
+    RS_TRY(attr_write_str(f, "data_path", id->data_path));
+    u64 = id->data_hash;
+    RS_TRY(attr_write(f, "data_hash", H5T_NATIVE_UINT64, &u64, 0));
+    i64 = id->n_seq_data;
+    RS_TRY(attr_write(f, "n_seq_data", H5T_NATIVE_INT64, &i64, 0));
+    i32 = id->T;
+    RS_TRY(attr_write(f, "seq_len", H5T_NATIVE_INT32, &i32, 0));
+    i32 = id->skip_pos0;
+    RS_TRY(attr_write(f, "skip_pos0", H5T_NATIVE_INT32, &i32, 0));
+    i32 = id->T - id->skip_pos0;
+    RS_TRY(attr_write(f, "tokens_per_seq", H5T_NATIVE_INT32, &i32, 0));
+    u64 = id->split_seed;
+    RS_TRY(attr_write(f, "split_seed", H5T_NATIVE_UINT64, &u64, 0));
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "budget_%s", rs_split_name(s));
+        i64 = id->budget[s];
+        RS_TRY(attr_write(f, name, H5T_NATIVE_INT64, &i64, 0));
+    }
+    int32_t layers[RS_ACTSTORE_MAX_LAYERS];
+    for (int i = 0; i < id->n_layers; i++) layers[i] = id->layers[i];
+    RS_TRY(attr_write(f, "layers", H5T_NATIVE_INT32, layers, (hsize_t)id->n_layers));
+    i32 = id->d;
+    RS_TRY(attr_write(f, "d", H5T_NATIVE_INT32, &i32, 0));
+    RS_TRY(attr_write_str(f, "dtype", rs_dtype_name(id->dtype)));
+    i32 = id->batch_seqs;
+    RS_TRY(attr_write(f, "batch_seqs", H5T_NATIVE_INT32, &i32, 0));
+    i32 = id->chunk_rows;
+    RS_TRY(attr_write(f, "chunk_rows", H5T_NATIVE_INT32, &i32, 0));
+    return RS_OK;
+}
+
+static rs_err read_identity(rs_actstore_identity *id, hid_t f, const char *path) {
+    memset(id, 0, sizeof *id);
+    char kind[64];
+    int32_t i32;
+    int64_t i64;
+    uint64_t u64;
+    rs_err err = attr_read_str(f, "kind", kind, sizeof kind);
+    if (err || strcmp(kind, STORE_KIND))
+        RS_FAIL(RS_ERR_UNSUPPORTED, "%s: not a resae activation store (root attribute kind != '%s')", path, STORE_KIND);
+#define RD(name, type, var) \
+    do {                                                                                        \
+        rs_err e_ = attr_read(f, name, type, &var, 0);                                          \
+        if (e_) {                                                                               \
+            char m_[512];                                                                       \
+            snprintf(m_, sizeof m_, "%s", rs_err_msg());                                        \
+            RS_FAIL(e_, "%s: %s (the store is damaged or of another schema)", path, m_);        \
+        }                                                                                       \
+    } while (0)
+    RD("schema_version", H5T_NATIVE_INT32, i32);
+    id->schema_version = i32;
+    if (i32 != RESAE_SCHEMA_VERSION) return RS_OK; /* the caller reports the version difference */
+    RD("model_hash", H5T_NATIVE_UINT64, u64);
+    id->model_hash = u64;
+    RD("data_hash", H5T_NATIVE_UINT64, u64);
+    id->data_hash = u64;
+    RD("n_seq_data", H5T_NATIVE_INT64, i64);
+    id->n_seq_data = i64;
+    RD("seq_len", H5T_NATIVE_INT32, i32);
+    id->T = i32;
+    RD("skip_pos0", H5T_NATIVE_INT32, i32);
+    id->skip_pos0 = i32;
+    RD("split_seed", H5T_NATIVE_UINT64, u64);
+    id->split_seed = u64;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "budget_%s", rs_split_name(s));
+        RD(name, H5T_NATIVE_INT64, i64);
+        id->budget[s] = i64;
+    }
+    RD("d", H5T_NATIVE_INT32, i32);
+    id->d = i32;
+    RD("batch_seqs", H5T_NATIVE_INT32, i32);
+    id->batch_seqs = i32;
+    RD("chunk_rows", H5T_NATIVE_INT32, i32);
+    id->chunk_rows = i32;
+#undef RD
+    {
+        hid_t a = H5Aopen(f, "layers", H5P_DEFAULT);
+        hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+        hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+        if (sp >= 0) H5Sclose(sp);
+        if (a >= 0) H5Aclose(a);
+        if (np < 1 || np > RS_ACTSTORE_MAX_LAYERS) RS_FAIL(RS_ERR_FORMAT, "%s: attribute 'layers' is missing or invalid", path);
+        int32_t layers[RS_ACTSTORE_MAX_LAYERS];
+        RS_TRY(attr_read(f, "layers", H5T_NATIVE_INT32, layers, RS_ACTSTORE_MAX_LAYERS));
+        id->n_layers = (int)np;
+        for (int i = 0; i < id->n_layers; i++) id->layers[i] = layers[i];
+    }
+    char dt[32];
+    RS_TRY(attr_read_str(f, "dtype", dt, sizeof dt));
+    id->dtype = rs_dtype_from_name(dt);
+    if (id->dtype < 0) RS_FAIL(RS_ERR_FORMAT, "%s: unknown dtype '%s'", path, dt);
+    RS_TRY(attr_read_str(f, "model_path", id->model_path, sizeof id->model_path));
+    RS_TRY(attr_read_str(f, "data_path", id->data_path, sizeof id->data_path));
+    return rs_actstore_identity_check(id);
+}
+
+static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits) {
+    const rs_actstore_identity *id = &st->id;
+    hid_t ftype = stored_type(st);
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) {
+        const char *sname = rs_split_name(s);
+        if (create) {
+            st->grp[s] = H5Gcreate2(st->file, sname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (st->grp[s] < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create group /%s", st->path, sname);
+            int64_t v[3] = {st->n_seq[s], st->n_rows[s], st->n_batches[s]};
+            RS_TRY(attr_write(st->grp[s], "n_seq", H5T_NATIVE_INT64, &v[0], 0));
+            RS_TRY(attr_write(st->grp[s], "n_rows", H5T_NATIVE_INT64, &v[1], 0));
+            RS_TRY(attr_write(st->grp[s], "n_batches", H5T_NATIVE_INT64, &v[2], 0));
+            hsize_t n = (hsize_t)st->n_seq[s];
+            st->seq_ids[s] = dset_create(st->grp[s], "seq_ids", H5T_STD_I32LE, 1, &n, 0);
+            if (st->seq_ids[s] < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /%s/seq_ids", st->path, sname);
+            if (splits->split[s].labels) {
+                hid_t ld = dset_create(st->grp[s], "labels", H5T_STD_I32LE, 1, &n, 0);
+                if (ld < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /%s/labels", st->path, sname);
+                herr_t e = 0;
+                if (st->rank == 0) e = dset_write_rows(ld, H5T_NATIVE_INT32, 1, 0, n, 1, splits->split[s].labels);
+                H5Dclose(ld);
+                if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot write /%s/labels", st->path, sname);
+            }
+            if (st->rank == 0 &&
+                dset_write_rows(st->seq_ids[s], H5T_NATIVE_INT32, 1, 0, n, 1, splits->split[s].seq_ids) < 0)
+                RS_FAIL(RS_ERR_IO, "%s: cannot write /%s/seq_ids", st->path, sname);
+        } else {
+            st->grp[s] = H5Gopen2(st->file, sname, H5P_DEFAULT);
+            if (st->grp[s] < 0) RS_FAIL(RS_ERR_FORMAT, "%s: group /%s is missing", st->path, sname);
+            int64_t nseq = 0;
+            RS_TRY(attr_read(st->grp[s], "n_seq", H5T_NATIVE_INT64, &nseq, 0));
+            st->n_seq[s] = nseq;
+            st->seq_ids[s] = H5Dopen2(st->grp[s], "seq_ids", H5P_DEFAULT);
+            if (st->seq_ids[s] < 0) RS_FAIL(RS_ERR_FORMAT, "%s: /%s/seq_ids is missing", st->path, sname);
+        }
+        derive_sizes(st);
+        for (int i = 0; i < id->n_layers; i++) {
+            char base[32], name[64];
+            rs_actstore_layer_name(base, sizeof base, id->layers[i]);
+            hsize_t dims[2] = {(hsize_t)st->n_rows[s], (hsize_t)id->d};
+            hsize_t bdims[2] = {(hsize_t)st->n_batches[s], (hsize_t)id->d};
+            struct {
+                hid_t *h;
+                const char *suffix;
+                hid_t type;
+                int rank;
+                const hsize_t *dims;
+                hsize_t chunk;
+            } objs[5] = {
+                {&st->dset[s][i], "", ftype, 2, dims, (hsize_t)id->chunk_rows},
+                {&st->bsum[s][i], "_bsum", H5T_IEEE_F64LE, 2, bdims, 0},
+                {&st->bsqn[s][i], "_bsqnorm", H5T_IEEE_F64LE, 1, bdims, 0},
+                {&st->mean[s][i], "_mean", H5T_IEEE_F64LE, 1, &dims[1], 0},
+                {&st->sqn[s][i], "_sqnorm", H5T_IEEE_F64LE, 0, NULL, 0},
+            };
+            for (int o = 0; o < 5; o++) {
+                snprintf(name, sizeof name, "%s%s", base, objs[o].suffix);
+                *objs[o].h = create ? dset_create(st->grp[s], name, objs[o].type, objs[o].rank, objs[o].dims, objs[o].chunk)
+                                    : H5Dopen2(st->grp[s], name, H5P_DEFAULT);
+                if (*objs[o].h < 0)
+                    RS_FAIL(create ? RS_ERR_IO : RS_ERR_FORMAT, "%s: cannot %s dataset /%s/%s", st->path,
+                            create ? "create" : "open", sname, name);
+            }
+        }
+    }
+    if (create) {
+        st->complete = dset_create(st->file, "complete", H5T_STD_I32LE, 0, NULL, 0);
+        if (st->complete < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /complete", st->path);
+        int32_t zero = 0;
+        if (st->rank == 0 && H5Dwrite(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &zero) < 0)
+            RS_FAIL(RS_ERR_IO, "%s: cannot write /complete", st->path);
+    } else {
+        st->complete = H5Dopen2(st->file, "complete", H5P_DEFAULT);
+        if (st->complete < 0) RS_FAIL(RS_ERR_FORMAT, "%s: /complete is missing", st->path);
+    }
+    return RS_OK;
+}
+
+static void store_init_common(rs_actstore *st, const char *path, MPI_Comm comm) {
+    store_reset(st);
+    st->comm = comm;
+    MPI_Comm_rank(comm, &st->rank);
+    MPI_Comm_size(comm, &st->size);
+    snprintf(st->path, sizeof st->path, "%s", path);
+    st->half_type = make_half_type();
+}
+
+rs_err rs_actstore_create(rs_actstore *st, const char *path, const rs_actstore_identity *id,
+                          const rs_splits *splits, MPI_Comm comm) {
+    rs_err err = RS_OK;
+    store_init_common(st, path, comm);
+    RS_TRY_GOTO(rs_actstore_identity_check(id), fail);
+    st->id = *id;
+    st->writable = 1;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) st->n_seq[s] = splits->split[s].n_seq;
+    derive_sizes(st);
+    if (st->half_type < 0) RS_FAIL_GOTO(fail, RS_ERR_IO, "HDF5: cannot build the float16 type");
+    hid_t fapl = fapl_mpio(comm);
+    st->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (st->file < 0)
+        RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: cannot create the activation store (is the directory writable?)", path);
+    /* any failure from here on is collective-fatal: the ranks would disagree on the metadata */
+    RS_TRY_COLL(write_identity(st->file, id), comm);
+    RS_TRY_COLL(open_objects(st, 1, splits), comm);
+    RS_TRY_COLL(rs_actstore_flush(st), comm);
+    return RS_OK;
+fail:
+    rs_actstore_close(st);
+    return err;
+}
+
+rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Comm comm) {
+    rs_err err = RS_OK;
+    store_init_common(st, path, comm);
+    st->writable = writable;
+    if (st->half_type < 0) RS_FAIL_GOTO(fail, RS_ERR_IO, "HDF5: cannot build the float16 type");
+    struct stat sb;
+    if (stat(path, &sb)) RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: no activation store here (%s)", path, strerror(errno));
+    hid_t fapl = fapl_mpio(comm);
+    H5E_auto2_t fn;
+    void *fn_data;
+    H5Eget_auto2(H5E_DEFAULT, &fn, &fn_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    st->file = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (st->file < 0) {
+        H5Eset_auto2(H5E_DEFAULT, fn, fn_data);
+        RS_FAIL_GOTO(fail, RS_ERR_FORMAT, "%s: cannot be opened as HDF5 (damaged or not a store)", path);
+    }
+    err = read_identity(&st->id, st->file, path);
+    if (!err && st->id.schema_version != RESAE_SCHEMA_VERSION)
+        err = rs_err_set(RS_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,
+                         "%s: store schema version %d, this resae reads version %d: delete the run directory "
+                         "(or use a new run_dir) to harvest again",
+                         path, st->id.schema_version, RESAE_SCHEMA_VERSION);
+    if (!err) err = open_objects(st, 0, NULL);
+    H5Eset_auto2(H5E_DEFAULT, fn, fn_data);
+    if (err) goto fail;
+    return RS_OK;
+fail:
+    rs_actstore_close(st);
+    return err;
+}
+
+rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *path, const rs_actstore_identity *id,
+                                  const rs_splits *splits, int force, int reuse, MPI_Comm comm) {
+    *created = 0;
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    int exists = 0;
+    if (rank == 0) {
+        struct stat sb;
+        exists = stat(path, &sb) == 0;
+    }
+    MPI_Bcast(&exists, 1, MPI_INT, 0, comm);
+    if (exists) {
+        rs_err mine = rs_actstore_open(st, path, 1, comm);
+        char why[1024];
+        snprintf(why, sizeof why, "%s", mine ? rs_err_msg() : "it cannot be opened on every rank");
+        /* decide on the agreed code so that every rank takes the same branch */
+        rs_err err = rs_mpi_agree(mine, comm);
+        if (err && !mine) rs_actstore_close(st);
+        if (!err) {
+            char diff[2048];
+            int differs = rs_actstore_identity_diff(diff, sizeof diff, &st->id, id);
+            if (differs && !force) {
+                rs_actstore_close(st);
+                RS_FAIL(RS_ERR_CONFIG,
+                        "%s was harvested for a different run: %s. Delete the run directory (or use a new "
+                        "run_dir), or pass --force to recreate the store",
+                        path, diff);
+            }
+            if (!differs && reuse) {
+                if (strcmp(st->id.model_path, id->model_path))
+                    RS_WARN("%s: model path changed from %s to %s (same hash): reusing the store", path,
+                            st->id.model_path, id->model_path);
+                if (strcmp(st->id.data_path, id->data_path))
+                    RS_WARN("%s: token data path changed from %s to %s (same hash): reusing the store", path,
+                            st->id.data_path, id->data_path);
+                return RS_OK;
+            }
+            if (differs && rank == 0) RS_WARN("%s: %s; recreating it (--force)", path, diff);
+            rs_actstore_close(st);
+        } else if (err == RS_ERR_UNSUPPORTED && !force) {
+            /* another schema, or not ours at all: never overwrite it silently */
+            RS_FAIL(RS_ERR_CONFIG, "%s (pass --force to replace it)", why);
+        } else if (reuse && !force) {
+            RS_FAIL(RS_ERR_FORMAT,
+                    "%s cannot be opened although the harvest journal records finished batches (%s): the file "
+                    "is damaged. Delete the run directory (or use a new run_dir), or pass --force to recreate it",
+                    path, why);
+        } else {
+            RS_DEBUG("%s: unusable store (%s); recreating it", path, why);
+        }
+    }
+    RS_TRY(rs_actstore_create(st, path, id, splits, comm));
+    *created = 1;
+    return RS_OK;
+}
+
+void rs_actstore_close(rs_actstore *st) {
+    if (!st) return;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++) {
+        for (int i = 0; i < RS_ACTSTORE_MAX_LAYERS; i++) {
+            hid_t *hs[5] = {&st->dset[s][i], &st->bsum[s][i], &st->bsqn[s][i], &st->mean[s][i], &st->sqn[s][i]};
+            for (int o = 0; o < 5; o++)
+                if (*hs[o] > 0) H5Dclose(*hs[o]);
+        }
+        if (st->seq_ids[s] > 0) H5Dclose(st->seq_ids[s]);
+        if (st->grp[s] > 0) H5Gclose(st->grp[s]);
+    }
+    if (st->complete > 0) H5Dclose(st->complete);
+    if (st->file > 0) H5Fclose(st->file);
+    if (st->half_type > 0) H5Tclose(st->half_type);
+    free(st->scratch);
+    MPI_Comm comm = st->comm;
+    store_reset(st);
+    st->comm = comm;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * write
+ * ---------------------------------------------------------------------------------------------- */
+
+int rs_actstore_layer_index(const rs_actstore *st, int layer) {
+    for (int i = 0; i < st->id.n_layers; i++)
+        if (st->id.layers[i] == layer) return i;
+    return -1;
+}
+
+static rs_err check_split_layer(int *li, const rs_actstore *st, int split, int layer) {
+    if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
+    *li = rs_actstore_layer_index(st, layer);
+    if (*li < 0) {
+        char ls[512];
+        fmt_layers(ls, sizeof ls, &st->id);
+        RS_FAIL(RS_ERR_INVAL, "%s: layer %d is not stored (stored layers: %s)", st->path, layer, ls);
+    }
+    if (st->file <= 0) RS_FAIL(RS_ERR_INVAL, "activation store: not open");
+    return RS_OK;
+}
+
+rs_err rs_actstore_batch_rows(int64_t *row0, int64_t *n, const rs_actstore *st, int split, int64_t batch) {
+    if (split < 0 || split >= RS_SPLIT_COUNT || batch < 0 || batch >= st->n_batches[split])
+        RS_FAIL(RS_ERR_INVAL, "activation store: batch %lld of split %d does not exist", (long long)batch, split);
+    int64_t s0 = batch * st->id.batch_seqs;
+    int64_t ns = st->n_seq[split] - s0 < st->id.batch_seqs ? st->n_seq[split] - s0 : st->id.batch_seqs;
+    *row0 = s0 * st->tokens_per_seq;
+    *n = ns * st->tokens_per_seq;
+    return RS_OK;
+}
+
+/* Batch statistics, row by row in row order (restrict lets the compiler vectorize over d). */
+static void accumulate_row(double *restrict sum /* (d) */, double *restrict sq /* (d) */,
+                           const float *restrict x /* (d) */, int d) {
+    for (int j = 0; j < d; j++) {
+        double v = x[j];
+        sum[j] += v;
+        sq[j] += v * v;
+    }
+}
+
+rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t batch, const float *rows, int64_t n) {
+    int li = -1;
+    RS_TRY(check_split_layer(&li, st, split, layer));
+    if (!st->writable) RS_FAIL(RS_ERR_INVAL, "%s: opened read-only", st->path);
+    int64_t row0 = 0, nb = 0;
+    RS_TRY(rs_actstore_batch_rows(&row0, &nb, st, split, batch));
+    if (n != nb)
+        RS_FAIL(RS_ERR_INTERNAL, "%s: batch %lld of %s has %lld rows, %lld given", st->path, (long long)batch,
+                rs_split_name(split), (long long)nb, (long long)n);
+    const int d = st->id.d;
+    const size_t count = (size_t)n * (size_t)d;
+    /* sum (d), sq (d), and a float row of stored values (d) */
+    double *acc = calloc((size_t)d * 2 + ((size_t)d + 1) / 2, sizeof *acc);
+    RS_CHECK_ALLOC(acc);
+    double *sum = acc, *sq = acc + d;
+    float *stored = (float *)(acc + 2 * (size_t)d);
+    const void *buf = rows;
+    hid_t mtype = H5T_NATIVE_FLOAT;
+    if (st->id.dtype == RS_DTYPE_F16) {
+        if (st->scratch_n < count) {
+            free(st->scratch);
+            st->scratch = malloc(count * sizeof *st->scratch);
+            st->scratch_n = st->scratch ? count : 0;
+            if (!st->scratch) {
+                free(acc);
+                RS_FAIL(RS_ERR_NOMEM, "activation store: out of memory for %zu float16 values", count);
+            }
+        }
+        for (int64_t r = 0; r < n; r++) {
+            uint16_t *h = st->scratch + (size_t)r * d;
+            rs_f32_to_f16_n(h, rows + (size_t)r * d, (size_t)d);
+            rs_f16_to_f32_n(stored, h, (size_t)d); /* statistics of what is stored */
+            accumulate_row(sum, sq, stored, d);
+        }
+        buf = st->scratch;
+        mtype = st->half_type;
+    } else {
+        for (int64_t r = 0; r < n; r++) accumulate_row(sum, sq, rows + (size_t)r * d, d);
+    }
+    /* per-dimension sums of squares added in dimension order: fixed, so deterministic */
+    double sqn = 0.0;
+    for (int j = 0; j < d; j++) sqn += sq[j];
+    herr_t e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)d, buf);
+    if (e >= 0) e = dset_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)batch, 1, (hsize_t)d, sum);
+    if (e >= 0) e = dset_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)batch, 1, 1, &sqn);
+    free(acc);
+    if (e < 0)
+        RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
+                rs_split_name(split), layer);
+    return RS_OK;
+}
+
+rs_err rs_actstore_flush(rs_actstore *st) {
+    if (H5Fflush(st->file, H5F_SCOPE_GLOBAL) < 0) RS_FAIL(RS_ERR_IO, "%s: flush failed", st->path);
+    return RS_OK;
+}
+
+rs_err rs_actstore_finalize(rs_actstore *st) {
+    rs_err err = RS_OK;
+    const int d = st->id.d;
+    const int64_t block = 256; /* batches read at a time: bounded memory for any split size */
+    double *buf = malloc((size_t)block * (size_t)d * sizeof *buf);
+    double *acc = malloc((size_t)d * sizeof *acc);
+    double *sq = malloc((size_t)block * sizeof *sq);
+    if (!buf || !acc || !sq) err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "finalize: out of memory");
+    /* (split, layer) pairs dealt round-robin; each pair is summed by one rank in batch order */
+    int task = 0;
+    for (int s = 0; s < RS_SPLIT_COUNT && !err; s++) {
+        for (int li = 0; li < st->id.n_layers && !err; li++, task++) {
+            if (task % st->size != st->rank) continue;
+            memset(acc, 0, (size_t)d * sizeof *acc);
+            double sqn = 0.0;
+            for (int64_t b0 = 0; b0 < st->n_batches[s] && !err; b0 += block) {
+                int64_t nb = st->n_batches[s] - b0 < block ? st->n_batches[s] - b0 : block;
+                if (dset_read_rows(st->bsum[s][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)b0, (hsize_t)nb, (hsize_t)d, buf) < 0 ||
+                    dset_read_rows(st->bsqn[s][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)b0, (hsize_t)nb, 1, sq) < 0) {
+                    err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: cannot read batch statistics", st->path);
+                    break;
+                }
+                for (int64_t b = 0; b < nb; b++) {
+                    for (int j = 0; j < d; j++) acc[j] += buf[(size_t)b * d + j];
+                    sqn += sq[b];
+                }
+            }
+            if (err) break;
+            double inv = st->n_rows[s] ? 1.0 / (double)st->n_rows[s] : 0.0;
+            for (int j = 0; j < d; j++) acc[j] *= inv;
+            sqn *= inv;
+            if (dset_write_rows(st->mean[s][li], H5T_NATIVE_DOUBLE, 1, 0, (hsize_t)d, 1, acc) < 0 ||
+                H5Dwrite(st->sqn[s][li], H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &sqn) < 0)
+                err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: cannot write statistics", st->path);
+        }
+    }
+    free(buf);
+    free(acc);
+    free(sq);
+    rs_err any = rs_mpi_agree(err, st->comm);
+    if (err) RS_TRY(err);
+    if (any) RS_FAIL(any, "%s: finalizing statistics failed on another rank", st->path);
+    RS_TRY(rs_actstore_flush(st)); /* statistics durable before the completion mark */
+    int32_t one = 1;
+    herr_t e = 0;
+    if (st->rank == 0) e = H5Dwrite(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one);
+    err = rs_mpi_agree(e < 0 ? RS_ERR_IO : RS_OK, st->comm);
+    if (err) RS_FAIL(err, "%s: cannot write /complete", st->path);
+    RS_TRY(rs_actstore_flush(st));
+    return RS_OK;
+}
+
+int rs_actstore_is_complete(const rs_actstore *st) {
+    int32_t v = 0;
+    if (st->complete <= 0) return 0;
+    if (H5Dread(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0) return 0;
+    return v == 1;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * read
+ * ---------------------------------------------------------------------------------------------- */
+
+rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int layer, int64_t row0, int64_t n) {
+    int li = -1;
+    RS_TRY(check_split_layer(&li, st, split, layer));
+    if (row0 < 0 || n < 0 || row0 + n > st->n_rows[split])
+        RS_FAIL(RS_ERR_INVAL, "%s: rows [%lld, %lld) of /%s are out of range (%lld rows)", st->path, (long long)row0,
+                (long long)(row0 + n), rs_split_name(split), (long long)st->n_rows[split]);
+    const size_t count = (size_t)n * (size_t)st->id.d;
+    if (st->id.dtype == RS_DTYPE_F32) {
+        if (dset_read_rows(st->dset[split][li], H5T_NATIVE_FLOAT, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)st->id.d, dst) < 0)
+            RS_FAIL(RS_ERR_IO, "%s: reading rows of /%s/L%d failed", st->path, rs_split_name(split), layer);
+        return RS_OK;
+    }
+    /* float16: read into the upper half of dst, then widen front to back in blocks copied out
+     * first: block [i, i+B) writes bytes [4i, 4i+4B), which never reach the halves of a later
+     * block (they start at 2*count + 2(i+B) >= 4i + 4B while i + B <= count) */
+    unsigned char *bytes = (unsigned char *)dst;
+    unsigned char *halves = bytes + 2 * count;
+    if (dset_read_rows(st->dset[split][li], st->half_type, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)st->id.d, halves) < 0)
+        RS_FAIL(RS_ERR_IO, "%s: reading rows of /%s/L%d failed", st->path, rs_split_name(split), layer);
+    enum { BLOCK = 1024 };
+    uint16_t tmp[BLOCK];
+    for (size_t i = 0; i < count; i += BLOCK) {
+        size_t m = count - i < BLOCK ? count - i : BLOCK;
+        memcpy(tmp, halves + 2 * i, m * sizeof *tmp);
+        rs_f16_to_f32_n(dst + i, tmp, m);
+    }
+    return RS_OK;
+}
+
+int64_t rs_actstore_n_rows(const rs_actstore *st, int split) {
+    return split >= 0 && split < RS_SPLIT_COUNT ? st->n_rows[split] : 0;
+}
+
+int rs_actstore_d(const rs_actstore *st) { return st->id.d; }
+
+rs_err rs_actstore_stats(const rs_actstore *st, double *mean, double *mean_sqnorm, int split, int layer) {
+    int li = -1;
+    RS_TRY(check_split_layer(&li, st, split, layer));
+    if (!rs_actstore_is_complete(st))
+        RS_FAIL(RS_ERR_INVAL, "%s: the harvest is not complete (no statistics yet): run the harvest again", st->path);
+    if (mean && H5Dread(st->mean[split][li], H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, mean) < 0)
+        RS_FAIL(RS_ERR_IO, "%s: cannot read the mean of /%s/L%d", st->path, rs_split_name(split), layer);
+    if (mean_sqnorm && H5Dread(st->sqn[split][li], H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, mean_sqnorm) < 0)
+        RS_FAIL(RS_ERR_IO, "%s: cannot read the squared norm of /%s/L%d", st->path, rs_split_name(split), layer);
+    return RS_OK;
+}
+
+rs_err rs_actstore_read_seq_ids(const rs_actstore *st, int32_t *dst, int split) {
+    if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
+    if (dset_read_rows(st->seq_ids[split], H5T_NATIVE_INT32, 1, 0, (hsize_t)st->n_seq[split], 1, dst) < 0)
+        RS_FAIL(RS_ERR_IO, "%s: cannot read /%s/seq_ids", st->path, rs_split_name(split));
+    return RS_OK;
+}
+
+rs_err rs_actstore_read_labels(const rs_actstore *st, int32_t *dst, int *has, int split) {
+    *has = 0;
+    if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
+    if (H5Lexists(st->grp[split], "labels", H5P_DEFAULT) <= 0) return RS_OK;
+    hid_t d = H5Dopen2(st->grp[split], "labels", H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : dset_read_rows(d, H5T_NATIVE_INT32, 1, 0, (hsize_t)st->n_seq[split], 1, dst);
+    if (d >= 0) H5Dclose(d);
+    if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot read /%s/labels", st->path, rs_split_name(split));
+    *has = 1;
+    return RS_OK;
+}

@@ -1,0 +1,518 @@
+/* Harvest driver: batches -> producer -> activation store, resumable through a journal. */
+#include "resae/harvest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "resae/log.h"
+#include "resae/mpi_util.h"
+#include "resae/util.h"
+
+#define JOURNAL_MAGIC "resae-harvest-journal"
+#define JOURNAL_VERSION 1
+
+enum { JOURNAL_MISSING = 0, JOURNAL_OK = 1, JOURNAL_STALE = 2 };
+
+/* The global batch list: split s owns indices [off[s], off[s] + n_batches[s]). */
+typedef struct batch_map {
+    int64_t off[RS_SPLIT_COUNT + 1];
+} batch_map;
+
+static void global_to_local(int *split, int64_t *batch, const batch_map *m, int64_t g) {
+    int s = 0;
+    while (s + 1 < RS_SPLIT_COUNT && g >= m->off[s + 1]) s++;
+    *split = s;
+    *batch = g - m->off[s];
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * content hashes
+ * ---------------------------------------------------------------------------------------------- */
+
+static rs_err hash_stream(uint64_t *h, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) RS_FAIL(RS_ERR_IO, "%s: cannot open for hashing: %s", path, strerror(errno));
+    enum { BUF = 1 << 20 };
+    unsigned char *buf = malloc(BUF);
+    if (!buf) {
+        fclose(f);
+        RS_FAIL(RS_ERR_NOMEM, "out of memory hashing %s", path);
+    }
+    size_t n;
+    while ((n = fread(buf, 1, BUF, f)) > 0) *h = rs_hash64(*h, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    free(buf);
+    if (bad) RS_FAIL(RS_ERR_IO, "%s: read error while hashing", path);
+    return RS_OK;
+}
+
+rs_err rs_harvest_hash_file(uint64_t *out, const char *path) {
+    uint64_t h = RS_HASH64_INIT;
+    RS_TRY(hash_stream(&h, path));
+    *out = h;
+    return RS_OK;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+rs_err rs_harvest_hash_model_dir(uint64_t *out, const char *dir) {
+    rs_err err = RS_OK;
+    DIR *dp = opendir(dir);
+    if (!dp) RS_FAIL(RS_ERR_IO, "%s: cannot list the model directory: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        if (!ends_with(de->d_name, ".json") && !ends_with(de->d_name, ".safetensors")) continue;
+        if (!strcmp(de->d_name, "config.json")) continue; /* hashed first */
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **grown = realloc(names, cap * sizeof *names);
+            if (!grown) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "out of memory listing %s", dir);
+            names = grown;
+        }
+        names[n] = strdup(de->d_name);
+        if (!names[n]) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "out of memory listing %s", dir);
+        n++;
+    }
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    uint64_t h = RS_HASH64_INIT;
+    char path[RS_ACTSTORE_PATH_MAX * 2];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    RS_TRY_GOTO(hash_stream(&h, path), done);
+    for (size_t i = 0; i < n; i++) {
+        h = rs_hash64(h, names[i], strlen(names[i]) + 1);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        RS_TRY_GOTO(hash_stream(&h, path), done);
+    }
+    *out = h;
+done:
+    closedir(dp);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return err;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * journal (rank 0 only)
+ * ---------------------------------------------------------------------------------------------- */
+
+static rs_err fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY);
+    if (fd < 0) RS_FAIL(RS_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
+    int e = fsync(fd);
+    close(fd);
+    if (e) RS_FAIL(RS_ERR_IO, "%s: fsync failed: %s", dir, strerror(errno));
+    return RS_OK;
+}
+
+/* Read the journal into done (total entries); *status tells whether it exists and matches the
+ * identity hash. A torn last line (a write cut by a kill) is cut off the file. */
+static rs_err journal_read(int *status, int *complete, unsigned char *done, const char *path, uint64_t ident,
+                           const batch_map *m) {
+    *status = JOURNAL_MISSING;
+    *complete = 0;
+    struct stat sb;
+    if (stat(path, &sb)) {
+        if (errno == ENOENT) return RS_OK;
+        RS_FAIL(RS_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    char *text = NULL;
+    size_t len = 0;
+    RS_TRY(rs_read_file(&text, &len, path, (size_t)1 << 32));
+    size_t keep = len;
+    while (keep > 0 && text[keep - 1] != '\n') keep--;
+    if (keep != len) {
+        RS_WARN("%s: dropping a torn last record (%zu bytes)", path, len - keep);
+        if (truncate(path, (off_t)keep)) {
+            free(text);
+            RS_FAIL(RS_ERR_IO, "%s: cannot truncate a torn record: %s", path, strerror(errno));
+        }
+        text[keep] = '\0';
+    }
+    char *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    char magic[64];
+    int version = 0;
+    unsigned long long h = 0;
+    if (!line || sscanf(line, "%63s %d %16llx", magic, &version, &h) != 3 || strcmp(magic, JOURNAL_MAGIC) ||
+        version != JOURNAL_VERSION || (uint64_t)h != ident) {
+        free(text);
+        *status = JOURNAL_STALE;
+        return RS_OK;
+    }
+    int lineno = 1;
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        lineno++;
+        char sname[16];
+        long long b = -1;
+        if (!strcmp(line, "complete")) {
+            *complete = 1;
+            continue;
+        }
+        int s = -1;
+        if (sscanf(line, "done %15s %lld", sname, &b) == 2) s = rs_split_from_name(sname);
+        if (s < 0 || b < 0 || b >= m->off[s + 1] - m->off[s]) {
+            free(text);
+            RS_FAIL(RS_ERR_FORMAT,
+                    "%s: line %d ('%s') is not a valid record: the journal is damaged. Delete the run directory "
+                    "(or use a new run_dir) to harvest again",
+                    path, lineno, line);
+        }
+        done[m->off[s] + b] = 1;
+    }
+    free(text);
+    *status = JOURNAL_OK;
+    return RS_OK;
+}
+
+/* Start a fresh journal atomically (temp file, fsync, rename, fsync of the directory). */
+static rs_err journal_reset(const char *path, const char *dir, uint64_t ident) {
+    char tmp[RS_ACTSTORE_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    char head[128];
+    int n = snprintf(head, sizeof head, "%s %d %016" PRIx64 "\n", JOURNAL_MAGIC, JOURNAL_VERSION, ident);
+    int bad = write(fd, head, (size_t)n) != n || fsync(fd);
+    close(fd);
+    if (bad || rename(tmp, path)) RS_FAIL(RS_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    RS_TRY(fsync_dir(dir));
+    return RS_OK;
+}
+
+static rs_err journal_append(int fd, const char *path, const char *text, size_t n) {
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, text + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) RS_FAIL(RS_ERR_IO, "%s: append failed: %s", path, strerror(errno));
+        off += (size_t)w;
+    }
+    if (fsync(fd)) RS_FAIL(RS_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    return RS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * one batch
+ * ---------------------------------------------------------------------------------------------- */
+
+/* 1 if every |x| < limit (NaN fails the comparison); branch-free so it vectorizes. */
+static int all_below(const float *restrict x, size_t n, float limit) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= !(fabsf(x[i]) < limit);
+    return !bad;
+}
+
+/* Every produced value must be finite; float16 stores also need the stored rows in range.
+ * The fast scan decides; the slow one only runs to name the first bad value. */
+static rs_err check_values(const float *x /* (n_seq*T, d) */, const rs_harvest_batch *b, int layer, int f16,
+                           int skip_pos0) {
+    const size_t rl = (size_t)b->d, n = (size_t)b->n_seq * b->T * rl;
+    int ok = all_below(x, n, INFINITY);
+    if (ok && f16)
+        for (int s = 0; s < b->n_seq && ok; s++)
+            ok = all_below(x + ((size_t)s * b->T + (size_t)skip_pos0) * rl, (size_t)(b->T - skip_pos0) * rl, 65520.0f);
+    if (ok) return RS_OK;
+    for (int s = 0; s < b->n_seq; s++)
+        for (int t = 0; t < b->T; t++) {
+            const float *row = x + ((size_t)s * b->T + t) * b->d;
+            for (int j = 0; j < b->d; j++) {
+                float v = row[j];
+                int bad = !isfinite(v);
+                int range = !bad && f16 && !(skip_pos0 && t == 0) && fabsf(v) >= 65520.0f;
+                if (bad || range)
+                    RS_FAIL(RS_ERR_NUMERIC,
+                            "harvest: %s value %g produced for split %s, layer %d, sequence %d (batch %lld), "
+                            "position %d, dim %d; nothing of this batch was stored%s",
+                            bad ? "non-finite" : "out-of-float16-range", (double)v, rs_split_name(b->split), layer,
+                            b->seq_ids[s], (long long)b->batch, t, j,
+                            range ? " (use dtype float32 for this model)" : "");
+            }
+        }
+    RS_FAIL(RS_ERR_INTERNAL, "harvest: value check disagrees with itself");
+}
+
+static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *bufs, const rs_splits *splits,
+                        int split, int64_t batch, rs_harvest_produce_fn produce, void *ctx) {
+    const rs_actstore_identity *id = &st->id;
+    const rs_split *sp = &splits->split[split];
+    int64_t s0 = batch * id->batch_seqs;
+    int n_seq = (int)(sp->n_seq - s0 < id->batch_seqs ? sp->n_seq - s0 : id->batch_seqs);
+    rs_harvest_batch b = {.split = split, .batch = batch, .seq_ids = sp->seq_ids + s0, .n_seq = n_seq,
+                          .T = id->T, .n_layers = id->n_layers, .layers = id->layers, .d = id->d};
+    double t0 = rs_now();
+    RS_TRY(produce(ctx, bufs, &b));
+    double t1 = rs_now();
+    for (int i = 0; i < id->n_layers; i++)
+        RS_TRY(check_values(bufs[i], &b, id->layers[i], id->dtype == RS_DTYPE_F16, id->skip_pos0));
+    const size_t d = (size_t)id->d;
+    const int tps = id->T - id->skip_pos0;
+    for (int i = 0; i < id->n_layers; i++) {
+        float *x = bufs[i];
+        if (id->skip_pos0) /* compact (n_seq*T, d) -> (n_seq*(T-1), d); destination never passes source */
+            for (int s = 0; s < n_seq; s++)
+                memmove(x + (size_t)s * tps * d, x + ((size_t)s * id->T + 1) * d, (size_t)tps * d * sizeof *x);
+        RS_TRY(rs_actstore_write_batch(st, split, id->layers[i], batch, x, (int64_t)n_seq * tps));
+    }
+    stats->produce_s += t1 - t0;
+    stats->write_s += rs_now() - t1;
+    stats->my_batches++;
+    return RS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * driver
+ * ---------------------------------------------------------------------------------------------- */
+
+static void report_ranks(const rs_harvest_stats *stats, MPI_Comm comm, int rank, int size) {
+    double mine[4] = {(double)stats->my_batches, stats->produce_s, stats->write_s, stats->sync_s};
+    double *all = rank == 0 ? malloc((size_t)size * 4 * sizeof *all) : NULL;
+    MPI_Gather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, comm);
+    if (rank != 0 || !all) return;
+    double busy_max = 0, busy_sum = 0;
+    for (int r = 0; r < size; r++) {
+        double *v = all + 4 * r;
+        double busy = v[1] + v[2];
+        busy_max = busy > busy_max ? busy : busy_max;
+        busy_sum += busy;
+        RS_INFO("harvest rank %d: %.0f batches, produce %.2fs, write %.2fs, flush+wait %.2fs", r, v[0], v[1], v[2],
+                v[3]);
+    }
+    if (busy_sum > 0)
+        RS_INFO("harvest balance: busiest rank %.2fs, mean %.2fs (max/mean %.2f)", busy_max, busy_sum / size,
+                busy_max / (busy_sum / size));
+    free(all);
+}
+
+rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg, const rs_splits *splits,
+                      rs_harvest_produce_fn produce, void *ctx, MPI_Comm comm) {
+    rs_err err = RS_OK;
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    rs_harvest_stats stats;
+    memset(&stats, 0, sizeof stats);
+    rs_actstore st;
+    memset(&st, 0, sizeof st);
+    unsigned char *done = NULL;
+    int64_t *todo = NULL;
+    float **bufs = NULL;
+    int jfd = -1;
+
+    rs_actstore_identity id = cfg->id;
+    rs_actstore_identity_set_splits(&id, splits);
+    /* the same on every rank (same config), so every rank returns here or none does */
+    RS_TRY(rs_actstore_identity_check(&id));
+    const int per_round = cfg->batches_per_round > 0 ? cfg->batches_per_round : 1;
+    const uint64_t ident = rs_actstore_identity_hash(&id);
+
+    char store_path[RS_ACTSTORE_PATH_MAX], jpath[RS_ACTSTORE_PATH_MAX];
+    if (snprintf(store_path, sizeof store_path, "%s/%s", cfg->run_dir, RS_ACTSTORE_FILE) >= (int)sizeof store_path ||
+        snprintf(jpath, sizeof jpath, "%s/%s", cfg->run_dir, RS_HARVEST_JOURNAL) >= (int)sizeof jpath)
+        RS_FAIL(RS_ERR_CONFIG, "harvest: run directory path '%s' is too long", cfg->run_dir);
+
+    batch_map map;
+    map.off[0] = 0;
+    for (int s = 0; s < RS_SPLIT_COUNT; s++)
+        map.off[s + 1] = map.off[s] + (splits->split[s].n_seq + id.batch_seqs - 1) / id.batch_seqs;
+    const int64_t total = map.off[RS_SPLIT_COUNT];
+    stats.batches_total = total;
+    done = calloc((size_t)(total ? total : 1), 1);
+    if (rs_mpi_agree(done ? RS_OK : RS_ERR_NOMEM, comm))
+        RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for %lld batch flags", (long long)total);
+
+    /* rank 0 inspects the run directory and the journal; everyone learns the outcome */
+    int jstatus = JOURNAL_MISSING, jcomplete = 0;
+    if (rank == 0) {
+        if (mkdir(cfg->run_dir, 0755) && errno != EEXIST)
+            err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: cannot create the run directory: %s",
+                             cfg->run_dir, strerror(errno));
+        if (!err) err = journal_read(&jstatus, &jcomplete, done, jpath, ident, &map);
+    }
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL_GOTO(out, RS_ERR_IO, "harvest: rank 0 could not read the run directory");
+        goto out;
+    }
+    int jinfo[2] = {jstatus, jcomplete};
+    MPI_Bcast(jinfo, 2, MPI_INT, 0, comm);
+    jstatus = jinfo[0];
+    jcomplete = jinfo[1];
+
+    int created = 0;
+    err = rs_actstore_open_or_create(&st, &created, store_path, &id, splits, cfg->force, jstatus == JOURNAL_OK, comm);
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL_GOTO(out, RS_ERR_IO, "harvest: opening the store failed on another rank");
+        goto out;
+    }
+    if (created) {
+        memset(done, 0, (size_t)(total ? total : 1));
+        jcomplete = 0;
+        if (rank == 0) err = journal_reset(jpath, cfg->run_dir, ident);
+        if (rs_mpi_agree(err, comm)) {
+            if (!err) RS_FAIL_GOTO(out, RS_ERR_IO, "harvest: rank 0 could not start the journal");
+            goto out;
+        }
+        RS_INFO("harvest: new store %s (%lld batches of %d sequences)", store_path, (long long)total, id.batch_seqs);
+    }
+    MPI_Bcast(done, (int)(total ? total : 1), MPI_UNSIGNED_CHAR, 0, comm);
+
+    int64_t n_todo = 0;
+    for (int64_t g = 0; g < total; g++) n_todo += !done[g];
+    stats.batches_skipped = total - n_todo;
+    if (!created && stats.batches_skipped)
+        RS_INFO("harvest: resuming, %lld of %lld batches already done", (long long)stats.batches_skipped,
+                (long long)total);
+    if (jcomplete && n_todo == 0 && rs_actstore_is_complete(&st)) {
+        RS_INFO("harvest: %s is complete", store_path);
+        goto out;
+    }
+    /* allocations agree across ranks: the store is open, so nobody may leave alone */
+    todo = malloc((size_t)(n_todo ? n_todo : 1) * sizeof *todo);
+    bufs = calloc((size_t)id.n_layers, sizeof *bufs);
+    int alloc_ok = todo && bufs;
+    for (int i = 0; alloc_ok && i < id.n_layers; i++) {
+        bufs[i] = rs_calloc_aligned((size_t)id.batch_seqs * id.T * id.d, sizeof(float));
+        alloc_ok = bufs[i] != NULL;
+    }
+    if (rs_mpi_agree(alloc_ok ? RS_OK : RS_ERR_NOMEM, comm))
+        RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for a batch of %d x %d x %d floats per layer (%d layers)",
+                     id.batch_seqs, id.T, id.d, id.n_layers);
+    int64_t tokens_todo = 0;
+    for (int64_t g = 0, k = 0; g < total; g++)
+        if (!done[g]) {
+            todo[k++] = g;
+            int s;
+            int64_t b, r0, nr;
+            global_to_local(&s, &b, &map, g);
+            rs_actstore_batch_rows(&r0, &nr, &st, s, b);
+            tokens_todo += nr;
+        }
+
+    if (rank == 0) {
+        jfd = open(jpath, O_WRONLY | O_APPEND);
+        if (jfd < 0) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: %s", jpath, strerror(errno));
+    }
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL_GOTO(out, RS_ERR_IO, "harvest: rank 0 could not open the journal");
+        goto out;
+    }
+
+    rs_progress prog;
+    rs_progress_init(&prog, "harvest", (double)tokens_todo, "tok", rank == 0);
+    const int64_t per_global_round = (int64_t)size * per_round;
+    const int64_t n_rounds = (n_todo + per_global_round - 1) / per_global_round;
+    char *jbuf = rank == 0 ? malloc((size_t)n_todo * 48 + 16) : NULL;
+    if (rs_mpi_agree(rank == 0 && !jbuf ? RS_ERR_NOMEM : RS_OK, comm)) {
+        free(jbuf);
+        RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for the journal buffer");
+    }
+    double t_loop = rs_now();
+    int64_t tokens_done = 0;
+    int64_t pending = 0; /* first todo index not yet journaled */
+    double t_flush = rs_now();
+    for (int64_t r = 0; r < n_rounds && !err; r++) {
+        const int64_t first = r * per_global_round;
+        const int64_t last = first + per_global_round < n_todo ? first + per_global_round : n_todo;
+        rs_err my_err = RS_OK;
+        for (int j = 0; j < per_round && !my_err; j++) {
+            int64_t k = first + (int64_t)j * size + rank;
+            if (k >= n_todo) break;
+            int s;
+            int64_t b;
+            global_to_local(&s, &b, &map, todo[k]);
+            my_err = run_batch(&stats, &st, bufs, splits, s, b, produce, ctx);
+        }
+        /* every rank reaches this point each round, with or without a batch; rank 0's clock
+         * decides when to flush so that all ranks agree */
+        double t_sync = rs_now();
+        int flush_now = rank == 0 && (last == n_todo || t_sync - t_flush >= cfg->flush_seconds);
+        int in[4] = {my_err, cfg->stop ? (int)*cfg->stop : 0, my_err ? rank : -1, flush_now}, agreed[4];
+        MPI_Allreduce(in, agreed, 4, MPI_INT, MPI_MAX, comm);
+        if (agreed[0]) {
+            if (my_err) err = my_err;
+            else err = rs_err_set(agreed[0], __FILE__, __LINE__, __func__,
+                                  "harvest stopped: rank %d failed (its error is printed above)", agreed[2]);
+            break;
+        }
+        if (!agreed[3] && !agreed[1]) {
+            stats.sync_s += rs_now() - t_sync;
+            continue;
+        }
+        err = rs_actstore_flush(&st);
+        if (rs_mpi_agree(err, comm)) {
+            if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: flush failed on another rank");
+            break;
+        }
+        /* the data since the last flush is durable: record it */
+        if (rank == 0) {
+            size_t used = 0;
+            for (int64_t k = pending; k < last; k++) {
+                int s;
+                int64_t b;
+                global_to_local(&s, &b, &map, todo[k]);
+                used += (size_t)sprintf(jbuf + used, "done %s %lld\n", rs_split_name(s), (long long)b);
+            }
+            err = journal_append(jfd, jpath, jbuf, used);
+        }
+        if (rs_mpi_agree(err, comm)) {
+            if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not append to the journal");
+            break;
+        }
+        t_flush = rs_now();
+        stats.sync_s += t_flush - t_sync;
+        for (int64_t k = pending; k < last; k++) {
+            int s;
+            int64_t b, r0, nr;
+            global_to_local(&s, &b, &map, todo[k]);
+            rs_actstore_batch_rows(&r0, &nr, &st, s, b);
+            tokens_done += nr;
+        }
+        stats.batches_run += last - pending;
+        pending = last;
+        rs_progress_update(&prog, (double)tokens_done);
+        if (agreed[1] && last < n_todo) {
+            RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues",
+                    (long long)(stats.batches_skipped + stats.batches_run), (long long)total);
+            err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
+                             "harvest interrupted by a signal after a checkpoint; run the same command again");
+            break;
+        }
+    }
+    free(jbuf);
+    stats.seconds = rs_now() - t_loop;
+    stats.tokens_run = tokens_done;
+    if (!err) {
+        rs_progress_finish(&prog);
+        report_ranks(&stats, comm, rank, size);
+        RS_TRY_GOTO(rs_actstore_finalize(&st), out);
+        if (rank == 0) err = journal_append(jfd, jpath, "complete\n", 9);
+        if (rs_mpi_agree(err, comm) && !err)
+            err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not complete the journal");
+        if (!err) RS_INFO("harvest: %s complete", store_path);
+    }
+out:
+    if (jfd >= 0) close(jfd);
+    if (bufs)
+        for (int i = 0; i < id.n_layers; i++) free(bufs[i]);
+    free(bufs);
+    free(todo);
+    free(done);
+    rs_actstore_close(&st);
+    if (stats_out) *stats_out = stats;
+    return err;
+}
