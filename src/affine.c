@@ -418,8 +418,9 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
     rs_err err = RS_OK;
     solve_ws w;
     memset(&w, 0, sizeof w);
-    int size = 0;
+    int size = 0, crank = 0;
     RS_MPI(MPI_Comm_size(comm, &size));
+    RS_MPI(MPI_Comm_rank(comm, &crank));
     int procs = o.max_procs > 0 && o.max_procs < size ? o.max_procs : size;
     int nprow, npcol;
     rs_blacs_grid_shape(&nprow, &npcol, procs);
@@ -480,6 +481,7 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
             accepted = 1;
             break;
         }
+        if (crank != 0) continue; /* every rank agrees on the outcome; one warning per group */
         if (info > 0)
             RS_WARN("affine fit %d->%d: C_xx + lambda I not positive definite at lambda %.3e (leading minor %d); "
                     "raising lambda 10x", dx, dy, lambda, info);
