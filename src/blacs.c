@@ -13,6 +13,21 @@ void rs_blacs_grid_shape(int *nprow, int *npcol, int nprocs) {
     *npcol = nprocs / r;
 }
 
+/* BLACS (2.2.1) allocates its per-process request and status arrays in gridmap whenever this process
+ * holds no context yet, without freeing the previous ones: a rank that is outside every grid leaks
+ * them on each call. Holding one context from the start (a 1x1 grid on MPI_COMM_SELF, released at
+ * once: the context table it created stays) avoids that. Local, not collective. */
+static void blacs_prime(void) {
+    static int primed;
+    if (primed) return;
+    primed = 1;
+    int handle = Csys2blacs_handle(MPI_COMM_SELF);
+    int ctxt = handle;
+    Cblacs_gridinit(&ctxt, "Row", 1, 1);
+    Cfree_blacs_system_handle(handle);
+    if (ctxt >= 0) Cblacs_gridexit(ctxt);
+}
+
 rs_err rs_blacs_grid_init(rs_blacs_grid *g, MPI_Comm comm, int nprow, int npcol) {
     memset(g, 0, sizeof *g);
     g->ctxt = -1;
@@ -27,6 +42,7 @@ rs_err rs_blacs_grid_init(rs_blacs_grid *g, MPI_Comm comm, int nprow, int npcol)
     g->npcol = npcol;
     /* BLACS keeps a table of system contexts; the handle is only needed to create the grid, whose
      * communicators are derived from it (MPI_Comm_create inside gridinit, collective over comm) */
+    blacs_prime();
     int handle = Csys2blacs_handle(comm);
     int ctxt = handle;
     Cblacs_gridinit(&ctxt, "Row", nprow, npcol);

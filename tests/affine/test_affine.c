@@ -103,7 +103,7 @@ static void synth_free(synth *s) {
 /* x (dx), y (dy) of token t */
 static void synth_row(const synth *s, int64_t t, float *x, float *y) {
     int dx = s->dx, dy = s->dy;
-    double z[512], xd[512];
+    double z[512], xd[512] = {0};
     for (int j = 0; j < dx; j++) z[j] = gauss(s->seed, (uint64_t)t, (uint64_t)j);
     switch (s->kind) {
     case SYN_IDENTITY:
