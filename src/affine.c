@@ -284,26 +284,32 @@ typedef struct layout {
     int desc_a[RS_DESC_LEN], desc_b[RS_DESC_LEN];
 } layout;
 
+/* The local pieces are walked one nb x nb block at a time, so the reads of the row-major source
+ * stay within a few KiB (a plain column walk strides through all of C and misses cache on every
+ * element). f(i, j) gives global entry (i, j); out is column-major with leading dimension lld. */
+#define RS_FOR_LOCAL_BLOCKS(L, nloc, gr, nb, BODY)                                                     \
+    for (int jb = 0; jb < (nloc); jb += (nb))                                                         \
+        for (int ib = 0; ib < (L)->mloc; ib += (nb)) {                                                \
+            int je = jb + (nb) < (nloc) ? jb + (nb) : (nloc);                                         \
+            int ie = ib + (nb) < (L)->mloc ? ib + (nb) : (L)->mloc;                                   \
+            int j0 = rs_blacs_l2g(jb, nb, (gr)->mycol, (gr)->npcol);                                  \
+            int i0 = rs_blacs_l2g(ib, nb, (gr)->myrow, (gr)->nprow);                                  \
+            for (int jl = jb; jl < je; jl++)                                                          \
+                for (int il = ib; il < ie; il++) {                                                    \
+                    int i = i0 + (il - ib), j = j0 + (jl - jb);                                       \
+                    size_t loc = (size_t)il + (size_t)jl * (size_t)(L)->lld;                          \
+                    BODY;                                                                             \
+                }                                                                                     \
+        }
+
 static void fill_a(double *aloc, const layout *L, const rs_blacs_grid *gr, const rs_affine_stats *g, int nb,
                    double lambda) {
-    for (int jl = 0; jl < L->nloc_a; jl++) {
-        int j = rs_blacs_l2g(jl, nb, gr->mycol, gr->npcol);
-        for (int il = 0; il < L->mloc; il++) {
-            int i = rs_blacs_l2g(il, nb, gr->myrow, gr->nprow);
-            aloc[(size_t)il + (size_t)jl * (size_t)L->lld] = cxx_at(g, i, j) + (i == j ? lambda : 0.0);
-        }
-    }
+    RS_FOR_LOCAL_BLOCKS(L, L->nloc_a, gr, nb, aloc[loc] = cxx_at(g, i, j) + (i == j ? lambda : 0.0))
 }
 
 /* B (dx, dy) column-major holds C_xy (row-major (dx, dy)) */
 static void fill_b(double *bloc, const layout *L, const rs_blacs_grid *gr, const rs_affine_stats *g, int nb) {
-    for (int jl = 0; jl < L->nloc_b; jl++) {
-        int j = rs_blacs_l2g(jl, nb, gr->mycol, gr->npcol);
-        for (int il = 0; il < L->mloc; il++) {
-            int i = rs_blacs_l2g(il, nb, gr->myrow, gr->nprow);
-            bloc[(size_t)il + (size_t)jl * (size_t)L->lld] = g->cxy[(size_t)i * (size_t)g->dy + (size_t)j];
-        }
-    }
+    RS_FOR_LOCAL_BLOCKS(L, L->nloc_b, gr, nb, bloc[loc] = g->cxy[(size_t)i * (size_t)g->dy + (size_t)j])
 }
 
 typedef struct solve_ws {
@@ -328,12 +334,14 @@ static rs_err solve_once(rs_affine_map *m, int *info, double *resid, double *t_p
     const rs_blacs_grid *gr = &w->grid;
     const layout *L = &w->L;
     int my_info = 0;
-    double t0 = rs_now();
     if (gr->in_grid) {
         fill_a(w->aloc, L, gr, g, nb, lambda);
         fill_b(w->bloc, L, gr, g, nb);
-        pdposv_("U", &dx, &dy, w->aloc, &one, &one, L->desc_a, w->bloc, &one, &one, L->desc_b, &my_info, 1);
     }
+    MPI_Barrier(comm); /* so the PDPOSV time is the solve's, not the wait for the slowest fill */
+    double t0 = rs_now();
+    if (gr->in_grid)
+        pdposv_("U", &dx, &dy, w->aloc, &one, &one, L->desc_a, w->bloc, &one, &one, L->desc_b, &my_info, 1);
     *t_pdposv += rs_now() - t0;
     int inf[2] = {my_info, -my_info}, agreed[2];
     RS_MPI(MPI_Allreduce(inf, agreed, 2, MPI_INT, MPI_MAX, comm));
@@ -348,13 +356,9 @@ static rs_err solve_once(rs_affine_map *m, int *info, double *resid, double *t_p
     size_t nA = (size_t)dx * (size_t)dy;
     memset(m->A, 0, sizeof(double) * nA);
     if (gr->in_grid) {
-        for (int jl = 0; jl < L->nloc_b; jl++) {
-            int j = rs_blacs_l2g(jl, nb, gr->mycol, gr->npcol);
-            for (int il = 0; il < L->mloc; il++) {
-                int i = rs_blacs_l2g(il, nb, gr->myrow, gr->nprow);
-                m->A[(size_t)j * (size_t)dx + (size_t)i] = w->bloc[(size_t)il + (size_t)jl * (size_t)L->lld];
-            }
-        }
+        double *A = m->A;
+        const double *bloc = w->bloc;
+        RS_FOR_LOCAL_BLOCKS(L, L->nloc_b, gr, nb, A[(size_t)j * (size_t)dx + (size_t)i] = bloc[loc])
     }
     /* each entry has exactly one nonzero contributor, so the sum is exact and identical everywhere */
     RS_TRY(allreduce_sum_d(m->A, nA, comm));
@@ -492,9 +496,10 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
     if (!accepted)
         RS_FAIL_GOTO(fail, RS_ERR_NUMERIC,
                      "affine fit %d->%d: no valid solve after %d retries (last lambda %.3e = %.3g x trace(C_xx)/d, "
-                     "last PDPOSV info %d, scaled residual %g). The calibration inputs are (nearly) rank-deficient: "
-                     "raise affine.lambda_rel or affine.max_retries, or check the activations",
-                     dx, dy, o.max_retries, lambda, lambda * dx / trace, info, resid);
+                     "last PDPOSV info %d, scaled residual %g: %s). The calibration inputs are (nearly) "
+                     "rank-deficient: raise affine.lambda_rel or affine.max_retries, or check the activations",
+                     dx, dy, o.max_retries, lambda, lambda * dx / trace, info, resid,
+                     info > 0 ? "not positive definite" : "the residual check rejected the solve");
 
     /* c = mu_y - A mu_x, and the float copies the residual uses */
     memcpy(m->mu_x, g->mu_x, sizeof(double) * (size_t)dx);

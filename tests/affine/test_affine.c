@@ -712,6 +712,15 @@ static void case_retry(void) {
           "retry: unclear message '%s'", rs_err_msg());
     CHECK(m.slab == NULL && m.A == NULL, "retry: a failed fit left a map behind");
     if (rank == 0) printf("retry: max_retries 0 -> %s\n", rs_err_msg());
+    /* a solve whose residual check fails is rejected like a failed factorization */
+    o.lambda_rel = 1e-4;
+    o.max_retries = 2;
+    o.max_resid = 1e-300;
+    mem_rewind(&ms);
+    rs_err_clear();
+    e = rs_affine_fit(&m, &src, dx, dy, &o, MPI_COMM_WORLD);
+    CHECK(e == RS_ERR_NUMERIC && strstr(rs_err_msg(), "after 2 retries"),
+          "retry: an impossible residual bound returned %d (%s), want RS_ERR_NUMERIC", e, rs_err_msg());
     free(x);
     free(y);
     synth_free(&syn);
