@@ -17,10 +17,11 @@ void rs_blacs_grid_shape(int *nprow, int *npcol, int nprocs) {
  * holds no context yet, without freeing the previous ones: a rank that is outside every grid leaks
  * them on each call. Holding one context from the start (a 1x1 grid on MPI_COMM_SELF, released at
  * once: the context table it created stays) avoids that. Local, not collective. */
+static int g_blacs_used; /* BLACS holds global state that rs_blacs_exit releases */
+
 static void blacs_prime(void) {
-    static int primed;
-    if (primed) return;
-    primed = 1;
+    if (g_blacs_used) return;
+    g_blacs_used = 1;
     int handle = Csys2blacs_handle(MPI_COMM_SELF);
     int ctxt = handle;
     Cblacs_gridinit(&ctxt, "Row", 1, 1);
@@ -67,7 +68,11 @@ void rs_blacs_grid_free(rs_blacs_grid *g) {
     g->myrow = g->mycol = -1;
 }
 
-void rs_blacs_exit(void) { Cblacs_exit(1); }
+void rs_blacs_exit(void) {
+    if (!g_blacs_used) return;
+    g_blacs_used = 0;
+    Cblacs_exit(1);
+}
 
 int rs_blacs_numroc(int n, int nb, int iproc, int nprocs) {
     int src = 0;

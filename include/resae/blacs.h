@@ -59,8 +59,8 @@ void rs_blacs_grid_shape(int *nprow, int *npcol, int nprocs);
 rs_err rs_blacs_grid_init(rs_blacs_grid *g, MPI_Comm comm, int nprow, int npcol);
 /* Release the grid's context (a no-op outside the grid and for a zeroed struct). */
 void rs_blacs_grid_free(rs_blacs_grid *g);
-/* Release BLACS' global state once no grid is left; MPI stays initialized (call before
- * MPI_Finalize; afterwards no further grid may be built). */
+/* Release BLACS' global state once no grid is left; MPI stays initialized. A no-op if no grid was
+ * ever built; rs_mpi_end calls it before MPI_Finalize (afterwards no further grid may be built). */
 void rs_blacs_exit(void);
 
 /* Local extent of a block-cyclically distributed dimension (numroc_ with source process 0). */

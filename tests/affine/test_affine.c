@@ -957,7 +957,6 @@ int main(int argc, char **argv) {
     int total = 0;
     MPI_Allreduce(&g_fails, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (g_rank == 0) printf("affine %s at %d rank(s): %s\n", which, rs_mpi_size(), !ran ? "USAGE" : total ? "FAILED" : "ok");
-    rs_blacs_exit();
     rs_mpi_end();
     return (!ran || total) ? 1 : 0;
 }

@@ -200,7 +200,6 @@ int main(int argc, char **argv) {
     } else if (rs_mpi_rank() == 0) {
         fprintf(stderr, "usage: bench_affine gram [d] [tokens] | solve [d]\n");
     }
-    rs_blacs_exit();
     rs_mpi_end();
     return rc;
 }
