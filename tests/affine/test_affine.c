@@ -912,6 +912,12 @@ static void case_edge(void) {
         fit_and_compare("edge-outside", &syn, 900, 200, &o, MPI_COMM_WORLD, 0);
     }
     synth_free(&syn);
+    /* dy much wider than dx: process columns beyond x's single block hold only pieces of B */
+    synth_init(&syn, SYN_GENERAL, 8, 40, 10, 1.0, 0.2);
+    rs_affine_opts_default(&o);
+    o.block = 8;
+    fit_and_compare("edge-wide", &syn, 300, 60, &o, MPI_COMM_WORLD, 0);
+    synth_free(&syn);
     /* tiny: dx = dy = 1 */
     synth_init(&syn, SYN_GENERAL, 1, 1, 9, 0.0, 0.2);
     rs_affine_opts_default(&o);
