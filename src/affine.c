@@ -81,6 +81,7 @@ void rs_affine_stats_free(rs_affine_stats *s) {
 
 void rs_affine_stats_reset(rs_affine_stats *s) {
     s->n = 0;
+    s->reduced = 0;
     memset(s->mu_x, 0, sizeof(double) * (size_t)s->dx);
     memset(s->mu_y, 0, sizeof(double) * (size_t)s->dy);
     memset(s->cxx, 0, sizeof(double) * (size_t)s->dx * (size_t)s->dx);
@@ -153,6 +154,8 @@ static rs_err stats_add_block(rs_affine_stats *s, const float *x, const float *y
 
 rs_err rs_affine_stats_add(rs_affine_stats *s, const float *x, const float *y, int64_t n) {
     if (n < 0) RS_FAIL(RS_ERR_INVAL, "affine stats: negative row count %lld", (long long)n);
+    if (s->reduced)
+        RS_FAIL(RS_ERR_INVAL, "affine stats: adding rows to statistics that were already reduced across ranks");
     if (n > 0 && (!x || !y)) RS_FAIL(RS_ERR_INVAL, "affine stats: a chunk of %lld rows lacks x or y", (long long)n);
     for (int64_t off = 0; off < n; off += s->chunk_rows) {
         int64_t m = n - off < s->chunk_rows ? n - off : s->chunk_rows;
@@ -164,6 +167,8 @@ rs_err rs_affine_stats_add(rs_affine_stats *s, const float *x, const float *y, i
 rs_err rs_affine_stats_merge(rs_affine_stats *a, const rs_affine_stats *b) {
     if (a->dx != b->dx || a->dy != b->dy)
         RS_FAIL(RS_ERR_INVAL, "affine stats merge: shapes (%d, %d) and (%d, %d) differ", a->dx, a->dy, b->dx, b->dy);
+    if (a->reduced || b->reduced)
+        RS_FAIL(RS_ERR_INVAL, "affine stats merge: statistics already reduced across ranks cannot be merged again");
     if (b->n == 0) return RS_OK;
     int dx = a->dx, dy = a->dy;
     double na = (double)a->n, nb = (double)b->n, n = na + nb;
@@ -184,9 +189,15 @@ rs_err rs_affine_stats_merge(rs_affine_stats *a, const rs_affine_stats *b) {
 
 rs_err rs_affine_stats_allreduce(rs_affine_stats *s, MPI_Comm comm) {
     int dx = s->dx, dy = s->dy;
+    /* a second reduction would count every token once per rank; refuse on every rank alike */
+    if (rs_mpi_agree(s->reduced ? RS_ERR_INVAL : RS_OK, comm))
+        RS_FAIL(RS_ERR_INVAL, "affine stats allreduce: the statistics were already reduced (on some rank)");
     int64_t n_all = 0;
     RS_MPI(MPI_Allreduce(&s->n, &n_all, 1, MPI_INT64_T, MPI_SUM, comm));
-    if (n_all == 0) return RS_OK; /* nothing anywhere: leave zeros, the solve reports it */
+    if (n_all == 0) { /* nothing anywhere: leave zeros, the solve reports it */
+        s->reduced = 1;
+        return RS_OK;
+    }
     /* global means first: weighted sum of the rank means (dx + dy doubles) */
     size_t nmu = (size_t)dx + (size_t)dy;
     double *mu = malloc(sizeof(double) * nmu);
@@ -233,6 +244,7 @@ rs_err rs_affine_stats_allreduce(rs_affine_stats *s, MPI_Comm comm) {
             for (int j = i; j < dx; j++) s->cxx[(size_t)i * (size_t)dx + (size_t)j] = buf[k++];
         memcpy(s->cxy, buf + ntri, sizeof(double) * nxy);
         s->n = n_all;
+        s->reduced = 1;
     }
     free(buf);
     return err;

@@ -58,6 +58,7 @@ typedef struct rs_affine_stats {
     int dx, dy;
     int chunk_rows;
     int64_t n;    /* tokens accumulated */
+    int reduced;  /* 1 after rs_affine_stats_allreduce: these are the group's statistics */
     double *mu_x; /* (dx) */
     double *mu_y; /* (dy) */
     double *cxx;  /* (dx, dx) co-moment sum (x-mu_x)(x-mu_x)^T; upper triangle only (j >= i) */
@@ -76,7 +77,8 @@ void rs_affine_stats_reset(rs_affine_stats *s);
 rs_err rs_affine_stats_add(rs_affine_stats *s, const float *x, const float *y, int64_t n);
 /* Local: merge b into a (same shapes). */
 rs_err rs_affine_stats_merge(rs_affine_stats *a, const rs_affine_stats *b);
-/* Collective over comm: afterwards every rank holds the group's global statistics. */
+/* Collective over comm: afterwards every rank holds the group's global statistics (reduced = 1;
+ * adding to or reducing them again is refused, rs_affine_stats_reset starts over). */
 rs_err rs_affine_stats_allreduce(rs_affine_stats *s, MPI_Comm comm);
 
 /* ---- the fitted map ---------------------------------------------------------------------------------- */

@@ -456,6 +456,13 @@ static void check_local_pieces(void) {
     CHECK(all.n == n && a.n == n, "stats counts %lld %lld", (long long)all.n, (long long)a.n);
     CHECK(e1 <= 1e-12 && e2 <= 1e-12 && e3 <= 1e-12 && e4 <= 1e-12 && e5 <= 1e-14 && e6 <= 1e-14,
           "local moments differ from two-pass reference: %.2e %.2e %.2e %.2e %.2e %.2e", e1, e2, e3, e4, e5, e6);
+    /* statistics of a group are final: a second reduction or more rows are refused */
+    e = rs_affine_stats_allreduce(&all, MPI_COMM_SELF);
+    CHECK(e == RS_OK && all.reduced == 1 && all.n == n, "stats allreduce over one rank: %d", e);
+    e = rs_affine_stats_allreduce(&all, MPI_COMM_SELF);
+    CHECK(e == RS_ERR_INVAL, "a second allreduce was accepted");
+    e = rs_affine_stats_add(&all, x, y, 1);
+    CHECK(e == RS_ERR_INVAL, "adding to reduced statistics was accepted");
     /* residual helper against double arithmetic with the same (double) map */
     rs_affine_map m;
     rs_affine_opts o;
