@@ -225,28 +225,23 @@ rs_err rs_affine_stats_allreduce(rs_affine_stats *s, MPI_Comm comm) {
     memcpy(s->mu_x, mu, sizeof(double) * (size_t)dx);
     memcpy(s->mu_y, mu + dx, sizeof(double) * (size_t)dy);
     free(mu);
-    /* the upper triangle of C_xx, packed, then C_xy: one sum */
-    size_t ntri = (size_t)dx * ((size_t)dx + 1) / 2, nxy = (size_t)dx * (size_t)dy;
-    double *buf = malloc(sizeof(double) * (ntri + nxy));
-    err = buf ? RS_OK : RS_ERR_NOMEM;
-    if (rs_mpi_agree(err, comm)) {
-        free(buf);
-        RS_FAIL(RS_ERR_NOMEM, "affine stats allreduce: out of memory on some rank (%zu doubles)", ntri + nxy);
+    /* sum the upper triangle of C_xx packed in place (row i moves down to i*dx - i(i-1)/2, never past
+     * its own start, so a forward sweep is safe; unpacking sweeps backwards), then C_xy: no copy of
+     * either matrix is needed */
+    size_t ndx = (size_t)dx, ntri = ndx * (ndx + 1) / 2, nxy = ndx * (size_t)dy;
+    for (size_t i = 1, k = ndx; i < ndx; k += ndx - i, i++)
+        memmove(s->cxx + k, s->cxx + i * ndx + i, sizeof(double) * (ndx - i));
+    err = allreduce_sum_d(s->cxx, ntri, comm);
+    if (!err) err = allreduce_sum_d(s->cxy, nxy, comm);
+    for (size_t i = ndx; i-- > 1;) {
+        size_t k = i * ndx - i * (i - 1) / 2; /* <= i * ndx: earlier packed rows end before row i */
+        memmove(s->cxx + i * ndx + i, s->cxx + k, sizeof(double) * (ndx - i));
+        memset(s->cxx + i * ndx, 0, sizeof(double) * i); /* the unused lower part, left as before */
     }
-    size_t k = 0;
-    for (int i = 0; i < dx; i++)
-        for (int j = i; j < dx; j++) buf[k++] = s->cxx[(size_t)i * (size_t)dx + (size_t)j];
-    memcpy(buf + ntri, s->cxy, sizeof(double) * nxy);
-    err = allreduce_sum_d(buf, ntri + nxy, comm);
     if (!err) {
-        k = 0;
-        for (int i = 0; i < dx; i++)
-            for (int j = i; j < dx; j++) s->cxx[(size_t)i * (size_t)dx + (size_t)j] = buf[k++];
-        memcpy(s->cxy, buf + ntri, sizeof(double) * nxy);
         s->n = n_all;
         s->reduced = 1;
     }
-    free(buf);
     return err;
 }
 

@@ -459,6 +459,8 @@ static void check_local_pieces(void) {
     /* statistics of a group are final: a second reduction or more rows are refused */
     e = rs_affine_stats_allreduce(&all, MPI_COMM_SELF);
     CHECK(e == RS_OK && all.reduced == 1 && all.n == n, "stats allreduce over one rank: %d", e);
+    double e7 = rel_diff(all.cxx, up, (size_t)dx * dx), e8 = rel_diff(all.cxy, r.cxy, (size_t)dx * dy);
+    CHECK(e7 <= 1e-12 && e8 <= 1e-12, "moments changed by a one-rank allreduce: %.2e %.2e", e7, e8);
     e = rs_affine_stats_allreduce(&all, MPI_COMM_SELF);
     CHECK(e == RS_ERR_INVAL, "a second allreduce was accepted");
     e = rs_affine_stats_add(&all, x, y, 1);
