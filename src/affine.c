@@ -408,6 +408,12 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
     else rs_affine_opts_default(&o);
     memset(m, 0, sizeof *m);
     int dx = g->dx, dy = g->dy;
+    /* local statistics on a multi-rank group would give every rank a different matrix */
+    int gsize = 1;
+    RS_MPI(MPI_Comm_size(comm, &gsize));
+    if (rs_mpi_agree(gsize > 1 && !g->reduced ? RS_ERR_INVAL : RS_OK, comm))
+        RS_FAIL(RS_ERR_INVAL, "affine solve: the statistics are not reduced across the group's %d ranks (call "
+                "rs_affine_stats_allreduce first)", gsize);
     /* checks on replicated values: every rank decides the same */
     if (o.block < 1) RS_FAIL(RS_ERR_INVAL, "affine solve: block size %d must be >= 1 (affine.block)", o.block);
     if (!(o.lambda_rel >= 0.0) || !isfinite(o.lambda_rel))
