@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include "resae/blacs.h"
 #include "resae/blas.h"
 #include "resae/log.h"
 
@@ -27,7 +28,9 @@ rs_err rs_mpi_begin(int *argc, char ***argv) {
 void rs_mpi_end(void) {
     int fin = 0;
     MPI_Finalized(&fin);
-    if (!fin) MPI_Finalize();
+    if (fin) return;
+    rs_blacs_exit(); /* BLACS frees its communicators and tables while MPI is still up */
+    MPI_Finalize();
 }
 
 int rs_mpi_rank(void) { return g_rank; }
