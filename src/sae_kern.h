@@ -1,0 +1,29 @@
+/* Private kernels shared by sae.c and sae_train.c. */
+#ifndef RESAE_SAE_KERN_H
+#define RESAE_SAE_KERN_H
+
+#include <stdint.h>
+
+/* Hot kernels are compiled for AVX-512, AVX2 and baseline and picked at load time. Floating-point
+ * contraction stays off (ISO C mode), so every clone computes bit-identical results. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RESAE_NO_CLONES)
+#define RS_HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define RS_HOT
+#endif
+
+float rs_sae_dot(const float *a, const float *b, int n);
+void rs_sae_axpy(float *y, float a, const float *x, int n);
+
+/* The k largest entries of row + bias that are > 0: idx/val (k), unfilled slots idx -1, val 0. */
+void rs_sae_topk_row(int32_t *idx /*(k)*/, float *val /*(k)*/, const float *row /*(n)*/,
+                     const float *bias /*(n)*/, int n, int k);
+/* The same over the entries listed in sel (nsel latent ids). */
+void rs_sae_topk_sel(int32_t *idx /*(k)*/, float *val /*(k)*/, const float *row /*(n)*/,
+                     const float *bias /*(n)*/, const int32_t *sel /*(nsel)*/, int nsel, int k);
+
+/* out = base + sum_s val[s] W[idx[s]] over slots with val > 0 (base may be NULL: zero). */
+void rs_sae_decode_row(float *out /*(d)*/, const float *W /*(n,d)*/, const float *base /*(d)*/,
+                       const int32_t *idx, const float *val, int k, int d);
+
+#endif
