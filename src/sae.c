@@ -84,35 +84,109 @@ static inline void heap_reset(int32_t *idx, float *val, int k) {
     }
 }
 
-/* Blocks of 16 whose largest entry cannot enter the heap are skipped after one vector max; with
- * the threshold starting at 0 (ReLU) and rising fast, almost every block is skipped. */
-RS_HOT void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *restrict row,
-                            const float *restrict bias, int n, int k) {
+/* Heap scan starting from threshold thr0 >= 0; returns the number of filled slots. Blocks of 16
+ * with no entry above the threshold are skipped after a vectorized count; the threshold only
+ * rises, so after the first few blocks almost every block is skipped. */
+static int topk_scan(int32_t *restrict idx, float *restrict val, const float *restrict row,
+                            const float *restrict bias, int n, int k, float thr0) {
     heap_reset(idx, val, k);
-    float thr = 0.0f;
-    int i = 0;
+    float thr = thr0;
+    int filled = 0, i = 0;
     for (; i + 16 <= n; i += 16) {
-        float mx = row[i] + bias[i];
-        for (int l = 1; l < 16; l++) {
-            float v = row[i + l] + bias[i + l];
-            mx = v > mx ? v : mx;
-        }
-        if (!(mx > thr)) continue;
+        int cnt = 0;
+        for (int l = 0; l < 16; l++) cnt += (row[i + l] + bias[i + l]) > thr;
+        if (!cnt) continue;
         for (int l = 0; l < 16; l++) {
             float v = row[i + l] + bias[i + l];
             if (v > thr) {
+                filled += idx[0] < 0;
                 heap_sift(idx, val, k, v, i + l);
-                thr = val[0];
+                thr = val[0] > thr0 ? val[0] : thr0;
             }
         }
     }
     for (; i < n; i++) {
         float v = row[i] + bias[i];
         if (v > thr) {
+            filled += idx[0] < 0;
             heap_sift(idx, val, k, v, i);
-            thr = val[0];
+            thr = val[0] > thr0 ? val[0] : thr0;
         }
     }
+    return filled;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(RESAE_NO_CLONES)
+#include <immintrin.h>
+#define RS_HAVE_AVX512_SCAN 1
+/* The same scan with a 16-lane compare mask: only lanes above the threshold are visited. The sum
+ * row + bias is the same IEEE single addition as in the scalar scan, so results are identical. */
+__attribute__((target("avx512f"))) static int topk_scan_avx512(int32_t *restrict idx, float *restrict val,
+                                                               const float *restrict row,
+                                                               const float *restrict bias, int n, int k,
+                                                               float thr0) {
+    heap_reset(idx, val, k);
+    float thr = thr0;
+    int filled = 0, i = 0;
+    __m512 vt = _mm512_set1_ps(thr);
+    float tmp[16];
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + i), _mm512_loadu_ps(bias + i));
+        unsigned m = _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
+        if (!m) continue;
+        _mm512_storeu_ps(tmp, v);
+        while (m) {
+            int l = __builtin_ctz(m);
+            m &= m - 1;
+            if (tmp[l] > thr) {
+                filled += idx[0] < 0;
+                heap_sift(idx, val, k, tmp[l], i + l);
+                thr = val[0] > thr0 ? val[0] : thr0;
+            }
+        }
+        vt = _mm512_set1_ps(thr);
+    }
+    for (; i < n; i++) {
+        float v = row[i] + bias[i];
+        if (v > thr) {
+            filled += idx[0] < 0;
+            heap_sift(idx, val, k, v, i);
+            thr = val[0] > thr0 ? val[0] : thr0;
+        }
+    }
+    return filled;
+}
+#endif
+
+static int (*topk_scan_fn(void))(int32_t *, float *, const float *, const float *, int, int, float) {
+#ifdef RS_HAVE_AVX512_SCAN
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    if (have) return topk_scan_avx512;
+#endif
+    return topk_scan;
+}
+
+enum { TOPK_EST_MAX = 256 };
+
+/* For wide rows, first estimate a threshold from the leading n/8 entries: their (k/4)-th largest
+ * value is exceeded by about 2k entries of the whole row (latent order carries no information),
+ * so the full scan starts high and inserts few heap entries. If fewer than k entries pass the
+ * estimate, the scan is redone from 0: the result is always the exact top-k. */
+void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *restrict row,
+                     const float *restrict bias, int n, int k) {
+    int (*scan)(int32_t *, float *, const float *, const float *, int, int, float) = topk_scan_fn();
+    float thr0 = 0.0f;
+    int kk = k / 4;
+    if (n >= 1024 && kk >= 4 && kk <= TOPK_EST_MAX) {
+        int32_t ei[TOPK_EST_MAX];
+        float ev[TOPK_EST_MAX];
+        if (scan(ei, ev, row, bias, n / 8, kk, 0.0f) == kk) thr0 = ev[0];
+    }
+    if (scan(idx, val, row, bias, n, k, thr0) < k && thr0 > 0.0f) scan(idx, val, row, bias, n, k, 0.0f);
 }
 
 void rs_sae_topk_sel(int32_t *restrict idx, float *restrict val, const float *restrict row,

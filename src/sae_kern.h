@@ -7,7 +7,7 @@
 /* Hot kernels are compiled for AVX-512, AVX2 and baseline and picked at load time. Floating-point
  * contraction stays off (ISO C mode), so every clone computes bit-identical results. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RESAE_NO_CLONES)
-#define RS_HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define RS_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define RS_HOT
 #endif

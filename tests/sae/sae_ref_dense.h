@@ -13,7 +13,7 @@ typedef struct ref_sae {
 } ref_sae;
 
 /* indices of the m largest entries of v over the candidates with cand[j] != 0 and v[j] > 0 */
-static void ref_topk_mask(unsigned char *mask /*(n)*/, const double *v, const unsigned char *cand, int n, int m) {
+static inline void ref_topk_mask(unsigned char *mask /*(n)*/, const double *v, const unsigned char *cand, int n, int m) {
     memset(mask, 0, (size_t)n);
     for (int s = 0; s < m; s++) {
         int best = -1;
@@ -28,7 +28,7 @@ static void ref_topk_mask(unsigned char *mask /*(n)*/, const double *v, const un
  * e_fixed (B, d): if given, AuxK uses it as e (the stop-gradient target), else e = x - x_hat.
  * Writes e (B,d) if e_out; gradients (same layout as the model) if g* are non-NULL.
  * Returns the loss; *fvu and *auxk get the parts. */
-static double ref_loss(const ref_sae *m, const double *x, int B, const unsigned char *dead, int k_aux, double alpha,
+static inline double ref_loss(const ref_sae *m, const double *x, int B, const unsigned char *dead, int k_aux, double alpha,
                        const double *e_fixed, double *e_out, double *fvu, double *auxk, double *gWe, double *gbe,
                        double *gWd, double *gbd) {
     int d = m->d, n = m->n, k = m->k;
