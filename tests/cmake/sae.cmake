@@ -22,3 +22,4 @@ foreach(np 1 2)
       ${RESAE_MPIEXEC}
     LABELS sae TIMEOUT 120)
 endforeach()
+resae_add_unit(test_sae_torch SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_torch.c LABELS sae)
