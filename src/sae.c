@@ -61,6 +61,29 @@ RS_HOT void rs_sae_axpy(float *restrict y, float a, const float *restrict x, int
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* returns w . x while y += a x: one pass over x (same arithmetic as rs_sae_dot + rs_sae_axpy) */
+RS_HOT float rs_sae_dot_axpy(float *restrict y, float a, const float *restrict w, const float *restrict x, int n) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            float xv = x[i + l];
+            acc[l] += w[i + l] * xv;
+            y[i + l] += a * xv;
+        }
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; i < n; i++) {
+        s += w[i] * x[i];
+        y[i] += a * x[i];
+    }
+    return s;
+}
+
+void rs_sae_prefetch_row(const float *p, int n) {
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+
 /* min-heap on val of size k (root = current threshold) */
 static inline void heap_sift(int32_t *idx, float *val, int k, float v, int32_t j) {
     int pos = 0;
@@ -84,109 +107,127 @@ static inline void heap_reset(int32_t *idx, float *val, int k) {
     }
 }
 
-/* Heap scan starting from threshold thr0 >= 0; returns the number of filled slots. Blocks of 16
- * with no entry above the threshold are skipped after a vectorized count; the threshold only
- * rises, so after the first few blocks almost every block is skipped. */
-static int topk_scan(int32_t *restrict idx, float *restrict val, const float *restrict row,
-                            const float *restrict bias, int n, int k, float thr0) {
-    heap_reset(idx, val, k);
-    float thr = thr0;
-    int filled = 0, i = 0;
-    for (; i + 16 <= n; i += 16) {
-        int cnt = 0;
-        for (int l = 0; l < 16; l++) cnt += (row[i + l] + bias[i + l]) > thr;
-        if (!cnt) continue;
-        for (int l = 0; l < 16; l++) {
-            float v = row[i + l] + bias[i + l];
-            if (v > thr) {
-                filled += idx[0] < 0;
-                heap_sift(idx, val, k, v, i + l);
-                thr = val[0] > thr0 ? val[0] : thr0;
-            }
-        }
-    }
-    for (; i < n; i++) {
+/* ---- top-k of one row: compress the entries above a threshold, then quickselect ----
+ * Order: larger value first, ties by smaller latent id, so the selected set is unique whatever
+ * threshold produced the candidates; the k winners are written in ascending latent order. */
+
+static inline int cand_before(float va, int32_t ia, float vb, int32_t ib) {
+    return va > vb || (va == vb && ia < ib);
+}
+
+/* Candidates row[i] + bias[i] > thr, in index order; returns their number. */
+static int compress_scalar(float *restrict cv, int32_t *restrict ci, const float *restrict row,
+                           const float *restrict bias, int n, float thr) {
+    int c = 0;
+    for (int i = 0; i < n; i++) {
         float v = row[i] + bias[i];
         if (v > thr) {
-            filled += idx[0] < 0;
-            heap_sift(idx, val, k, v, i);
-            thr = val[0] > thr0 ? val[0] : thr0;
+            cv[c] = v;
+            ci[c++] = i;
         }
     }
-    return filled;
+    return c;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(RESAE_NO_CLONES)
 #include <immintrin.h>
-#define RS_HAVE_AVX512_SCAN 1
-/* The same scan with a 16-lane compare mask: only lanes above the threshold are visited. The sum
- * row + bias is the same IEEE single addition as in the scalar scan, so results are identical. */
-__attribute__((target("avx512f"))) static int topk_scan_avx512(int32_t *restrict idx, float *restrict val,
-                                                               const float *restrict row,
-                                                               const float *restrict bias, int n, int k,
-                                                               float thr0) {
-    heap_reset(idx, val, k);
-    float thr = thr0;
-    int filled = 0, i = 0;
+#define RS_HAVE_AVX512_COMPRESS 1
+/* The same with 16-lane compares and compress stores (the sum is the same IEEE addition). */
+__attribute__((target("avx512f"))) static int compress_avx512(float *restrict cv, int32_t *restrict ci,
+                                                              const float *restrict row,
+                                                              const float *restrict bias, int n, float thr) {
+    int c = 0, i = 0;
     __m512 vt = _mm512_set1_ps(thr);
-    float tmp[16];
+    __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (; i + 16 <= n; i += 16) {
         __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + i), _mm512_loadu_ps(bias + i));
-        unsigned m = _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
+        __mmask16 m = _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
         if (!m) continue;
-        _mm512_storeu_ps(tmp, v);
-        while (m) {
-            int l = __builtin_ctz(m);
-            m &= m - 1;
-            if (tmp[l] > thr) {
-                filled += idx[0] < 0;
-                heap_sift(idx, val, k, tmp[l], i + l);
-                thr = val[0] > thr0 ? val[0] : thr0;
-            }
-        }
-        vt = _mm512_set1_ps(thr);
+        _mm512_mask_compressstoreu_ps(cv + c, m, v);
+        _mm512_mask_compressstoreu_epi32(ci + c, m, _mm512_add_epi32(lane, _mm512_set1_epi32(i)));
+        c += __builtin_popcount((unsigned)m);
     }
     for (; i < n; i++) {
         float v = row[i] + bias[i];
         if (v > thr) {
-            filled += idx[0] < 0;
-            heap_sift(idx, val, k, v, i);
-            thr = val[0] > thr0 ? val[0] : thr0;
+            cv[c] = v;
+            ci[c++] = i;
         }
     }
-    return filled;
+    return c;
 }
 #endif
 
-static int (*topk_scan_fn(void))(int32_t *, float *, const float *, const float *, int, int, float) {
-#ifdef RS_HAVE_AVX512_SCAN
+static int compress(float *cv, int32_t *ci, const float *row, const float *bias, int n, float thr) {
+#ifdef RS_HAVE_AVX512_COMPRESS
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
         have = __builtin_cpu_supports("avx512f") ? 1 : 0;
     }
-    if (have) return topk_scan_avx512;
+    if (have) return compress_avx512(cv, ci, row, bias, n, thr);
 #endif
-    return topk_scan;
+    return compress_scalar(cv, ci, row, bias, n, thr);
 }
 
-enum { TOPK_EST_MAX = 256 };
-
-/* For wide rows, first estimate a threshold from the leading n/8 entries: their (k/4)-th largest
- * value is exceeded by about 2k entries of the whole row (latent order carries no information),
- * so the full scan starts high and inserts few heap entries. If fewer than k entries pass the
- * estimate, the scan is redone from 0: the result is always the exact top-k. */
-void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *restrict row,
-                     const float *restrict bias, int n, int k) {
-    int (*scan)(int32_t *, float *, const float *, const float *, int, int, float) = topk_scan_fn();
-    float thr0 = 0.0f;
-    int kk = k / 4;
-    if (n >= 1024 && kk >= 4 && kk <= TOPK_EST_MAX) {
-        int32_t ei[TOPK_EST_MAX];
-        float ev[TOPK_EST_MAX];
-        if (scan(ei, ev, row, bias, n / 8, kk, 0.0f) == kk) thr0 = ev[0];
+/* Rearranges (wv, wi) (c > k entries) so that position k-1 holds the k-th in candidate order. */
+static int select_kth(float *wv, int32_t *wi, int c, int k) {
+    int lo = 0, hi = c - 1, want = k - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2, med;
+        /* median of three as pivot, moved to hi */
+        if (cand_before(wv[lo], wi[lo], wv[mid], wi[mid])) {
+            if (cand_before(wv[mid], wi[mid], wv[hi], wi[hi])) med = mid;
+            else med = cand_before(wv[lo], wi[lo], wv[hi], wi[hi]) ? hi : lo;
+        } else {
+            if (cand_before(wv[lo], wi[lo], wv[hi], wi[hi])) med = lo;
+            else med = cand_before(wv[mid], wi[mid], wv[hi], wi[hi]) ? hi : mid;
+        }
+        float tv = wv[med];
+        int32_t ti = wi[med];
+        wv[med] = wv[hi], wi[med] = wi[hi], wv[hi] = tv, wi[hi] = ti;
+        int st = lo;
+        for (int q = lo; q < hi; q++)
+            if (cand_before(wv[q], wi[q], tv, ti)) {
+                float xv = wv[q];
+                int32_t xi = wi[q];
+                wv[q] = wv[st], wi[q] = wi[st], wv[st] = xv, wi[st] = xi;
+                st++;
+            }
+        wv[hi] = wv[st], wi[hi] = wi[st], wv[st] = tv, wi[st] = ti;
+        if (st == want) return st;
+        if (st < want) lo = st + 1;
+        else hi = st - 1;
     }
-    if (scan(idx, val, row, bias, n, k, thr0) < k && thr0 > 0.0f) scan(idx, val, row, bias, n, k, 0.0f);
+    return want;
+}
+
+void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *restrict row,
+                     const float *restrict bias, int n, int k, float *hint, float *restrict scratch) {
+    float *cv = scratch, *wv = scratch + n;
+    int32_t *ci = (int32_t *)(scratch + 2 * (size_t)n), *wi = (int32_t *)(scratch + 3 * (size_t)n);
+    float thr = hint && *hint > 0.0f ? *hint : 0.0f;
+    int c = compress(cv, ci, row, bias, n, thr);
+    if (c < k && thr > 0.0f) {
+        thr = 0.0f;
+        c = compress(cv, ci, row, bias, n, thr);
+    }
+    if (c <= k) {
+        for (int s = 0; s < c; s++) idx[s] = ci[s], val[s] = cv[s];
+        for (int s = c; s < k; s++) idx[s] = -1, val[s] = 0.0f;
+        if (hint) *hint = 0.0f;
+        return;
+    }
+    memcpy(wv, cv, (size_t)c * sizeof(float));
+    memcpy(wi, ci, (size_t)c * sizeof(int32_t));
+    int q = select_kth(wv, wi, c, k);
+    float kv = wv[q];
+    int32_t ki = wi[q];
+    int o = 0;
+    for (int s = 0; s < c && o < k; s++)
+        if (cv[s] > kv || (cv[s] == kv && ci[s] <= ki)) idx[o] = ci[s], val[o++] = cv[s];
+    /* the next row of the same matrix has a similar k-th value: start a little below it */
+    if (hint) *hint = 0.85f * kv;
 }
 
 void rs_sae_topk_sel(int32_t *restrict idx, float *restrict val, const float *restrict row,
@@ -209,6 +250,8 @@ RS_HOT void rs_sae_decode_row(float *restrict out, const float *restrict W, cons
     else memset(out, 0, (size_t)d * sizeof(float));
     for (int s = 0; s < k; s++) {
         if (!(val[s] > 0.0f)) continue;
+        for (int q = s + 1; q < k && q <= s + 2; q++)
+            if (val[q] > 0.0f) rs_sae_prefetch_row(W + (size_t)idx[q] * (size_t)d, d);
         const float *w = W + (size_t)idx[s] * (size_t)d;
         float a = val[s];
         for (int i = 0; i < d; i++) out[i] += a * w[i];
@@ -225,9 +268,11 @@ rs_err rs_sae_encode(int32_t *idx, float *val, const rs_sae *sae, const float *x
     if (chunk <= 0) return RS_OK;
     float *xc = malloc((size_t)chunk * (size_t)d * sizeof(float));
     float *pre = malloc((size_t)chunk * (size_t)n * sizeof(float));
-    if (!xc || !pre) {
+    float *scratch = malloc(4 * (size_t)n * sizeof(float)), hint = 0.0f;
+    if (!xc || !pre || !scratch) {
         free(xc);
         free(pre);
+        free(scratch);
         RS_FAIL(RS_ERR_NOMEM, "out of memory for an encode chunk of %lld rows x %d latents", (long long)chunk, n);
     }
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -240,10 +285,11 @@ rs_err rs_sae_encode(int32_t *idx, float *val, const rs_sae *sae, const float *x
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, xc, d, sae->p.W_enc, d, 0.0f, pre, n);
         for (int r = 0; r < m; r++)
             rs_sae_topk_row(idx + (size_t)(r0 + r) * (size_t)k, val + (size_t)(r0 + r) * (size_t)k,
-                            pre + (size_t)r * (size_t)n, sae->p.b_enc, n, k);
+                            pre + (size_t)r * (size_t)n, sae->p.b_enc, n, k, &hint, scratch);
     }
     free(xc);
     free(pre);
+    free(scratch);
     return RS_OK;
 }
 

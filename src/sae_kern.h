@@ -14,10 +14,15 @@
 
 float rs_sae_dot(const float *a, const float *b, int n);
 void rs_sae_axpy(float *y, float a, const float *x, int n);
+float rs_sae_dot_axpy(float *y, float a, const float *w, const float *x, int n);
+/* prefetch the n floats at p into cache (a scattered row about to be read) */
+void rs_sae_prefetch_row(const float *p, int n);
 
-/* The k largest entries of row + bias that are > 0: idx/val (k), unfilled slots idx -1, val 0. */
+/* The k largest entries of row + bias that are > 0: idx/val (k) in ascending latent order (ties by
+ * smaller id), unfilled slots idx -1, val 0. hint (may be NULL): a threshold guess carried from
+ * row to row (start with 0); the result never depends on it. scratch: 4 n floats. */
 void rs_sae_topk_row(int32_t *idx /*(k)*/, float *val /*(k)*/, const float *row /*(n)*/,
-                     const float *bias /*(n)*/, int n, int k);
+                     const float *bias /*(n)*/, int n, int k, float *hint, float *scratch /*(4 n)*/);
 /* The same over the entries listed in sel (nsel latent ids). */
 void rs_sae_topk_sel(int32_t *idx /*(k)*/, float *val /*(k)*/, const float *row /*(n)*/,
                      const float *bias /*(n)*/, const int32_t *sel /*(nsel)*/, int nsel, int k);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "resae/log.h"
@@ -112,6 +113,14 @@ static double rng_normal(uint64_t s[4]) {
 
 /* ============================== trainer state ============================== */
 
+/* Phase timers use this thread's CPU time: on a shared machine wall time mostly measures the
+ * neighbours. (BLAS threads beyond the calling one are not counted.) */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void share(int64_t *lo, int64_t *hi, int64_t total, int rank, int size) {
     *lo = total * rank / size;
     *hi = total * (rank + 1) / size;
@@ -175,9 +184,10 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     t->pair_tok = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(int32_t));
     t->pair_coef = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(float));
     t->fired = rs_calloc_aligned((size_t)n + 1, 1);
+    t->topk_scratch = rs_calloc_aligned(4 * (size_t)n, sizeof(float));
     t->dwork = rs_calloc_aligned(3 * (size_t)d + 8, sizeof(double));
     if (!t->since_fired || !t->x || !t->xc || !t->gbuf || !t->pre || !t->top_idx || !t->top_val || !t->aux_idx ||
-        !t->aux_val || !t->dead || !t->pair_start || !t->pair_fill || !t->pair_tok || !t->pair_coef || !t->fired ||
+        !t->aux_val || !t->dead || !t->pair_start || !t->pair_fill || !t->pair_tok || !t->pair_coef || !t->fired || !t->topk_scratch ||
         !t->dwork) {
         rs_sae_trainer_free(t);
         RS_FAIL(RS_ERR_NOMEM, "out of memory for SAE trainer buffers (d=%d, n_latents=%d, %zu local rows)", d, n, rows);
@@ -204,15 +214,16 @@ void rs_sae_trainer_free(rs_sae_trainer *t) {
     free(t->pair_tok);
     free(t->pair_coef);
     free(t->fired);
+    free(t->topk_scratch);
     free(t->dwork);
     memset(t, 0, sizeof *t);
 }
 
 static rs_err allreduce_double(rs_sae_trainer *t, double *buf, int n) {
     if (t->size == 1) return RS_OK;
-    double t0 = rs_now();
+    double t0 = cpu_now();
     RS_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, t->comm));
-    t->t_comm += rs_now() - t0;
+    t->t_comm += cpu_now() - t0;
     return RS_OK;
 }
 
@@ -287,6 +298,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     if (rows > t->rows_max) RS_FAIL(RS_ERR_INVAL, "%d local rows exceed the %d the trainer was sized for", rows, t->rows_max);
     double *dw = t->dwork;
     memset(st, 0, sizeof *st);
+    double tp = cpu_now();
 
     /* ---- global batch mean of x (for the FVU denominator) ---- */
     memset(dw, 0, ((size_t)d + 1) * sizeof(double));
@@ -311,6 +323,8 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
         }
     }
 
+    t->t_prep += cpu_now() - tp;
+
     /* ---- dead set (identical on every rank: since_fired is global state) ---- */
     int n_dead = 0;
     for (int j = 0; j < n; j++)
@@ -322,26 +336,28 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
 
     /* ---- encoder: chunked GEMM, then top-k and dead top-k_aux per row ---- */
     int chunk = t->cfg.chunk_rows < t->rows_max ? t->cfg.chunk_rows : t->rows_max;
+    float hint = 0.0f;
     for (int r0 = 0; r0 < rows; r0 += chunk) {
         int m = rows - r0 < chunk ? rows - r0 : chunk;
-        double t0 = rs_now();
+        double t0 = cpu_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, t->xc + (size_t)r0 * (size_t)d, d,
                     p->W_enc, d, 0.0f, t->pre, n);
-        double t1 = rs_now();
+        double t1 = cpu_now();
         for (int r = 0; r < m; r++) {
             const float *pr = t->pre + (size_t)r * (size_t)n;
             size_t row = (size_t)(r0 + r);
-            rs_sae_topk_row(t->top_idx + row * (size_t)k, t->top_val + row * (size_t)k, pr, p->b_enc, n, k);
+            rs_sae_topk_row(t->top_idx + row * (size_t)k, t->top_val + row * (size_t)k, pr, p->b_enc, n, k, &hint,
+                            t->topk_scratch);
             if (ka > 0)
                 rs_sae_topk_sel(t->aux_idx + row * (size_t)ka, t->aux_val + row * (size_t)ka, pr, p->b_enc, t->dead,
                                 n_dead, ka);
         }
         t->t_gemm += t1 - t0;
-        t->t_select += rs_now() - t1;
+        t->t_select += cpu_now() - t1;
     }
 
     /* ---- decode: r = x_hat - x in gbuf rows [0, rows) ---- */
-    double t0 = rs_now();
+    double t0 = cpu_now();
     float *G = t->gbuf, *H = t->gbuf + (size_t)rows * (size_t)d;
     double *sr = dw; /* (d) sum of r, then [sse, D_x, fired count] */
     memset(dw, 0, ((size_t)d + 3) * sizeof(double));
@@ -368,7 +384,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     dw[d] = sse;
     dw[d + 1] = dx_local;
     dw[d + 2] = (double)nfired;
-    t->t_decode += rs_now() - t0;
+    t->t_decode += cpu_now() - t0;
     RS_TRY(allreduce_double(t, dw, d + 3));
     sse = dw[d];
     double D_x = dw[d + 1];
@@ -381,7 +397,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     /* ---- AuxK: e = -r; e_hat from the dead latents in gbuf rows [rows, 2 rows) ---- */
     double D_e = 0, aux_sse = 0;
     if (ka > 0) {
-        t0 = rs_now();
+        t0 = cpu_now();
         float *mr = t->pre; /* global mean of r, borrowed row */
         for (int i = 0; i < d; i++) mr[i] = (float)(sr[i] / ntok);
         double de_local = 0, asse = 0;
@@ -398,7 +414,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
             }
         }
         double red[2] = {de_local, asse};
-        t->t_decode += rs_now() - t0;
+        t->t_decode += cpu_now() - t0;
         RS_TRY(allreduce_double(t, red, 2));
         D_e = red[0];
         aux_sse = red[1];
@@ -412,13 +428,13 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     /* fired flags are global; the extra byte carries a stop request from any rank */
     t->fired[n] = (unsigned char)(t->cfg.stop && *t->cfg.stop ? 1 : 0);
     if (t->size > 1) {
-        double tc = rs_now();
+        double tc = cpu_now();
         RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->fired, n + 1, MPI_UNSIGNED_CHAR, MPI_MAX, t->comm));
-        t->t_comm += rs_now() - tc;
+        t->t_comm += cpu_now() - tc;
     }
 
     /* ---- output gradients: G = dL/dx_hat = 2 r / D_x, H = dL/de_hat = 2 alpha (e_hat - e) / D_e ---- */
-    t0 = rs_now();
+    t0 = cpu_now();
     float gs = (float)(2.0 / D_x);
     if (use_aux) {
         float hs = (float)(2.0 * t->cfg.alpha_aux / D_e);
@@ -468,8 +484,11 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
             int32_t tok = t->pair_tok[q];
             const float *gv = t->gbuf + (size_t)tok * (size_t)d;
             const float *xr = t->xc + (size_t)(tok >= rows ? tok - rows : tok) * (size_t)d;
-            float gz = rs_sae_dot(wd, gv, d);
-            rs_sae_axpy(gwd, t->pair_coef[q], gv, d);
+            /* the next pair's rows are scattered: fetch them while this one computes */
+            int32_t nx = q + 1 < start[n] ? t->pair_tok[q + 1] : tok;
+            rs_sae_prefetch_row(t->gbuf + (size_t)nx * (size_t)d, d);
+            rs_sae_prefetch_row(t->xc + (size_t)(nx >= rows ? nx - rows : nx) * (size_t)d, d);
+            float gz = rs_sae_dot_axpy(gwd, t->pair_coef[q], wd, gv, d);
             rs_sae_axpy(gwe, gz, xr, d);
             gbe += gz;
         }
@@ -483,7 +502,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     }
     for (int i = 0; i < d; i++) g->b_dec[i] = (float)dw[i];
     cblas_sgemv(CblasRowMajor, CblasTrans, n, d, -1.0f, p->W_enc, d, g->b_enc, 1, 1.0f, g->b_dec, 1);
-    t->t_backward += rs_now() - t0;
+    t->t_backward += cpu_now() - t0;
     return RS_OK;
 }
 
@@ -551,17 +570,17 @@ rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_sour
         RS_FAIL(RS_ERR_NUMERIC, "SAE loss is not finite at step %lld (fvu %g, auxk %g); lower the learning rate or "
                 "check the inputs for NaN/Inf", (long long)t->step, st->fvu, st->auxk);
     if (t->size > 1) {
-        double t0 = rs_now();
+        double t0 = cpu_now();
         RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->grad_slab, (int)t->sae->n_params, MPI_FLOAT, MPI_SUM, t->comm));
-        t->t_comm += rs_now() - t0;
+        t->t_comm += cpu_now() - t0;
     }
-    double t0 = rs_now();
+    double t0 = cpu_now();
     project_decoder_grad(t);
     update(t);
     int n = t->sae->n_latents;
     for (int j = 0; j < n; j++) t->since_fired[j] = t->fired[j] ? 0 : t->since_fired[j] + t->cfg.batch;
     t->step++;
-    t->t_update += rs_now() - t0;
+    t->t_update += cpu_now() - t0;
     return RS_OK;
 }
 

@@ -58,8 +58,8 @@ void rs_sae_free(rs_sae *sae);
 /* ============================== inference ============================== */
 
 /* Top-k codes of rows of x. Per row the k entries are the latents with the largest positive
- * pre-activations; when fewer than k are positive the rest are idx -1, val 0. Order within a row
- * is unspecified. */
+ * pre-activations (ties to the smaller id), in ascending latent order; when fewer than k are
+ * positive the remaining slots are idx -1, val 0. */
 rs_err rs_sae_encode(int32_t *idx /*(rows,k)*/, float *val /*(rows,k)*/, const rs_sae *sae,
                      const float *x /*(rows,d)*/, int64_t rows);
 /* x_hat = W_dec^T z + b_dec for codes from rs_sae_encode (entries with idx < 0 are skipped). */
@@ -164,8 +164,9 @@ typedef struct rs_sae_trainer {
     float *pair_coef;     // (rows (k + k_aux)) code value
     unsigned char *fired; // (n + 1) fired flags; the last byte carries the stop request
     double *dwork;        // (3 d) sums
-    /* cumulative seconds per phase (this process) */
-    double t_gemm, t_select, t_decode, t_backward, t_update, t_comm;
+    float *topk_scratch;  // (4 n) candidate buffers of the top-k selection
+    /* cumulative CPU seconds of the calling thread per phase */
+    double t_prep, t_gemm, t_select, t_decode, t_backward, t_update, t_comm;
     /* metric window over the last steps, kept in checkpoints so a resumed run reports the same */
     double tail_fvu, tail_auxk, tail_l0;
     int64_t tail_n;
