@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* madvise */
 /* TopK SAE: the parameter slab, the row kernels (dot, axpy, partial top-k selection, sparse
  * decode) and inference (encode, decode, reconstruct). The trainer lives in sae_train.c. */
 #include "resae/sae.h"
@@ -5,11 +6,29 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sae_kern.h"
 #include "resae/util.h"
 
 /* ============================== slab ============================== */
+
+/* Rows of the big matrices are read in random order (2 KB rows scattered over tens of MB): with
+ * 4 KB pages nearly every row costs a TLB miss, so buffers of 2 MB or more ask for huge pages. */
+void *rs_sae_alloc_big(size_t n, size_t size) {
+    const size_t huge = (size_t)2 << 20;
+    if (size && n > SIZE_MAX / size) return NULL;
+    size_t bytes = n * size;
+    if (bytes < huge) return rs_calloc_aligned(n, size);
+    bytes = (bytes + huge - 1) & ~(huge - 1);
+    void *p = aligned_alloc(huge, bytes);
+    if (!p) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: failure is harmless */
+#endif
+    memset(p, 0, bytes);
+    return p;
+}
 
 size_t rs_sae_slab_size(int d, int n_latents) {
     return 2 * (size_t)n_latents * (size_t)d + (size_t)n_latents + (size_t)d;
@@ -32,7 +51,7 @@ rs_err rs_sae_init(rs_sae *sae, int d, int n_latents, int k) {
     sae->n_latents = n_latents;
     sae->k = k;
     sae->n_params = rs_sae_slab_size(d, n_latents);
-    sae->slab = rs_calloc_aligned(sae->n_params, sizeof(float));
+    sae->slab = rs_sae_alloc_big(sae->n_params, sizeof(float));
     RS_CHECK_ALLOC(sae->slab);
     rs_sae_params_view(&sae->p, sae->slab, d, n_latents);
     return RS_OK;

@@ -2,6 +2,7 @@
 #ifndef RESAE_SAE_KERN_H
 #define RESAE_SAE_KERN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Hot kernels are compiled for AVX-512, AVX2 and baseline and picked at load time. Floating-point
@@ -11,6 +12,9 @@
 #else
 #define RS_HOT
 #endif
+
+/* Zeroed allocation; 2 MB aligned with huge pages requested when at least 2 MB. free() it. */
+void *rs_sae_alloc_big(size_t n, size_t size);
 
 float rs_sae_dot(const float *a, const float *b, int n);
 void rs_sae_axpy(float *y, float a, const float *x, int n);

@@ -159,7 +159,7 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
         RS_FAIL(RS_ERR_INVAL, "local batch of %zu rows x (k + k_aux) pairs exceeds 2^31; use more ranks or a "
                 "smaller batch", rows);
 
-    t->opt_slab = rs_calloc_aligned(3 * np, sizeof(float));
+    t->opt_slab = rs_sae_alloc_big(3 * np, sizeof(float));
     RS_CHECK_ALLOC(t->opt_slab);
     t->grad_slab = t->opt_slab;
     t->m_slab = t->opt_slab + np;
@@ -169,11 +169,11 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     rs_sae_params_view(&t->v, t->v_slab, d, n);
 
     t->since_fired = rs_calloc_aligned((size_t)n, sizeof(int64_t));
-    t->x = rs_calloc_aligned(rows * (size_t)d, sizeof(float));
-    t->xc = rs_calloc_aligned(rows * (size_t)d, sizeof(float));
-    t->gbuf = rs_calloc_aligned(2 * rows * (size_t)d, sizeof(float));
+    t->x = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
+    t->xc = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
+    t->gbuf = rs_sae_alloc_big(2 * rows * (size_t)d, sizeof(float));
     /* the chunk buffer also lends d floats for batch means before and after the GEMM */
-    t->pre = rs_calloc_aligned(chunk * (size_t)n > (size_t)d ? chunk * (size_t)n : (size_t)d, sizeof(float));
+    t->pre = rs_sae_alloc_big(chunk * (size_t)n > (size_t)d ? chunk * (size_t)n : (size_t)d, sizeof(float));
     t->top_idx = rs_calloc_aligned(rows * (size_t)k, sizeof(int32_t));
     t->top_val = rs_calloc_aligned(rows * (size_t)k, sizeof(float));
     t->aux_idx = rs_calloc_aligned(rows * (size_t)t->k_aux, sizeof(int32_t));
