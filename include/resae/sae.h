@@ -1,0 +1,197 @@
+/* TopK sparse autoencoder: model, inference, and the data-parallel trainer (METHOD.md §4).
+ *
+ *   pre   = ReLU(W_enc (x - b_dec) + b_enc)          // (n_latents)
+ *   z     = keep the k largest entries of pre, zero the rest
+ *   x_hat = W_dec^T z + b_dec                         // (d)
+ *
+ * Parameters, gradients and both Adam moments are each one slab of floats laid out as
+ * [W_enc (n,d) | b_enc (n) | W_dec (n,d) | b_dec (d)], viewed through rs_sae_params.
+ *
+ * Loss of one step over the GLOBAL batch X (all ranks' rows together, B tokens):
+ *   mu    = mean_t x_t                                (global, per dimension)
+ *   D_x   = sum_t ||x_t - mu||^2                      (global)
+ *   FVU   = sum_t ||x_t - x_hat_t||^2 / D_x
+ *   e_t   = x_t - x_hat_t (a constant for the gradient), mu_e = mean_t e_t (global)
+ *   e_hat = W_dec^T a_t, a_t = the k_aux largest ReLU pre-activations among dead latents
+ *   D_e   = sum_t ||e_t - mu_e||^2                    (global)
+ *   AuxK  = sum_t ||e_t - e_hat_t||^2 / D_e            (0 when no latent is dead)
+ *   loss  = FVU + alpha_aux * AuxK
+ * Each rank differentiates its share of the sums with the global D_x, D_e; gradients are summed
+ * over ranks, so every rank holds the gradient of the global loss and applies the same update.
+ * A latent "fires" for a token when its z entry is > 0; it is dead while it has not fired for
+ * dead_tokens training tokens (counted globally, in whole steps). */
+#ifndef RESAE_SAE_H
+#define RESAE_SAE_H
+
+#include <mpi.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "resae/err.h"
+
+/* ============================== model ============================== */
+
+typedef struct rs_sae_params {
+    float *W_enc; // (n, d)
+    float *b_enc; // (n)
+    float *W_dec; // (n, d), unit-norm rows
+    float *b_dec; // (d)
+} rs_sae_params;
+
+typedef struct rs_sae {
+    int d, n_latents, k;
+    size_t n_params; /* floats in the slab: 2 n d + n + d */
+    float *slab;     /* owns the parameters */
+    rs_sae_params p; /* views into slab */
+} rs_sae;
+
+/* Number of floats in a parameter slab. */
+size_t rs_sae_slab_size(int d, int n_latents);
+/* Point the views at a slab of rs_sae_slab_size(d, n) floats. */
+void rs_sae_params_view(rs_sae_params *v, float *slab, int d, int n_latents);
+
+/* Allocate a zeroed SAE (k <= n_latents). */
+rs_err rs_sae_init(rs_sae *sae, int d, int n_latents, int k);
+void rs_sae_free(rs_sae *sae);
+
+/* ============================== inference ============================== */
+
+/* Top-k codes of rows of x. Per row the k entries are the latents with the largest positive
+ * pre-activations (ties to the smaller id), in ascending latent order; when fewer than k are
+ * positive the remaining slots are idx -1, val 0. */
+rs_err rs_sae_encode(int32_t *idx /*(rows,k)*/, float *val /*(rows,k)*/, const rs_sae *sae,
+                     const float *x /*(rows,d)*/, int64_t rows);
+/* x_hat = W_dec^T z + b_dec for codes from rs_sae_encode (entries with idx < 0 are skipped). */
+void rs_sae_decode(float *x_hat /*(rows,d)*/, const rs_sae *sae, const int32_t *idx /*(rows,k)*/,
+                   const float *val /*(rows,k)*/, int64_t rows);
+/* Encode then decode. x_hat may alias x. */
+rs_err rs_sae_reconstruct(float *x_hat /*(rows,d)*/, const rs_sae *sae, const float *x /*(rows,d)*/,
+                          int64_t rows);
+
+/* ============================== training ============================== */
+
+/* Training rows come from a random-access source: read(ctx, rows, first, n) fills rows (n, d)
+ * with tokens first .. first+n-1 of the (already shuffled, already scaled) training stream.
+ * Step s reads the global batch [s*batch, (s+1)*batch); rank r of P takes its contiguous share.
+ * The same index must always give the same row (that is what makes resume exact). */
+typedef rs_err (*rs_sae_read_fn)(void *ctx, float *rows /*(n,d)*/, int64_t first, int n);
+typedef struct rs_sae_source {
+    rs_sae_read_fn read;
+    void *ctx;
+} rs_sae_source;
+
+enum rs_sae_bdec_init { RS_SAE_BDEC_GEOMEDIAN = 0, RS_SAE_BDEC_MEAN = 1, RS_SAE_BDEC_ZERO = 2 };
+
+typedef struct rs_sae_config {
+    int d, n_latents, k;
+    int batch;             /* global batch in tokens (4096) */
+    int64_t steps;         /* optimizer steps */
+    double lr;             /* <= 0: 2e-4 / sqrt(n_latents / 2^14) */
+    int64_t warmup_steps;  /* < 0: min(1000, steps / 10) */
+    double decay_frac;     /* linear decay to 0 over the last decay_frac of steps (0.2) */
+    double alpha_aux;      /* 1/32 */
+    int64_t dead_tokens;   /* 1e7 */
+    int k_aux;             /* <= 0: d / 2 (capped at the number of dead latents each step) */
+    double beta1, beta2, eps; /* Adam (0.9, 0.999, 6.25e-10) */
+    uint64_t seed;
+    int bdec_init;         /* enum rs_sae_bdec_init (geometric median) */
+    int init_tokens;       /* sample for the b_dec init: the first init_tokens of the stream (4096) */
+    int geomedian_iters;   /* Weiszfeld iterations (10) */
+    int chunk_rows;        /* rows per encoder GEMM call (1024) */
+    const char *ckpt_path; /* NULL: no checkpoints; if the file exists training resumes from it */
+    int64_t ckpt_every;    /* steps between checkpoints (also written at the end) */
+    int64_t log_every;     /* steps between log lines (0: only by the progress interval) */
+    volatile sig_atomic_t *stop; /* when set on any rank: checkpoint and return RS_ERR_INTERRUPTED */
+} rs_sae_config;
+
+void rs_sae_config_default(rs_sae_config *c, int d, int n_latents, int k);
+/* The learning rate cfg resolves to, and the schedule factor at step s (0-based). */
+double rs_sae_config_lr(const rs_sae_config *c);
+double rs_sae_lr_at(const rs_sae_config *c, int64_t step);
+/* Hash of every setting that determines the trained weights (not paths, intervals, chunking). */
+uint64_t rs_sae_config_hash(const rs_sae_config *c);
+
+typedef struct rs_sae_step_stats {
+    double loss, fvu, auxk; /* global, this step */
+    double l0;              /* mean fired latents per token */
+    double dead_frac;       /* fraction of latents dead at the start of the step */
+    int n_dead;
+} rs_sae_step_stats;
+
+typedef struct rs_sae_metrics {
+    double fvu;          /* mean FVU over the last tail_steps steps */
+    double auxk, l0;     /* same window */
+    double dead_frac;    /* dead after the last step */
+    double last_fvu;     /* FVU of the last step */
+    int64_t tail_steps;
+    int64_t tokens;      /* tokens seen (global), including before a resume */
+    int64_t steps;
+    double seconds;      /* wall time of this call's steps */
+    double tokens_per_s; /* over this call's steps */
+    int resumed_from;    /* step the run resumed from (-1: fresh) */
+} rs_sae_metrics;
+
+/* Trainer state. Everything but the scratch is identical on every rank. */
+typedef struct rs_sae_trainer {
+    rs_sae_config cfg;
+    MPI_Comm comm; /* MPI_COMM_NULL: serial, no MPI calls */
+    int rank, size;
+    rs_sae *sae;   /* borrowed */
+    /* optimizer: one slab for gradient, first and second moments, each n_params floats */
+    float *opt_slab;
+    float *grad_slab, *m_slab, *v_slab;
+    rs_sae_params g, m, v;
+    int64_t *since_fired; // (n) global tokens since each latent last fired
+    int64_t step;         /* steps done */
+    uint64_t rng[4];      /* xoshiro256** state (parameter init) */
+    /* scratch for the local share of a batch */
+    int rows_max;         /* local rows */
+    int k_aux;            /* configured k_aux */
+    float *x;             // (rows, d) inputs
+    float *xc;            // (rows, d) x - b_dec
+    float *gbuf;          // (2 rows, d) dL/dx_hat rows, then dL/de_hat rows
+    float *pre;           // (chunk_rows, n) encoder output chunk
+    int32_t *top_idx;     // (rows, k)
+    float *top_val;       // (rows, k)
+    int32_t *aux_idx;     // (rows, k_aux)
+    float *aux_val;       // (rows, k_aux)
+    int32_t *dead;        // (n) dead latent ids of this step
+    int n_dead, k_aux_eff;
+    int32_t *pair_start;  // (n + 1) latent-major pair offsets
+    int32_t *pair_fill;   // (n) fill cursors
+    int32_t *pair_tok;    // (rows (k + k_aux)) token (aux pairs offset by rows)
+    float *pair_coef;     // (rows (k + k_aux)) code value
+    unsigned char *fired; // (n + 1) fired flags; the last byte carries the stop request
+    double *dwork;        // (3 d) sums
+    float *topk_scratch;  // (4 n) candidate buffers of the top-k selection
+    /* cumulative CPU seconds of the calling thread per phase */
+    double t_prep, t_gemm, t_select, t_decode, t_backward, t_update, t_comm;
+    /* metric window over the last steps, kept in checkpoints so a resumed run reports the same */
+    double tail_fvu, tail_auxk, tail_l0;
+    int64_t tail_n;
+} rs_sae_trainer;
+
+rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *cfg, MPI_Comm comm);
+void rs_sae_trainer_free(rs_sae_trainer *t);
+/* Tied init from cfg.seed and b_dec from the first init_tokens of src (identical on all ranks). */
+rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src);
+/* Loss and gradient (into t->g, unprojected) of the global batch whose local share is x.
+ * rows is this rank's share; the dead set comes from t->since_fired. Fills t->fired (global). */
+rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x /*(rows,d)*/, int rows);
+/* One optimizer step on global batch t->step: read, loss_grad, project, allreduce, Adam, renorm,
+ * dead bookkeeping. */
+rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_source src);
+
+/* Checkpoint: parameters, Adam moments, step, RNG, fired counters, data cursor; written by rank 0
+ * atomically (tmp + fsync + rename). Load refuses a file of another shape or configuration. */
+rs_err rs_sae_ckpt_save(const rs_sae_trainer *t, const char *path);
+rs_err rs_sae_ckpt_load(rs_sae_trainer *t, const char *path);
+
+/* The whole recipe: resume from cfg->ckpt_path if it exists, else init; train to cfg->steps with
+ * checkpoints and progress lines. Collective over comm. Returns RS_ERR_INTERRUPTED (after a
+ * checkpoint) when cfg->stop was raised. */
+rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, rs_sae_source src,
+                    MPI_Comm comm);
+
+#endif

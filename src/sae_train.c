@@ -1,0 +1,880 @@
+/* TopK SAE trainer: data-parallel steps with a sparse backward, Adam with a unit-norm decoder,
+ * dead-latent bookkeeping, atomic checkpoints and the training loop (METHOD.md §4). */
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "resae/log.h"
+#include "resae/mpi_util.h"
+#include "resae/sae.h"
+#include "resae/util.h"
+#include "sae_kern.h"
+
+/* ============================== configuration ============================== */
+
+void rs_sae_config_default(rs_sae_config *c, int d, int n_latents, int k) {
+    memset(c, 0, sizeof *c);
+    c->d = d;
+    c->n_latents = n_latents;
+    c->k = k;
+    c->batch = 4096;
+    c->steps = 1000;
+    c->lr = 0.0;
+    c->warmup_steps = -1;
+    c->decay_frac = 0.2;
+    c->alpha_aux = 1.0 / 32.0;
+    c->dead_tokens = 10000000;
+    c->k_aux = 0;
+    c->beta1 = 0.9;
+    c->beta2 = 0.999;
+    c->eps = 6.25e-10;
+    c->seed = 0;
+    c->bdec_init = RS_SAE_BDEC_GEOMEDIAN;
+    c->init_tokens = 4096;
+    c->geomedian_iters = 10;
+    c->chunk_rows = 1024;
+    c->ckpt_path = NULL;
+    c->ckpt_every = 1000;
+    c->log_every = 0;
+    c->stop = NULL;
+}
+
+double rs_sae_config_lr(const rs_sae_config *c) {
+    return c->lr > 0 ? c->lr : 2e-4 / sqrt((double)c->n_latents / 16384.0);
+}
+
+static int64_t cfg_warmup(const rs_sae_config *c) {
+    if (c->warmup_steps >= 0) return c->warmup_steps;
+    int64_t w = c->steps / 10;
+    return w < 1000 ? w : 1000;
+}
+
+static int cfg_k_aux(const rs_sae_config *c) { return c->k_aux > 0 ? c->k_aux : (c->d / 2 > 0 ? c->d / 2 : 1); }
+
+double rs_sae_lr_at(const rs_sae_config *c, int64_t s) {
+    double f = 1.0;
+    int64_t w = cfg_warmup(c);
+    if (w > 0 && s < w) f = (double)(s + 1) / (double)w;
+    int64_t decay = (int64_t)(c->decay_frac * (double)c->steps + 0.5);
+    int64_t start = c->steps - decay;
+    if (decay > 0 && s >= start) f *= (double)(c->steps - s) / (double)decay;
+    if (s >= c->steps) f = 0.0;
+    return rs_sae_config_lr(c) * f;
+}
+
+uint64_t rs_sae_config_hash(const rs_sae_config *c) {
+    uint64_t h = RS_HASH64_INIT;
+    int32_t iv[] = {c->d, c->n_latents, c->k, c->batch, cfg_k_aux(c), c->bdec_init, c->init_tokens,
+                    c->geomedian_iters};
+    int64_t lv[] = {c->steps, cfg_warmup(c), c->dead_tokens};
+    double dv[] = {rs_sae_config_lr(c), c->decay_frac, c->alpha_aux, c->beta1, c->beta2, c->eps};
+    h = rs_hash64(h, iv, sizeof iv);
+    h = rs_hash64(h, lv, sizeof lv);
+    h = rs_hash64(h, dv, sizeof dv);
+    h = rs_hash64(h, &c->seed, sizeof c->seed);
+    return h;
+}
+
+/* ============================== RNG (xoshiro256**) ============================== */
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static uint64_t rng_next(uint64_t s[4]) {
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+static double rng_uniform(uint64_t s[4]) { return ((double)(rng_next(s) >> 11) + 0.5) * 0x1.0p-53; }
+
+static double rng_normal(uint64_t s[4]) {
+    double u1 = rng_uniform(s), u2 = rng_uniform(s);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* ============================== trainer state ============================== */
+
+/* Phase timers use this thread's CPU time: on a shared machine wall time mostly measures the
+ * neighbours. (BLAS threads beyond the calling one are not counted.) */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void share(int64_t *lo, int64_t *hi, int64_t total, int rank, int size) {
+    *lo = total * rank / size;
+    *hi = total * (rank + 1) / size;
+}
+
+rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *cfg, MPI_Comm comm) {
+    memset(t, 0, sizeof *t);
+    if (cfg->d != sae->d || cfg->n_latents != sae->n_latents || cfg->k != sae->k)
+        RS_FAIL(RS_ERR_INVAL, "SAE config (d=%d, n_latents=%d, k=%d) does not match the model (d=%d, n_latents=%d, k=%d)",
+                cfg->d, cfg->n_latents, cfg->k, sae->d, sae->n_latents, sae->k);
+    if (cfg->batch < 1 || cfg->steps < 0 || cfg->chunk_rows < 1 || cfg->dead_tokens < 1 || cfg->init_tokens < 1 ||
+        !(cfg->decay_frac >= 0 && cfg->decay_frac <= 1) || !(cfg->alpha_aux >= 0))
+        RS_FAIL(RS_ERR_CONFIG, "SAE training config invalid: batch=%d steps=%lld chunk_rows=%d dead_tokens=%lld "
+                "init_tokens=%d decay_frac=%g alpha_aux=%g (need batch, chunk_rows, dead_tokens, init_tokens >= 1, "
+                "steps >= 0, decay_frac in [0,1], alpha_aux >= 0)", cfg->batch, (long long)cfg->steps,
+                cfg->chunk_rows, (long long)cfg->dead_tokens, cfg->init_tokens, cfg->decay_frac, cfg->alpha_aux);
+    t->cfg = *cfg;
+    t->cfg.ckpt_path = NULL; /* borrowed strings are not kept */
+    t->comm = comm;
+    t->rank = 0;
+    t->size = 1;
+    if (comm != MPI_COMM_NULL) {
+        MPI_Comm_rank(comm, &t->rank);
+        MPI_Comm_size(comm, &t->size);
+    }
+    t->sae = sae;
+    int d = sae->d, n = sae->n_latents, k = sae->k;
+    int64_t lo, hi;
+    share(&lo, &hi, cfg->batch, t->rank, t->size);
+    t->rows_max = (int)(hi - lo);
+    t->k_aux = cfg_k_aux(cfg);
+    size_t rows = (size_t)(t->rows_max > 0 ? t->rows_max : 1);
+    size_t chunk = (size_t)(cfg->chunk_rows < (int)rows ? cfg->chunk_rows : (int)rows);
+    size_t np = sae->n_params;
+    if ((int64_t)rows * (k + t->k_aux) >= INT32_MAX)
+        RS_FAIL(RS_ERR_INVAL, "local batch of %zu rows x (k + k_aux) pairs exceeds 2^31; use more ranks or a "
+                "smaller batch", rows);
+
+    t->opt_slab = rs_sae_alloc_big(3 * np, sizeof(float));
+    RS_CHECK_ALLOC(t->opt_slab);
+    t->grad_slab = t->opt_slab;
+    t->m_slab = t->opt_slab + np;
+    t->v_slab = t->opt_slab + 2 * np;
+    rs_sae_params_view(&t->g, t->grad_slab, d, n);
+    rs_sae_params_view(&t->m, t->m_slab, d, n);
+    rs_sae_params_view(&t->v, t->v_slab, d, n);
+
+    t->since_fired = rs_calloc_aligned((size_t)n, sizeof(int64_t));
+    t->x = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
+    t->xc = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
+    t->gbuf = rs_sae_alloc_big(2 * rows * (size_t)d, sizeof(float));
+    /* the chunk buffer also lends d floats for batch means before and after the GEMM */
+    t->pre = rs_sae_alloc_big(chunk * (size_t)n > (size_t)d ? chunk * (size_t)n : (size_t)d, sizeof(float));
+    t->top_idx = rs_calloc_aligned(rows * (size_t)k, sizeof(int32_t));
+    t->top_val = rs_calloc_aligned(rows * (size_t)k, sizeof(float));
+    t->aux_idx = rs_calloc_aligned(rows * (size_t)t->k_aux, sizeof(int32_t));
+    t->aux_val = rs_calloc_aligned(rows * (size_t)t->k_aux, sizeof(float));
+    t->dead = rs_calloc_aligned((size_t)n, sizeof(int32_t));
+    t->pair_start = rs_calloc_aligned((size_t)n + 1, sizeof(int32_t));
+    t->pair_fill = rs_calloc_aligned((size_t)n, sizeof(int32_t));
+    t->pair_tok = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(int32_t));
+    t->pair_coef = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(float));
+    t->fired = rs_calloc_aligned((size_t)n + 1, 1);
+    t->topk_scratch = rs_calloc_aligned(4 * (size_t)n, sizeof(float));
+    t->dwork = rs_calloc_aligned(3 * (size_t)d + 8, sizeof(double));
+    if (!t->since_fired || !t->x || !t->xc || !t->gbuf || !t->pre || !t->top_idx || !t->top_val || !t->aux_idx ||
+        !t->aux_val || !t->dead || !t->pair_start || !t->pair_fill || !t->pair_tok || !t->pair_coef || !t->fired || !t->topk_scratch ||
+        !t->dwork) {
+        rs_sae_trainer_free(t);
+        RS_FAIL(RS_ERR_NOMEM, "out of memory for SAE trainer buffers (d=%d, n_latents=%d, %zu local rows)", d, n, rows);
+    }
+    uint64_t s = cfg->seed;
+    for (int i = 0; i < 4; i++) t->rng[i] = splitmix64(&s);
+    return RS_OK;
+}
+
+void rs_sae_trainer_free(rs_sae_trainer *t) {
+    free(t->opt_slab);
+    free(t->since_fired);
+    free(t->x);
+    free(t->xc);
+    free(t->gbuf);
+    free(t->pre);
+    free(t->top_idx);
+    free(t->top_val);
+    free(t->aux_idx);
+    free(t->aux_val);
+    free(t->dead);
+    free(t->pair_start);
+    free(t->pair_fill);
+    free(t->pair_tok);
+    free(t->pair_coef);
+    free(t->fired);
+    free(t->topk_scratch);
+    free(t->dwork);
+    memset(t, 0, sizeof *t);
+}
+
+static rs_err allreduce_double(rs_sae_trainer *t, double *buf, int n) {
+    if (t->size == 1) return RS_OK;
+    double t0 = cpu_now();
+    RS_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, t->comm));
+    t->t_comm += cpu_now() - t0;
+    return RS_OK;
+}
+
+/* ============================== initialization ============================== */
+
+rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src) {
+    rs_sae *sae = t->sae;
+    int d = sae->d, n = sae->n_latents;
+    rs_sae_params *p = &sae->p;
+    /* tied init: random unit decoder rows, encoder = decoder */
+    double *row = t->dwork;
+    for (int j = 0; j < n; j++) {
+        double ss = 0;
+        for (int i = 0; i < d; i++) {
+            row[i] = rng_normal(t->rng);
+            ss += row[i] * row[i];
+        }
+        double inv = 1.0 / sqrt(ss);
+        float *w = p->W_dec + (size_t)j * (size_t)d;
+        for (int i = 0; i < d; i++) w[i] = (float)(row[i] * inv);
+    }
+    memcpy(p->W_enc, p->W_dec, (size_t)n * (size_t)d * sizeof(float));
+    memset(p->b_enc, 0, (size_t)n * sizeof(float));
+    memset(p->b_dec, 0, (size_t)d * sizeof(float));
+    if (t->cfg.bdec_init == RS_SAE_BDEC_ZERO) return RS_OK;
+
+    /* b_dec from the first init_tokens rows; every rank reads the same sample and computes the same
+     * value, so no communication is needed and the result does not depend on the rank count */
+    int m = t->cfg.init_tokens;
+    float *xs = malloc((size_t)m * (size_t)d * sizeof(float));
+    RS_CHECK_ALLOC(xs);
+    rs_err err = src.read(src.ctx, xs, 0, m);
+    if (t->size > 1) err = rs_mpi_agree(err, t->comm);
+    if (err) {
+        free(xs);
+        RS_FAIL(err, "reading the %d-token sample for the b_dec init failed: %s", m, rs_err_msg());
+    }
+    double *mu = t->dwork, *y = t->dwork + d, *num = t->dwork + 2 * d;
+    memset(mu, 0, (size_t)d * sizeof(double));
+    for (int r = 0; r < m; r++)
+        for (int i = 0; i < d; i++) mu[i] += xs[(size_t)r * (size_t)d + i];
+    for (int i = 0; i < d; i++) mu[i] /= m;
+    memcpy(y, mu, (size_t)d * sizeof(double));
+    if (t->cfg.bdec_init == RS_SAE_BDEC_GEOMEDIAN) {
+        /* Weiszfeld: y <- sum_r x_r / |x_r - y| / sum_r 1 / |x_r - y| */
+        for (int it = 0; it < t->cfg.geomedian_iters; it++) {
+            memset(num, 0, (size_t)d * sizeof(double));
+            double den = 0;
+            for (int r = 0; r < m; r++) {
+                const float *xr = xs + (size_t)r * (size_t)d;
+                double dist = 0;
+                for (int i = 0; i < d; i++) dist += (xr[i] - y[i]) * (xr[i] - y[i]);
+                dist = sqrt(dist);
+                double w = 1.0 / (dist > 1e-12 ? dist : 1e-12);
+                den += w;
+                for (int i = 0; i < d; i++) num[i] += w * xr[i];
+            }
+            for (int i = 0; i < d; i++) y[i] = num[i] / den;
+        }
+    }
+    for (int i = 0; i < d; i++) p->b_dec[i] = (float)y[i];
+    free(xs);
+    return RS_OK;
+}
+
+/* ============================== loss and sparse backward ============================== */
+
+rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, int rows) {
+    rs_sae *sae = t->sae;
+    const rs_sae_params *p = &sae->p;
+    int d = sae->d, n = sae->n_latents, k = sae->k;
+    if (rows > t->rows_max) RS_FAIL(RS_ERR_INVAL, "%d local rows exceed the %d the trainer was sized for", rows, t->rows_max);
+    double *dw = t->dwork;
+    memset(st, 0, sizeof *st);
+    double tp = cpu_now();
+
+    /* ---- global batch mean of x (for the FVU denominator) ---- */
+    memset(dw, 0, ((size_t)d + 1) * sizeof(double));
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)d;
+        for (int i = 0; i < d; i++) dw[i] += xr[i];
+    }
+    dw[d] = rows;
+    RS_TRY(allreduce_double(t, dw, d + 1));
+    double ntok = dw[d];
+    if (ntok < 1) RS_FAIL(RS_ERR_INVAL, "empty global batch");
+    float *mu = t->pre; /* borrow: the first chunk row is free until the GEMM */
+    for (int i = 0; i < d; i++) mu[i] = (float)(dw[i] / ntok);
+    double dx_local = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)d;
+        float *cr = t->xc + (size_t)r * (size_t)d;
+        for (int i = 0; i < d; i++) {
+            double dv = (double)xr[i] - (double)mu[i];
+            dx_local += dv * dv;
+            cr[i] = xr[i] - p->b_dec[i];
+        }
+    }
+
+    t->t_prep += cpu_now() - tp;
+
+    /* ---- dead set (identical on every rank: since_fired is global state) ---- */
+    int n_dead = 0;
+    for (int j = 0; j < n; j++)
+        if (t->since_fired[j] >= t->cfg.dead_tokens) t->dead[n_dead++] = j;
+    t->n_dead = n_dead;
+    int ka = n_dead < t->k_aux ? n_dead : t->k_aux;
+    if (!(t->cfg.alpha_aux > 0)) ka = 0;
+    t->k_aux_eff = ka;
+
+    /* ---- encoder: chunked GEMM, then top-k and dead top-k_aux per row ---- */
+    int chunk = t->cfg.chunk_rows < t->rows_max ? t->cfg.chunk_rows : t->rows_max;
+    float hint = 0.0f;
+    for (int r0 = 0; r0 < rows; r0 += chunk) {
+        int m = rows - r0 < chunk ? rows - r0 : chunk;
+        double t0 = cpu_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, t->xc + (size_t)r0 * (size_t)d, d,
+                    p->W_enc, d, 0.0f, t->pre, n);
+        double t1 = cpu_now();
+        for (int r = 0; r < m; r++) {
+            const float *pr = t->pre + (size_t)r * (size_t)n;
+            size_t row = (size_t)(r0 + r);
+            rs_sae_topk_row(t->top_idx + row * (size_t)k, t->top_val + row * (size_t)k, pr, p->b_enc, n, k, &hint,
+                            t->topk_scratch);
+            if (ka > 0)
+                rs_sae_topk_sel(t->aux_idx + row * (size_t)ka, t->aux_val + row * (size_t)ka, pr, p->b_enc, t->dead,
+                                n_dead, ka);
+        }
+        t->t_gemm += t1 - t0;
+        t->t_select += cpu_now() - t1;
+    }
+
+    /* ---- decode: r = x_hat - x in gbuf rows [0, rows) ---- */
+    double t0 = cpu_now();
+    float *G = t->gbuf, *H = t->gbuf + (size_t)rows * (size_t)d;
+    double *sr = dw; /* (d) sum of r, then [sse, D_x, fired count] */
+    memset(dw, 0, ((size_t)d + 3) * sizeof(double));
+    double sse = 0;
+    int64_t nfired = 0;
+    memset(t->fired, 0, (size_t)n + 1);
+    for (int r = 0; r < rows; r++) {
+        float *gr = G + (size_t)r * (size_t)d;
+        const float *xr = x + (size_t)r * (size_t)d;
+        const int32_t *ti = t->top_idx + (size_t)r * (size_t)k;
+        const float *tv = t->top_val + (size_t)r * (size_t)k;
+        rs_sae_decode_row(gr, p->W_dec, p->b_dec, ti, tv, k, d);
+        for (int i = 0; i < d; i++) {
+            gr[i] -= xr[i];
+            sse += (double)gr[i] * gr[i];
+            sr[i] += gr[i];
+        }
+        for (int s = 0; s < k; s++)
+            if (tv[s] > 0) {
+                t->fired[ti[s]] = 1;
+                nfired++;
+            }
+    }
+    dw[d] = sse;
+    dw[d + 1] = dx_local;
+    dw[d + 2] = (double)nfired;
+    t->t_decode += cpu_now() - t0;
+    RS_TRY(allreduce_double(t, dw, d + 3));
+    sse = dw[d];
+    double D_x = dw[d + 1];
+    st->l0 = dw[d + 2] / ntok;
+    if (!(D_x > 0) || !isfinite(D_x))
+        RS_FAIL(RS_ERR_NUMERIC, "the global batch has zero or non-finite variance (sum ||x - mean||^2 = %g): FVU is "
+                "undefined; check the activation source", D_x);
+    st->fvu = sse / D_x;
+
+    /* ---- AuxK: e = -r; e_hat from the dead latents in gbuf rows [rows, 2 rows) ---- */
+    double D_e = 0, aux_sse = 0;
+    if (ka > 0) {
+        t0 = cpu_now();
+        float *mr = t->pre; /* global mean of r, borrowed row */
+        for (int i = 0; i < d; i++) mr[i] = (float)(sr[i] / ntok);
+        double de_local = 0, asse = 0;
+        for (int r = 0; r < rows; r++) {
+            const float *gr = G + (size_t)r * (size_t)d;
+            float *hr = H + (size_t)r * (size_t)d;
+            rs_sae_decode_row(hr, p->W_dec, NULL, t->aux_idx + (size_t)r * (size_t)ka,
+                              t->aux_val + (size_t)r * (size_t)ka, ka, d);
+            for (int i = 0; i < d; i++) {
+                double dv = (double)gr[i] - (double)mr[i];
+                de_local += dv * dv;
+                float q = hr[i] + gr[i]; /* e_hat - e */
+                asse += (double)q * q;
+            }
+        }
+        double red[2] = {de_local, asse};
+        t->t_decode += cpu_now() - t0;
+        RS_TRY(allreduce_double(t, red, 2));
+        D_e = red[0];
+        aux_sse = red[1];
+    }
+    int use_aux = ka > 0 && D_e > 0 && isfinite(D_e);
+    st->auxk = use_aux ? aux_sse / D_e : 0.0;
+    st->loss = st->fvu + t->cfg.alpha_aux * st->auxk;
+    st->n_dead = n_dead;
+    st->dead_frac = (double)n_dead / n;
+
+    /* fired flags are global; the extra byte carries a stop request from any rank */
+    t->fired[n] = (unsigned char)(t->cfg.stop && *t->cfg.stop ? 1 : 0);
+    if (t->size > 1) {
+        double tc = cpu_now();
+        RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->fired, n + 1, MPI_UNSIGNED_CHAR, MPI_MAX, t->comm));
+        t->t_comm += cpu_now() - tc;
+    }
+
+    /* ---- output gradients: G = dL/dx_hat = 2 r / D_x, H = dL/de_hat = 2 alpha (e_hat - e) / D_e ---- */
+    t0 = cpu_now();
+    float gs = (float)(2.0 / D_x);
+    if (use_aux) {
+        float hs = (float)(2.0 * t->cfg.alpha_aux / D_e);
+        for (size_t i = 0; i < (size_t)rows * (size_t)d; i++) H[i] = hs * (H[i] + G[i]);
+    }
+    for (size_t i = 0; i < (size_t)rows * (size_t)d; i++) G[i] *= gs;
+
+    /* ---- latent-major pair lists: each gradient row is then written exactly once ---- */
+    int32_t *start = t->pair_start, *fill = t->pair_fill;
+    memset(start, 0, ((size_t)n + 1) * sizeof(int32_t));
+    for (size_t s = 0; s < (size_t)rows * (size_t)k; s++)
+        if (t->top_val[s] > 0) start[t->top_idx[s] + 1]++;
+    if (use_aux)
+        for (size_t s = 0; s < (size_t)rows * (size_t)ka; s++)
+            if (t->aux_val[s] > 0) start[t->aux_idx[s] + 1]++;
+    for (int j = 0; j < n; j++) start[j + 1] += start[j];
+    memcpy(fill, start, (size_t)n * sizeof(int32_t));
+    for (int r = 0; r < rows; r++)
+        for (int s = 0; s < k; s++) {
+            size_t q = (size_t)r * (size_t)k + (size_t)s;
+            if (t->top_val[q] > 0) {
+                int32_t at = fill[t->top_idx[q]]++;
+                t->pair_tok[at] = r;
+                t->pair_coef[at] = t->top_val[q];
+            }
+        }
+    if (use_aux)
+        for (int r = 0; r < rows; r++)
+            for (int s = 0; s < ka; s++) {
+                size_t q = (size_t)r * (size_t)ka + (size_t)s;
+                if (t->aux_val[q] > 0) {
+                    int32_t at = fill[t->aux_idx[q]]++;
+                    t->pair_tok[at] = rows + r;
+                    t->pair_coef[at] = t->aux_val[q];
+                }
+            }
+
+    /* ---- per latent j: dL/dz = W_dec[j] . g_t; dW_dec[j] = sum z g_t; dW_enc[j] = sum dL/dz (x_t - b_dec) ---- */
+    const rs_sae_params *g = &t->g;
+    for (int j = 0; j < n; j++) {
+        float *gwd = g->W_dec + (size_t)j * (size_t)d, *gwe = g->W_enc + (size_t)j * (size_t)d;
+        const float *wd = p->W_dec + (size_t)j * (size_t)d;
+        memset(gwd, 0, (size_t)d * sizeof(float));
+        memset(gwe, 0, (size_t)d * sizeof(float));
+        double gbe = 0;
+        for (int32_t q = start[j]; q < start[j + 1]; q++) {
+            int32_t tok = t->pair_tok[q];
+            const float *gv = t->gbuf + (size_t)tok * (size_t)d;
+            const float *xr = t->xc + (size_t)(tok >= rows ? tok - rows : tok) * (size_t)d;
+            /* the next pair's rows are scattered: fetch them while this one computes */
+            int32_t nx = q + 1 < start[n] ? t->pair_tok[q + 1] : tok;
+            rs_sae_prefetch_row(t->gbuf + (size_t)nx * (size_t)d, d);
+            rs_sae_prefetch_row(t->xc + (size_t)(nx >= rows ? nx - rows : nx) * (size_t)d, d);
+            float gz = rs_sae_dot_axpy(gwd, t->pair_coef[q], wd, gv, d);
+            rs_sae_axpy(gwe, gz, xr, d);
+            gbe += gz;
+        }
+        g->b_enc[j] = (float)gbe;
+    }
+    /* b_dec: decoder bias sum_t G[t], and the encoder input path -W_enc^T dL/db_enc */
+    memset(dw, 0, (size_t)d * sizeof(double));
+    for (int r = 0; r < rows; r++) {
+        const float *gr = G + (size_t)r * (size_t)d;
+        for (int i = 0; i < d; i++) dw[i] += gr[i];
+    }
+    for (int i = 0; i < d; i++) g->b_dec[i] = (float)dw[i];
+    cblas_sgemv(CblasRowMajor, CblasTrans, n, d, -1.0f, p->W_enc, d, g->b_enc, 1, 1.0f, g->b_dec, 1);
+    t->t_backward += cpu_now() - t0;
+    return RS_OK;
+}
+
+/* ============================== update ============================== */
+
+RS_HOT static void adam_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                              size_t len, float b1, float b2, float step_size, float bc2_sqrt, float eps) {
+    float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (size_t i = 0; i < len; i++) {
+        float gi = g[i];
+        float mi = m[i] * b1 + gi * c1;
+        float vi = v[i] * b2 + gi * gi * c2;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] += -step_size * (mi / denom);
+    }
+}
+
+static void update(rs_sae_trainer *t) {
+    rs_sae *sae = t->sae;
+    int d = sae->d, n = sae->n_latents;
+    double lr = rs_sae_lr_at(&t->cfg, t->step);
+    double tt = (double)(t->step + 1);
+    double bc1 = 1.0 - pow(t->cfg.beta1, tt), bc2 = 1.0 - pow(t->cfg.beta2, tt);
+    float b1 = (float)t->cfg.beta1, b2 = (float)t->cfg.beta2, eps = (float)t->cfg.eps;
+    float ss = (float)(lr / bc1), bs = (float)sqrt(bc2);
+    size_t nd = (size_t)n * (size_t)d;
+    /* W_enc and b_enc are contiguous */
+    adam_range(sae->p.W_enc, t->g.W_enc, t->m.W_enc, t->v.W_enc, nd + (size_t)n, b1, b2, ss, bs, eps);
+    for (int j = 0; j < n; j++) {
+        size_t o = (size_t)j * (size_t)d;
+        float *w = sae->p.W_dec + o;
+        adam_range(w, t->g.W_dec + o, t->m.W_dec + o, t->v.W_dec + o, (size_t)d, b1, b2, ss, bs, eps);
+        float nrm = sqrtf(rs_sae_dot(w, w, d));
+        if (nrm > 0)
+            for (int i = 0; i < d; i++) w[i] /= nrm;
+    }
+    adam_range(sae->p.b_dec, t->g.b_dec, t->m.b_dec, t->v.b_dec, (size_t)d, b1, b2, ss, bs, eps);
+}
+
+/* remove each decoder row's gradient component along the row (rows are unit norm) */
+static void project_decoder_grad(rs_sae_trainer *t) {
+    int d = t->sae->d, n = t->sae->n_latents;
+    for (int j = 0; j < n; j++) {
+        const float *w = t->sae->p.W_dec + (size_t)j * (size_t)d;
+        float *gw = t->g.W_dec + (size_t)j * (size_t)d;
+        float c = rs_sae_dot(gw, w, d);
+        if (c != 0.0f) rs_sae_axpy(gw, -c, w, d);
+    }
+}
+
+rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_source src) {
+    int64_t lo, hi;
+    share(&lo, &hi, t->cfg.batch, t->rank, t->size);
+    int rows = (int)(hi - lo);
+    rs_err err = rows > 0 ? src.read(src.ctx, t->x, t->step * (int64_t)t->cfg.batch + lo, rows) : RS_OK;
+    if (t->size > 1) {
+        rs_err any = rs_mpi_agree(err, t->comm);
+        if (any && !err) RS_FAIL(any, "another rank failed to read its share of batch %lld", (long long)t->step);
+    }
+    if (err) RS_FAIL(err, "reading training tokens of step %lld failed: %s", (long long)t->step, rs_err_msg());
+    RS_TRY(rs_sae_trainer_loss_grad(t, st, t->x, rows));
+    if (!isfinite(st->loss))
+        RS_FAIL(RS_ERR_NUMERIC, "SAE loss is not finite at step %lld (fvu %g, auxk %g); lower the learning rate or "
+                "check the inputs for NaN/Inf", (long long)t->step, st->fvu, st->auxk);
+    if (t->size > 1) {
+        double t0 = cpu_now();
+        RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->grad_slab, (int)t->sae->n_params, MPI_FLOAT, MPI_SUM, t->comm));
+        t->t_comm += cpu_now() - t0;
+    }
+    double t0 = cpu_now();
+    project_decoder_grad(t);
+    update(t);
+    int n = t->sae->n_latents;
+    for (int j = 0; j < n; j++) t->since_fired[j] = t->fired[j] ? 0 : t->since_fired[j] + t->cfg.batch;
+    t->step++;
+    t->t_update += cpu_now() - t0;
+    return RS_OK;
+}
+
+/* ============================== checkpoints ============================== */
+
+#define CKPT_MAGIC "RSAECKPT"
+#define CKPT_VERSION 1u
+
+/* fixed layout, native byte order; 8-byte fields first so there is no padding */
+typedef struct ckpt_header {
+    char magic[8];
+    uint64_t version;
+    uint64_t seed, config_hash, n_params;
+    int64_t steps, warmup, dead_tokens, step, cursor, tail_n;
+    uint64_t rng[4];
+    double lr, decay_frac, alpha_aux, beta1, beta2, eps, tail_fvu, tail_auxk, tail_l0;
+    int32_t d, n_latents, k, batch, k_aux, bdec_init, init_tokens, geomedian_iters, nranks, pad;
+} ckpt_header;
+
+static void header_fill(ckpt_header *h, const rs_sae_trainer *t) {
+    const rs_sae_config *c = &t->cfg;
+    memset(h, 0, sizeof *h);
+    memcpy(h->magic, CKPT_MAGIC, 8);
+    h->version = CKPT_VERSION;
+    h->seed = c->seed;
+    h->config_hash = rs_sae_config_hash(c);
+    h->n_params = t->sae->n_params;
+    h->steps = c->steps;
+    h->warmup = cfg_warmup(c);
+    h->dead_tokens = c->dead_tokens;
+    h->step = t->step;
+    h->cursor = t->step * (int64_t)c->batch;
+    h->tail_n = t->tail_n;
+    memcpy(h->rng, t->rng, sizeof h->rng);
+    h->lr = rs_sae_config_lr(c);
+    h->decay_frac = c->decay_frac;
+    h->alpha_aux = c->alpha_aux;
+    h->beta1 = c->beta1;
+    h->beta2 = c->beta2;
+    h->eps = c->eps;
+    h->tail_fvu = t->tail_fvu;
+    h->tail_auxk = t->tail_auxk;
+    h->tail_l0 = t->tail_l0;
+    h->d = c->d;
+    h->n_latents = c->n_latents;
+    h->k = c->k;
+    h->batch = c->batch;
+    h->k_aux = cfg_k_aux(c);
+    h->bdec_init = c->bdec_init;
+    h->init_tokens = c->init_tokens;
+    h->geomedian_iters = c->geomedian_iters;
+    h->nranks = t->size;
+}
+
+static rs_err write_all(int fd, const void *buf, size_t n, const char *path, uint64_t *hash) {
+    const char *p = buf;
+    *hash = rs_hash64(*hash, buf, n);
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) RS_FAIL(RS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        p += w;
+        n -= (size_t)w;
+    }
+    return RS_OK;
+}
+
+static rs_err ckpt_write_file(const rs_sae_trainer *t, const char *path) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) RS_FAIL(RS_ERR_INVAL, "checkpoint path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    ckpt_header h;
+    header_fill(&h, t);
+    uint64_t hash = RS_HASH64_INIT;
+    size_t np = t->sae->n_params;
+    rs_err err = RS_OK;
+    RS_TRY_GOTO(write_all(fd, &h, sizeof h, tmp, &hash), fail);
+    RS_TRY_GOTO(write_all(fd, t->sae->slab, np * sizeof(float), tmp, &hash), fail);
+    RS_TRY_GOTO(write_all(fd, t->m_slab, np * sizeof(float), tmp, &hash), fail);
+    RS_TRY_GOTO(write_all(fd, t->v_slab, np * sizeof(float), tmp, &hash), fail);
+    RS_TRY_GOTO(write_all(fd, t->since_fired, (size_t)t->sae->n_latents * sizeof(int64_t), tmp, &hash), fail);
+    uint64_t sum = hash, dummy = 0;
+    RS_TRY_GOTO(write_all(fd, &sum, sizeof sum, tmp, &dummy), fail);
+    if (fsync(fd)) RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (close(fd)) {
+        fd = -1;
+        RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    }
+    fd = -1;
+    if (rename(tmp, path)) RS_FAIL_GOTO(fail, RS_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    /* make the rename durable */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return RS_OK;
+fail:
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    return err;
+}
+
+rs_err rs_sae_ckpt_save(const rs_sae_trainer *t, const char *path) {
+    rs_err err = t->rank == 0 ? ckpt_write_file(t, path) : RS_OK;
+    if (t->size > 1) {
+        rs_err any = rs_mpi_agree(err, t->comm);
+        if (any && !err) RS_FAIL(any, "rank 0 failed to write checkpoint %s", path);
+    }
+    if (err) return rs_err_push(err, __FILE__, __LINE__, __func__);
+    return RS_OK;
+}
+
+#define CHECK_FIELD(fmt, name, have, want)                                                                   \
+    do {                                                                                                     \
+        if ((have) != (want))                                                                                \
+            RS_FAIL_GOTO(done, RS_ERR_CONFIG, "checkpoint %s was written with " name " = " fmt                \
+                         ", this run has " name " = " fmt "; use the configuration it was written with, or "  \
+                         "delete it to start over", path, have, want);                                         \
+    } while (0)
+
+static rs_err ckpt_read_file(rs_sae_trainer *t, const char *path) {
+    rs_err err = RS_OK;
+    FILE *f = fopen(path, "rb");
+    if (!f) RS_FAIL(RS_ERR_IO, "%s: cannot open checkpoint: %s", path, strerror(errno));
+    ckpt_header h, want;
+    header_fill(&want, t);
+    size_t np = t->sae->n_params, n = (size_t)t->sae->n_latents;
+    float *buf = NULL;
+    int64_t *fired = NULL;
+    if (fread(&h, sizeof h, 1, f) != 1) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: truncated checkpoint header", path);
+    if (memcmp(h.magic, CKPT_MAGIC, 8)) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: not an SAE checkpoint (bad magic)", path);
+    if (h.version != CKPT_VERSION)
+        RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: checkpoint version %llu, this build reads version %u", path,
+                     (unsigned long long)h.version, CKPT_VERSION);
+    CHECK_FIELD("%d", "d", h.d, want.d);
+    CHECK_FIELD("%d", "n_latents", h.n_latents, want.n_latents);
+    CHECK_FIELD("%d", "k", h.k, want.k);
+    CHECK_FIELD("%d", "batch", h.batch, want.batch);
+    CHECK_FIELD("%lld", "steps", (long long)h.steps, (long long)want.steps);
+    CHECK_FIELD("%lld", "warmup_steps", (long long)h.warmup, (long long)want.warmup);
+    CHECK_FIELD("%lld", "dead_tokens", (long long)h.dead_tokens, (long long)want.dead_tokens);
+    CHECK_FIELD("%d", "k_aux", h.k_aux, want.k_aux);
+    CHECK_FIELD("%d", "bdec_init", h.bdec_init, want.bdec_init);
+    CHECK_FIELD("%d", "init_tokens", h.init_tokens, want.init_tokens);
+    CHECK_FIELD("%d", "geomedian_iters", h.geomedian_iters, want.geomedian_iters);
+    CHECK_FIELD("%g", "lr", h.lr, want.lr);
+    CHECK_FIELD("%g", "decay_frac", h.decay_frac, want.decay_frac);
+    CHECK_FIELD("%g", "alpha_aux", h.alpha_aux, want.alpha_aux);
+    CHECK_FIELD("%g", "beta1", h.beta1, want.beta1);
+    CHECK_FIELD("%g", "beta2", h.beta2, want.beta2);
+    CHECK_FIELD("%g", "eps", h.eps, want.eps);
+    CHECK_FIELD("%llu", "seed", (unsigned long long)h.seed, (unsigned long long)want.seed);
+    CHECK_FIELD("%llu", "n_params", (unsigned long long)h.n_params, (unsigned long long)want.n_params);
+    if (h.config_hash != want.config_hash)
+        RS_FAIL_GOTO(done, RS_ERR_CONFIG, "checkpoint %s: configuration hash differs; delete it to start over", path);
+    if (h.step < 0 || h.step > h.steps || h.cursor != h.step * (int64_t)h.batch)
+        RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: inconsistent step %lld / cursor %lld", path, (long long)h.step,
+                     (long long)h.cursor);
+    buf = malloc(3 * np * sizeof(float));
+    fired = malloc(n * sizeof(int64_t));
+    if (!buf || !fired) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "out of memory reading checkpoint %s", path);
+    uint64_t sum = 0, hash = rs_hash64(RS_HASH64_INIT, &h, sizeof h);
+    if (fread(buf, sizeof(float), 3 * np, f) != 3 * np || fread(fired, sizeof(int64_t), n, f) != n ||
+        fread(&sum, sizeof sum, 1, f) != 1)
+        RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: truncated checkpoint", path);
+    if (fgetc(f) != EOF) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: trailing bytes after the checksum", path);
+    hash = rs_hash64(hash, buf, 3 * np * sizeof(float));
+    hash = rs_hash64(hash, fired, n * sizeof(int64_t));
+    if (hash != sum) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: checksum mismatch (corrupt checkpoint)", path);
+    if (h.nranks != t->size)
+        RS_WARN("checkpoint %s was written by %d rank(s), resuming on %d: the result will equal an uninterrupted "
+                "run only within floating-point tolerance", path, h.nranks, t->size);
+    memcpy(t->sae->slab, buf, np * sizeof(float));
+    memcpy(t->m_slab, buf + np, np * sizeof(float));
+    memcpy(t->v_slab, buf + 2 * np, np * sizeof(float));
+    memcpy(t->since_fired, fired, n * sizeof(int64_t));
+    memcpy(t->rng, h.rng, sizeof t->rng);
+    t->step = h.step;
+    t->tail_fvu = h.tail_fvu;
+    t->tail_auxk = h.tail_auxk;
+    t->tail_l0 = h.tail_l0;
+    t->tail_n = h.tail_n;
+done:
+    fclose(f);
+    free(buf);
+    free(fired);
+    return err;
+}
+
+rs_err rs_sae_ckpt_load(rs_sae_trainer *t, const char *path) {
+    rs_err err = ckpt_read_file(t, path);
+    if (t->size > 1) {
+        rs_err any = rs_mpi_agree(err, t->comm);
+        if (any && !err) RS_FAIL(any, "another rank failed to load checkpoint %s", path);
+    }
+    if (err) return rs_err_push(err, __FILE__, __LINE__, __func__);
+    return RS_OK;
+}
+
+/* ============================== training loop ============================== */
+
+static int64_t tail_window(const rs_sae_config *c) {
+    int64_t w = c->steps / 10;
+    if (w > 50) w = 50;
+    return w < 1 ? 1 : w;
+}
+
+rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, rs_sae_source src, MPI_Comm comm) {
+    memset(out, 0, sizeof *out);
+    out->resumed_from = -1;
+    rs_sae_trainer t;
+    RS_TRY(rs_sae_trainer_init(&t, sae, cfg, comm));
+    rs_err err = RS_OK;
+    int have = 0;
+    if (cfg->ckpt_path && t.rank == 0) have = access(cfg->ckpt_path, F_OK) == 0;
+    if (t.size > 1) MPI_Bcast(&have, 1, MPI_INT, 0, comm);
+    if (have) {
+        RS_TRY_GOTO(rs_sae_ckpt_load(&t, cfg->ckpt_path), done);
+        out->resumed_from = (int)t.step;
+        RS_INFO("SAE: resumed from %s at step %lld/%lld", cfg->ckpt_path, (long long)t.step, (long long)cfg->steps);
+    } else {
+        RS_TRY_GOTO(rs_sae_trainer_init_params(&t, src), done);
+    }
+    RS_INFO("SAE: d=%d n_latents=%d k=%d batch=%d steps=%lld lr=%.3g warmup=%lld ranks=%d", cfg->d, cfg->n_latents,
+            cfg->k, cfg->batch, (long long)cfg->steps, rs_sae_config_lr(cfg), (long long)cfg_warmup(cfg), t.size);
+    int64_t tail = tail_window(cfg), step0 = t.step;
+    rs_progress prog;
+    rs_progress_init(&prog, "SAE train", (double)(cfg->steps - step0) * cfg->batch, "tok", t.rank == 0);
+    double t_start = rs_now(), t_last_log = t_start;
+    rs_sae_step_stats st = {0};
+    int64_t last_saved = -1;
+    while (t.step < cfg->steps) {
+        RS_TRY_GOTO(rs_sae_trainer_step(&t, &st, src), done);
+        if (t.step > cfg->steps - tail) {
+            t.tail_fvu += st.fvu;
+            t.tail_auxk += st.auxk;
+            t.tail_l0 += st.l0;
+            t.tail_n++;
+        }
+        double now = rs_now();
+        int log_now = (cfg->log_every > 0 && t.step % cfg->log_every == 0) || now - t_last_log >= prog.interval ||
+                      t.step == cfg->steps;
+        if (log_now && t.rank == 0) {
+            t_last_log = now;
+            double done_tok = (double)(t.step - step0) * cfg->batch, el = now - t_start;
+            double rate = el > 0 ? done_tok / el : 0;
+            char eta[32];
+            rs_fmt_duration(eta, sizeof eta, rate > 0 ? (double)(cfg->steps - t.step) * cfg->batch / rate : -1);
+            RS_INFO("SAE step %lld/%lld: loss %.5f fvu %.5f auxk %.4f L0 %.1f dead %.4f lr %.3g, %.0f tok/s, ETA %s",
+                    (long long)t.step, (long long)cfg->steps, st.loss, st.fvu, st.auxk, st.l0, st.dead_frac,
+                    rs_sae_lr_at(cfg, t.step - 1), rate, eta);
+        }
+        prog.done = (double)(t.step - step0) * cfg->batch;
+        int stop = t.fired[sae->n_latents] != 0;
+        if (cfg->ckpt_path && (stop || (cfg->ckpt_every > 0 && t.step % cfg->ckpt_every == 0) || t.step == cfg->steps)) {
+            RS_TRY_GOTO(rs_sae_ckpt_save(&t, cfg->ckpt_path), done);
+            last_saved = t.step;
+        }
+        if (stop && t.step < cfg->steps) {
+            RS_INFO("SAE: stop requested; checkpoint at step %lld", (long long)t.step);
+            err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
+                             "SAE training stopped at step %lld of %lld (checkpointed: %s)", (long long)t.step,
+                             (long long)cfg->steps, last_saved == t.step ? "yes" : "no");
+            goto done;
+        }
+    }
+    rs_progress_finish(&prog);
+    out->seconds = rs_now() - t_start;
+    out->steps = t.step;
+    out->tokens = t.step * (int64_t)cfg->batch;
+    out->tokens_per_s = out->seconds > 0 ? (double)(t.step - step0) * cfg->batch / out->seconds : 0;
+    out->tail_steps = t.tail_n;
+    if (t.tail_n > 0) {
+        out->fvu = t.tail_fvu / t.tail_n;
+        out->auxk = t.tail_auxk / t.tail_n;
+        out->l0 = t.tail_l0 / t.tail_n;
+    }
+    out->last_fvu = st.fvu;
+    {
+        int nd = 0;
+        for (int j = 0; j < sae->n_latents; j++) nd += t.since_fired[j] >= cfg->dead_tokens;
+        out->dead_frac = (double)nd / sae->n_latents;
+    }
+    RS_INFO("SAE done: fvu %.5f (last %d steps) L0 %.1f dead %.4f, %lld tokens, %.0f tok/s", out->fvu,
+            (int)out->tail_steps, out->l0, out->dead_frac, (long long)out->tokens, out->tokens_per_s);
+done:
+    rs_sae_trainer_free(&t);
+    return err;
+}

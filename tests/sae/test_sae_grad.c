@@ -1,0 +1,176 @@
+/* TopK SAE loss and gradient checks on a tiny model (d=6, n=24, k=3, half the latents dead):
+ *  1. the dense double reference gradient (FVU + AuxK, e held constant) equals central finite
+ *     differences of the reference loss, for every parameter;
+ *  2. the float loss of the trainer equals the reference loss;
+ *  3. the sparse backward equals the dense reference backward;
+ *  4. encode/decode/reconstruct agree with the reference forward; rows with fewer than k positive
+ *     pre-activations give idx -1 slots. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "resae/sae.h"
+#include "sae/sae_ref_dense.h"
+
+static int fails = 0;
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fprintf(stderr, "\n");                                         \
+            fails++;                                                       \
+        }                                                                  \
+    } while (0)
+
+static uint64_t g_s = 12345;
+static double urand(void) {
+    g_s = g_s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return ((g_s >> 11) + 0.5) * 0x1.0p-53;
+}
+static double nrand(void) { return sqrt(-2 * log(urand())) * cos(6.283185307179586 * urand()); }
+
+enum { D = 6, N = 24, K = 3, B = 16 };
+
+/* max |a - b| / max |b| */
+static double rel_err(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (e > num) num = e;
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+
+int main(void) {
+    rs_sae sae;
+    if (rs_sae_init(&sae, D, N, K)) return 1;
+    /* untied random parameters (W_dec unit rows) so the encoder and decoder paths differ */
+    for (int j = 0; j < N; j++) {
+        double s = 0;
+        for (int i = 0; i < D; i++) {
+            sae.p.W_dec[j * D + i] = (float)nrand();
+            s += sae.p.W_dec[j * D + i] * sae.p.W_dec[j * D + i];
+        }
+        for (int i = 0; i < D; i++) sae.p.W_dec[j * D + i] /= (float)sqrt(s);
+        for (int i = 0; i < D; i++) sae.p.W_enc[j * D + i] = (float)(0.6 * nrand());
+        sae.p.b_enc[j] = (float)(0.3 * nrand());
+    }
+    for (int i = 0; i < D; i++) sae.p.b_dec[i] = (float)(0.2 * nrand());
+    float x[B * D];
+    for (int q = 0; q < B * D; q++) x[q] = (float)(nrand() + 0.5);
+
+    rs_sae_config cfg;
+    rs_sae_config_default(&cfg, D, N, K);
+    cfg.batch = B;
+    cfg.alpha_aux = 0.25; /* weight AuxK enough that an error in its gradient shows */
+    cfg.dead_tokens = 100;
+    cfg.chunk_rows = 5;   /* several GEMM chunks, the last one partial */
+    rs_sae_trainer tr;
+    if (rs_sae_trainer_init(&tr, &sae, &cfg, MPI_COMM_NULL)) return 1;
+    unsigned char dead[N] = {0};
+    for (int j = 0; j < N; j += 2) {
+        dead[j] = 1;
+        tr.since_fired[j] = 100;
+    }
+    rs_sae_step_stats st;
+    if (rs_sae_trainer_loss_grad(&tr, &st, x, B)) {
+        rs_err_print();
+        return 1;
+    }
+
+    /* ---- reference ---- */
+    ref_sae m = {D, N, K, NULL, NULL, NULL, NULL};
+    size_t np = sae.n_params;
+    double *pd = calloc(np, sizeof(double)), *gd = calloc(np, sizeof(double));
+    for (size_t i = 0; i < np; i++) pd[i] = sae.slab[i];
+    m.We = pd;
+    m.be = pd + N * D;
+    m.Wd = pd + N * D + N;
+    m.bd = pd + 2 * N * D + N;
+    double xd[B * D], e0[B * D], fvu, auxk;
+    for (int q = 0; q < B * D; q++) xd[q] = x[q];
+    int k_aux = D / 2;
+    double L0 = ref_loss(&m, xd, B, dead, k_aux, cfg.alpha_aux, NULL, e0, &fvu, &auxk, gd, gd + N * D,
+                         gd + N * D + N, gd + 2 * N * D + N);
+    printf("loss %.8f (ref %.8f) fvu %.6f auxk %.6f l0 %.2f n_dead %d\n", st.loss, L0, st.fvu, st.auxk, st.l0, st.n_dead);
+    CHECK(auxk > 0.01, "AuxK is %g: the test needs active dead latents", auxk);
+    CHECK(fabs(st.loss - L0) <= 1e-5 * fabs(L0), "loss %.9g vs reference %.9g", st.loss, L0);
+    CHECK(fabs(st.fvu - fvu) <= 1e-5 * fabs(fvu), "fvu %.9g vs reference %.9g", st.fvu, fvu);
+    CHECK(fabs(st.auxk - auxk) <= 1e-5 * fabs(auxk), "auxk %.9g vs reference %.9g", st.auxk, auxk);
+
+    /* 1. finite differences of the reference (e fixed at the base point) */
+    double fd_err = 0, gmax = 0;
+    for (size_t i = 0; i < np; i++) {
+        double h = 1e-6, keep = pd[i], lp, lm, f1, a1;
+        pd[i] = keep + h;
+        lp = ref_loss(&m, xd, B, dead, k_aux, cfg.alpha_aux, e0, NULL, &f1, &a1, NULL, NULL, NULL, NULL);
+        pd[i] = keep - h;
+        lm = ref_loss(&m, xd, B, dead, k_aux, cfg.alpha_aux, e0, NULL, &f1, &a1, NULL, NULL, NULL, NULL);
+        pd[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(fd - gd[i]) > fd_err) fd_err = fabs(fd - gd[i]);
+        if (fabs(gd[i]) > gmax) gmax = fabs(gd[i]);
+    }
+    printf("finite differences: max |fd - grad| = %.3g (max |grad| %.3g)\n", fd_err, gmax);
+    CHECK(fd_err <= 1e-6 * gmax + 1e-9, "reference gradient differs from finite differences by %.3g", fd_err);
+
+    /* 3. sparse float backward against the dense reference */
+    const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
+    size_t off[] = {0, (size_t)N * D, (size_t)N * D + N, 2 * (size_t)N * D + N, np};
+    for (int b = 0; b < 4; b++) {
+        double e = rel_err(tr.grad_slab + off[b], gd + off[b], off[b + 1] - off[b]);
+        printf("grad %-5s: max rel err %.3g\n", names[b], e);
+        CHECK(e < 2e-5, "sparse gradient of %s differs from the dense reference: %.3g", names[b], e);
+    }
+    /* the dead latents receive AuxK gradient */
+    double dead_g = 0;
+    for (int j = 0; j < N; j += 2) dead_g += fabs(gd[N * D + j]);
+    CHECK(dead_g > 0, "no gradient reached a dead latent");
+
+    /* 4. inference API */
+    int32_t idx[B * K];
+    float val[B * K], xh[B * D], xh2[B * D];
+    if (rs_sae_encode(idx, val, &sae, x, B)) return 1;
+    rs_sae_decode(xh, &sae, idx, val, B);
+    if (rs_sae_reconstruct(xh2, &sae, x, B)) return 1;
+    double sse = 0;
+    for (int q = 0; q < B * D; q++) {
+        CHECK(xh[q] == xh2[q], "decode(encode) differs from reconstruct at %d", q);
+        double r = x[q] - xh[q];
+        sse += r * r;
+    }
+    double Dx = fvu > 0 ? 0 : 1;
+    { /* sse must match the reference forward: fvu * D_x */
+        double mu[D] = {0};
+        for (int t = 0; t < B; t++)
+            for (int i = 0; i < D; i++) mu[i] += xd[t * D + i] / B;
+        for (int t = 0; t < B; t++)
+            for (int i = 0; i < D; i++) Dx += (xd[t * D + i] - mu[i]) * (xd[t * D + i] - mu[i]);
+    }
+    CHECK(fabs(sse / Dx - fvu) < 1e-5 * fvu, "reconstruct fvu %.9g vs reference %.9g", sse / Dx, fvu);
+    /* a row with every pre-activation negative: all slots empty */
+    float neg[D];
+    for (int i = 0; i < D; i++) neg[i] = sae.p.b_dec[i];
+    float save_be[N];
+    memcpy(save_be, sae.p.b_enc, sizeof save_be);
+    for (int j = 0; j < N; j++) sae.p.b_enc[j] = (j == 5) ? 1.0f : -1.0f;
+    if (rs_sae_encode(idx, val, &sae, neg, 1)) return 1;
+    int n_on = 0, n_empty = 0;
+    for (int s = 0; s < K; s++) {
+        if (idx[s] == 5 && val[s] == 1.0f) n_on++;
+        if (idx[s] == -1 && val[s] == 0.0f) n_empty++;
+    }
+    CHECK(n_on == 1 && n_empty == K - 1, "expected one active latent and %d empty slots, got %d and %d", K - 1, n_on,
+          n_empty);
+    memcpy(sae.p.b_enc, save_be, sizeof save_be);
+
+    free(pd);
+    free(gd);
+    rs_sae_trainer_free(&tr);
+    rs_sae_free(&sae);
+    printf("%s\n", fails ? "FAILED" : "ok");
+    return fails ? 1 : 0;
+}
