@@ -275,6 +275,34 @@ static rs_err map_alloc(rs_affine_map *m, int dx, int dy) {
     return RS_OK;
 }
 
+/* c = mu_y - A mu_x, and the float copies the residual uses, from A, mu_x and mu_y. */
+static void map_derive(rs_affine_map *m) {
+    int dx = m->dx, dy = m->dy;
+    for (int i = 0; i < dy; i++) {
+        const double *row = m->A + (size_t)i * (size_t)dx;
+        double acc = 0.0;
+        for (int j = 0; j < dx; j++) acc += row[j] * m->mu_x[j];
+        m->c[i] = m->mu_y[i] - acc;
+        m->mu_y_f32[i] = (float)m->mu_y[i];
+        m->mu_y_lo_f32[i] = (float)(m->mu_y[i] - (double)m->mu_y_f32[i]);
+    }
+    for (int j = 0; j < dx; j++) {
+        m->mu_x_f32[j] = (float)m->mu_x[j];
+        m->mu_x_lo_f32[j] = (float)(m->mu_x[j] - (double)m->mu_x_f32[j]);
+    }
+    for (size_t i = 0; i < (size_t)dx * (size_t)dy; i++) m->A_f32[i] = (float)m->A[i];
+}
+
+rs_err rs_affine_map_set(rs_affine_map *m, int dx, int dy, const double *A, const double *mu_x, const double *mu_y) {
+    if (dx < 1 || dy < 1) RS_FAIL(RS_ERR_INVAL, "affine map: dimensions %d x %d must be positive", dy, dx);
+    RS_TRY(map_alloc(m, dx, dy));
+    memcpy(m->A, A, sizeof(double) * (size_t)dx * (size_t)dy);
+    memcpy(m->mu_x, mu_x, sizeof(double) * (size_t)dx);
+    memcpy(m->mu_y, mu_y, sizeof(double) * (size_t)dy);
+    map_derive(m);
+    return RS_OK;
+}
+
 void rs_affine_map_free(rs_affine_map *m) {
     free(m->slab);
     memset(m, 0, sizeof *m);
@@ -514,22 +542,9 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
                      dx, dy, o.max_retries, lambda, lambda * dx / trace, info, resid,
                      info > 0 ? "not positive definite" : "the residual check rejected the solve");
 
-    /* c = mu_y - A mu_x, and the float copies the residual uses */
     memcpy(m->mu_x, g->mu_x, sizeof(double) * (size_t)dx);
     memcpy(m->mu_y, g->mu_y, sizeof(double) * (size_t)dy);
-    for (int i = 0; i < dy; i++) {
-        const double *row = m->A + (size_t)i * (size_t)dx;
-        double acc = 0.0;
-        for (int j = 0; j < dx; j++) acc += row[j] * g->mu_x[j];
-        m->c[i] = g->mu_y[i] - acc;
-        m->mu_y_f32[i] = (float)g->mu_y[i];
-        m->mu_y_lo_f32[i] = (float)(g->mu_y[i] - (double)m->mu_y_f32[i]);
-    }
-    for (int j = 0; j < dx; j++) {
-        m->mu_x_f32[j] = (float)g->mu_x[j];
-        m->mu_x_lo_f32[j] = (float)(g->mu_x[j] - (double)m->mu_x_f32[j]);
-    }
-    for (size_t i = 0; i < (size_t)dx * (size_t)dy; i++) m->A_f32[i] = (float)m->A[i];
+    map_derive(m);
     m->lambda_rel = o.lambda_rel;
     m->lambda_used = lambda;
     m->retries = attempt;

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "resae/dtype.h"
 #include "resae/err.h"
 #include "resae/splits.h"
 
@@ -33,7 +34,6 @@
 #define RS_ACTSTORE_MAX_LAYERS 128
 #define RS_ACTSTORE_PATH_MAX 1024
 
-enum rs_dtype { RS_DTYPE_F32 = 0, RS_DTYPE_F16 = 1 };
 /* "float32" / "float16" (as numpy names them); rs_dtype_from_name returns -1 if unknown. */
 const char *rs_dtype_name(int dtype);
 int rs_dtype_from_name(const char *name);

@@ -107,6 +107,9 @@ typedef struct rs_affine_map {
 } rs_affine_map;
 
 void rs_affine_map_free(rs_affine_map *m);
+/* Rebuild a map from stored A (dy, dx) and calibration means (c and the float copies are derived);
+ * the other fields are left for the caller. */
+rs_err rs_affine_map_set(rs_affine_map *m, int dx, int dy, const double *A, const double *mu_x, const double *mu_y);
 
 /* Collective over comm. g: global statistics (after rs_affine_stats_allreduce), identical on every
  * rank. Fills m on every rank of comm. RS_ERR_NUMERIC if no accepted solve within max_retries. */

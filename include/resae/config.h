@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "resae/dtype.h"
 #include "resae/err.h"
 #include "resae/model_config.h"
 
@@ -34,7 +35,6 @@ typedef struct rs_loc {
 
 enum rs_variant { RS_VARIANT_RAW = 0, RS_VARIANT_RESAE = 1, RS_VARIANT_COUNT = 2 };
 enum rs_data_format { RS_FORMAT_HDF5 = 0, RS_FORMAT_BIN_U16 = 1, RS_FORMAT_BIN_U32 = 2 };
-enum rs_dtype { RS_DTYPE_F32 = 0, RS_DTYPE_F16 = 1 };
 enum rs_bdec_init { RS_BDEC_GEOMETRIC_MEDIAN = 0, RS_BDEC_MEAN = 1, RS_BDEC_ZERO = 2 };
 enum rs_ce_mode { RS_CE_SINGLE = 0, RS_CE_TF = 1, RS_CE_SO = 2, RS_CE_MODE_COUNT = 3 };
 enum rs_ablation { RS_ABLATE_ZERO = 0, RS_ABLATE_MEAN = 1, RS_ABLATION_COUNT = 2 };
