@@ -1,0 +1,11 @@
+# resae run end to end on the small fixture experiment.
+set(RESAE_PIPE ${PROJECT_SOURCE_DIR}/tests/pipeline/run_small.sh $<TARGET_FILE:resae> ${MPIEXEC_EXECUTABLE}
+  ${RESAE_TEST_OUT} ${PROJECT_SOURCE_DIR})
+foreach(np 1 2 4)
+  resae_add_cmd(pipeline_np${np} COMMAND bash ${RESAE_PIPE} ranks ${np}
+    PASS_REGEX "pipeline at ${np} ranks: ok" TIMEOUT 600 LABELS pipeline)
+endforeach()
+resae_add_cmd(pipeline_kill_restart COMMAND bash ${RESAE_PIPE} kill
+  PASS_REGEX "results identical to the uninterrupted run" TIMEOUT 900 LABELS pipeline)
+resae_add_cmd(pipeline_sigterm COMMAND bash ${RESAE_PIPE} term
+  PASS_REGEX "SIGTERM: exit 3, resumed, results identical" TIMEOUT 600 LABELS pipeline)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# End-to-end tests of `resae run` on the small fixture experiment (tests/data/pipeline/small.yaml).
+# usage: run_small.sh RESAE MPIEXEC OUT_DIR SRC_DIR MODE [ARG]
+#   ranks N   fresh run at N ranks; the results must be complete and sane; a second run must
+#             find everything done and change nothing
+#   kill      SIGKILL every rank at random moments (4 times, restarting after each) and compare
+#             the final results bitwise with an uninterrupted run at the same rank count
+#   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
+set -uo pipefail
+resae=$1 mpiexec=$2 out=$3 src=$4 mode=$5 arg=${6:-}
+py=/usr/bin/python3
+check=$src/tests/pipeline/compare_results.py
+data=$src/tests/data/pipeline
+RANDOM=${RESAE_TEST_SEED:-$$}
+
+mpi() { "$mpiexec" --oversubscribe --bind-to none --mca btl self,vader -n "$@"; }
+# a copy of the config with its own run directory and absolute data paths
+make_config() {
+  sed -e "s#^run_dir:.*#run_dir: $2#" -e "s#path: model#path: $data/model#" \
+      -e "s#tokens: tokens.h5#tokens: $data/tokens.h5#" "$data/small.yaml" >"$1"
+}
+fail() { echo "FAIL: $*"; exit 1; }
+
+case $mode in
+ranks)
+  dir=$out/pipeline_np$arg; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/small.yaml" "$dir/run"
+  mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log" 2>&1 || { tail -30 "$dir/log"; fail "run at $arg ranks"; }
+  "$py" "$check" "$dir/run/results.h5" || fail "results check"
+  cp "$dir/run/results.h5" "$dir/first.h5"
+  mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log2" 2>&1 || { tail -30 "$dir/log2"; fail "second run"; }
+  grep -q "affine: .* 0 to do" "$dir/log2" || fail "second run redid affine fits"
+  grep -q "train: .* 0 to do" "$dir/log2" || fail "second run retrained SAEs"
+  "$py" "$check" "$dir/first.h5" "$dir/run/results.h5" || fail "second run changed the results"
+  echo "pipeline at $arg ranks: ok"
+  ;;
+kill)
+  dir=$out/pipeline_kill; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/ref.yaml" "$dir/ref"
+  make_config "$dir/run.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
+  for i in 1 2 3 4; do
+    mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
+    pid=$!
+    delay=$(( (RANDOM % 40) + 5 ))      # 0.5 .. 4.4 s
+    sleep "$((delay / 10)).$((delay % 10))"
+    pkill -KILL -f "^$resae run $dir/run.yaml" 2>/dev/null
+    wait $pid; rc=$?
+    echo "kill $i after ${delay}00 ms: exit $rc, $(ls "$dir/run/tasks" 2>/dev/null | grep -c '\.h5$') task files"
+  done
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/final.log" 2>&1 || { tail -30 "$dir/final.log"; fail "final run"; }
+  ls "$dir/run/tasks" | grep -q '\.tmp$' && fail "a temporary task file was left behind"
+  "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "killed and restarted results differ"
+  echo "killed 4 times and restarted: results identical to the uninterrupted run"
+  ;;
+term)
+  dir=$out/pipeline_term; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/ref.yaml" "$dir/ref"
+  make_config "$dir/run.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
+  # 1: SIGTERM to every rank (as srun delivers it); 2: SIGUSR1 to mpirun, which forwards it
+  for i in 1 2; do
+    mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do grep -q "stage train" "$dir/run$i.log" && break; sleep 0.1; done
+    sleep 0.$((RANDOM % 8 + 1))
+    t0=$(date +%s)
+    if [ $i = 1 ]; then pkill -TERM -f "^$resae run $dir/run.yaml"; sig=TERM
+    else pkill -USR1 -f "^$mpiexec .*$resae run $dir/run.yaml"; sig=USR1; fi
+    wait $pid; rc=$?
+    took=$(( $(date +%s) - t0 ))
+    echo "SIG$sig: exit $rc after ${took}s"
+    [ $rc = 3 ] || { tail -20 "$dir/run$i.log"; fail "SIG$sig should exit with code 3, got $rc"; }
+    [ $took -le 30 ] || fail "SIG$sig took ${took}s to stop (limit 30 s)"
+    grep -q "interrupted: state is checkpointed" "$dir/run$i.log" || fail "no checkpoint message"
+  done
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run3.log" 2>&1 || { tail -30 "$dir/run3.log"; fail "resumed run"; }
+  "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "resumed results differ"
+  echo "SIGTERM: exit 3, resumed, results identical"
+  ;;
+*) fail "unknown mode $mode" ;;
+esac
