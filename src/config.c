@@ -120,6 +120,12 @@ static int is_null(const yaml_node_t *n) {
     return !s[0] || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
+/* Keep messages on one line: control characters from the file become '?'. */
+static void sanitize(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
 /* Describe a node for "found ..." in messages. */
 static void describe(char *out, size_t n, const yaml_node_t *v) {
     if (v->type == YAML_MAPPING_NODE) snprintf(out, n, "a mapping");
@@ -130,6 +136,7 @@ static void describe(char *out, size_t n, const yaml_node_t *v) {
         size_t len = strlen(s);
         if (len > 40) snprintf(out, n, "'%.37s...'", s);
         else snprintf(out, n, "'%s'", s);
+        sanitize(out);
     }
 }
 
@@ -138,6 +145,7 @@ static yaml_node_t *get_node(parser *p, yaml_node_item_t i) { return yaml_docume
 static void join_key(char *out, size_t n, const char *parent, const char *child) {
     if (parent && parent[0]) snprintf(out, n, "%s.%s", parent, child);
     else snprintf(out, n, "%s", child);
+    sanitize(out);
 }
 
 /* Edit distance for "did you mean" hints. */

@@ -310,6 +310,8 @@ static void test_hostile(void **state) {
     EXPECT_ERR(BASE "affine: {lambda_rel: 1e999}\n", "affine.lambda_rel: '1e999' is out of range");
     EXPECT_ERR("\xff\xfe\x00", "inline.yaml");
     EXPECT_ERR("name: x\n!!binary : 1\n", "inline.yaml:2:1");
+    EXPECT_ERR("name: x\n\"a\\nb\": 1\n", "inline.yaml:2:1: a?b: unknown key");
+    EXPECT_ERR("name: \"my\\tname\"\n", "inline.yaml:1:7: name: invalid name 'my?name'");
     EXPECT_ERR("---\n...\n", "inline.yaml:2:1: the config is empty");
     EXPECT_ERR("# only a comment\n", "inline.yaml:1:1: the config is empty");
     EXPECT_ERR("plain text\n", "inline.yaml:1:1: the config must be a mapping");
