@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "resae/blas.h"
 #include "resae/cli.h"
@@ -263,6 +264,14 @@ static void out_close(out_file *o) {
 
 /* ---- the command ------------------------------------------------------------------------------- */
 
+/* CPU time of the process (every thread), seconds. */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 /* After rs_mpi_agree: a rank that failed has the message; the others say why they stop. */
 static rs_err agreed(rs_err local, MPI_Comm comm) {
     rs_err err = rs_mpi_agree(local, comm);
@@ -361,6 +370,7 @@ int rs_cmd_forward(int argc, char **argv) {
             rs_blas_threads(), rs_blas_corename());
     rs_progress pr;
     rs_progress_init(&pr, "forward", (double)(hi - lo) * T, "tok", rank == 0);
+    const double cpu0 = cpu_seconds();
     for (int64_t s0 = lo; s0 < hi && !err; s0 += B) {
         int nb = (int)(hi - s0 < B ? hi - s0 : B);
         err = rs_tokens_read(tok, &tk, s0, nb);
@@ -378,7 +388,12 @@ int rs_cmd_forward(int argc, char **argv) {
         for (size_t i = 0; !err && i < (size_t)nb * (T - 1); i++) ce_sum += ce[i];
         rs_progress_update(&pr, (double)(s0 + nb - lo) * T);
     }
-    if (!err) rs_progress_finish(&pr);
+    if (!err) {
+        rs_progress_finish(&pr);
+        double cpu = cpu_seconds() - cpu0;
+        RS_INFO("forward: %.2f s of CPU time in the loop (all threads of rank 0), %.1f tok per CPU second", cpu,
+                cpu > 0 ? (double)(hi - lo) * T / cpu : 0.0);
+    }
     if (use_mpi) {
         err = agreed(err, comm);
         double local = ce_sum;
