@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -558,7 +559,7 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
     m->t_solve = t_pdposv;
     m->t_total = rs_now() - t_start;
     ws_free(&w);
-    RS_DEBUG("affine fit %d->%d: %lld tokens, lambda %.3e (%d retries), grid %dx%d block %d, scaled residual %.3g, "
+    RS_INFO("affine fit %d->%d: %lld tokens, lambda %.3e (%d retries), grid %dx%d block %d, scaled residual %.3g, "
              "PDPOSV %.3fs", dx, dy, (long long)g->n, lambda, attempt, nprow, npcol, o.block, resid, t_pdposv);
     return RS_OK;
 fail:
@@ -571,15 +572,22 @@ fail:
  * Passes over a data source
  * ===================================================================================================== */
 
-/* Drain src into s (local). */
-static rs_err accumulate_source(rs_affine_stats *s, const rs_affine_source *src) {
+/* Drain src into s (local); progress lines from the group's first rank when the size is known. */
+static rs_err accumulate_source(rs_affine_stats *s, const rs_affine_source *src, int print) {
+    rs_progress p;
+    char label[64];
+    snprintf(label, sizeof label, "affine Gram %d->%d", s->dx, s->dy);
+    rs_progress_init(&p, label, (double)src->n_hint, "tok", print && src->n_hint > 0);
     for (;;) {
         const float *x = NULL, *y = NULL;
         int64_t n = 0;
         RS_TRY(src->next(src->ctx, &x, &y, &n));
-        if (n <= 0) return RS_OK;
+        if (n <= 0) break;
         RS_TRY(rs_affine_stats_add(s, x, y, n));
+        rs_progress_update(&p, (double)s->n);
     }
+    rs_progress_finish(&p);
+    return RS_OK;
 }
 
 rs_err rs_affine_fit(rs_affine_map *m, const rs_affine_source *calib, int dx, int dy, const rs_affine_opts *opts,
@@ -590,8 +598,10 @@ rs_err rs_affine_fit(rs_affine_map *m, const rs_affine_source *calib, int dx, in
     memset(m, 0, sizeof *m);
     rs_affine_stats s;
     double t0 = rs_now();
+    int crank = 0;
+    RS_MPI(MPI_Comm_rank(comm, &crank));
     rs_err local = rs_affine_stats_init(&s, dx, dy, o.chunk_rows);
-    if (!local) local = accumulate_source(&s, calib);
+    if (!local) local = accumulate_source(&s, calib, crank == 0);
     rs_err err = rs_mpi_agree(local, comm);
     if (err) {
         if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine fit: accumulation failed on another rank");

@@ -51,6 +51,7 @@ typedef struct rs_affine_source {
     void *ctx;
     rs_err (*next)(void *ctx, const float **x, const float **y, int64_t *n);
     rs_err (*rewind)(void *ctx);
+    int64_t n_hint; /* tokens this rank will deliver, for progress lines (0 = unknown: no progress) */
 } rs_affine_source;
 
 /* ---- moment accumulator ----------------------------------------------------------------------------- */

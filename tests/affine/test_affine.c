@@ -192,7 +192,7 @@ static rs_affine_source mem_source(mem_src *m, const float *x, const float *y, i
     m->dx = dx;
     m->dy = dy;
     m->n = n;
-    rs_affine_source s = {m, mem_next, mem_rewind};
+    rs_affine_source s = {m, mem_next, mem_rewind, n};
     return s;
 }
 
