@@ -10,7 +10,7 @@ target_link_libraries(sae_bench PRIVATE resae_core)
 add_executable(test_sae_ranks ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_ranks.c)
 target_include_directories(test_sae_ranks PRIVATE ${PROJECT_SOURCE_DIR}/tests)
 target_link_libraries(test_sae_ranks PRIVATE resae_core)
-resae_add_mpi(sae_ranks TARGET test_sae_ranks RANKS 2 4 LABELS sae)
+resae_add_mpi(sae_ranks TARGET test_sae_ranks RANKS 1 2 4 LABELS sae)
 resae_add_unit(test_sae_ckpt SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_ckpt.c LABELS sae)
 
 add_executable(sae_resume_driver ${PROJECT_SOURCE_DIR}/tests/sae/sae_resume_driver.c)
@@ -23,3 +23,12 @@ foreach(np 1 2)
     LABELS sae TIMEOUT 120)
 endforeach()
 resae_add_unit(test_sae_torch SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_torch.c LABELS sae)
+
+# Under ASan, Open MPI's own allocations (kept until exit, in unloaded MCA components whose frames
+# LeakSanitizer cannot name, so no suppression matches) are reported as leaks. The MPI programs run
+# with leak detection off; every trainer code path is leak-checked by the serial tests above.
+if(RESAE_SANITIZE)
+  foreach(t sae_ranks_np1 sae_ranks_np2 sae_ranks_np4 sae_resume_kill_np1 sae_resume_kill_np2)
+    set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0")
+  endforeach()
+endif()
