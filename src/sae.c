@@ -130,8 +130,9 @@ static inline void heap_reset(int32_t *idx, float *val, int k) {
  * Order: larger value first, ties by smaller latent id, so the selected set is unique whatever
  * threshold produced the candidates; the k winners are written in ascending latent order. */
 
+/* evaluated without branches: the outcomes are data-dependent coin flips */
 static inline int cand_before(float va, int32_t ia, float vb, int32_t ib) {
-    return va > vb || (va == vb && ia < ib);
+    return (va > vb) | ((va == vb) & (ia < ib));
 }
 
 /* Candidates row[i] + bias[i] > thr, in index order; returns their number. */
@@ -205,14 +206,15 @@ static int select_kth(float *wv, int32_t *wi, int c, int k) {
         float tv = wv[med];
         int32_t ti = wi[med];
         wv[med] = wv[hi], wi[med] = wi[hi], wv[hi] = tv, wi[hi] = ti;
+        /* branchless Lomuto partition: always swap, advance only past entries before the pivot */
         int st = lo;
-        for (int q = lo; q < hi; q++)
-            if (cand_before(wv[q], wi[q], tv, ti)) {
-                float xv = wv[q];
-                int32_t xi = wi[q];
-                wv[q] = wv[st], wi[q] = wi[st], wv[st] = xv, wi[st] = xi;
-                st++;
-            }
+        for (int q = lo; q < hi; q++) {
+            float xv = wv[q];
+            int32_t xi = wi[q];
+            int b = cand_before(xv, xi, tv, ti);
+            wv[q] = wv[st], wi[q] = wi[st], wv[st] = xv, wi[st] = xi;
+            st += b;
+        }
         wv[hi] = wv[st], wi[hi] = wi[st], wv[st] = tv, wi[st] = ti;
         if (st == want) return st;
         if (st < want) lo = st + 1;
@@ -242,9 +244,16 @@ void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *re
     int q = select_kth(wv, wi, c, k);
     float kv = wv[q];
     int32_t ki = wi[q];
+    /* exactly k candidates are not after the k-th; gather them in index order without branches
+     * (into the work buffers, which have room for the one-past-the-end stores) */
     int o = 0;
-    for (int s = 0; s < c && o < k; s++)
-        if (cv[s] > kv || (cv[s] == kv && ci[s] <= ki)) idx[o] = ci[s], val[o++] = cv[s];
+    for (int s = 0; s < c; s++) {
+        wv[o] = cv[s];
+        wi[o] = ci[s];
+        o += (cv[s] > kv) | ((cv[s] == kv) & (ci[s] <= ki));
+    }
+    memcpy(idx, wi, (size_t)k * sizeof(int32_t));
+    memcpy(val, wv, (size_t)k * sizeof(float));
     /* the next row of the same matrix has a similar k-th value: start a little below it */
     if (hint) *hint = 0.85f * kv;
 }

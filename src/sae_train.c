@@ -170,8 +170,8 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
 
     t->since_fired = rs_calloc_aligned((size_t)n, sizeof(int64_t));
     t->x = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
-    t->xc = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
-    t->gbuf = rs_sae_alloc_big(2 * rows * (size_t)d, sizeof(float));
+    t->gx = rs_sae_alloc_big(rows * 2 * (size_t)d, sizeof(float));
+    t->hbuf = rs_sae_alloc_big(rows * (size_t)d, sizeof(float));
     /* the chunk buffer also lends d floats for batch means before and after the GEMM */
     t->pre = rs_sae_alloc_big(chunk * (size_t)n > (size_t)d ? chunk * (size_t)n : (size_t)d, sizeof(float));
     t->top_idx = rs_calloc_aligned(rows * (size_t)k, sizeof(int32_t));
@@ -186,7 +186,7 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     t->fired = rs_calloc_aligned((size_t)n + 1, 1);
     t->topk_scratch = rs_calloc_aligned(4 * (size_t)n, sizeof(float));
     t->dwork = rs_calloc_aligned(3 * (size_t)d + 8, sizeof(double));
-    if (!t->since_fired || !t->x || !t->xc || !t->gbuf || !t->pre || !t->top_idx || !t->top_val || !t->aux_idx ||
+    if (!t->since_fired || !t->x || !t->gx || !t->hbuf || !t->pre || !t->top_idx || !t->top_val || !t->aux_idx ||
         !t->aux_val || !t->dead || !t->pair_start || !t->pair_fill || !t->pair_tok || !t->pair_coef || !t->fired || !t->topk_scratch ||
         !t->dwork) {
         rs_sae_trainer_free(t);
@@ -201,8 +201,8 @@ void rs_sae_trainer_free(rs_sae_trainer *t) {
     free(t->opt_slab);
     free(t->since_fired);
     free(t->x);
-    free(t->xc);
-    free(t->gbuf);
+    free(t->gx);
+    free(t->hbuf);
     free(t->pre);
     free(t->top_idx);
     free(t->top_val);
@@ -297,6 +297,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     int d = sae->d, n = sae->n_latents, k = sae->k;
     if (rows > t->rows_max) RS_FAIL(RS_ERR_INVAL, "%d local rows exceed the %d the trainer was sized for", rows, t->rows_max);
     double *dw = t->dwork;
+    const size_t ld = 2 * (size_t)d; /* row stride of the interleaved [G | xc] buffer */
     memset(st, 0, sizeof *st);
     double tp = cpu_now();
 
@@ -315,7 +316,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     double dx_local = 0;
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * (size_t)d;
-        float *cr = t->xc + (size_t)r * (size_t)d;
+        float *cr = t->gx + (size_t)r * ld + (size_t)d;
         for (int i = 0; i < d; i++) {
             double dv = (double)xr[i] - (double)mu[i];
             dx_local += dv * dv;
@@ -340,7 +341,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     for (int r0 = 0; r0 < rows; r0 += chunk) {
         int m = rows - r0 < chunk ? rows - r0 : chunk;
         double t0 = cpu_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, t->xc + (size_t)r0 * (size_t)d, d,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, t->gx + (size_t)r0 * ld + (size_t)d, (int)ld,
                     p->W_enc, d, 0.0f, t->pre, n);
         double t1 = cpu_now();
         for (int r = 0; r < m; r++) {
@@ -356,16 +357,16 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
         t->t_select += cpu_now() - t1;
     }
 
-    /* ---- decode: r = x_hat - x in gbuf rows [0, rows) ---- */
+    /* ---- decode: r = x_hat - x into the G half of the gx rows ---- */
     double t0 = cpu_now();
-    float *G = t->gbuf, *H = t->gbuf + (size_t)rows * (size_t)d;
+    float *G = t->gx, *H = t->hbuf; /* G rows have stride ld, H rows stride d */
     double *sr = dw; /* (d) sum of r, then [sse, D_x, fired count] */
     memset(dw, 0, ((size_t)d + 3) * sizeof(double));
     double sse = 0;
     int64_t nfired = 0;
     memset(t->fired, 0, (size_t)n + 1);
     for (int r = 0; r < rows; r++) {
-        float *gr = G + (size_t)r * (size_t)d;
+        float *gr = G + (size_t)r * ld;
         const float *xr = x + (size_t)r * (size_t)d;
         const int32_t *ti = t->top_idx + (size_t)r * (size_t)k;
         const float *tv = t->top_val + (size_t)r * (size_t)k;
@@ -394,7 +395,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
                 "undefined; check the activation source", D_x);
     st->fvu = sse / D_x;
 
-    /* ---- AuxK: e = -r; e_hat from the dead latents in gbuf rows [rows, 2 rows) ---- */
+    /* ---- AuxK: e = -r; e_hat from the dead latents into hbuf ---- */
     double D_e = 0, aux_sse = 0;
     if (ka > 0) {
         t0 = cpu_now();
@@ -402,7 +403,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
         for (int i = 0; i < d; i++) mr[i] = (float)(sr[i] / ntok);
         double de_local = 0, asse = 0;
         for (int r = 0; r < rows; r++) {
-            const float *gr = G + (size_t)r * (size_t)d;
+            const float *gr = G + (size_t)r * ld;
             float *hr = H + (size_t)r * (size_t)d;
             rs_sae_decode_row(hr, p->W_dec, NULL, t->aux_idx + (size_t)r * (size_t)ka,
                               t->aux_val + (size_t)r * (size_t)ka, ka, d);
@@ -438,9 +439,16 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     float gs = (float)(2.0 / D_x);
     if (use_aux) {
         float hs = (float)(2.0 * t->cfg.alpha_aux / D_e);
-        for (size_t i = 0; i < (size_t)rows * (size_t)d; i++) H[i] = hs * (H[i] + G[i]);
+        for (int r = 0; r < rows; r++) {
+            float *hr = H + (size_t)r * (size_t)d;
+            const float *gr = G + (size_t)r * ld;
+            for (int i = 0; i < d; i++) hr[i] = hs * (hr[i] + gr[i]);
+        }
     }
-    for (size_t i = 0; i < (size_t)rows * (size_t)d; i++) G[i] *= gs;
+    for (int r = 0; r < rows; r++) {
+        float *gr = G + (size_t)r * ld;
+        for (int i = 0; i < d; i++) gr[i] *= gs;
+    }
 
     /* ---- latent-major pair lists: each gradient row is then written exactly once ---- */
     int32_t *start = t->pair_start, *fill = t->pair_fill;
@@ -482,12 +490,17 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
         double gbe = 0;
         for (int32_t q = start[j]; q < start[j + 1]; q++) {
             int32_t tok = t->pair_tok[q];
-            const float *gv = t->gbuf + (size_t)tok * (size_t)d;
-            const float *xr = t->xc + (size_t)(tok >= rows ? tok - rows : tok) * (size_t)d;
+            /* main pairs read [g_t | xc_t], one contiguous 2d-float record; AuxK pairs h_t and xc_t */
+            const float *xr = t->gx + (size_t)(tok >= rows ? tok - rows : tok) * ld + (size_t)d;
+            const float *gv = tok < rows ? xr - d : H + (size_t)(tok - rows) * (size_t)d;
             /* the next pair's rows are scattered: fetch them while this one computes */
             int32_t nx = q + 1 < start[n] ? t->pair_tok[q + 1] : tok;
-            rs_sae_prefetch_row(t->gbuf + (size_t)nx * (size_t)d, d);
-            rs_sae_prefetch_row(t->xc + (size_t)(nx >= rows ? nx - rows : nx) * (size_t)d, d);
+            if (nx < rows) {
+                rs_sae_prefetch_row(t->gx + (size_t)nx * ld, 2 * d);
+            } else {
+                rs_sae_prefetch_row(H + (size_t)(nx - rows) * (size_t)d, d);
+                rs_sae_prefetch_row(t->gx + (size_t)(nx - rows) * ld + (size_t)d, d);
+            }
             float gz = rs_sae_dot_axpy(gwd, t->pair_coef[q], wd, gv, d);
             rs_sae_axpy(gwe, gz, xr, d);
             gbe += gz;
@@ -497,7 +510,7 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     /* b_dec: decoder bias sum_t G[t], and the encoder input path -W_enc^T dL/db_enc */
     memset(dw, 0, (size_t)d * sizeof(double));
     for (int r = 0; r < rows; r++) {
-        const float *gr = G + (size_t)r * (size_t)d;
+        const float *gr = G + (size_t)r * ld;
         for (int i = 0; i < d; i++) dw[i] += gr[i];
     }
     for (int i = 0; i < d; i++) g->b_dec[i] = (float)dw[i];

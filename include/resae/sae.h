@@ -149,8 +149,8 @@ typedef struct rs_sae_trainer {
     int rows_max;         /* local rows */
     int k_aux;            /* configured k_aux */
     float *x;             // (rows, d) inputs
-    float *xc;            // (rows, d) x - b_dec
-    float *gbuf;          // (2 rows, d) dL/dx_hat rows, then dL/de_hat rows
+    float *gx;            // (rows, 2 d) per token [dL/dx_hat | x - b_dec]: the backward reads both
+    float *hbuf;          // (rows, d) e_hat, then dL/de_hat
     float *pre;           // (chunk_rows, n) encoder output chunk
     int32_t *top_idx;     // (rows, k)
     float *top_val;       // (rows, k)

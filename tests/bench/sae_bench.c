@@ -33,6 +33,12 @@ static double cpu_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double proc_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int write_file(const char *path, const void *buf, size_t bytes) {
     FILE *f = fopen(path, "wb");
     if (!f) return 1;
@@ -110,10 +116,11 @@ int main(int argc, char **argv) {
     rs_sae_step_stats st;
     double fvu_tail = 0;
     int tail = steps / 10 > 0 ? steps / 10 : 1, warm = 2;
-    double t0 = 0, tg0 = 0;
+    double t0 = 0, tg0 = 0, pc0 = 0;
     for (int sidx = 0; sidx < steps; sidx++) {
         if (sidx == warm) {
             t0 = rs_now();
+            pc0 = proc_cpu_now();
             tg0 = t.t_gemm;
         }
         if (rs_sae_trainer_step(&t, &st, src)) {
@@ -124,15 +131,15 @@ int main(int argc, char **argv) {
         if (sidx % 10 == 0 || sidx == steps - 1)
             fprintf(stderr, "C step %d: fvu %.4f auxk %.4f L0 %.1f\n", sidx, st.fvu, st.auxk, st.l0);
     }
-    double el = rs_now() - t0;
+    double el = rs_now() - t0, pcpu = proc_cpu_now() - pc0;
     int timed = steps - warm;
-    double step_s = el / timed;
+    double step_s = el / timed, step_cpu = pcpu / timed;
     /* CPU time of this thread per phase (only meaningful with 1 BLAS thread) */
     double g_cpu = t.t_gemm - tg0 > 0 ? (t.t_gemm - tg0) / timed : 0;
     double rest = (t.t_prep + t.t_select + t.t_decode + t.t_backward + t.t_update) / steps;
     double g_all = t.t_gemm / steps;
-    printf("C: %d steps of %d tokens, %.1f ms/step wall, %.0f tokens/s, final fvu (mean last %d steps) %.4f\n", steps,
-           batch, 1e3 * step_s, batch / step_s, tail, fvu_tail);
+    printf("C: %d steps of %d tokens, %.1f ms/step wall, %.0f tokens/s (%.0f tokens per CPU second), final fvu "
+           "(mean last %d steps) %.4f\n", steps, batch, 1e3 * step_s, batch / step_s, batch / step_cpu, tail, fvu_tail);
     printf("C CPU time per step: encoder GEMM %.1f ms (%.1f GFLOP/s), everything else %.1f ms "
            "(input %.1f, select %.1f, decode %.1f, backward %.1f, update %.1f); step / GEMM = %.2fx; GEMM share %.1f%%\n",
            1e3 * g_all, flop / g_all * 1e-9, 1e3 * rest, 1e3 * t.t_prep / steps, 1e3 * t.t_select / steps, 1e3 * t.t_decode / steps,
@@ -143,6 +150,7 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/c_result.txt", dir);
     FILE *f = fopen(path, "w");
     if (f) {
+        fprintf(f, "tokens_per_cpu_s %.3f\n", batch / step_cpu);
         fprintf(f, "tokens_per_s %.3f\nfvu %.6f\ngemm_gflops %.3f\nstep_over_gemm %.4f\ngemm_share %.4f\n",
                 batch / step_s, fvu_tail, flop / gemm_cpu * 1e-9, (g_all + rest) / g_all, g_all / (g_all + rest));
         fclose(f);

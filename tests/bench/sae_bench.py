@@ -30,10 +30,10 @@ def main():
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
     since = torch.zeros(n, dtype=torch.int64)
     tail = max(1, steps // 10)
-    fvu_tail, t0, warm = 0.0, None, 2
+    fvu_tail, t0, c0, warm = 0.0, None, None, 2
     for s in range(steps):
         if s == warm:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         rows = (torch.arange(s * B, (s + 1) * B) % pool.shape[0])
         x = pool[rows]
         loss, fvu, auxk, _ = train_step(sae, opt, x, since, dead_tokens, k_aux, alpha,
@@ -43,10 +43,11 @@ def main():
         if s % 10 == 0 or s == steps - 1:
             print(f"torch step {s}: fvu {fvu:.4f} auxk {auxk:.4f}", file=sys.stderr, flush=True)
     el = (time.perf_counter() - t0) / (steps - warm)
+    cpu = (time.process_time() - c0) / (steps - warm)
     print(f"PyTorch: {steps} steps of {B} tokens, {1e3 * el:.1f} ms/step, {B / el:.0f} tokens/s, "
           f"final fvu (mean last {tail} steps) {fvu_tail:.4f}, {threads} thread(s)")
     with open(os.path.join(out, "py_result.txt"), "w") as f:
-        f.write(f"tokens_per_s {B / el:.3f}\nfvu {fvu_tail:.6f}\n")
+        f.write(f"tokens_per_s {B / el:.3f}\ntokens_per_cpu_s {B / cpu:.3f}\nfvu {fvu_tail:.6f}\n")
 
 
 if __name__ == "__main__":
