@@ -459,7 +459,7 @@ rs_err rs_pipeline_affine(rs_pipeline *p) {
             if (err) pair_source_free(&cs);
         }
         RS_TRY_GOTO(agree(p, err), done);
-        rs_affine_source calib = {&cs, pair_next, pair_rewind}, eval = {&es, pair_next, pair_rewind};
+        rs_affine_source calib = {&cs, pair_next, pair_rewind, cs.hi - cs.lo}, eval = {&es, pair_next, pair_rewind, es.hi - es.lo};
         err = rs_affine_fit(&m, &calib, d, d, &o, p->comm);
         if (!err) err = rs_affine_eval(&m, &eval, p->comm);
         pair_source_free(&cs);
