@@ -17,13 +17,14 @@ static void on_signal(int sig) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: mpirun -n N resae run [--force] CONFIG\n\n"
+            "usage: mpirun -n N resae run [--force] [--until STAGE] CONFIG\n\n"
             "Runs the experiment CONFIG describes, or continues it: the same command starts a run and\n"
             "resumes it after any interruption. Finished tasks (recorded under RUN_DIR/tasks/) are skipped;\n"
             "the harvest resumes from its journal and SAE training from its last checkpoint.\n\n"
             "options:\n"
-            "  --force   recreate an activation store written for another model, data or split\n"
-            "            configuration (otherwise such a store is refused)\n\n"
+            "  --force         recreate an activation store written for another model, data or split\n"
+            "                  configuration (otherwise such a store is refused)\n"
+            "  --until STAGE   stop after STAGE: harvest, affine or train (default: every stage)\n\n"
             "signals: SIGTERM, SIGUSR1 or SIGINT make every rank checkpoint and exit with code 3.\n"
             "exit codes: 0 every stage that exists is complete, 1 error, 2 usage, 3 interrupted\n"
             "(checkpointed; run the same command again).\n");
@@ -35,10 +36,23 @@ int rs_cmd_run(int argc, char **argv) {
         return RS_EXIT_OK;
     }
     const char *config = NULL;
-    int force = 0;
+    int force = 0, until = -1;
+    static const char *const stages[] = {"harvest", "affine", "train"};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--force")) {
             force = 1;
+        } else if (!strcmp(argv[i], "--until")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "resae run: --until needs a stage (harvest, affine, train)\n");
+                return RS_EXIT_USAGE;
+            }
+            i++;
+            for (int s = 0; s < 3; s++)
+                if (!strcmp(argv[i], stages[s])) until = s;
+            if (until < 0) {
+                fprintf(stderr, "resae run: unknown stage '%s' for --until (harvest, affine, train)\n", argv[i]);
+                return RS_EXIT_USAGE;
+            }
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "resae run: unknown option '%s'\n", argv[i]);
             usage(stderr);
@@ -69,6 +83,7 @@ int rs_cmd_run(int argc, char **argv) {
     int code = RS_EXIT_OK;
     if (!err) {
         p.force = force;
+        p.until = until;
         p.stop = &g_stop;
         err = rs_pipeline_run(&p);
         rs_pipeline_free(&p);

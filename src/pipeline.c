@@ -34,6 +34,7 @@ static int cmp_int(const void *a, const void *b) {
 
 rs_err rs_pipeline_init(rs_pipeline *p, const char *config_path, MPI_Comm comm) {
     memset(p, 0, sizeof *p);
+    p->until = -1;
     p->comm = comm;
     MPI_Comm_rank(comm, &p->rank);
     MPI_Comm_size(comm, &p->size);
@@ -516,6 +517,7 @@ typedef struct sae_stream {
     int64_t n_chunks, chunks_per_buf, epoch_rows;
     uint64_t seed;
     int64_t cur_epoch, cur_buf, buf_rows;
+    double t_read, t_resid; /* seconds reading the store and computing residuals */
     int32_t *chunk_perm; /* (n_chunks) */
     int32_t *row_perm;   /* (chunks_per_buf * C) */
     float *buf;          /* (chunks_per_buf * C, d) */
@@ -535,11 +537,17 @@ static rs_err stream_load(sae_stream *s, int64_t epoch, int64_t b) {
     for (int64_t c = c0; c < c1; c++) {
         int64_t row0 = (int64_t)s->chunk_perm[c] * s->C;
         float *dst = s->buf + (size_t)(c - c0) * (size_t)s->C * d;
+        double t0 = rs_now();
         RS_TRY(rs_actstore_read_rows(s->st, dst, RS_SPLIT_TRAIN, s->layer, row0, s->C));
         if (s->map) {
             float *x = s->xbuf + (size_t)(c - c0) * (size_t)s->C * d;
             RS_TRY(rs_actstore_read_rows(s->st, x, RS_SPLIT_TRAIN, s->pred, row0, s->C));
+            double t1 = rs_now();
+            s->t_read += t1 - t0;
             RS_TRY(rs_affine_residual(dst, s->map, x, dst, s->C));
+            s->t_resid += rs_now() - t1;
+        } else {
+            s->t_read += rs_now() - t0;
         }
     }
     s->buf_rows = (c1 - c0) * s->C;
@@ -723,7 +731,9 @@ static rs_err train_one(const rs_pipeline *p, const rs_actstore *st, const rs_gr
     RS_TRY_GOTO(agree(p, err), done);
     char name[128];
     rs_pipeline_sae_name(name, sizeof name, g);
-    RS_INFO("sae %s: FVU %.4f, L0 %.2f, dead %.3f, %.0f tokens/s", name, mt.fvu, mt.l0, mt.dead_frac, mt.tokens_per_s);
+    RS_INFO("sae %s: FVU %.4f, L0 %.2f, dead %.3f, %.0f tokens/s; input path on rank 0: store reads %.2fs, "
+            "residuals %.2fs of %.2fs training", name, mt.fvu, mt.l0, mt.dead_frac, mt.tokens_per_s, s.t_read, s.t_resid,
+            mt.seconds);
 done:
     rs_sae_free(&sae);
     stream_free(&s);
@@ -969,6 +979,7 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
     static const char *const names[] = {"harvest", "affine", "train"};
     rs_err (*const stages[])(rs_pipeline *) = {rs_pipeline_harvest, rs_pipeline_affine, rs_pipeline_train};
     for (int i = 0; i < 3; i++) {
+        if (p->until >= 0 && i > p->until) break;
         double t0 = rs_now();
         RS_INFO("stage %s", names[i]);
         err = stages[i](p);
@@ -979,6 +990,10 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
         RS_INFO("stage %s done in %.1fs", names[i], rs_now() - t0);
     }
     RS_TRY(rs_pipeline_results(p));
+    if (p->until >= 0 && p->until < 2) {
+        RS_INFO("stopped after stage %s (--until)", names[p->until]);
+        return RS_OK;
+    }
     RS_INFO("stages run: harvest, affine, train; not built yet: evaluation (reconstruction, redundancy, CE splices, "
             "probing, TPP)");
     return RS_OK;

@@ -9,3 +9,5 @@ resae_add_cmd(pipeline_kill_restart COMMAND bash ${RESAE_PIPE} kill
   PASS_REGEX "results identical to the uninterrupted run" TIMEOUT 900 LABELS pipeline)
 resae_add_cmd(pipeline_sigterm COMMAND bash ${RESAE_PIPE} term
   PASS_REGEX "SIGTERM: exit 3, resumed, results identical" TIMEOUT 600 LABELS pipeline)
+resae_add_cmd(pipeline_harvest_ranks COMMAND bash ${RESAE_PIPE} harvest
+  PASS_REGEX "identical and equal to resae forward" TIMEOUT 600 LABELS pipeline)

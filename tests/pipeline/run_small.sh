@@ -22,6 +22,22 @@ make_config() {
 fail() { echo "FAIL: $*"; exit 1; }
 
 case $mode in
+harvest)
+  # stores from 1, 2 and 4 ranks are identical, and equal `resae forward`'s residual streams
+  dir=$out/pipeline_harvest; rm -rf "$dir"; mkdir -p "$dir"
+  for n in 1 2 4; do
+    make_config "$dir/np$n.yaml" "$dir/np$n"
+    mpi "$n" "$resae" run --until harvest "$dir/np$n.yaml" >"$dir/np$n.log" 2>&1 || { tail -30 "$dir/np$n.log"; fail "harvest at $n ranks"; }
+    grep -q "stopped after stage harvest" "$dir/np$n.log" || fail "--until harvest did not stop after the harvest"
+  done
+  for n in 2 4; do
+    h5diff "$dir/np1/activations.h5" "$dir/np$n/activations.h5" || fail "store at $n ranks differs from 1 rank"
+  done
+  "$resae" forward --model "$data/model" --tokens "$data/tokens.h5" --out "$dir/forward.h5" --layers 0,1,2,3 \
+    >"$dir/forward.log" 2>&1 || { tail "$dir/forward.log"; fail "resae forward"; }
+  "$py" "$src/tests/pipeline/check_store_vs_forward.py" "$dir/np1/activations.h5" "$dir/forward.h5" || fail "store vs forward"
+  echo "harvest stores at 1, 2, 4 ranks identical and equal to resae forward"
+  ;;
 ranks)
   dir=$out/pipeline_np$arg; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/small.yaml" "$dir/run"
