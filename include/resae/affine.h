@@ -11,8 +11,10 @@
  *   2. rs_affine_stats_allreduce (collective): reduce counts and means first, move each rank's
  *      co-moment to the global mean, then sum. X^T X - n mu mu^T is never formed.
  *   3. rs_affine_solve (collective): (C_xx + lambda I) laid out block-cyclically on a near-square
- *      BLACS grid built on `comm`, PDPOSV; on a non-positive-definite matrix lambda is raised 10x and
- *      the solve retried. A and c are gathered to every rank of `comm`.
+ *      BLACS grid built on `comm`, PDPOSV, the solution checked by its scaled residual. On a
+ *      non-positive-definite matrix (or a rejected solve) lambda is raised 10x (from 0 to
+ *      1e-12 trace(C_xx)/dx) and the solve retried, up to max_retries times, else RS_ERR_NUMERIC.
+ *      A and c are gathered to every rank of `comm` (bitwise identical everywhere).
  *   rs_affine_fit does 1-3 over a data source (plus the residual scale pass); rs_affine_eval gives
  *   R^2 on the eval split; rs_affine_residual computes r = y - A x - c for the resae SAE input.
  *
