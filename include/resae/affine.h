@@ -124,6 +124,23 @@ rs_err rs_affine_fit(rs_affine_map *m, const rs_affine_source *calib, int dx, in
  * (mu_y the eval mean; both sums reduced across comm), m->n_tokens_eval. */
 rs_err rs_affine_eval(rs_affine_map *m, const rs_affine_source *eval, MPI_Comm comm);
 
+/* The same R^2 one chunk at a time, for a caller that feeds several maps from one pass over the data:
+ * init, add (local) per chunk, finish (collective over comm: sets m->r2, m->n_tokens_eval), free. */
+typedef struct rs_affine_evalacc {
+    int dy;
+    int64_t n;
+    double sse;                 /* sum ||y - A x - c||^2 */
+    double *mu, *m2, *cm, *cm2; /* (dy) each: mean and M2 of y, chunk scratch (one allocation at mu) */
+    float *r;                   /* residual buffer, grown as needed */
+    size_t rcap;
+} rs_affine_evalacc;
+
+rs_err rs_affine_evalacc_init(rs_affine_evalacc *a, int dy);
+void rs_affine_evalacc_free(rs_affine_evalacc *a);
+rs_err rs_affine_evalacc_add(rs_affine_evalacc *a, const rs_affine_map *m, const float *x, const float *y,
+                             int64_t n);
+rs_err rs_affine_evalacc_finish(rs_affine_map *m, rs_affine_evalacc *a, MPI_Comm comm);
+
 /* Collective: s = sqrt(d / E ||u||^2) over the source's tokens in comm, with u = y (raw target,
  * m == NULL, d = dy of the source given as `d`) or u = y - A x - c (resae target, m given, d = m->dy).
  * n_out (may be NULL) receives the token count. */
