@@ -719,17 +719,34 @@ rs_err rs_affine_scale(double *s, int64_t *n_out, const rs_affine_source *src, c
     return RS_OK;
 }
 
-/* Per-dimension (count, mean, M2) of y on the eval split, Chan-merged per chunk, plus sum ||r||^2. */
-typedef struct eval_acc {
-    int64_t n;
-    double sse;
-    double *mu, *m2, *cm, *cm2; /* (dy) each: mean, sum of squared deviations, chunk scratch */
-    float *r;             /* residual buffer */
-    size_t rcap;
-} eval_acc;
+/* ---- R^2 on the eval split: per-dimension (count, mean, M2) of y, Chan-merged per chunk, and
+ * sum ||r||^2 ---------------------------------------------------------------------------------------- */
 
-static rs_err eval_chunk(eval_acc *a, const rs_affine_map *m, const float *x, const float *y, int64_t n) {
+rs_err rs_affine_evalacc_init(rs_affine_evalacc *a, int dy) {
+    memset(a, 0, sizeof *a);
+    if (dy < 1) RS_FAIL(RS_ERR_INVAL, "affine eval: dy=%d must be >= 1", dy);
+    double *slab = calloc((size_t)4 * (size_t)dy, sizeof(double));
+    if (!slab) RS_FAIL(RS_ERR_NOMEM, "affine eval: out of memory for dy=%d", dy);
+    a->dy = dy;
+    a->mu = slab;
+    a->m2 = slab + dy;
+    a->cm = slab + 2 * (size_t)dy;
+    a->cm2 = slab + 3 * (size_t)dy;
+    return RS_OK;
+}
+
+void rs_affine_evalacc_free(rs_affine_evalacc *a) {
+    free(a->mu); /* the slab */
+    free(a->r);
+    memset(a, 0, sizeof *a);
+}
+
+rs_err rs_affine_evalacc_add(rs_affine_evalacc *a, const rs_affine_map *m, const float *x, const float *y,
+                             int64_t n) {
     int dy = m->dy;
+    if (dy != a->dy) RS_FAIL(RS_ERR_INVAL, "affine eval: accumulator for dy=%d given a map with dy=%d", a->dy, dy);
+    if (n <= 0) return RS_OK;
+    if (!x || !y) RS_FAIL(RS_ERR_INVAL, "affine eval: a chunk of %lld rows lacks x or y", (long long)n);
     RS_TRY(grow(&a->r, &a->rcap, (size_t)n * (size_t)dy));
     RS_TRY(rs_affine_residual(a->r, m, x, y, n));
     double sse = 0.0;
@@ -754,53 +771,20 @@ static rs_err eval_chunk(eval_acc *a, const rs_affine_map *m, const float *x, co
     return RS_OK;
 }
 
-rs_err rs_affine_eval(rs_affine_map *m, const rs_affine_source *eval, MPI_Comm comm) {
-    int dy = m->dy;
-    eval_acc a;
-    memset(&a, 0, sizeof a);
-    double *slab = calloc((size_t)4 * (size_t)dy, sizeof(double));
-    rs_err local = slab ? RS_OK : rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "affine eval: out of memory");
-    if (slab) {
-        a.mu = slab;
-        a.m2 = slab + dy;
-        a.cm = slab + 2 * (size_t)dy;
-        a.cm2 = slab + 3 * (size_t)dy;
-    }
-    while (!local) {
-        const float *x = NULL, *y = NULL;
-        int64_t n = 0;
-        local = eval->next(eval->ctx, &x, &y, &n);
-        if (local || n <= 0) break;
-        if (!x || !y) {
-            local = rs_err_set(RS_ERR_INVAL, __FILE__, __LINE__, __func__, "affine eval: a chunk lacks x or y");
-            break;
-        }
-        local = eval_chunk(&a, m, x, y, n);
-    }
-    free(a.r);
-    rs_err err = rs_mpi_agree(local, comm);
-    if (err) {
-        if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine eval: another rank failed");
-        free(slab);
-        return err;
-    }
-    /* reduce: counts and means first, then M2 moved to the global mean, then sums */
+rs_err rs_affine_evalacc_finish(rs_affine_map *m, rs_affine_evalacc *a, MPI_Comm comm) {
+    int dy = a->dy;
+    /* counts and means first, then each rank's M2 moved to the global mean, then the sums */
     int64_t n_all = 0;
-    RS_MPI(MPI_Allreduce(&a.n, &n_all, 1, MPI_INT64_T, MPI_SUM, comm));
-    if (n_all < 1) {
-        free(slab);
-        RS_FAIL(RS_ERR_INVAL, "affine eval: no eval tokens in the group (check the eval split)");
+    RS_MPI(MPI_Allreduce(&a->n, &n_all, 1, MPI_INT64_T, MPI_SUM, comm));
+    if (n_all < 1) RS_FAIL(RS_ERR_INVAL, "affine eval: no eval tokens in the group (check the eval split)");
+    double frac = (double)a->n / (double)n_all;
+    for (int j = 0; j < dy; j++) a->cm[j] = a->mu[j] * frac;
+    RS_TRY(allreduce_sum_d(a->cm, (size_t)dy, comm));
+    double sums[2] = {0.0, a->sse};
+    for (int j = 0; j < dy; j++) {
+        double dlt = a->mu[j] - a->cm[j];
+        sums[0] += a->m2[j] + (double)a->n * dlt * dlt;
     }
-    double frac = (double)a.n / (double)n_all;
-    for (int j = 0; j < dy; j++) a.cm[j] = a.mu[j] * frac;
-    err = allreduce_sum_d(a.cm, (size_t)dy, comm);
-    double sums[2] = {0.0, a.sse};
-    for (int j = 0; j < dy && !err; j++) {
-        double dlt = a.mu[j] - a.cm[j];
-        sums[0] += a.m2[j] + (double)a.n * dlt * dlt;
-    }
-    free(slab);
-    if (err) return err;
     RS_MPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, comm));
     if (!(sums[0] > 0))
         RS_FAIL(RS_ERR_NUMERIC, "affine eval: y has zero variance over %lld eval tokens; R^2 is undefined",
@@ -808,4 +792,25 @@ rs_err rs_affine_eval(rs_affine_map *m, const rs_affine_source *eval, MPI_Comm c
     m->r2 = 1.0 - sums[1] / sums[0];
     m->n_tokens_eval = n_all;
     return RS_OK;
+}
+
+rs_err rs_affine_eval(rs_affine_map *m, const rs_affine_source *eval, MPI_Comm comm) {
+    rs_affine_evalacc a;
+    rs_err local = rs_affine_evalacc_init(&a, m->dy);
+    while (!local) {
+        const float *x = NULL, *y = NULL;
+        int64_t n = 0;
+        local = eval->next(eval->ctx, &x, &y, &n);
+        if (local || n <= 0) break;
+        local = rs_affine_evalacc_add(&a, m, x, y, n);
+    }
+    rs_err err = rs_mpi_agree(local, comm);
+    if (err) {
+        if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine eval: another rank failed");
+        rs_affine_evalacc_free(&a);
+        return err;
+    }
+    err = rs_affine_evalacc_finish(m, &a, comm);
+    rs_affine_evalacc_free(&a);
+    return err;
 }

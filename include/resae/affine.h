@@ -11,8 +11,10 @@
  *   2. rs_affine_stats_allreduce (collective): reduce counts and means first, move each rank's
  *      co-moment to the global mean, then sum. X^T X - n mu mu^T is never formed.
  *   3. rs_affine_solve (collective): (C_xx + lambda I) laid out block-cyclically on a near-square
- *      BLACS grid built on `comm`, PDPOSV; on a non-positive-definite matrix lambda is raised 10x and
- *      the solve retried. A and c are gathered to every rank of `comm`.
+ *      BLACS grid built on `comm`, PDPOSV, the solution checked by its scaled residual. On a
+ *      non-positive-definite matrix (or a rejected solve) lambda is raised 10x (from 0 to
+ *      1e-12 trace(C_xx)/dx) and the solve retried, up to max_retries times, else RS_ERR_NUMERIC.
+ *      A and c are gathered to every rank of `comm` (bitwise identical everywhere).
  *   rs_affine_fit does 1-3 over a data source (plus the residual scale pass); rs_affine_eval gives
  *   R^2 on the eval split; rs_affine_residual computes r = y - A x - c for the resae SAE input.
  *
@@ -124,6 +126,23 @@ rs_err rs_affine_fit(rs_affine_map *m, const rs_affine_source *calib, int dx, in
 /* Collective: m->r2 = 1 - sum ||y - A x - c||^2 / sum ||y - mu_y||^2 over the eval source
  * (mu_y the eval mean; both sums reduced across comm), m->n_tokens_eval. */
 rs_err rs_affine_eval(rs_affine_map *m, const rs_affine_source *eval, MPI_Comm comm);
+
+/* The same R^2 one chunk at a time, for a caller that feeds several maps from one pass over the data:
+ * init, add (local) per chunk, finish (collective over comm: sets m->r2, m->n_tokens_eval), free. */
+typedef struct rs_affine_evalacc {
+    int dy;
+    int64_t n;
+    double sse;                 /* sum ||y - A x - c||^2 */
+    double *mu, *m2, *cm, *cm2; /* (dy) each: mean and M2 of y, chunk scratch (one allocation at mu) */
+    float *r;                   /* residual buffer, grown as needed */
+    size_t rcap;
+} rs_affine_evalacc;
+
+rs_err rs_affine_evalacc_init(rs_affine_evalacc *a, int dy);
+void rs_affine_evalacc_free(rs_affine_evalacc *a);
+rs_err rs_affine_evalacc_add(rs_affine_evalacc *a, const rs_affine_map *m, const float *x, const float *y,
+                             int64_t n);
+rs_err rs_affine_evalacc_finish(rs_affine_map *m, rs_affine_evalacc *a, MPI_Comm comm);
 
 /* Collective: s = sqrt(d / E ||u||^2) over the source's tokens in comm, with u = y (raw target,
  * m == NULL, d = dy of the source given as `d`) or u = y - A x - c (resae target, m given, d = m->dy).

@@ -653,6 +653,17 @@ static void case_numpy(void) {
         CHECK(fabs(m.s - f.s_resae) <= 1e-5 * f.s_resae, "numpy: s %.10f vs %.10f", m.s, f.s_resae);
         CHECK(fabs(s_raw - f.s_raw) <= 1e-6 * f.s_raw, "numpy: s_raw %.10f vs %.10f", s_raw, f.s_raw);
         CHECK(cnt == f.nc, "numpy: scale counted %lld tokens", (long long)cnt);
+        /* the same data and rank count give bitwise the same map */
+        rs_affine_map m2;
+        mem_rewind(&ms);
+        e = rs_affine_fit(&m2, &src, f.dx, f.dy, &o, MPI_COMM_WORLD);
+        CHECK(e == RS_OK, "numpy: second fit failed: %s", rs_err_msg());
+        if (!e) {
+            CHECK(!memcmp(m.A, m2.A, sizeof(double) * f.dx * f.dy) && !memcmp(m.c, m2.c, sizeof(double) * f.dy) &&
+                      m.s == m2.s,
+                  "numpy: a repeated fit differs");
+            rs_affine_map_free(&m2);
+        }
         rs_affine_map_free(&m);
     }
     fixture_free(&f);

@@ -4,7 +4,7 @@
  *                                    DSYRK for C_xx, DGEMM for C_xy, Chan merge) in useful GFLOP/s
  *                                    (tokens*d*(d+1) + 2*tokens*d*d) as a fraction of plain DSYRK and of
  *                                    plain DSYRK+DGEMM on the same shapes. Default d=1024, 65536 tokens.
- *   bench_affine solve [d]           rs_affine_solve (PDPOSV on the group's grid, nrhs = d) against serial
+ *   bench_affine solve [d] [block]   rs_affine_solve (PDPOSV on the group's grid, nrhs = d) against serial
  *                                    dposv_ on rank 0 for the same matrix. Run at 1 and 2 ranks.
  *
  * Run with OPENBLAS_CORETYPE set for this CPU and OPENBLAS_NUM_THREADS=1, e.g.
@@ -121,7 +121,7 @@ static int bench_gram(int d, int64_t tokens, int rows, int rounds) {
     return 0;
 }
 
-static int bench_solve(int d) {
+static int bench_solve(int d, int block) {
     int rank = rs_mpi_rank(), size = rs_mpi_size();
     int64_t n = 2 * (int64_t)d, t0 = n * rank / size, t1 = n * (rank + 1) / size;
     float *x = malloc(sizeof(float) * (size_t)(t1 - t0 + 1) * d), *y = malloc(sizeof(float) * (size_t)(t1 - t0 + 1) * d);
@@ -136,6 +136,7 @@ static int bench_solve(int d) {
     free(y);
     rs_affine_opts o;
     rs_affine_opts_default(&o);
+    if (block > 0) o.block = block;
     rs_affine_map m;
     double best_pd = 1e30, best_tot = 1e30, best_nochk = 1e30;
     int nprow = 0, npcol = 0;
@@ -207,9 +208,9 @@ int main(int argc, char **argv) {
         int rows = argc > 4 ? atoi(argv[4]) : 1024;
         rc = rs_mpi_rank() == 0 ? bench_gram(d, tok, rows, 3) : 0;
     } else if (argc > 1 && !strcmp(argv[1], "solve")) {
-        rc = bench_solve(argc > 2 ? atoi(argv[2]) : 1024);
+        rc = bench_solve(argc > 2 ? atoi(argv[2]) : 1024, argc > 3 ? atoi(argv[3]) : 0);
     } else if (rs_mpi_rank() == 0) {
-        fprintf(stderr, "usage: bench_affine gram [d] [tokens] [rows] | solve [d]\n");
+        fprintf(stderr, "usage: bench_affine gram [d] [tokens] [rows] | solve [d] [block]\n");
     }
     rs_mpi_end();
     return rc;
