@@ -155,6 +155,9 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     size_t rows = (size_t)(t->rows_max > 0 ? t->rows_max : 1);
     size_t chunk = (size_t)(cfg->chunk_rows < (int)rows ? cfg->chunk_rows : (int)rows);
     size_t np = sae->n_params;
+    if (t->size > 1 && np > (size_t)INT32_MAX)
+        RS_FAIL(RS_ERR_INVAL, "SAE with %zu parameters exceeds the 2^31-element limit of one gradient allreduce",
+                np);
     if ((int64_t)rows * (k + t->k_aux) >= INT32_MAX)
         RS_FAIL(RS_ERR_INVAL, "local batch of %zu rows x (k + k_aux) pairs exceeds 2^31; use more ranks or a "
                 "smaller batch", rows);

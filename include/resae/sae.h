@@ -106,7 +106,7 @@ typedef struct rs_sae_config {
 } rs_sae_config;
 
 void rs_sae_config_default(rs_sae_config *c, int d, int n_latents, int k);
-/* The learning rate cfg resolves to, and the schedule factor at step s (0-based). */
+/* The base learning rate cfg resolves to, and the scheduled learning rate of step s (0-based). */
 double rs_sae_config_lr(const rs_sae_config *c);
 double rs_sae_lr_at(const rs_sae_config *c, int64_t step);
 /* Hash of every setting that determines the trained weights (not paths, intervals, chunking). */
