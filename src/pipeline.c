@@ -395,6 +395,13 @@ done:
 
 static void open_store_path(char *out, size_t n, const rs_pipeline *p) { store_path(out, n, p); }
 
+rs_err rs_pipeline_load_affine(rs_affine_map *m, const rs_pipeline *p, int a, int b) {
+    char path[4096];
+    rs_pipeline_affine_path(path, sizeof path, p, a, b);
+    if (!rs_file_exists(path)) RS_FAIL(RS_ERR_INVAL, "affine fit %d->%d is not done yet (%s missing)", a, b, path);
+    return read_affine(m, path, p->mc.d_model);
+}
+
 /* Every affine fit the experiment needs: consecutive pairs, then regression pairs not among them. */
 static int collect_pairs(int (*pairs)[2], int max, const rs_pipeline *p) {
     int n = 0;
@@ -650,6 +657,28 @@ static rs_err write_sae(const char *path, const rs_sae *sae, const rs_grid_sae *
     return task_commit(f, tmp, path);
 fail:
     H5Fclose(f);
+    return err;
+}
+
+rs_err rs_pipeline_load_sae(rs_sae *sae, double *scale, const rs_pipeline *p, const rs_grid_sae *g) {
+    char path[4096];
+    rs_pipeline_sae_path(path, sizeof path, p, g);
+    if (!rs_file_exists(path)) RS_FAIL(RS_ERR_INVAL, "SAE %s is not trained yet", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) RS_FAIL(RS_ERR_IO, "%s: cannot open", path);
+    rs_err err = RS_OK;
+    int64_t n = 0;
+    RS_TRY_GOTO(rs_h5_attr_get_i64(&n, f, "n_latents", path), done);
+    RS_TRY_GOTO(rs_h5_attr_get_f64(scale, f, "scale", path), done);
+    RS_TRY_GOTO(rs_sae_init(sae, p->mc.d_model, (int)n, g->k), done);
+    size_t nd = (size_t)n * (size_t)p->mc.d_model;
+    RS_TRY_GOTO(rs_h5_read(f, "W_enc", H5T_NATIVE_FLOAT, sae->p.W_enc, nd, path), done);
+    RS_TRY_GOTO(rs_h5_read(f, "b_enc", H5T_NATIVE_FLOAT, sae->p.b_enc, (size_t)n, path), done);
+    RS_TRY_GOTO(rs_h5_read(f, "W_dec", H5T_NATIVE_FLOAT, sae->p.W_dec, nd, path), done);
+    RS_TRY_GOTO(rs_h5_read(f, "b_dec", H5T_NATIVE_FLOAT, sae->p.b_dec, (size_t)p->mc.d_model, path), done);
+done:
+    H5Fclose(f);
+    if (err) rs_sae_free(sae);
     return err;
 }
 

@@ -56,6 +56,13 @@ void rs_pipeline_affine_path(char *out, size_t n, const rs_pipeline *p, int a, i
 void rs_pipeline_sae_name(char *out, size_t n, const rs_grid_sae *s);
 void rs_pipeline_sae_path(char *out, size_t n, const rs_pipeline *p, const rs_grid_sae *s);
 void rs_pipeline_ckpt_path(char *out, size_t n, const rs_pipeline *p, const rs_grid_sae *s);
+/* Load a finished affine fit (A, c, means, float copies, s, R^2); every rank may call it. */
+struct rs_affine_map;
+rs_err rs_pipeline_load_affine(struct rs_affine_map *m, const rs_pipeline *p, int a, int b);
+/* Load a finished SAE and its input scale (SAEs see scale * u; divide reconstructions by it). */
+struct rs_sae;
+rs_err rs_pipeline_load_sae(struct rs_sae *sae, double *scale, const rs_pipeline *p, const rs_grid_sae *g);
+
 /* Hash of an affine fit from a to b (the grid's pair hash, or one computed the same way). */
 uint64_t rs_pipeline_pair_hash(const rs_pipeline *p, int a, int b);
 
