@@ -43,3 +43,7 @@ resae_add_cmd(runtime_cmd_vocab LABELS runtime COMMAND $<TARGET_FILE:resae> forw
   PASS_REGEX "base/tokens.h5: token id [0-9]+ at sequence 0, position 1 is outside \\[0, 64\\)")
 resae_add_cmd(runtime_cmd_bin_needs_len LABELS runtime COMMAND $<TARGET_FILE:resae> forward --model ${RT_DATA}/base
   --tokens ${RT_DATA}/base/tokens_u16.bin --out ${RESAE_TEST_OUT}/fwd_bad.h5 PASS_REGEX "needs a sequence length")
+resae_add_cmd(runtime_cmd_bad_out LABELS runtime COMMAND $<TARGET_FILE:resae> forward --model ${RT_DATA}/base
+  --tokens ${RT_DATA}/base/tokens.h5 --out /nonexistent_dir/out.h5 PASS_REGEX "/nonexistent_dir/out.h5: cannot create")
+resae_add_cmd(runtime_cmd_bad_model LABELS runtime COMMAND $<TARGET_FILE:resae> forward --model ${RT_DATA}
+  --tokens ${RT_DATA}/base/tokens.h5 --out ${RESAE_TEST_OUT}/fwd_bad.h5 PASS_REGEX "runtime/config.json: cannot open")
