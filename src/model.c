@@ -153,7 +153,6 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
         {&s->att, N * d},
         {&s->ff, N * (size_t)c->d_ff},
         {&s->scores, qb * (size_t)max_T},
-        {&s->logits, (size_t)s->logit_rows * (size_t)c->vocab_size},
         {&s->ce_tmp, (size_t)s->logit_rows},
         {(float **)&s->targets, (size_t)s->logit_rows}, /* int32 and float have the same size */
         {&s->rope_cos, (size_t)max_T * half},
@@ -176,6 +175,7 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
 }
 
 void rs_run_state_free(rs_run_state *s) {
+    free(s->logits);
     free(s->slab);
     memset(s, 0, sizeof *s);
 }
@@ -261,7 +261,14 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
             }
         return RS_OK;
     }
-    /* CE only: logits a block of rows at a time, never (B, T, V) at once */
+    /* CE only: logits a block of rows at a time, never (B, T, V) at once. The block is allocated on
+     * the first such pass (passes that stop early, e.g. harvesting, never need it) and kept. */
+    if (!s->logits) {
+        s->logits = rs_calloc_aligned((size_t)s->logit_rows * (size_t)V, sizeof(float));
+        if (!s->logits)
+            RS_FAIL(RS_ERR_NOMEM, "out of memory for %d rows of logits (%.2f GB)", s->logit_rows,
+                    4e-9 * (double)s->logit_rows * V);
+    }
     for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
         int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
         rs_linear_forward(s->logits, s->xn + r0 * d, m->unembed, NULL, rows, d, V, 0.0f);

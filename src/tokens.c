@@ -89,7 +89,9 @@ static rs_err open_bin(rs_tokens *tk, const char *path, const rs_tokens_opts *o)
     tk->remainder = n_tok % o->seq_len;
     if (tk->n_seq < 1)
         RS_FAIL(RS_ERR_FORMAT, "%s: %lld tokens, fewer than one sequence of %d", path, (long long)n_tok, o->seq_len);
-    if (tk->remainder)
+    int rank = 0;
+    if (o->comm) MPI_Comm_rank(*o->comm, &rank);
+    if (tk->remainder && rank == 0)
         RS_WARN("%s: %lld trailing tokens after the last whole sequence of %d are ignored", path,
                 (long long)tk->remainder, o->seq_len);
     return RS_OK;

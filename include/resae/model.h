@@ -66,7 +66,7 @@ typedef struct rs_run_state {
     float *att;         /* (B, T, d) attention output before the output projection */
     float *ff;          /* (B, T, ff) MLP hidden */
     float *scores;      /* (RS_ATTN_QBLOCK, T) */
-    float *logits;      /* (logit_rows, V) */
+    float *logits;      /* (logit_rows, V), own allocation made by the first CE-only pass */
     float *ce_tmp;      /* (logit_rows) */
     int32_t *targets;   /* (logit_rows) */
     float *rope_cos;    /* (T, rotary_dim / 2) */

@@ -20,7 +20,7 @@ typedef struct rs_tokens_opts {
                              shorter length (the first seq_len tokens of each stored sequence) */
     int vocab;            /* > 0: ids are checked against [0, vocab) on every read */
     const MPI_Comm *comm; /* NULL: serial; else the HDF5 file is opened collectively over *comm with
-                             MPI-IO (reads stay independent) */
+                             MPI-IO (reads stay independent; raw files are read by each rank) */
 } rs_tokens_opts;
 
 typedef struct rs_tokens {

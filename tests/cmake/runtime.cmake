@@ -1,5 +1,5 @@
 # GPT-NeoX runtime: numerics against the PyTorch reference, hostile files, resae forward.
-set(RESAE_RUNTIME_FIXTURES base seq_odd bf16_tied f16_sharded)
+set(RESAE_RUNTIME_FIXTURES base seq_odd bf16_tied f16_sharded long_seq)
 
 resae_add_unit(test_runtime_kernels SOURCES ${PROJECT_SOURCE_DIR}/tests/runtime/test_kernels.c LABELS runtime)
 resae_add_unit(test_runtime_files SOURCES ${PROJECT_SOURCE_DIR}/tests/runtime/test_files.c LABELS runtime)
@@ -15,10 +15,14 @@ endforeach()
 set(RT_DATA ${RESAE_TEST_DATA}/runtime)
 set(RT_CHECK "/usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/runtime/check_forward.py")
 foreach(fx ${RESAE_RUNTIME_FIXTURES})
+  set(seq_len 12)
+  if(fx STREQUAL "long_seq")
+    set(seq_len 160)
+  endif()
   resae_add_cmd(runtime_cmd_${fx}_h5 LABELS runtime COMMAND sh -c
     "$<TARGET_FILE:resae> forward --model ${RT_DATA}/${fx} --tokens ${RT_DATA}/${fx}/tokens.h5 --out ${RESAE_TEST_OUT}/fwd_${fx}_h5.h5 --layers all --logits && ${RT_CHECK} ${RESAE_TEST_OUT}/fwd_${fx}_h5.h5 ${RT_DATA}/${fx}/expected.h5")
   resae_add_cmd(runtime_cmd_${fx}_bin LABELS runtime COMMAND sh -c
-    "$<TARGET_FILE:resae> forward --model ${RT_DATA}/${fx} --tokens ${RT_DATA}/${fx}/tokens_u16.bin --seq-len 12 --batch 2 --layers 0,-1 --out ${RESAE_TEST_OUT}/fwd_${fx}_bin.h5 && ${RT_CHECK} ${RESAE_TEST_OUT}/fwd_${fx}_bin.h5 ${RT_DATA}/${fx}/expected.h5")
+    "$<TARGET_FILE:resae> forward --model ${RT_DATA}/${fx} --tokens ${RT_DATA}/${fx}/tokens_u16.bin --seq-len ${seq_len} --batch 2 --layers 0,-1 --out ${RESAE_TEST_OUT}/fwd_${fx}_bin.h5 && ${RT_CHECK} ${RESAE_TEST_OUT}/fwd_${fx}_bin.h5 ${RT_DATA}/${fx}/expected.h5")
 endforeach()
 resae_add_cmd(runtime_cmd_u32_maxseqs LABELS runtime COMMAND sh -c
   "$<TARGET_FILE:resae> forward --model ${RT_DATA}/seq_odd --tokens ${RT_DATA}/seq_odd/tokens_u32.bin --format bin_u32 --seq-len 12 --max-seqs 2 --layers 2 --out ${RESAE_TEST_OUT}/fwd_u32.h5 && ${RT_CHECK} ${RESAE_TEST_OUT}/fwd_u32.h5 ${RT_DATA}/seq_odd/expected.h5 --n-seq 2")
@@ -39,3 +43,7 @@ resae_add_cmd(runtime_cmd_vocab LABELS runtime COMMAND $<TARGET_FILE:resae> forw
   PASS_REGEX "base/tokens.h5: token id [0-9]+ at sequence 0, position 1 is outside \\[0, 64\\)")
 resae_add_cmd(runtime_cmd_bin_needs_len LABELS runtime COMMAND $<TARGET_FILE:resae> forward --model ${RT_DATA}/base
   --tokens ${RT_DATA}/base/tokens_u16.bin --out ${RESAE_TEST_OUT}/fwd_bad.h5 PASS_REGEX "needs a sequence length")
+resae_add_cmd(runtime_cmd_bad_out LABELS runtime COMMAND $<TARGET_FILE:resae> forward --model ${RT_DATA}/base
+  --tokens ${RT_DATA}/base/tokens.h5 --out /nonexistent_dir/out.h5 PASS_REGEX "/nonexistent_dir/out.h5: cannot create")
+resae_add_cmd(runtime_cmd_bad_model LABELS runtime COMMAND $<TARGET_FILE:resae> forward --model ${RT_DATA}
+  --tokens ${RT_DATA}/base/tokens.h5 --out ${RESAE_TEST_OUT}/fwd_bad.h5 PASS_REGEX "runtime/config.json: cannot open")

@@ -3,7 +3,7 @@
 Run:  OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 tests/reference/make_runtime_fixtures.py [OUTDIR]
 (default OUTDIR: tests/data/runtime). Seeded; rerunning reproduces the files.
 
-Each fixture directory holds a Hugging Face checkpoint (config.json + safetensors), token files and
+Each fixture directory holds (3 sequences of 12 tokens unless the fixture says otherwise) a Hugging Face checkpoint (config.json + safetensors), token files and
 expected.h5 computed by the PyTorch reference (tests/reference/neox.py) in float64 from the weights
 read back from the checkpoint (so bf16/f16 checkpoints are compared on the same rounded weights):
   /tokens       int32   (n_seq, T)
@@ -46,6 +46,10 @@ FIXTURES = [
     dict(name="f16_sharded", dtype=torch.float16, shards=2,
          cfg=dict(hidden_size=30, num_attention_heads=3, num_hidden_layers=2, intermediate_size=60,
                   vocab_size=72, rotary_pct=0.25, use_parallel_residual=False, max_position_embeddings=16)),
+    # sequences longer than one block of queries in the attention kernel (RS_ATTN_QBLOCK = 128)
+    dict(name="long_seq", dtype=torch.float32, shards=1, n_seq=2, T=160,
+         cfg=dict(hidden_size=16, num_attention_heads=2, num_hidden_layers=2, intermediate_size=32,
+                  vocab_size=40, rotary_pct=0.5, use_parallel_residual=True, max_position_embeddings=256)),
 ]
 
 
@@ -109,7 +113,7 @@ def make(fx, outdir, seed):
 
     rng = np.random.default_rng(seed)
     V = cfg["vocab_size"]
-    toks = rng.integers(0, V, size=(N_SEQ, T), dtype=np.int64)
+    toks = rng.integers(0, V, size=(fx.get("n_seq", N_SEQ), fx.get("T", T)), dtype=np.int64)
     toks[0, :3] = [0, V - 1, 0]  # the id range edges
     logits, ce, resid = expected(ref, torch.from_numpy(toks))
 

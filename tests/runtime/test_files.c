@@ -212,6 +212,85 @@ static void test_safetensors_good(void) {
     rs_safetensors_free(&st);
 }
 
+/* Random corruption of a real file: flipped header bytes, random lengths, truncation. Each variant
+ * must be either refused with a message naming the file or opened consistently; never a crash
+ * (ASan/UBSan watch the reads). */
+static void test_safetensors_mutations(void) {
+    char src[4200], p[4200];
+    snprintf(src, sizeof src, "%s/runtime/long_seq/model.safetensors", g_data);
+    FILE *f = fopen(src, "rb");
+    if (!f) {
+        fprintf(stderr, "FAIL: cannot read %s\n", src);
+        g_fail = 1;
+        return;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *orig = malloc((size_t)n), *buf = malloc((size_t)n);
+    if (fread(orig, 1, (size_t)n, f) != (size_t)n) n = 0;
+    fclose(f);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | orig[i];
+    path_of(p, sizeof p, "mutant.safetensors");
+    uint64_t rng = 12345;
+    int refused = 0, opened = 0;
+    for (int it = 0; it < 600 && n > 0; it++) {
+        memcpy(buf, orig, (size_t)n);
+        long len = n;
+        int kind = it % 4;
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        if (kind == 0 || kind == 1) { /* flip 1-3 header bytes to printable JSON-ish characters */
+            static const char alphabet[] = "{}[]\",:0123456789-.eE \"FBIU";
+            for (int k = 0; k <= (int)(rng >> 60) % 3; k++) {
+                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                size_t pos = 8 + (size_t)((rng >> 20) % hl);
+                buf[pos] = (unsigned char)alphabet[(rng >> 8) % (sizeof alphabet - 1)];
+            }
+        } else if (kind == 2) { /* random header length */
+            uint64_t v = (rng >> 3) % (hl * 2 + 16);
+            for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(v >> (8 * i));
+        } else { /* truncation */
+            len = (long)((rng >> 20) % (uint64_t)n);
+        }
+        f = fopen(p, "wb");
+        fwrite(buf, 1, (size_t)len, f);
+        fclose(f);
+        rs_safetensors st;
+        rs_err e = rs_safetensors_open_file(&st, p);
+        if (e) {
+            refused++;
+            if (!strstr(rs_err_msg(), "mutant.safetensors")) {
+                fprintf(stderr, "FAIL mutation %d: message does not name the file: %s\n", it, rs_err_msg());
+                g_fail = 1;
+            }
+            rs_err_clear();
+        } else {
+            opened++;
+            /* whatever opened must be self-consistent: every tensor inside the mapping */
+            for (int i = 0; i < st.n_tensors; i++) {
+                const rs_st_tensor *t = &st.tensors[i];
+                const unsigned char *base = st.maps[t->file];
+                if (t->data < base || t->data + t->nbytes > base + st.map_sizes[t->file]) {
+                    fprintf(stderr, "FAIL mutation %d: tensor '%s' outside the file\n", it, t->name);
+                    g_fail = 1;
+                }
+                if (t->dtype == RS_ST_F32 || t->dtype == RS_ST_F16 || t->dtype == RS_ST_BF16) {
+                    float *tmp = malloc((size_t)t->numel * sizeof *tmp + 4);
+                    rs_err ce = rs_st_tensor_to_f32(tmp, &st, t);
+                    if (ce) rs_err_clear();
+                    free(tmp);
+                }
+            }
+            rs_safetensors_free(&st);
+        }
+    }
+    printf("ok  %-28s %d refused, %d opened consistently\n", "random corruption", refused, opened);
+    CHECK(refused > 300, "only %d of 600 corrupted files refused", refused);
+    free(orig);
+    free(buf);
+}
+
 /* ---- checkpoint directories built from the base fixture ---------------------------------------- */
 
 typedef struct {
@@ -505,6 +584,7 @@ int main(void) {
     mkdir(g_out, 0755);
     test_safetensors_hostile();
     test_safetensors_good();
+    test_safetensors_mutations();
     test_checkpoints();
     test_tokens();
     printf("%d error cases checked\n", g_cases);
