@@ -28,18 +28,9 @@
 #include "resae/mpi_util.h"
 #include "resae/util.h"
 
-static int g_fails;
-static int g_rank;
+#include "check.h"
 
-#define CHECK(cond, ...)                                                              \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            g_fails++;                                                                \
-            fprintf(stderr, "[rank %d] FAIL %s:%d: ", g_rank, __FILE__, __LINE__);    \
-            fprintf(stderr, __VA_ARGS__);                                             \
-            fprintf(stderr, "\n");                                                    \
-        }                                                                             \
-    } while (0)
+
 
 /* =====================================================================================================
  * Synthetic data: row t is a pure function of (seed, t), so any rank can generate any shard
@@ -432,7 +423,7 @@ static void check_local_pieces(void) {
     synth syn;
     int dx = 30, dy = 18;
     int64_t n = 777;
-    synth_init(&syn, SYN_GENERAL, dx, dy, 44 + (uint64_t)g_rank, 50.0, 0.3);
+    synth_init(&syn, SYN_GENERAL, dx, dy, 44 + (uint64_t)rs_check_rank, 50.0, 0.3);
     float *x, *y;
     synth_rows(&syn, 0, n, &x, &y);
     rs_affine_stats all, a, b;
@@ -487,7 +478,7 @@ static void check_local_pieces(void) {
             }
         CHECK(same, "in-place residual differs");
         CHECK(sqrt(num / den) < 1e-5, "residual vs double: relative %.3e", sqrt(num / den));
-        if (g_rank == 0) printf("local: moments vs two-pass %.1e..%.1e, merge %.1e, residual vs double %.2e\n",
+        if (rs_check_rank == 0) printf("local: moments vs two-pass %.1e..%.1e, merge %.1e, residual vs double %.2e\n",
                                 fmin(e1, e3), fmax(e1, e3), fmax(e2, e4), sqrt(num / den));
         free(rr);
         free(yy);
@@ -968,7 +959,7 @@ int main(int argc, char **argv) {
         rs_err_print();
         return 1;
     }
-    g_rank = rs_mpi_rank();
+    rs_check_rank = rs_mpi_rank();
     const char *which = argc > 1 ? argv[1] : "";
     int ran = 1;
     if (!strcmp(which, "serial")) case_serial();
@@ -979,10 +970,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(which, "subcomm")) case_subcomm();
     else if (!strcmp(which, "edge")) case_edge();
     else ran = 0;
-    if (!ran && g_rank == 0) fprintf(stderr, "usage: test_affine serial|numpy|retry|identity|offset|subcomm|edge\n");
+    if (!ran && rs_check_rank == 0) fprintf(stderr, "usage: test_affine serial|numpy|retry|identity|offset|subcomm|edge\n");
     int total = 0;
-    MPI_Allreduce(&g_fails, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (g_rank == 0) printf("affine %s at %d rank(s): %s\n", which, rs_mpi_size(), !ran ? "USAGE" : total ? "FAILED" : "ok");
+    MPI_Allreduce(&rs_check_fails, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rs_check_rank == 0) printf("affine %s at %d rank(s): %s\n", which, rs_mpi_size(), !ran ? "USAGE" : total ? "FAILED" : "ok");
     rs_mpi_end();
     return (!ran || total) ? 1 : 0;
 }

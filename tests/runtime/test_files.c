@@ -16,18 +16,11 @@
 #include "resae/safetensors.h"
 #include "resae/tokens.h"
 
-static int g_fail = 0, g_cases = 0;
+#include "check.h"
+
+static int g_cases = 0;
 static char g_out[4096], g_data[4096];
 
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            g_fail = 1;                                          \
-        }                                                        \
-    } while (0)
 
 /* err must be nonzero and the message must contain every non-NULL needle. */
 static void expect_fail(const char *what, rs_err err, const char *n1, const char *n2, const char *n3) {
@@ -35,14 +28,14 @@ static void expect_fail(const char *what, rs_err err, const char *n1, const char
     const char *msg = rs_err_msg();
     if (!err) {
         fprintf(stderr, "FAIL %s: accepted\n", what);
-        g_fail = 1;
+        rs_check_fails++;
         return;
     }
     const char *needles[] = {n1, n2, n3};
     for (int i = 0; i < 3; i++)
         if (needles[i] && !strstr(msg, needles[i])) {
             fprintf(stderr, "FAIL %s: message lacks '%s': %s\n", what, needles[i], msg);
-            g_fail = 1;
+            rs_check_fails++;
         }
     printf("ok  %-28s %s\n", what, msg);
     rs_err_clear();
@@ -221,7 +214,7 @@ static void test_safetensors_mutations(void) {
     FILE *f = fopen(src, "rb");
     if (!f) {
         fprintf(stderr, "FAIL: cannot read %s\n", src);
-        g_fail = 1;
+        rs_check_fails++;
         return;
     }
     fseek(f, 0, SEEK_END);
@@ -262,7 +255,7 @@ static void test_safetensors_mutations(void) {
             refused++;
             if (!strstr(rs_err_msg(), "mutant.safetensors")) {
                 fprintf(stderr, "FAIL mutation %d: message does not name the file: %s\n", it, rs_err_msg());
-                g_fail = 1;
+                rs_check_fails++;
             }
             rs_err_clear();
         } else {
@@ -273,7 +266,7 @@ static void test_safetensors_mutations(void) {
                 const unsigned char *base = st.maps[t->file];
                 if (t->data < base || t->data + t->nbytes > base + st.map_sizes[t->file]) {
                     fprintf(stderr, "FAIL mutation %d: tensor '%s' outside the file\n", it, t->name);
-                    g_fail = 1;
+                    rs_check_fails++;
                 }
                 if (t->dtype == RS_ST_F32 || t->dtype == RS_ST_F16 || t->dtype == RS_ST_BF16) {
                     float *tmp = malloc((size_t)t->numel * sizeof *tmp + 4);
@@ -588,6 +581,6 @@ int main(void) {
     test_checkpoints();
     test_tokens();
     printf("%d error cases checked\n", g_cases);
-    if (g_fail) fprintf(stderr, "FAILED\n");
-    return g_fail;
+    if (rs_check_fails) fprintf(stderr, "FAILED\n");
+    return rs_check_fails;
 }

@@ -15,16 +15,8 @@
 #include "resae/model.h"
 #include "resae/tokens.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                   \
-    do {                                                   \
-        if (!(cond)) {                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                  \
-            fprintf(stderr, "\n");                         \
-            g_fail = 1;                                    \
-        }                                                  \
-    } while (0)
+#include "check.h"
+
 #define TRY(expr)                                          \
     do {                                                   \
         if ((expr)) {                                      \
@@ -328,7 +320,7 @@ int main(int argc, char **argv) {
     H5Fclose(f);
     rs_run_state_free(&s);
     rs_model_free(&m);
-    if (g_fail) fprintf(stderr, "%s: FAILED\n", argv[1]);
+    if (rs_check_fails) fprintf(stderr, "%s: FAILED\n", argv[1]);
     else printf("%s: all checks passed\n", argv[1]);
-    return g_fail;
+    return rs_check_fails;
 }

@@ -9,16 +9,8 @@
 
 #include "resae/kernels.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            g_fail = 1;                                          \
-        }                                                        \
-    } while (0)
+#include "check.h"
+
 
 static uint64_t g_rng = 88172645463325252ULL;
 static double urand(void) { /* xorshift64*, uniform in [0, 1) */
@@ -236,6 +228,6 @@ int main(void) {
     test_attention(3, 1, 0, 5.0f, 131);    /* soft-capping, multi-query */
     test_attention(2, 2, 1, 0.0f, 7);      /* window 1: attends to itself only */
     test_ce();
-    if (g_fail) fprintf(stderr, "FAILED\n");
-    return g_fail;
+    if (rs_check_fails) fprintf(stderr, "FAILED\n");
+    return rs_check_fails;
 }

@@ -11,16 +11,8 @@
 #include "resae/sae.h"
 #include "sae/sae_synth.h"
 
-static int fails = 0;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-            fails++;                                                       \
-        }                                                                  \
-    } while (0)
+#include "check.h"
+
 
 enum { D = 16, N = 64, K = 4 };
 
@@ -133,6 +125,6 @@ int main(void) {
     rs_sae_free(&a);
     rs_sae_free(&b);
     synth_free(&g_s);
-    printf("%s\n", fails ? "FAILED" : "ok");
-    return fails ? 1 : 0;
+    printf("%s\n", rs_check_fails ? "FAILED" : "ok");
+    return rs_check_fails ? 1 : 0;
 }

@@ -17,16 +17,8 @@
 #include "resae/sae.h"
 #include "sae/sae_ref_dense.h"
 
-static int fails = 0;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-            fails++;                                                       \
-        }                                                                  \
-    } while (0)
+#include "check.h"
+
 
 static uint64_t g_s = 12345;
 static double urand(void) {
@@ -225,6 +217,6 @@ int main(void) {
     free(gd);
     rs_sae_trainer_free(&tr);
     rs_sae_free(&sae);
-    printf("%s\n", fails ? "FAILED" : "ok");
-    return fails ? 1 : 0;
+    printf("%s\n", rs_check_fails ? "FAILED" : "ok");
+    return rs_check_fails ? 1 : 0;
 }

@@ -14,16 +14,8 @@
 #include "resae/log.h"
 #include "resae/sae.h"
 
-static int fails = 0;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-            fails++;                                                       \
-        }                                                                  \
-    } while (0)
+#include "check.h"
+
 
 typedef struct fixture {
     int d, n, k, B, steps, k_aux, gm_iters;
@@ -204,6 +196,6 @@ int main(int argc, char **argv) {
     rs_sae_trainer_free(&tr);
     rs_sae_free(&sae);
     free(fx.x), free(fx.slab0), free(fx.since0), free(fx.gm), free(fx.loss), free(fx.raw), free(fx.slab), free(fx.since);
-    printf("%s\n", fails ? "FAILED" : "ok");
-    return fails ? 1 : 0;
+    printf("%s\n", rs_check_fails ? "FAILED" : "ok");
+    return rs_check_fails ? 1 : 0;
 }
