@@ -19,3 +19,8 @@ endif()
 resae_add_cmd(cli_help COMMAND $<TARGET_FILE:resae> help PASS_REGEX "exit codes: 0 done")
 resae_add_cmd(cli_unknown COMMAND $<TARGET_FILE:resae> frobnicate WILL_FAIL)
 resae_add_cmd(cli_no_args COMMAND $<TARGET_FILE:resae> WILL_FAIL)
+
+# Benchmark (not a test): tests/bench/blas_guard_bench.sh
+add_executable(bench_sgemm ${PROJECT_SOURCE_DIR}/tests/bench/bench_sgemm.c)
+target_link_libraries(bench_sgemm PRIVATE resae_core)
+set_target_properties(bench_sgemm PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/bench)
