@@ -9,7 +9,7 @@ RESAE_JOBS=${RESAE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 RESAE_BUILD_PKGS=(gcc make cmake pkg-config libopenmpi-dev openmpi-bin libscalapack-openmpi-dev
   libopenblas-dev libhdf5-openmpi-dev hdf5-tools libyaml-dev libcmocka-dev libcjson-dev)
-RESAE_PY_PKGS=(python3 python3-h5py python3-numpy)
+RESAE_PY_PKGS=(python3 python3-h5py python3-numpy procps)
 
 rs_say() { printf '==> %s\n' "$*"; }
 
@@ -51,4 +51,6 @@ rs_build() {
 rs_mpi_env() {
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   export OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+  # single-machine launch: no ssh/rsh agent needed
+  export OMPI_MCA_plm=isolated
 }

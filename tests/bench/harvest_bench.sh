@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
 config=${2:-$root/configs/demo.yaml}
 ranks=${3:-2}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_plm=isolated
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} RESAE_PROGRESS_INTERVAL=1000
 work=$(mktemp -d /tmp/resae-harvest-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
