@@ -23,8 +23,11 @@ Two kinds of windows of SEQ_LEN bytes:
     concatenation of the train files, each file followed by one separator byte 0x00 (no source
     file contains NUL), see train_stream().
 
-Usage: build_corpus.py [--root /usr/lib/python3.11] [--out configs/demo]
+Usage: build_corpus.py [--root /usr/lib/python3.11] [--out configs/demo] [--check]
 Writes <out>/tokens.h5 and <out>/corpus_files.tsv (relpath, bytes, sha256, split, label).
+With --check it writes nothing and verifies the committed <out>/tokens.h5 against the rules above
+and <out>/corpus_files.tsv; where a source file under --root still has the recorded sha256, every
+window cut from it must equal its bytes. Exits non-zero on any mismatch.
 """
 import argparse
 import hashlib
@@ -133,11 +136,79 @@ def source_description():
     return deb, sys.version.split()[0]
 
 
+def check(root, out):
+    import h5py
+    bad = []
+    manifest = {}
+    with open(os.path.join(out, "corpus_files.tsv")) as f:
+        for line in f:
+            if line.startswith("#") or line.startswith("relpath\t"):
+                continue
+            rel, size, digest, split, label = line.rstrip("\n").split("\t")
+            manifest[rel] = dict(size=int(size), sha256=digest, split=split, label=label)
+    names = sorted({m["label"] for m in manifest.values()})
+    for rel, m in manifest.items():
+        if m["split"] != ("val" if is_validation(rel) else "train") or m["label"] != label_of(rel):
+            bad.append(f"corpus_files.tsv: {rel} has split/label {m['split']}/{m['label']} against the rules")
+    with h5py.File(os.path.join(out, "tokens.h5"), "r") as h:
+        toks = h["tokens"][...]
+        labels = h["labels"][...]
+        fidx = h["file_index"][...]
+        offs = h["offsets"][...]
+        lnames = [x.decode() for x in h["label_names"][...]]
+        fnames = [x.decode() for x in h["file_names"][...]]
+    n = toks.shape[0]
+    if toks.dtype != np.int32 or toks.ndim != 2 or toks.shape[1] != SEQ_LEN:
+        bad.append(f"/tokens is {toks.dtype} {toks.shape}, expected int32 (n, {SEQ_LEN})")
+    if toks.min() < 0 or toks.max() > 255:
+        bad.append("/tokens has values outside 0..255")
+    if lnames != names:
+        bad.append("/label_names differs from the sorted labels of corpus_files.tsv")
+    if not (labels.shape == fidx.shape == offs.shape == (n,)):
+        bad.append("/labels, /file_index, /offsets must have one entry per window")
+    verified = 0
+    expect_windows = 0
+    for j, rel in enumerate(fnames):
+        m = manifest.get(rel)
+        if m is None or m["split"] != "val":
+            bad.append(f"/file_names[{j}] = {rel} is not a validation file of corpus_files.tsv")
+            continue
+        rows = np.nonzero(fidx == j)[0]
+        if list(offs[rows]) != file_windows(m["size"]):
+            bad.append(f"{rel}: window offsets {list(offs[rows])} differ from the window rule")
+        if np.any(labels[rows] != names.index(m["label"])):
+            bad.append(f"{rel}: windows carry a label other than {m['label']}")
+        path = os.path.join(root, rel)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() == m["sha256"]:
+                buf = np.frombuffer(data, np.uint8)
+                for r in rows:
+                    if not np.array_equal(toks[r], buf[offs[r]: offs[r] + SEQ_LEN]):
+                        bad.append(f"{rel}: window {r} differs from the file bytes at offset {offs[r]}")
+                verified += 1
+    for rel, m in manifest.items():
+        if m["split"] == "val":
+            expect_windows += len(file_windows(m["size"]))
+    if expect_windows != n:
+        bad.append(f"tokens.h5 has {n} windows, the validation files of corpus_files.tsv give {expect_windows}")
+    for b in bad[:20]:
+        print("MISMATCH: " + b)
+    print(f"{n} windows from {len(fnames)} files; {verified} files compared byte for byte with {root}")
+    if bad:
+        sys.exit(1)
+    print("demo tokens consistent")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=ROOT)
     ap.add_argument("--out", default="configs/demo")
+    ap.add_argument("--check", action="store_true", help="verify <out>/tokens.h5 instead of writing it")
     args = ap.parse_args()
+    if args.check:
+        return check(args.root, args.out)
     import h5py
 
     files = load_corpus(args.root)

@@ -14,8 +14,13 @@ Writes <fixture> (HDF5):
   /logits0        float32 (8, 256) logits of window 0 at positions 0..7
   attributes: model and tokens paths and their sha256, command.
 
+With --check it writes nothing: it verifies that the fixture belongs to the committed checkpoint
+and tokens (sha256) and that the first 16 windows still give /seq_ce and /token_ce (tolerance
+CHECK_TOL, float32 forward on a possibly different BLAS path), and exits non-zero otherwise.
+
 Usage (from the repository root):
   OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 tests/reference/demo/eval_demo_model.py
+  OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 tests/reference/demo/eval_demo_model.py --check
 """
 import argparse
 import hashlib
@@ -23,15 +28,17 @@ import os
 import sys
 import time
 
-import h5py
-import numpy as np
-import torch
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see train_demo_model.py
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import neox  # noqa: E402
 
 N_FIXTURE = 16
+CHECK_TOL = 1e-5
 
 
 def sha256(path):
@@ -48,8 +55,11 @@ def main():
                     help="output fixture ('' to skip writing it)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--check", action="store_true", help="verify the fixture instead of writing it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.check:
+        return check(args)
 
     model = neox.load_checkpoint(args.model)
     model.eval()
@@ -86,6 +96,38 @@ def main():
             f.attrs["tokens_sha256"] = sha256(args.tokens)
             f.attrs["command"] = "OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 tests/reference/demo/eval_demo_model.py"
         print(f"wrote {args.fixture}")
+
+
+@torch.no_grad()
+def check(args):
+    bad = []
+    with h5py.File(args.fixture, "r") as f:
+        want_seq = f["seq_ce"][...]
+        want_tok = f["token_ce"][...]
+        want_logits = f["logits0"][...]
+        for key, path in (("model_sha256", os.path.join(args.model, "model.safetensors")),
+                          ("tokens_sha256", args.tokens)):
+            if f.attrs[key] != sha256(path):
+                bad.append(f"{path}: sha256 differs from {args.fixture} attribute {key}; "
+                           f"regenerate the fixture with eval_demo_model.py")
+    model = neox.load_checkpoint(args.model)
+    model.eval()
+    with h5py.File(args.tokens, "r") as h:
+        x = torch.from_numpy(h["tokens"][:N_FIXTURE].astype(np.int64))
+    logits, _ = model(x)
+    ce = neox.token_ce(logits, x)
+    errs = {"seq_ce": np.abs(ce.double().mean(dim=1).numpy() - want_seq).max(),
+            "token_ce": np.abs(ce.numpy() - want_tok).max(),
+            "logits0": np.abs(logits[0, :8].numpy() - want_logits).max()}
+    for k, e in errs.items():
+        print(f"{k}: max abs diff {e:.3e} (tolerance {CHECK_TOL:g})")
+        if not e <= CHECK_TOL:
+            bad.append(f"{k} differs from {args.fixture} by {e:.3e}")
+    for b in bad:
+        print("MISMATCH: " + b)
+    if bad:
+        sys.exit(1)
+    print("demo fixture consistent")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ import os
 import sys
 import time
 
-import torch
+# OpenBLAS keeps its own thread pool apart from torch.set_num_threads; on a shared machine its
+# spinning threads halve the speed, so BLAS runs on the calling thread only.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
