@@ -95,7 +95,7 @@ def heldout_ce(model, windows, batch=64):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
