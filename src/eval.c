@@ -146,7 +146,8 @@ rs_err rs_eval_recon_add(rs_eval_recon_acc *a, const float *const *h, int64_t n)
             memcpy(a->chain, rh, sizeof(float) * nd);
         } else {
             RS_TRY(rs_affine_residual(a->tmp, es->L[m].map, a->chain, hm, n));
-            for (size_t q = 0; q < nd; q++) a->chain[q] = (hm[q] - a->tmp[q]) + rh[q];
+            /* written as h - (residual - r_hat) so that a perfect reconstruction gives h exactly */
+            for (size_t q = 0; q < nd; q++) a->chain[q] = hm[q] - (a->tmp[q] - rh[q]);
         }
         for (size_t q = 0; q < nd; q++) {
             double e = (double)hm[q] - (double)a->chain[q];
