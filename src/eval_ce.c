@@ -119,8 +119,9 @@ static void accumulate(rs_eval_ce *c, rs_eval_ce_sums *s, const int32_t *tokens,
             } else {
                 double kl = 0;
                 for (int v = 0; v < V; v++) {
-                    double lc = lpc[v];
-                    kl += exp(lc) * (lc - ((double)z[v] - lse));
+                    /* both log-probabilities rounded to float the same way: identical logits give 0 */
+                    double lc = lpc[v], ls = (float)((double)z[v] - lse);
+                    kl += exp(lc) * (lc - ls);
                 }
                 s->kl += kl;
             }

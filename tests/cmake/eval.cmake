@@ -1,0 +1,18 @@
+# Evaluation stage (METHOD.md §5-6): exactness checks without tolerances and rank partitioning
+# (tests/eval/test_eval.c), on the small pipeline fixture model. The float64 reference
+# (tests/reference/eval_ref.py) runs inside the pipeline tests (tests/pipeline/run_small.sh).
+add_executable(test_eval ${PROJECT_SOURCE_DIR}/tests/eval/test_eval.c)
+target_link_libraries(test_eval PRIVATE resae_core)
+foreach(case identity first redundancy partition)
+  resae_add_mpi(eval_${case} TARGET test_eval RANKS 1 2 4 TIMEOUT 120 LABELS eval
+    ARGS ${case} ${PROJECT_SOURCE_DIR}/tests/data/pipeline/model ${PROJECT_SOURCE_DIR}/tests/data/pipeline/tokens.h5)
+endforeach()
+
+# resae report on a finished small run, and its usage errors
+#resae_add_cmd(report_help COMMAND $<TARGET_FILE:resae> report --help PASS_REGEX "usage: resae report")
+#resae_add_cmd(report_missing COMMAND $<TARGET_FILE:resae> report /nonexistent-run-dir WILL_FAIL)
+
+# Benchmark (not a test): tests/bench/eval_bench.sh
+#add_executable(bench_eval ${PROJECT_SOURCE_DIR}/tests/bench/bench_eval.c)
+#target_link_libraries(bench_eval PRIVATE resae_core)
+#set_target_properties(bench_eval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/bench)
