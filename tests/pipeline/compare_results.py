@@ -106,9 +106,9 @@ def compare(a, b, tol):
             bad.append(f"{name}: shape {x.shape} vs {y.shape}")
             continue
         if tol == 0:
-            same = np.array_equal(x, y)
+            same = np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
         else:
-            same = np.allclose(x, y, rtol=tol, atol=tol)
+            same = np.allclose(x, y, rtol=tol, atol=tol, equal_nan=True)
         if not same:
             diff = np.abs(x.astype(np.float64) - y.astype(np.float64)).max()
             bad.append(f"{name}: differs (max abs diff {diff:.3e})")

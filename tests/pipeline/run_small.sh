@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests of `resae run` on the small fixture experiment (tests/data/pipeline/small.yaml).
 # usage: run_small.sh RESAE MPIEXEC OUT_DIR SRC_DIR MODE [ARG]
-#   ranks N   fresh run at N ranks; the results must be complete and sane; a second run must
-#             find everything done and change nothing
+#   ranks N   fresh run at N ranks; the results must be complete and sane, the evaluation tables
+#             must match tests/reference/eval_ref.py; a second run must find everything done and
+#             change nothing
 #   kill      SIGKILL every rank at random moments (4 times, restarting after each) and compare
 #             the final results bitwise with an uninterrupted run at the same rank count
 #   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
@@ -43,10 +44,12 @@ ranks)
   make_config "$dir/small.yaml" "$dir/run"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log" 2>&1 || { tail -30 "$dir/log"; fail "run at $arg ranks"; }
   "$py" "$check" "$dir/run/results.h5" || fail "results check"
+  "$py" "$src/tests/reference/eval_ref.py" "$dir/run" || fail "evaluation differs from the float64 reference"
   cp "$dir/run/results.h5" "$dir/first.h5"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log2" 2>&1 || { tail -30 "$dir/log2"; fail "second run"; }
   grep -q "affine: .* 0 to do" "$dir/log2" || fail "second run redid affine fits"
   grep -q "train: .* 0 to do" "$dir/log2" || fail "second run retrained SAEs"
+  grep -q "evaluate: .* 0 to do" "$dir/log2" || fail "second run redid evaluations"
   "$py" "$check" "$dir/first.h5" "$dir/run/results.h5" || fail "second run changed the results"
   echo "pipeline at $arg ranks: ok"
   ;;
