@@ -9,8 +9,8 @@ foreach(case identity first redundancy partition)
 endforeach()
 
 # resae report on a finished small run, and its usage errors
-#resae_add_cmd(report_help COMMAND $<TARGET_FILE:resae> report --help PASS_REGEX "usage: resae report")
-#resae_add_cmd(report_missing COMMAND $<TARGET_FILE:resae> report /nonexistent-run-dir WILL_FAIL)
+resae_add_cmd(report_help COMMAND $<TARGET_FILE:resae> report --help PASS_REGEX "usage: resae report")
+resae_add_cmd(report_missing COMMAND $<TARGET_FILE:resae> report /nonexistent-run-dir WILL_FAIL)
 
 # Benchmark (not a test): tests/bench/eval_bench.sh
 #add_executable(bench_eval ${PROJECT_SOURCE_DIR}/tests/bench/bench_eval.c)

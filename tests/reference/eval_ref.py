@@ -1,12 +1,13 @@
 """Independent reference for resae's evaluation stage (METHOD.md §5-6), in float64 numpy/PyTorch.
 
-usage: eval_ref.py RUN_DIR [--tol-ce 1e-5] [--tol-ev 1e-6]
+usage: eval_ref.py RUN_DIR [--tol-ce 1e-5] [--tol-ev 1e-6] [--pick I,J,...]
 
 Reads the finished run (activations.h5, the token file, config.yaml and results.h5 for the SAE and
 affine parameters), recomputes every number of /eval/recon, /eval/redundancy and /eval/ce from the
 definitions, with plain full forward passes (no cached streams) of tests/reference/neox.py in
 float64, and compares. Exits 1 on any mismatch beyond the tolerances (CE-derived columns: --tol-ce,
-absolute; EV, MSE and redundancy: --tol-ev, absolute; L0 and dead fractions: 1e-9).
+absolute; EV, MSE and redundancy: --tol-ev, absolute; L0 and dead fractions: 1e-9). --pick checks only those evaluations (indices in the order
+of (set, variant, k, seed)), to keep tests at several rank counts short.
 """
 import os
 import sys
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import neox  # noqa: E402
 
 torch.set_grad_enabled(False)
+torch.set_num_threads(1)
 
 
 def topk_sae(x, g, k):
@@ -170,6 +172,9 @@ def main():
         i = args.index("--tol-ce"); tol_ce = float(args[i + 1]); del args[i:i + 2]
     if "--tol-ev" in args:
         i = args.index("--tol-ev"); tol_ev = float(args[i + 1]); del args[i:i + 2]
+    pick = None
+    if "--pick" in args:
+        i = args.index("--pick"); pick = [int(x) for x in args[i + 1].split(",")]; del args[i:i + 2]
     run = args[0]
     cfg = yaml.safe_load(open(os.path.join(run, "config.yaml")))
     store = h5py.File(os.path.join(run, "activations.h5"), "r")
@@ -181,6 +186,8 @@ def main():
     tokens = h5py.File(cfg["data"]["tokens"], "r")["tokens"][:][ids]
     rec, red, ce = res["eval/recon"][:], res["eval/redundancy"][:], res["eval/ce"][:]
     keys = sorted({tuple(r[:4]) for r in rec})
+    if pick is not None:
+        keys = [keys[i] for i in pick]
     bad, worst = [], {"ce": 0.0, "ev": 0.0}
 
     def check(what, got, want, tol, kind):
