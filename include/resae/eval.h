@@ -147,7 +147,8 @@ typedef struct rs_eval_ce {
     float *x;           // (B, T, d) stream handed to a pass
     float *xprev;       // (B, T, d) sequential-online: the value written at the previous layer
     float *logits;      // (B, T, V)
-    float *lp_clean;    // (B, T, V) clean log-probabilities
+    float *lp_clean;    // (B, T, V) clean probabilities
+    double *row_S, *row_H; // (B, T) per clean row: sum p and sum p log p (see eval_ce.c)
     rs_eval_ce_sums *pass; // (n_pass)
     double seconds_clean, seconds_splice; /* wall time of the clean and of the other passes */
     int64_t block_tokens_clean, block_tokens_splice; /* tokens x blocks run */

@@ -13,6 +13,6 @@ resae_add_cmd(report_help COMMAND $<TARGET_FILE:resae> report --help PASS_REGEX 
 resae_add_cmd(report_missing COMMAND $<TARGET_FILE:resae> report /nonexistent-run-dir WILL_FAIL)
 
 # Benchmark (not a test): tests/bench/eval_bench.sh
-#add_executable(bench_eval ${PROJECT_SOURCE_DIR}/tests/bench/bench_eval.c)
-#target_link_libraries(bench_eval PRIVATE resae_core)
-#set_target_properties(bench_eval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/bench)
+add_executable(bench_eval ${PROJECT_SOURCE_DIR}/tests/bench/bench_eval.c)
+target_link_libraries(bench_eval PRIVATE resae_core)
+set_target_properties(bench_eval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/bench)
