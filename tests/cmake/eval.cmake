@@ -16,3 +16,8 @@ resae_add_cmd(report_missing COMMAND $<TARGET_FILE:resae> report /nonexistent-ru
 add_executable(bench_eval ${PROJECT_SOURCE_DIR}/tests/bench/bench_eval.c)
 target_link_libraries(bench_eval PRIVATE resae_core)
 set_target_properties(bench_eval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/bench)
+
+# SIGKILL in the middle of the evaluation stage, restart, results identical to an uninterrupted run
+resae_add_cmd(pipeline_kill_eval COMMAND bash ${PROJECT_SOURCE_DIR}/tests/pipeline/run_small.sh $<TARGET_FILE:resae>
+  ${MPIEXEC_EXECUTABLE} ${RESAE_TEST_OUT} ${PROJECT_SOURCE_DIR} killeval
+  PASS_REGEX "killed in evaluation and restarted: results identical" TIMEOUT 600 LABELS pipeline)
