@@ -156,9 +156,69 @@ static rs_err eval_recon(rs_eval_recon *out, const rs_pipeline *p, const rs_acts
     return err;
 }
 
+/* ---- ablation baselines, shared by every evaluation of a set ------------------------------------------
+ * The zero and mean ablation passes depend only on the model, the eval tokens and the set's layers,
+ * not on the SAEs: the first evaluation of a set runs them and leaves them in their own task file
+ * tasks/ablate_<set>_<hash>.h5; later evaluations of the set (other variants, k, seeds) read it. The
+ * passes are the same computation at the same rank count, so the numbers are bitwise those a fresh
+ * evaluation would compute. */
+
+static uint64_t ablate_hash(const rs_pipeline *p, const rs_grid_set *s) {
+    uint64_t h = rs_hash64(p->grid.inputs_hash, "ablate", 6);
+    h = rs_hash64(h, s->layers, sizeof(int) * (size_t)s->n);
+    int32_t flags[4] = {p->cfg.data.exclude_first_position, 0, 0, (int32_t)p->size};
+    for (int i = 0; i < p->cfg.eval.n_ablations; i++) flags[1 + p->cfg.eval.ablations[i]] = 1;
+    return rs_hash64(h, flags, sizeof flags);
+}
+
+static void ablate_path(char *out, size_t n, const rs_pipeline *p, const rs_grid_set *s) {
+    const rs_grid_set *f = s->same_as >= 0 ? &p->grid.sets[s->same_as] : s;
+    snprintf(out, n, "%s/tasks/ablate_%s_%016" PRIx64 ".h5", p->cfg.run_dir, f->name, ablate_hash(p, s));
+}
+
+/* res (2M): zero at each layer, then mean at each layer. */
+static rs_err ablate_read(rs_eval_ce_result *res, int M, const char *path) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) RS_FAIL(RS_ERR_IO, "%s: cannot open", path);
+    double *t = malloc(sizeof(double) * 4 * 2 * (size_t)M);
+    rs_err err = t ? rs_h5_read(f, "ablation", H5T_NATIVE_DOUBLE, t, 8 * (size_t)M, path)
+                   : rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory");
+    for (int i = 0; !err && i < 2 * M; i++) {
+        res[i].ce = t[4 * i];
+        res[i].kl = t[4 * i + 1];
+        res[i].n = (int64_t)t[4 * i + 2];
+        res[i].ran = t[4 * i + 3] != 0;
+    }
+    free(t);
+    H5Fclose(f);
+    return err;
+}
+
+static rs_err ablate_write(const char *path, const rs_eval_ce_result *res, int M) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    double *t = malloc(sizeof(double) * 8 * (size_t)M);
+    RS_CHECK_ALLOC(t);
+    for (int i = 0; i < 2 * M; i++) {
+        t[4 * i] = res[i].ce;
+        t[4 * i + 1] = res[i].kl;
+        t[4 * i + 2] = (double)res[i].n;
+        t[4 * i + 3] = res[i].ran;
+    }
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    rs_err err = f < 0 ? rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: cannot create", tmp) : RS_OK;
+    hsize_t dims[2] = {2 * (hsize_t)M, 4};
+    if (!err) err = rs_h5_write(f, "ablation", H5T_NATIVE_DOUBLE, 2, dims, t);
+    if (!err) err = rs_h5_attr_str(f, "columns", "ce,kl,n_tokens,ran; rows: zero at each layer, then mean");
+    if (f >= 0 && H5Fclose(f) < 0 && !err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: close", tmp);
+    free(t);
+    if (!err) err = rs_file_commit(tmp, path);
+    return err;
+}
+
 /* The CE splices over this rank's share of the eval sequences. */
 static rs_err eval_ce(rs_eval_ce_result *res, double *secs, const rs_pipeline *p, const rs_actstore *st,
-                      const rs_model *model, rs_tokens *tk, const eval_inputs *in) {
+                      const rs_model *model, rs_tokens *tk, const eval_inputs *in, const rs_grid_set *set) {
     const rs_config *c = &p->cfg;
     rs_eval_ce_opts o = {0};
     for (int i = 0; i < c->eval.n_ce_modes; i++) {
@@ -172,6 +232,15 @@ static rs_err eval_ce(rs_eval_ce_result *res, double *secs, const rs_pipeline *p
     }
     o.skip_pos0 = c->data.exclude_first_position;
     o.mu = in->mu_f;
+    int M = in->es.M;
+    char apath[4096];
+    ablate_path(apath, sizeof apath, p, set);
+    int have_base = (o.zero || o.mean) && task_done(p, apath);
+    rs_eval_ce_result base[2 * RS_EVAL_MAX_LAYERS];
+    if (have_base) {
+        RS_TRY(agree(p, ablate_read(base, M, apath)));
+        o.zero = o.mean = 0;
+    }
     int64_t n_seq = st->n_seq[RS_SPLIT_EVAL];
     int64_t lo = n_seq * p->rank / p->size, hi = n_seq * (p->rank + 1) / p->size;
     int B = (int)c->eval.batch_sequences, T = tk->seq_len;
@@ -194,6 +263,12 @@ static rs_err eval_ce(rs_eval_ce_result *res, double *secs, const rs_pipeline *p
     }
     err = agree(p, err);
     if (!err) err = rs_eval_ce_finish(res, &ce, p->comm);
+    if (!err && have_base) {
+        memcpy(&res[RS_PASS_SINGLE + M], base, sizeof(rs_eval_ce_result) * 2 * (size_t)M);
+    } else if (!err && (o.zero || o.mean)) {
+        err = p->rank == 0 ? ablate_write(apath, &res[RS_PASS_SINGLE + M], M) : RS_OK;
+        err = agree(p, err);
+    }
     secs[0] = ce.seconds_clean;
     secs[1] = ce.seconds_splice;
     secs[2] = (double)ce.block_tokens_clean;
@@ -342,7 +417,7 @@ static rs_err evaluate_one(const rs_pipeline *p, const rs_actstore *st, const rs
     int nce = 0;
     double secs[4] = {0, 0, 0, 0};
     if (p->cfg.eval.ce) {
-        RS_TRY_GOTO(eval_ce(cer, secs, p, st, model, tk, &in), done);
+        RS_TRY_GOTO(eval_ce(cer, secs, p, st, model, tk, &in, &p->grid.sets[e->set]), done);
         nce = ce_rows(ce, cer, &in);
     }
     double t3 = rs_now();
