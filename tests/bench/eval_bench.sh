@@ -18,4 +18,4 @@ forward_bench.prepare(sys.argv[1])
 PY
 "$build/tests/bench/bench_eval" "$work/model" "$work/tokens.h5" 4 4 32 ${REPEATS:-5}
 "$build/resae" forward --model "$work/model" --tokens "$work/tokens.h5" --out "$work/fwd.h5" --batch 4 --max-seqs 8 2>&1 |
-  grep -Eo "[0-9.]+k? tokens/s" | tail -1 | sed 's/^/resae forward reports: /'
+  grep -Eo "done in .*tok/s\)" | sed 's/^/resae forward on the same tokens: /' || true
