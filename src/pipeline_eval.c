@@ -26,7 +26,8 @@ const char *const rs_eval_ce_row_names[6] = {"clean", "single", "tf", "so", "zer
 #define DEF_RECON                                                                                                    \
     "METHOD.md 5-6 on the eval split (activation store rows; position 0 excluded when configured). u: raw h_l; "    \
     "resae u_1 = h_l1, u_m = h_lm - A h_l(m-1) - c. r_hat = SAE(s u)/s. l0 = mean active latents per token; "       \
-    "dead_frac = fraction of latents never active on the eval split; mse = sum||u - r_hat||^2/(n d) (target space, " \
+    "dead_frac = fraction of latents never active on the eval split (dead_frac_train: dead after the last training " \
+    "step, over the last dead_tokens training tokens); mse = sum||u - r_hat||^2/(n d) (target space, " \
     "unscaled); ev_target = 1 - sum||u - r_hat||^2 / sum||u - mu_u||^2 (mu_u = eval mean of u = mu_h - A mu_hprev - " \
     "c); ev_orig_onestep = 1 - sum||h - (A h_prev + c + r_hat)||^2 / sum||h - mu_h||^2; ev_orig_chain the same with "  \
     "x_hat_m = A x_hat_(m-1) + c + r_hat_m, x_hat_1 = r_hat_1; raw: x_hat = r_hat (all three EVs equal)"
@@ -87,6 +88,7 @@ typedef struct eval_inputs {
     rs_affine_map map[RS_EVAL_MAX_LAYERS];
     double *mu_h; // (M, d) eval means
     float *mu_f;  // (M, d)
+    double dead_train[RS_EVAL_MAX_LAYERS]; /* the SAE task file's dead_frac (end of training) */
 } eval_inputs;
 
 static void inputs_free(eval_inputs *in) {
@@ -115,6 +117,13 @@ static rs_err inputs_load(eval_inputs *in, const rs_pipeline *p, const rs_actsto
         rs_eval_layer *L = &in->es.L[m];
         L->layer = s->layers[m];
         RS_TRY(rs_pipeline_load_sae(&in->sae[m], &L->scale, p, g));
+        char spath[4096];
+        rs_pipeline_sae_path(spath, sizeof spath, p, g);
+        hid_t sf = H5Fopen(spath, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (sf < 0) RS_FAIL(RS_ERR_IO, "%s: cannot open", spath);
+        rs_err e2 = rs_h5_attr_get_f64(&in->dead_train[m], sf, "dead_frac", spath);
+        H5Fclose(sf);
+        RS_TRY(e2);
         L->sae = &in->sae[m];
         if (g->kind == RS_SAE_RESAE) {
             if (g->pred != s->layers[m - 1])
@@ -398,6 +407,7 @@ static rs_err evaluate_one(const rs_pipeline *p, const rs_actstore *st, const rs
         q[7] = rec[m].ev_onestep;
         q[8] = rec[m].ev_chain;
         q[9] = (double)rec[m].n_tokens;
+        q[10] = in.dead_train[m];
     }
     double t1 = rs_now();
     int np = 0;

@@ -11,8 +11,9 @@
 #include "resae/pipeline.h"
 
 /* Columns of the task tables (the results file prefixes set, variant, k, seed). */
-#define RS_EVAL_RECON_COLS "layer,pred,scale,l0,dead_frac,mse,ev_target,ev_orig_onestep,ev_orig_chain,n_tokens"
-#define RS_EVAL_RECON_NC 10
+#define RS_EVAL_RECON_COLS \
+    "layer,pred,scale,l0,dead_frac,mse,ev_target,ev_orig_onestep,ev_orig_chain,n_tokens,dead_frac_train"
+#define RS_EVAL_RECON_NC 11
 #define RS_EVAL_RED_COLS "layer_a,layer_b,gap,mean_max_cos,mean_max_abs_cos,n_rows"
 #define RS_EVAL_RED_NC 6
 #define RS_EVAL_CE_COLS "mode,layer,ce,dce,kl,recovered_zero,recovered_mean,overinteraction,n_tokens"

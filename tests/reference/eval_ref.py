@@ -86,7 +86,7 @@ def ref_recon(es, store, skip):
             chain = rh
         ev_1 = 1 - ((h - x1) ** 2).sum() / sst_o
         ev_c = 1 - ((h - chain) ** 2).sum() / sst_o
-        out.append(dict(layer=es.layers[m], l0=l0.mean(), dead_frac=1 - fired.mean(), mse=sse / (n * d),
+        out.append(dict(layer=es.layers[m], dead_frac_train=float(es.sae[m].attrs["dead_frac"]), l0=l0.mean(), dead_frac=1 - fired.mean(), mse=sse / (n * d),
                         ev_target=ev_t, ev_orig_onestep=ev_1, ev_orig_chain=ev_c, n_tokens=n))
     return out
 
@@ -211,6 +211,7 @@ def main():
             check(f"{name} L{want['layer']} l0", r[7], want["l0"], 1e-9, None)
             check(f"{name} L{want['layer']} dead_frac", r[8], want["dead_frac"], 1e-9, None)
             check(f"{name} L{want['layer']} n_tokens", r[13], want["n_tokens"], 0, None)
+            check(f"{name} L{want['layer']} dead_frac_train", r[14], want["dead_frac_train"], 0, None)
         rsel = red[np.all(red[:, :4] == key, axis=1)]
         for r, want in zip(rsel, ref_redundancy(es)):
             check(f"{name} redundancy L{want['layer_a']}-L{want['layer_b']}", r[7], want["mean_max_cos"], tol_ev, "ev")
