@@ -6,9 +6,12 @@ usage: /usr/bin/python3 analysis/report.py RUN_DIR [--no-figures]
 Prints:
   - the cross-layer regression study: R^2 (eval split) of every fitted affine map, and its mean by
     layer gap (the paper's Figure 1);
-  - SAE training metrics: final FVU (mean over the last steps) by variant x k x layer.
-Writes RUN_DIR/figures/regression_r2_by_gap.png and RUN_DIR/figures/fvu_by_layer.png
-(matplotlib, Agg backend). Column meanings: docs/store.md."""
+  - SAE training metrics: final FVU (mean over the last steps) by variant x k x layer;
+  - evaluation (when /eval exists): EV by variant x k x layer (target space and original-space chain,
+    mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode.
+Writes RUN_DIR/figures/regression_r2_by_gap.png, RUN_DIR/figures/fvu_by_layer.png and (with
+evaluations) RUN_DIR/figures/dce_by_mode.png (matplotlib, Agg backend). Column meanings:
+docs/store.md."""
 import os
 import sys
 from collections import defaultdict
@@ -21,6 +24,60 @@ def table(f, group):
     cols = [c.split("(")[0] for c in f[group].attrs["table_columns"].decode().split(",")]
     data = f[group]["table"][:]
     return {c: data[:, i] for i, c in enumerate(cols)}
+
+
+def eval_table(f, name):
+    d = f["eval"][name]
+    cols = [c.split("(")[0] for c in d.attrs["columns"].decode().split(",")]
+    data = d[:]
+    return {c: data[:, i] for i, c in enumerate(cols)}
+
+
+def eval_tables(f):
+    """Print the evaluation summaries; return {(variant, k, mode): mean dCE} of the joint modes."""
+    if "eval" not in f:
+        print("\nevaluation: not run yet")
+        return {}
+    var = {0: "raw", 1: "resae"}
+    rec = eval_table(f, "recon")
+    print("\nEV on the eval split by variant x k x layer (mean over sets and seeds): target / original chain")
+    acc = defaultdict(list)
+    for i in range(len(rec["layer"])):
+        acc[(int(rec["variant"][i]), int(rec["k"][i]), int(rec["layer"][i]))].append(
+            (rec["ev_target"][i], rec["ev_orig_chain"][i]))
+    for key in sorted(acc):
+        v = np.mean(acc[key], axis=0)
+        print(f"  {var[key[0]]:<6} k={key[1]:<4} L{key[2]:<3} {v[0]:8.4f} {v[1]:8.4f}")
+    red = eval_table(f, "redundancy")
+    print("\ndecoder redundancy by variant x k x gap (mean over distinct pairs): max cos, max |cos|")
+    seen, acc = set(), defaultdict(list)
+    for i in range(len(red["gap"])):
+        u = (red["variant"][i], red["k"][i], red["seed"][i], red["layer_a"][i], red["layer_b"][i])
+        if u in seen:
+            continue
+        seen.add(u)
+        acc[(int(u[0]), int(u[1]), int(red["gap"][i]))].append((red["mean_max_cos"][i], red["mean_max_abs_cos"][i]))
+    for key in sorted(acc):
+        v = np.mean(acc[key], axis=0)
+        print(f"  {var[key[0]]:<6} k={key[1]:<4} gap {key[2]:<3} {v[0]:8.4f} {v[1]:8.4f} ({len(acc[key])} pairs)")
+    ce = eval_table(f, "ce")
+    names = {1: "single", 2: "tf", 3: "so"}
+    print("\ndCE by variant x k x mode (mean over sets, seeds and, for single, layers); recovered (zero), "
+          "overinteraction")
+    acc = defaultdict(list)
+    for i in range(len(ce["mode"])):
+        m = int(ce["mode"][i])
+        if m in names:
+            acc[(var[int(ce["variant"][i])], int(ce["k"][i]), names[m])].append(
+                (ce["dce"][i], ce["recovered_zero"][i], ce["overinteraction"][i]))
+    out = {}
+    for key in sorted(acc):
+        v = np.nanmean(np.array(acc[key], dtype=float), axis=0) if key[2] != "single" else \
+            np.array([np.mean([a[0] for a in acc[key]]), np.mean([a[1] for a in acc[key]]), np.nan])
+        print(f"  {key[0]:<6} k={key[1]:<4} {key[2]:<7} dCE {v[0]:8.4f}  recovered {v[1]:8.4f}  overint {v[2]:8.4f}")
+        if key[2] != "single":
+            out[key] = v[0]
+    return out
 
 
 def main(argv):
@@ -65,6 +122,8 @@ def main(argv):
         vals = [rows[(kind, k)].get(l) for l in layers]
         print("  " + f"{kind:<22} {k:>4} " + " ".join(f"{v:7.4f}" if v is not None else f"{'-':>7}" for v in vals))
 
+    ev = eval_tables(f)
+
     if figures:
         import matplotlib
         matplotlib.use("Agg")
@@ -93,6 +152,17 @@ def main(argv):
         fig.tight_layout()
         fig.savefig(os.path.join(out, "fvu_by_layer.png"), dpi=120)
         print(f"\nfigures: {out}/regression_r2_by_gap.png, {out}/fvu_by_layer.png")
+        if ev:
+            fig, ax = plt.subplots(figsize=(6, 3.8))
+            keys = sorted(ev)
+            ax.bar(range(len(keys)), [ev[k] for k in keys])
+            ax.set_xticks(range(len(keys)))
+            ax.set_xticklabels([f"{v} k{k} {m}" for v, k, m in keys], rotation=60, fontsize=6)
+            ax.set_ylabel("dCE (nats)")
+            ax.set_title("CE increase of joint splices")
+            fig.tight_layout()
+            fig.savefig(os.path.join(out, "dce_by_mode.png"), dpi=120)
+            print(f"figures: {out}/dce_by_mode.png")
     return 0
 
 

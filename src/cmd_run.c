@@ -24,7 +24,8 @@ static void usage(FILE *f) {
             "options:\n"
             "  --force         recreate an activation store written for another model, data or split\n"
             "                  configuration (otherwise such a store is refused)\n"
-            "  --until STAGE   stop after STAGE: harvest, affine or train (default: every stage)\n\n"
+            "  --until STAGE   stop after STAGE: harvest, affine, train or evaluate (default: every\n"
+            "                  stage)\n\n"
             "signals: SIGTERM, SIGUSR1 or SIGINT make every rank checkpoint and exit with code 3.\n"
             "exit codes: 0 every stage that exists is complete, 1 error, 2 usage, 3 interrupted\n"
             "(checkpointed; run the same command again).\n");
@@ -37,20 +38,20 @@ int rs_cmd_run(int argc, char **argv) {
     }
     const char *config = NULL;
     int force = 0, until = -1;
-    static const char *const stages[] = {"harvest", "affine", "train"};
+    static const char *const stages[] = {"harvest", "affine", "train", "evaluate"};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--force")) {
             force = 1;
         } else if (!strcmp(argv[i], "--until")) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "resae run: --until needs a stage (harvest, affine, train)\n");
+                fprintf(stderr, "resae run: --until needs a stage (harvest, affine, train, evaluate)\n");
                 return RS_EXIT_USAGE;
             }
             i++;
-            for (int s = 0; s < 3; s++)
+            for (int s = 0; s < 4; s++)
                 if (!strcmp(argv[i], stages[s])) until = s;
             if (until < 0) {
-                fprintf(stderr, "resae run: unknown stage '%s' for --until (harvest, affine, train)\n", argv[i]);
+                fprintf(stderr, "resae run: unknown stage '%s' for --until (harvest, affine, train, evaluate)\n", argv[i]);
                 return RS_EXIT_USAGE;
             }
         } else if (argv[i][0] == '-') {

@@ -15,6 +15,7 @@
 #include "resae/harvest.h"
 #include "resae/log.h"
 #include "resae/pipeline.h"
+#include "resae/pipeline_eval.h"
 #include "resae/splits.h"
 #include "resae/tokens.h"
 
@@ -166,7 +167,21 @@ int rs_cmd_status(int argc, char **argv) {
     }
     line("train", s_done, s_running, p.grid.n_saes, "SAEs", s_done ? s_secs / s_done : 0);
     complete_all &= s_done == p.grid.n_saes;
-    printf("  %-10s not built yet (%d evaluations in the grid)\n", "evaluate", p.grid.n_evals);
+    /* evaluation tasks (pipeline_eval.c): one per unique evaluation */
+    int e_done = 0, e_total = 0;
+    double e_secs = 0;
+    for (int i = 0; i < p.grid.n_evals; i++) {
+        if (!rs_pipeline_eval_first(&p, i)) continue;
+        char path[4096];
+        rs_pipeline_eval_path(path, sizeof path, &p, &p.grid.evals[i]);
+        e_total++;
+        if (rs_file_exists(path)) {
+            e_done++;
+            e_secs += task_seconds(path);
+        }
+    }
+    line("evaluate", e_done, 0, e_total, "evaluations", e_done ? e_secs / e_done : 0);
+    complete_all &= e_done == e_total;
 
     char rpath[4096];
     snprintf(rpath, sizeof rpath, "%s/%s", run_dir, RS_RESULTS_FILE);

@@ -263,6 +263,8 @@ static double row_lse(const float *x, int V) {
     return (double)m + log(sum);
 }
 
+double rs_logsumexp(const float *x, int V) { return row_lse(x, V); }
+
 void rs_ce_forward(float *ce, const float *logits, const int32_t *target, int N, int V) {
     for (int i = 0; i < N; i++) {
         if (target[i] < 0) continue;

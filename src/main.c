@@ -18,6 +18,7 @@ static const rs_command COMMANDS[] = {
     {"run", rs_cmd_run, "run (or resume) the experiment a config describes (under mpirun)"},
     {"validate", rs_cmd_validate, "check a config; print it resolved and the grid it implies"},
     {"status", rs_cmd_status, "show the progress of a run directory"},
+    {"report", rs_cmd_report, "print the evaluation tables of a finished run"},
     {"forward", rs_cmd_forward, "run a checkpoint over tokens; write CE, residual streams, logits"},
     {"version", rs_cmd_version, "print version, build and BLAS kernel information"},
 };

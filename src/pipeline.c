@@ -17,6 +17,7 @@
 #include "resae/log.h"
 #include "resae/model.h"
 #include "resae/mpi_util.h"
+#include "resae/pipeline_eval.h" /* evaluation stage (pipeline_eval.c) */
 #include "resae/sae.h"
 #include "resae/splits.h"
 #include "resae/tokens.h"
@@ -951,6 +952,7 @@ rs_err rs_pipeline_results(rs_pipeline *p) {
             err = results_config(f, p);
             if (!err) err = results_affine(f, p);
             if (!err) err = results_sae(f, p);
+            if (!err) err = rs_pipeline_results_eval(f, p); /* evaluation tables (pipeline_eval.c) */
             if (!err) err = task_commit(f, tmp, path);
             else H5Fclose(f);
             if (!err) RS_INFO("results: %s", path);
@@ -1005,9 +1007,11 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
     RS_TRY(record_config(p));
     RS_INFO("run %s: %d sets, %d affine fits, %d SAEs, %d evaluations; run directory %s", p->cfg.name, p->grid.n_sets,
             p->grid.n_affine + p->grid.n_regression_extra, p->grid.n_saes, p->grid.n_evals, p->cfg.run_dir);
-    static const char *const names[] = {"harvest", "affine", "train"};
-    rs_err (*const stages[])(rs_pipeline *) = {rs_pipeline_harvest, rs_pipeline_affine, rs_pipeline_train};
-    for (int i = 0; i < 3; i++) {
+    /* the 4th stage, evaluate, is in pipeline_eval.c */
+    static const char *const names[] = {"harvest", "affine", "train", "evaluate"};
+    rs_err (*const stages[])(rs_pipeline *) = {rs_pipeline_harvest, rs_pipeline_affine, rs_pipeline_train,
+                                               rs_pipeline_evaluate};
+    for (int i = 0; i < 4; i++) {
         if (p->until >= 0 && i > p->until) break;
         double t0 = rs_now();
         RS_INFO("stage %s", names[i]);
@@ -1019,11 +1023,11 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
         RS_INFO("stage %s done in %.1fs", names[i], rs_now() - t0);
     }
     RS_TRY(rs_pipeline_results(p));
-    if (p->until >= 0 && p->until < 2) {
+    if (p->until >= 0 && p->until < 3) {
         RS_INFO("stopped after stage %s (--until)", names[p->until]);
         return RS_OK;
     }
-    RS_INFO("stages run: harvest, affine, train; not built yet: evaluation (reconstruction, redundancy, CE splices, "
-            "probing, TPP)");
+    RS_INFO("stages run: harvest, affine, train, evaluate (reconstruction, redundancy, CE splices); not built yet: "
+            "probing, TPP");
     return RS_OK;
 }

@@ -7,6 +7,7 @@ enum rs_exit { RS_EXIT_OK = 0, RS_EXIT_ERROR = 1, RS_EXIT_USAGE = 2, RS_EXIT_INC
 int rs_cmd_run(int argc, char **argv);
 int rs_cmd_validate(int argc, char **argv);
 int rs_cmd_status(int argc, char **argv);
+int rs_cmd_report(int argc, char **argv);
 int rs_cmd_forward(int argc, char **argv);
 int rs_cmd_version(int argc, char **argv);
 

@@ -29,6 +29,8 @@ void rs_gelu_forward(float *out, const float *inp, size_t n);
 
 /* exp(x) with a relative error of a few ulp for x in [-87, 88] (0 below, clamped above). */
 float rs_expf(float x);
+/* log(sum_j exp(x[j])) of one row (the cross-entropy's, ~1e-7 relative; NaN if any x is not finite). */
+double rs_logsumexp(const float *x, int V);
 
 /* Rotary tables for positions 0..T-1 and `rot` rotated channels (Hugging Face semantics):
  * inv_freq[i] = 1 / base^(2i / rot), angle = t * inv_freq[i]; cos/sin (T, rot/2). */

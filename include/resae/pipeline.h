@@ -31,7 +31,7 @@ typedef struct rs_pipeline {
     MPI_Comm comm;
     int rank, size;
     int force;                   /* recreate an activation store of another identity */
-    int until;                   /* last stage to run: -1 all, 0 harvest, 1 affine, 2 train */
+    int until;                   /* last stage to run: -1 all, 0 harvest, 1 affine, 2 train, 3 evaluate */
     volatile sig_atomic_t *stop; /* set by SIGTERM/SIGUSR1: checkpoint and return RS_ERR_INTERRUPTED */
     int n_store_layers;
     int store_layers[512];       /* every layer the store holds: selected and regression layers */

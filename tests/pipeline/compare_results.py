@@ -16,7 +16,8 @@ def datasets(f):
     out = {}
 
     def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and (name.startswith("affine") or name.startswith("sae")):
+        if isinstance(obj, h5py.Dataset) and (name.startswith("affine") or name.startswith("sae")
+                                                or name.startswith("eval")):
             out[name] = obj
     f.visititems(visit)
     return out
@@ -52,7 +53,41 @@ def check_one(path):
         norms = np.linalg.norm(wd, axis=1)
         if not np.allclose(norms, 1, atol=1e-4):
             bad.append(f"{name}: decoder rows not unit norm (max dev {abs(norms - 1).max():.2e})")
+    bad += check_eval(f)
     print(f"{path}: {len(t)} affine fits, {len(s)} SAEs, mean FVU {fvu.mean():.4f}, R^2 {r2.min():.4f}..{r2.max():.4f}")
+    return bad
+
+
+def check_eval(f):
+    """The evaluation tables: every unique evaluation present, EVs and L0 sane, CE finite, the clean CE
+    the same for every evaluation of a set, and at the first layer raw and resae identical."""
+    bad = []
+    if "eval" not in f:
+        return ["no /eval group"]
+    rec, red, ce = f["eval/recon"][:], f["eval/redundancy"][:], f["eval/ce"][:]
+    if len(rec) == 0 or len(ce) == 0:
+        return ["empty evaluation tables"]
+    ev = rec[:, 10:13]
+    if not np.all((ev > -1) & (ev <= 1)):
+        bad.append(f"EV out of (-1, 1]: {ev.min()}..{ev.max()}")
+    if not np.all(np.abs(rec[:, 7] - rec[:, 2]) < 1e-9):
+        bad.append("eval L0 != k")
+    if not np.all((red[:, 7] > -1) & (red[:, 7] <= 1 + 1e-6) & (red[:, 8] >= red[:, 7] - 1e-7)):
+        bad.append("redundancy out of range")
+    if not np.all(np.isfinite(ce[:, 6:9])):
+        bad.append("non-finite CE or KL")
+    clean = ce[ce[:, 4] == 0]
+    for s in np.unique(clean[:, 0]):
+        v = clean[clean[:, 0] == s, 6]
+        if not np.all(v == v[0]):
+            bad.append(f"set {s}: clean CE differs between evaluations")
+    for s in np.unique(rec[:, 0]):
+        for k in np.unique(rec[:, 2]):
+            sel = (rec[:, 0] == s) & (rec[:, 2] == k)
+            raw, res = rec[sel & (rec[:, 1] == 0)], rec[sel & (rec[:, 1] == 1)]
+            if len(raw) and len(res) and not np.array_equal(raw[0, 4:], res[0, 4:]):
+                bad.append(f"set {s} k {k}: first-layer raw and resae reconstruction differ")
+    print(f"eval: {len(rec)} reconstruction rows, {len(red)} redundancy pairs, {len(ce)} CE rows")
     return bad
 
 
@@ -71,9 +106,9 @@ def compare(a, b, tol):
             bad.append(f"{name}: shape {x.shape} vs {y.shape}")
             continue
         if tol == 0:
-            same = np.array_equal(x, y)
+            same = np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
         else:
-            same = np.allclose(x, y, rtol=tol, atol=tol)
+            same = np.allclose(x, y, rtol=tol, atol=tol, equal_nan=True)
         if not same:
             diff = np.abs(x.astype(np.float64) - y.astype(np.float64)).max()
             bad.append(f"{name}: differs (max abs diff {diff:.3e})")

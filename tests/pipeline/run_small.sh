@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end tests of `resae run` on the small fixture experiment (tests/data/pipeline/small.yaml).
 # usage: run_small.sh RESAE MPIEXEC OUT_DIR SRC_DIR MODE [ARG]
-#   ranks N   fresh run at N ranks; the results must be complete and sane; a second run must
-#             find everything done and change nothing
+#   ranks N   fresh run at N ranks; the results must be complete and sane, the evaluation tables
+#             must match tests/reference/eval_ref.py; a second run must find everything done and
+#             change nothing
 #   kill      SIGKILL every rank at random moments (4 times, restarting after each) and compare
 #             the final results bitwise with an uninterrupted run at the same rank count
+#   killeval  SIGKILL during the evaluation stage; the restart runs only the unfinished evaluations
 #   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
 set -uo pipefail
 resae=$1 mpiexec=$2 out=$3 src=$4 mode=$5 arg=${6:-}
@@ -43,10 +45,18 @@ ranks)
   make_config "$dir/small.yaml" "$dir/run"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log" 2>&1 || { tail -30 "$dir/log"; fail "run at $arg ranks"; }
   "$py" "$check" "$dir/run/results.h5" || fail "results check"
+  # every evaluation at 1 rank; at 2 and 4 ranks a raw and a resae one (the reference takes ~1 s each)
+  pick=(); [ "$arg" = 1 ] || pick=(--pick "$((arg - 1)),$((arg + 1))")
+  "$py" "$src/tests/reference/eval_ref.py" "$dir/run" "${pick[@]}" || fail "evaluation differs from the float64 reference"
+  "$resae" report "$dir/run" >"$dir/report.txt" 2>&1 || { cat "$dir/report.txt"; fail "resae report"; }
+  for want in "^Reconstruction" "^Decoder redundancy" "^CE splices" "all +resae +8 +0 +so"; do
+    grep -Eq "$want" "$dir/report.txt" || fail "resae report lacks '$want'"
+  done
   cp "$dir/run/results.h5" "$dir/first.h5"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log2" 2>&1 || { tail -30 "$dir/log2"; fail "second run"; }
   grep -q "affine: .* 0 to do" "$dir/log2" || fail "second run redid affine fits"
   grep -q "train: .* 0 to do" "$dir/log2" || fail "second run retrained SAEs"
+  grep -q "evaluate: .* 0 to do" "$dir/log2" || fail "second run redid evaluations"
   "$py" "$check" "$dir/first.h5" "$dir/run/results.h5" || fail "second run changed the results"
   echo "pipeline at $arg ranks: ok"
   ;;
@@ -68,6 +78,28 @@ kill)
   ls "$dir/run/tasks" | grep -q '\.tmp$' && fail "a temporary task file was left behind"
   "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "killed and restarted results differ"
   echo "killed 4 times and restarted: results identical to the uninterrupted run"
+  ;;
+killeval)
+  # SIGKILL inside the evaluation stage: the restart keeps the finished evaluation task files, runs
+  # only the others, and the results equal an uninterrupted run's
+  dir=$out/pipeline_killeval; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/ref.yaml" "$dir/ref"
+  make_config "$dir/run.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
+  mpi 2 "$resae" run --until train "$dir/run.yaml" >"$dir/train.log" 2>&1 || { tail -30 "$dir/train.log"; fail "run --until train"; }
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do grep -q "INFO  eval " "$dir/run1.log" && break; sleep 0.05; done
+  pkill -KILL -f "^$resae run $dir/run.yaml" 2>/dev/null
+  wait $pid
+  n=$(ls "$dir/run/tasks" | grep -c '^eval_.*\.h5$')
+  echo "killed during evaluation with $n of 8 evaluation task files"
+  [ "$n" -lt 8 ] || fail "the kill came after the evaluation stage"
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run2.log" 2>&1 || { tail -30 "$dir/run2.log"; fail "restart"; }
+  grep -q "evaluate: 8 evaluations (8 unique), $((8 - n)) to do" "$dir/run2.log" || fail "the restart did not resume at the next evaluation"
+  ls "$dir/run/tasks" | grep -q '\.tmp$' && fail "a temporary task file was left behind"
+  "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "results after the restart differ"
+  echo "killed in evaluation and restarted: results identical"
   ;;
 term)
   dir=$out/pipeline_term; rm -rf "$dir"; mkdir -p "$dir"

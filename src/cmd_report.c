@@ -1,0 +1,190 @@
+/* resae report RUN_DIR: the evaluation tables of a run's results file as text (the rows the paper's
+ * figures plot). Reads RUN_DIR/results.h5 only (docs/store.md "Evaluation"). */
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "resae/cli.h"
+#include "resae/h5util.h"
+#include "resae/pipeline.h"
+#include "resae/pipeline_eval.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: resae report RUN_DIR\n\n"
+               "Prints the evaluation tables of RUN_DIR/results.h5 (written by `resae run`):\n"
+               "  reconstruction  set x variant x k x seed x layer: L0, dead fraction (eval split and end of\n"
+               "                  training), MSE, EV in target\n"
+               "                  space and in the original space (one-step and affine chain)\n"
+               "  redundancy      variant x k x gap: mean over rows of max cos (and max |cos|) between\n"
+               "                  decoder rows of layer pairs, averaged over distinct pairs with that gap\n"
+               "  CE splices      set x variant x k x seed x mode: CE, dCE, KL(clean||spliced), recovered\n"
+               "                  CE against zero and mean ablation, overinteraction of the joint modes\n"
+               "Definitions are stored with each table (attribute `definition`).\n"
+               "exit codes: 0 ok, 1 error (no results file or no evaluation tables), 2 usage\n");
+}
+
+static int read_table(double **out, int *rows, int cols, hid_t f, const char *name, const char *path) {
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    if (ds < 0) {
+        fprintf(stderr, "error: %s has no %s: the run has not reached the evaluation stage (run `resae run` again)\n",
+                path, name);
+        return 1;
+    }
+    hid_t sp = H5Dget_space(ds);
+    hsize_t d[2] = {0, 0};
+    int nd = H5Sget_simple_extent_dims(sp, d, NULL);
+    H5Sclose(sp);
+    if (nd != 2 || d[1] != (hsize_t)cols) {
+        H5Dclose(ds);
+        fprintf(stderr, "error: %s: %s is not a table of %d columns (results of another version?)\n", path, name, cols);
+        return 1;
+    }
+    *rows = (int)d[0];
+    *out = malloc(sizeof(double) * (d[0] ? d[0] : 1) * (size_t)cols);
+    herr_t e = !*out ? -1 : d[0] ? H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) : 0;
+    H5Dclose(ds);
+    if (e < 0) {
+        fprintf(stderr, "error: %s: cannot read %s\n", path, name);
+        return 1;
+    }
+    return 0;
+}
+
+/* i-th comma-separated name of a list attribute, or the number itself. */
+static void set_name(char *out, size_t n, const char *list, int i) {
+    const char *s = list;
+    for (int k = 0; k < i && s; k++) {
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    if (!s || !*s) {
+        snprintf(out, n, "%d", i);
+        return;
+    }
+    size_t len = strcspn(s, ",");
+    if (len >= n) len = n - 1;
+    memcpy(out, s, len);
+    out[len] = 0;
+}
+
+static const char *variant(double v) { return v == 0 ? "raw" : "resae"; }
+
+static void fmt(char *out, size_t n, double v) {
+    if (isnan(v)) snprintf(out, n, "-");
+    else snprintf(out, n, "%.4f", v);
+}
+
+int rs_cmd_report(int argc, char **argv) {
+    if (rs_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return RS_EXIT_OK;
+    }
+    if (argc != 2) {
+        usage(stderr);
+        return RS_EXIT_USAGE;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", argv[1], RS_RESULTS_FILE);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (!rs_file_exists(path)) {
+        fprintf(stderr, "error: %s not found: %s is not a finished run directory (run `resae run CONFIG`)\n", path, argv[1]);
+        return RS_EXIT_ERROR;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        fprintf(stderr, "error: cannot open %s\n", path);
+        return RS_EXIT_ERROR;
+    }
+    double *rec = NULL, *red = NULL, *ce = NULL;
+    int nrec = 0, nred = 0, nce = 0, code = RS_EXIT_ERROR;
+    char sets[8192] = "";
+    if (read_table(&rec, &nrec, RS_EVAL_RECON_NC + 4, f, "eval/recon", path) ||
+        read_table(&red, &nred, RS_EVAL_RED_NC + 4, f, "eval/redundancy", path) ||
+        read_table(&ce, &nce, RS_EVAL_CE_NC + 4, f, "eval/ce", path))
+        goto done;
+    hid_t g = H5Gopen2(f, "eval", H5P_DEFAULT);
+    if (g >= 0) {
+        if (rs_h5_attr_get_str(sets, sizeof sets, g, "set_names", path)) sets[0] = 0;
+        H5Gclose(g);
+    }
+    char sn[128], a[4][32];
+
+    printf("Reconstruction on the eval split (EV: target space; original space one-step and chain)\n");
+    printf("%-12s %-6s %5s %5s %6s %8s %8s %8s %10s %10s %10s %10s\n", "set", "var", "k", "seed", "layer", "L0",
+           "dead_ev", "dead_tr", "MSE", "EV_target", "EV_1step", "EV_chain");
+    for (int r = 0; r < nrec; r++) {
+        const double *q = rec + (size_t)r * (RS_EVAL_RECON_NC + 4);
+        set_name(sn, sizeof sn, sets, (int)q[0]);
+        printf("%-12s %-6s %5.0f %5.0f %6.0f %8.2f %8.4f %8.4f %10.4g %10.4f %10.4f %10.4f\n", sn, variant(q[1]), q[2],
+               q[3], q[4], q[7], q[8], q[14], q[9], q[10], q[11], q[12]);
+    }
+
+    printf("\nDecoder redundancy by gap (mean over distinct layer pairs and seeds)\n");
+    printf("%-6s %5s %5s %6s %14s %14s\n", "var", "k", "gap", "pairs", "mean_max_cos", "mean_max_|cos|");
+    {
+        /* distinct (variant, k, seed, a, b), then means per (variant, k, gap) in table order */
+        int n = 0, ng = 0;
+        double (*u)[7] = calloc((size_t)(nred ? nred : 1), sizeof *u);     /* variant,k,seed,a,b,cos,abs */
+        double (*grp)[6] = calloc((size_t)(nred ? nred : 1), sizeof *grp); /* variant,k,gap,count,cos,abs */
+        if (!u || !grp) {
+            free(u);
+            free(grp);
+            fprintf(stderr, "error: out of memory\n");
+            goto done;
+        }
+        for (int r = 0; r < nred; r++) {
+            const double *q = red + (size_t)r * (RS_EVAL_RED_NC + 4);
+            int dup = 0;
+            for (int i = 0; i < n && !dup; i++)
+                dup = u[i][0] == q[1] && u[i][1] == q[2] && u[i][2] == q[3] && u[i][3] == q[4] && u[i][4] == q[5];
+            if (dup) continue;
+            double row[7] = {q[1], q[2], q[3], q[4], q[5], q[7], q[8]};
+            memcpy(u[n++], row, sizeof row);
+        }
+        for (int i = 0; i < n; i++) {
+            double gap = u[i][4] - u[i][3];
+            int j = 0;
+            while (j < ng && !(grp[j][0] == u[i][0] && grp[j][1] == u[i][1] && grp[j][2] == gap)) j++;
+            if (j == ng) {
+                grp[ng][0] = u[i][0], grp[ng][1] = u[i][1], grp[ng][2] = gap;
+                ng++;
+            }
+            grp[j][3] += 1;
+            grp[j][4] += u[i][5];
+            grp[j][5] += u[i][6];
+        }
+        for (int j = 0; j < ng; j++)
+            printf("%-6s %5.0f %5.0f %6.0f %14.4f %14.4f\n", variant(grp[j][0]), grp[j][1], grp[j][2], grp[j][3],
+                   grp[j][4] / grp[j][3], grp[j][5] / grp[j][3]);
+        free(u);
+        free(grp);
+    }
+
+    printf("\nCE splices on the eval split (layer -: all layers of the set; recovered = (CE_ablate - CE) / "
+           "(CE_ablate - CE_clean))\n");
+    printf("%-12s %-6s %5s %5s %-7s %6s %9s %9s %9s %9s %9s %9s\n", "set", "var", "k", "seed", "mode", "layer", "CE",
+           "dCE", "KL", "rec_zero", "rec_mean", "overint");
+    for (int r = 0; r < nce; r++) {
+        const double *q = ce + (size_t)r * (RS_EVAL_CE_NC + 4);
+        set_name(sn, sizeof sn, sets, (int)q[0]);
+        int mode = (int)q[4];
+        char layer[16];
+        if (q[5] < 0) snprintf(layer, sizeof layer, "-");
+        else snprintf(layer, sizeof layer, "%.0f", q[5]);
+        fmt(a[0], 32, q[8]);
+        fmt(a[1], 32, q[9]);
+        fmt(a[2], 32, q[10]);
+        fmt(a[3], 32, q[11]);
+        printf("%-12s %-6s %5.0f %5.0f %-7s %6s %9.4f %9.4f %9s %9s %9s %9s\n", sn, variant(q[1]), q[2], q[3],
+               mode >= 0 && mode < 6 ? rs_eval_ce_row_names[mode] : "?", layer, q[6], q[7], a[0], a[1], a[2], a[3]);
+    }
+    code = RS_EXIT_OK;
+done:
+    free(rec);
+    free(red);
+    free(ce);
+    H5Fclose(f);
+    return code;
+}

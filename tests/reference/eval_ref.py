@@ -1,0 +1,263 @@
+"""Independent reference for resae's evaluation stage (METHOD.md §5-6), in float64 numpy/PyTorch.
+
+usage: eval_ref.py RUN_DIR [--tol-ce 1e-5] [--tol-ev 1e-6] [--pick I,J,...]
+
+Reads the finished run (activations.h5, the token file, config.yaml and results.h5 for the SAE and
+affine parameters), recomputes every number of /eval/recon, /eval/redundancy and /eval/ce from the
+definitions, with plain full forward passes (no cached streams) of tests/reference/neox.py in
+float64, and compares. Exits 1 on any mismatch beyond the tolerances (CE-derived columns: --tol-ce,
+absolute; EV, MSE and redundancy: --tol-ev, absolute; L0 and dead fractions: 1e-9). --pick checks only those evaluations (indices in the order
+of (set, variant, k, seed)), to keep tests at several rank counts short.
+"""
+import os
+import sys
+
+import h5py
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import neox  # noqa: E402
+
+torch.set_grad_enabled(False)
+torch.set_num_threads(1)
+
+
+def topk_sae(x, g, k):
+    """x (n, d) float64 -> x_hat, number of active latents per row, fired latent ids."""
+    W_enc, b_enc, W_dec, b_dec = (g[n][:].astype(np.float64) for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+    pre = np.maximum((x - b_dec) @ W_enc.T + b_enc, 0)
+    # k largest, ties to the smaller id (stable sort of -pre)
+    order = np.argsort(-pre, axis=1, kind="stable")[:, :k]
+    z = np.zeros_like(pre)
+    rows = np.arange(len(x))[:, None]
+    z[rows, order] = pre[rows, order]
+    active = (z > 0)
+    return z @ W_dec + b_dec, active.sum(1), active.any(0)
+
+
+class EvalSet:
+    def __init__(self, res, layers, variant, k, seed):
+        self.layers, self.variant, self.k = layers, variant, k
+        self.sae, self.scale, self.maps = [], [], []
+        for m, l in enumerate(layers):
+            if variant == 1 and m > 0:
+                name = f"resae_L{l}_P{layers[m - 1]}_k{k}_s{seed}"
+                g = res["affine"][f"L{layers[m - 1]}_L{l}"]
+                self.maps.append((g["A"][:], g["c"][:]))
+            else:
+                name = f"raw_L{l}_k{k}_s{seed}"
+                self.maps.append(None)
+            g = res["sae"][name]
+            self.sae.append(g)
+            self.scale.append(float(g.attrs["scale"]))
+
+    def target(self, m, h, x_prev):
+        if self.variant == 1 and m > 0:
+            A, c = self.maps[m]
+            return h - x_prev @ A.T - c
+        return h
+
+    def rhat(self, m, u):
+        s = self.scale[m]
+        xh, l0, fired = topk_sae(s * u, self.sae[m], self.k)
+        return xh / s, l0, fired
+
+
+def ref_recon(es, store, skip):
+    hs = [store["eval"][f"L{l}"][:].astype(np.float64) for l in es.layers]
+    mus = [store["eval"][f"L{l}_mean"][:] for l in es.layers]
+    out, chain = [], None
+    for m in range(len(es.layers)):
+        h = hs[m]
+        u = es.target(m, h, hs[m - 1] if m else None)
+        rh, l0, fired = es.rhat(m, u)
+        n, d = u.shape
+        sse = ((u - rh) ** 2).sum()
+        ev_t = 1 - sse / ((u - u.mean(0)) ** 2).sum()
+        sst_o = ((h - mus[m]) ** 2).sum()
+        if es.variant == 1 and m > 0:
+            A, c = es.maps[m]
+            x1 = hs[m - 1] @ A.T + c + rh
+            chain = chain @ A.T + c + rh
+        else:
+            x1 = rh
+            chain = rh
+        ev_1 = 1 - ((h - x1) ** 2).sum() / sst_o
+        ev_c = 1 - ((h - chain) ** 2).sum() / sst_o
+        out.append(dict(layer=es.layers[m], dead_frac_train=float(es.sae[m].attrs["dead_frac"]), l0=l0.mean(), dead_frac=1 - fired.mean(), mse=sse / (n * d),
+                        ev_target=ev_t, ev_orig_onestep=ev_1, ev_orig_chain=ev_c, n_tokens=n))
+    return out
+
+
+def ref_redundancy(es):
+    out = []
+    for b in range(1, len(es.layers)):
+        for a in range(b):
+            Wb = es.sae[b]["W_dec"][:].astype(np.float64)
+            Wa = es.sae[a]["W_dec"][:].astype(np.float64)
+            Wb /= np.linalg.norm(Wb, axis=1, keepdims=True)
+            Wa /= np.linalg.norm(Wa, axis=1, keepdims=True)
+            C = Wb @ Wa.T
+            out.append(dict(layer_a=es.layers[a], layer_b=es.layers[b], mean_max_cos=C.max(1).mean(),
+                            mean_max_abs_cos=np.abs(C).max(1).mean()))
+    return out
+
+
+def ref_ce(es, model, tokens, mus, p0):
+    """CE and KL of every pass over all eval sequences, by full forward passes with hooks."""
+    tok = torch.from_numpy(tokens.astype(np.int64))
+    L = es.layers
+    M = len(L)
+
+    def t64(a):
+        return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+    def splice(m, h, x_prev):
+        """h (B, T, d) tensor -> h + eps, position 0 untouched when p0."""
+        B, T, d = h.shape
+        hn = h.numpy().reshape(-1, d)
+        xp = None if x_prev is None else x_prev.numpy().reshape(-1, d)
+        u = es.target(m, hn, xp)
+        rh, _, _ = es.rhat(m, u)
+        eps = (rh - u).reshape(B, T, d)
+        if p0:
+            eps[:, 0] = 0
+        return h + t64(eps)
+
+    logits_clean, clean = model(tok, hook=None)
+    res = {"clean": logits_clean}
+    # single-layer and teacher-forced: errors from clean inputs
+    eps = {}
+    for m in range(M):
+        eps[m] = splice(m, clean[L[m]], clean[L[m - 1]] if (es.variant == 1 and m) else None) - clean[L[m]]
+    for m in range(M):
+        res[("single", m)] = model(tok, hook=lambda l, h, m=m: h + eps[m] if l == L[m] else None)[0]
+    res["tf"] = model(tok, hook=lambda l, h: h + eps[L.index(l)] if l in L else None)[0]
+    state = {}
+
+    def so_hook(l, h):
+        if l not in L:
+            return None
+        m = L.index(l)
+        hn = splice(m, h, state.get("prev") if es.variant == 1 else None)
+        state["prev"] = hn
+        return hn
+    res["so"] = model(tok, hook=so_hook)[0]
+    for kind in ("zero", "mean"):
+        def abl(h, m):
+            h = h.clone()
+            h[:, p0:] = 0 if kind == "zero" else t64(mus[m])
+            return h
+        for m in range(M):
+            res[(kind, m)] = model(tok, hook=lambda l, h, m=m: abl(h, m) if l == L[m] else None)[0]
+        res[(kind, -1)] = model(tok, hook=lambda l, h: abl(h, L.index(l)) if l in L else None)[0]
+
+    lp_c = torch.log_softmax(logits_clean[:, p0:-1], -1)
+    tgt = tok[:, p0 + 1:]
+    out = {}
+    for key, lg in res.items():
+        lp = torch.log_softmax(lg[:, p0:-1], -1)
+        ce = -lp.gather(-1, tgt[..., None]).mean().item()
+        kl = (lp_c.exp() * (lp_c - lp)).sum(-1).mean().item()
+        out[key] = (ce, kl)
+    return out
+
+
+def main():
+    args = sys.argv[1:]
+    tol_ce, tol_ev = 1e-5, 1e-6
+    if "--tol-ce" in args:
+        i = args.index("--tol-ce"); tol_ce = float(args[i + 1]); del args[i:i + 2]
+    if "--tol-ev" in args:
+        i = args.index("--tol-ev"); tol_ev = float(args[i + 1]); del args[i:i + 2]
+    pick = None
+    if "--pick" in args:
+        i = args.index("--pick"); pick = [int(x) for x in args[i + 1].split(",")]; del args[i:i + 2]
+    run = args[0]
+    cfg = yaml.safe_load(open(os.path.join(run, "config.yaml")))
+    store = h5py.File(os.path.join(run, "activations.h5"), "r")
+    res = h5py.File(os.path.join(run, "results.h5"), "r")
+    skip = int(store.attrs["skip_pos0"])
+    p0 = 1 if cfg["data"]["exclude_first_position"] else 0
+    model = neox.load_checkpoint(cfg["model"]["path"]).double().eval()
+    ids = store["eval/seq_ids"][:]
+    tokens = h5py.File(cfg["data"]["tokens"], "r")["tokens"][:][ids]
+    rec, red, ce = res["eval/recon"][:], res["eval/redundancy"][:], res["eval/ce"][:]
+    keys = sorted({tuple(r[:4]) for r in rec})
+    if pick is not None:
+        keys = [keys[i] for i in pick]
+    bad, worst = [], {"ce": 0.0, "ev": 0.0}
+
+    def check(what, got, want, tol, kind):
+        if np.isnan(want) and np.isnan(got):
+            return
+        err = abs(got - want)
+        if kind:
+            worst[kind] = max(worst[kind], err)
+        if not err <= tol:
+            bad.append(f"{what}: resae {got!r}, reference {want!r} (diff {err:.3e} > {tol})")
+
+    for key in keys:
+        s, v, k, seed = key
+        sel = np.all(rec[:, :4] == key, axis=1)
+        layers = [int(x) for x in rec[sel, 4]]
+        es = EvalSet(res, layers, int(v), int(k), int(seed))
+        name = f"set {int(s)} variant {int(v)} k {int(k)} seed {int(seed)}"
+        for r, want in zip(rec[sel], ref_recon(es, store, skip)):
+            for col, j in (("mse", 9), ("ev_target", 10), ("ev_orig_onestep", 11), ("ev_orig_chain", 12)):
+                check(f"{name} L{want['layer']} {col}", r[j], want[col], tol_ev, "ev")
+            check(f"{name} L{want['layer']} l0", r[7], want["l0"], 1e-9, None)
+            check(f"{name} L{want['layer']} dead_frac", r[8], want["dead_frac"], 1e-9, None)
+            check(f"{name} L{want['layer']} n_tokens", r[13], want["n_tokens"], 0, None)
+            check(f"{name} L{want['layer']} dead_frac_train", r[14], want["dead_frac_train"], 0, None)
+        rsel = red[np.all(red[:, :4] == key, axis=1)]
+        for r, want in zip(rsel, ref_redundancy(es)):
+            check(f"{name} redundancy L{want['layer_a']}-L{want['layer_b']}", r[7], want["mean_max_cos"], tol_ev, "ev")
+            check(f"{name} redundancy |cos| L{want['layer_a']}-L{want['layer_b']}", r[8], want["mean_max_abs_cos"],
+                  tol_ev, "ev")
+        if len(rsel) != len(layers) * (len(layers) - 1) // 2:
+            bad.append(f"{name}: {len(rsel)} redundancy rows")
+        mus = [store["eval"][f"L{l}_mean"][:] for l in layers]
+        out = ref_ce(es, model, tokens, mus, p0)
+        clean = out["clean"][0]
+        csel = ce[np.all(ce[:, :4] == key, axis=1)]
+        M = len(layers)
+        single_sum = sum(out[("single", m)][0] - clean for m in range(M))
+        for r in csel:
+            mode, layer = int(r[4]), int(r[5])
+            m = layers.index(layer) if layer >= 0 else -1
+            if mode == 0:
+                want, z, mn, over = out["clean"], None, None, np.nan
+            elif mode == 1:
+                want, z, mn, over = out[("single", m)], out[("zero", m)], out[("mean", m)], np.nan
+            elif mode in (2, 3):
+                want = out["tf" if mode == 2 else "so"]
+                z, mn, over = out[("zero", -1)], out[("mean", -1)], want[0] - clean - single_sum
+            else:
+                want, z, mn, over = out[("zero" if mode == 4 else "mean", m)], None, None, np.nan
+            what = f"{name} mode {mode} layer {layer}"
+            check(what + " ce", r[6], want[0], tol_ce, "ce")
+            check(what + " dce", r[7], want[0] - clean, tol_ce, "ce")
+            check(what + " kl", r[8], want[1] if mode else 0.0, tol_ce, "ce")
+            rz = (z[0] - want[0]) / (z[0] - clean) if z else np.nan
+            rm = (mn[0] - want[0]) / (mn[0] - clean) if mn else np.nan
+            check(what + " recovered_zero", r[9], rz, tol_ce, "ce")
+            check(what + " recovered_mean", r[10], rm, tol_ce, "ce")
+            check(what + " overinteraction", r[11], over, tol_ce, "ce")
+            check(what + " n_tokens", r[12], tokens.shape[0] * (tokens.shape[1] - 1 - p0), 0, None)
+        if len(csel) != 1 + 3 * M + 2 + 2:
+            bad.append(f"{name}: {len(csel)} CE rows, expected {1 + 3 * M + 4}")
+    print(f"eval reference: {len(keys)} evaluations; max abs diff CE {worst['ce']:.2e} (tol {tol_ce}), "
+          f"EV/MSE/redundancy {worst['ev']:.2e} (tol {tol_ev})")
+    for b in bad[:30]:
+        print("MISMATCH", b)
+    if bad:
+        print(f"FAIL: {len(bad)} mismatches")
+        sys.exit(1)
+    print("eval reference: ok")
+
+
+if __name__ == "__main__":
+    main()
