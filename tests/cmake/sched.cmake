@@ -11,3 +11,20 @@ foreach(np 1 2 4)
 endforeach()
 resae_add_mpi(sched_graph_gs2 TARGET test_sched RANKS 4 ARGS graph ${RESAE_TEST_OUT}/sched_graph_gs2 2 TIMEOUT 60)
 resae_add_mpi(sched_fail_gs2 TARGET test_sched RANKS 4 ARGS fail ${RESAE_TEST_OUT}/sched_fail_gs2 2 TIMEOUT 60)
+
+# SIGKILL at random moments and restarts, SIGTERM/SIGUSR1, the exit status of a failing task
+set(RESAE_SCHED_FAULTS bash ${PROJECT_SOURCE_DIR}/tests/sched/faults.sh)
+foreach(cfg "1;0" "2;1" "4;2")
+  list(GET cfg 0 np)
+  list(GET cfg 1 gs)
+  resae_add_cmd(sched_kill_np${np} COMMAND ${RESAE_SCHED_FAULTS} kill $<TARGET_FILE:test_sched> ${MPIEXEC_EXECUTABLE}
+    ${RESAE_TEST_OUT} ${np} ${gs} PASS_REGEX "re-runs of finished tasks are detected" TIMEOUT 120 LABELS sched)
+endforeach()
+foreach(cfg "2;1" "4;2")
+  list(GET cfg 0 np)
+  list(GET cfg 1 gs)
+  resae_add_cmd(sched_term_np${np} COMMAND ${RESAE_SCHED_FAULTS} term $<TARGET_FILE:test_sched> ${MPIEXEC_EXECUTABLE}
+    ${RESAE_TEST_OUT} ${np} ${gs} PASS_REGEX "exit 3 within 5 s, resumed, complete" TIMEOUT 120 LABELS sched)
+endforeach()
+resae_add_cmd(sched_failexit_np4 COMMAND ${RESAE_SCHED_FAULTS} failexit $<TARGET_FILE:test_sched> ${MPIEXEC_EXECUTABLE}
+  ${RESAE_TEST_OUT} 4 1 PASS_REGEX "failed and skipped tasks reported" TIMEOUT 120 LABELS sched)

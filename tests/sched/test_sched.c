@@ -75,6 +75,9 @@ static void append_line(const char *path, const char *line) {
 }
 
 static int task_done(void *vc, const rs_sched_task *t) {
+    /* a broken done() for the faults script's self-test: the checks must catch the re-runs */
+    const char *forget = getenv("RESAE_SCHED_TEST_FORGET");
+    if (forget && forget[0] == '1') return 0;
     char p[4096];
     result_path(p, sizeof p, vc, t->name);
     return rs_file_exists(p);
