@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "resae/h5util.h"
 #include "resae/log.h"
 #include "resae/util.h"
 
@@ -814,4 +815,75 @@ rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, voi
     free(is_world);
     free(w.txt);
     return summarize(s, interrupted);
+}
+
+/* =====================================================================================================
+ * The task table in HDF5
+ * ===================================================================================================== */
+
+typedef struct table_row {
+    char name[RS_SCHED_NAME_MAX];
+    int32_t kind;
+    uint64_t hash;
+    char state[16];
+    int32_t attempts, group, group_size, err;
+    double t_start, t_end, seconds;
+    char error[RS_SCHED_MSG_MAX];
+} table_row;
+
+rs_err rs_sched_write_table(hid_t loc, const char *name, const rs_sched *s) {
+    if (!s->table) RS_FAIL(RS_ERR_INVAL, "task table '%s': the scheduler has not run", name);
+    rs_err err = RS_OK;
+    size_t n = (size_t)s->n_tasks;
+    table_row *rows = calloc(n ? n : 1, sizeof *rows);
+    RS_CHECK_ALLOC(rows);
+    for (size_t i = 0; i < n; i++) {
+        const rs_sched_task *t = &s->tasks[i];
+        const rs_sched_record *r = &s->table[i];
+        snprintf(rows[i].name, sizeof rows[i].name, "%s", t->name);
+        rows[i].kind = t->kind;
+        rows[i].hash = t->hash;
+        snprintf(rows[i].state, sizeof rows[i].state, "%s", rs_sched_state_name(r->state));
+        rows[i].attempts = r->attempts;
+        rows[i].group = r->group;
+        rows[i].group_size = r->group_size;
+        rows[i].err = r->err;
+        rows[i].t_start = r->t_start;
+        rows[i].t_end = r->t_end;
+        rows[i].seconds = r->seconds;
+        snprintf(rows[i].error, sizeof rows[i].error, "%s", r->error);
+    }
+    hid_t s_name = H5Tcopy(H5T_C_S1), s_state = H5Tcopy(H5T_C_S1), s_err = H5Tcopy(H5T_C_S1);
+    H5Tset_size(s_name, RS_SCHED_NAME_MAX);
+    H5Tset_size(s_state, 16);
+    H5Tset_size(s_err, RS_SCHED_MSG_MAX);
+    hid_t ty = H5Tcreate(H5T_COMPOUND, sizeof(table_row));
+    H5Tinsert(ty, "name", HOFFSET(table_row, name), s_name);
+    H5Tinsert(ty, "kind", HOFFSET(table_row, kind), H5T_NATIVE_INT32);
+    H5Tinsert(ty, "hash", HOFFSET(table_row, hash), H5T_NATIVE_UINT64);
+    H5Tinsert(ty, "state", HOFFSET(table_row, state), s_state);
+    H5Tinsert(ty, "attempts", HOFFSET(table_row, attempts), H5T_NATIVE_INT32);
+    H5Tinsert(ty, "group", HOFFSET(table_row, group), H5T_NATIVE_INT32);
+    H5Tinsert(ty, "group_size", HOFFSET(table_row, group_size), H5T_NATIVE_INT32);
+    H5Tinsert(ty, "err", HOFFSET(table_row, err), H5T_NATIVE_INT32);
+    H5Tinsert(ty, "t_start", HOFFSET(table_row, t_start), H5T_NATIVE_DOUBLE);
+    H5Tinsert(ty, "t_end", HOFFSET(table_row, t_end), H5T_NATIVE_DOUBLE);
+    H5Tinsert(ty, "seconds", HOFFSET(table_row, seconds), H5T_NATIVE_DOUBLE);
+    H5Tinsert(ty, "error", HOFFSET(table_row, error), s_err);
+    hsize_t dims = n;
+    hid_t sp = H5Screate_simple(1, &dims, NULL);
+    hid_t ds = H5Dcreate2(loc, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (ds < 0 || (n && H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0))
+        err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "HDF5: cannot write the task table '%s'", name);
+    if (!err) err = rs_h5_attr_i64(ds, "group_size", s->group_size);
+    if (!err) err = rs_h5_attr_i64(ds, "n_groups", s->n_groups);
+    if (!err) err = rs_h5_attr_i64(ds, "max_retries", s->opts.max_retries);
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    H5Tclose(s_name);
+    H5Tclose(s_state);
+    H5Tclose(s_err);
+    free(rows);
+    return err;
 }

@@ -27,6 +27,7 @@
 #ifndef RESAE_SCHED_H
 #define RESAE_SCHED_H
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <signal.h>
 #include <stdint.h>
@@ -115,5 +116,11 @@ int rs_sched_auto_group_size(const rs_sched *s, int size);
 rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, void *ctx, MPI_Comm world);
 
 const char *rs_sched_state_name(int state);
+
+/* Write s->table as dataset `name` under loc (a file or group; one rank, serial HDF5): one compound
+ * row per task with fields name, kind, hash, state (a name: done, done_before, failed, skipped,
+ * pending), attempts, group, group_size, err, t_start, t_end, seconds, error. Attributes: group_size,
+ * n_groups, max_retries. */
+rs_err rs_sched_write_table(hid_t loc, const char *name, const rs_sched *s);
 
 #endif

@@ -28,3 +28,7 @@ foreach(cfg "2;1" "4;2")
 endforeach()
 resae_add_cmd(sched_failexit_np4 COMMAND ${RESAE_SCHED_FAULTS} failexit $<TARGET_FILE:test_sched> ${MPIEXEC_EXECUTABLE}
   ${RESAE_TEST_OUT} 4 1 PASS_REGEX "failed and skipped tasks reported" TIMEOUT 120 LABELS sched)
+
+foreach(np 1 2 4)
+  resae_add_mpi(sched_api TARGET test_sched RANKS ${np} ARGS api ${RESAE_TEST_OUT}/sched_api_np${np} TIMEOUT 60)
+endforeach()

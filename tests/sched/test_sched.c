@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include "resae/err.h"
 #include "resae/h5util.h"
 #include "resae/log.h"
@@ -323,6 +325,39 @@ static void check_graph(const rs_sched *s, const ctx *c, rs_err err, int size) {
            s->n_tasks, s->n_groups, s->group_size, overlap, r0_works ? "yes" : "no");
 }
 
+/* Write the task table to RUNDIR/table.h5 and read back the state and attempts of every row. */
+static void check_table_h5(const rs_sched *s, const ctx *c) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/table.h5", c->dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(f >= 0, "%s: cannot create", path);
+    if (f < 0) return;
+    rs_err e = rs_sched_write_table(f, "tasks", s);
+    CHECK(!e, "rs_sched_write_table: %s", rs_err_msg());
+    H5Fclose(f);
+    f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, "tasks", H5P_DEFAULT);
+    typedef struct row {
+        char state[16];
+        int attempts;
+    } row;
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, 16);
+    hid_t ty = H5Tcreate(H5T_COMPOUND, sizeof(row));
+    H5Tinsert(ty, "state", HOFFSET(row, state), st);
+    H5Tinsert(ty, "attempts", HOFFSET(row, attempts), H5T_NATIVE_INT);
+    row rows[MAXT];
+    CHECK(ds >= 0 && H5Dread(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) >= 0, "cannot read %s/tasks", path);
+    for (int i = 0; i < s->n_tasks && !g_fail; i++)
+        CHECK(!strcmp(rows[i].state, rs_sched_state_name(s->table[i].state)) && rows[i].attempts == s->table[i].attempts,
+              "table.h5 row %d: %s/%d, expected %s/%d", i, rows[i].state, rows[i].attempts,
+              rs_sched_state_name(s->table[i].state), s->table[i].attempts);
+    H5Tclose(ty);
+    H5Tclose(st);
+    if (ds >= 0) H5Dclose(ds);
+    H5Fclose(f);
+}
+
 static int find(const rs_sched *s, const char *name) {
     for (int i = 0; i < s->n_tasks; i++)
         if (!strcmp(s->tasks[i].name, name)) return i;
@@ -361,6 +396,63 @@ static void check_fail(const rs_sched *s, const ctx *c, rs_err err, const char *
     int b = find(s, "broken");
     printf("fail: broken recorded as '%s' (%s); run error: %s\n", b >= 0 ? rs_sched_state_name(s->table[b].state) : "?",
            b >= 0 ? s->table[b].error : "?", msg);
+}
+
+/* =====================================================================================================
+ * API
+ * ===================================================================================================== */
+
+/* The API's refusals and the automatic group size; every rank must get the same answers. */
+static rs_err noop_run(void *vc, const rs_sched_task *t, MPI_Comm comm) { return RS_OK; }
+
+static void check_api(int rank, int size) {
+    rs_sched s;
+    rs_sched_init(&s, NULL);
+    int a, b, c, d;
+    CHECK(rs_sched_add(&a, &s, "bad", 0, 1, 1.0, 0, 0, NULL) == RS_ERR_INVAL, "min_ranks 0 accepted");
+    CHECK(rs_sched_add(&a, &s, "bad", 0, 1, -1.0, 1, 0, NULL) == RS_ERR_INVAL, "negative cost accepted");
+    CHECK(!rs_sched_add(&a, &s, "a", 0, 1, 1.0, 1, 0, NULL) && a == 0, "add a");
+    CHECK(!rs_sched_add(&b, &s, "b", 0, 2, 2.0, 1, 0, NULL) && b == 1, "add b");
+    CHECK(!rs_sched_add(&c, &s, "c", 0, 3, 3.0, 1, 0, NULL) && c == 2, "add c");
+    CHECK(rs_sched_add_dep(&s, a, a) == RS_ERR_INVAL, "self dependency accepted");
+    CHECK(rs_sched_add_dep(&s, a, 7) == RS_ERR_INVAL, "dependency on a missing task accepted");
+    CHECK(!rs_sched_add_dep(&s, b, a) && !rs_sched_add_dep(&s, b, a) && s.tasks[b].n_deps == 1, "duplicate dependency");
+    CHECK(!rs_sched_add_dep(&s, c, b) && !rs_sched_add_dep(&s, a, c), "cycle edges");
+    rs_err e = rs_sched_run(&s, noop_run, NULL, NULL, MPI_COMM_WORLD);
+    CHECK(e == RS_ERR_INVAL && strstr(rs_err_msg(), "cycle"), "a cycle gave %d: %s", e, rs_err_msg());
+    rs_sched_free(&s);
+
+    /* ranks that built different graphs are refused on every rank */
+    rs_sched_init(&s, NULL);
+    rs_sched_add(&a, &s, rank == size - 1 ? "other" : "same", 0, 1, 1.0, 1, 0, NULL);
+    e = rs_sched_run(&s, noop_run, NULL, NULL, MPI_COMM_WORLD);
+    if (size > 1) CHECK(e == RS_ERR_INTERNAL && strstr(rs_err_msg(), "different task graphs"), "mismatch gave %d: %s", e,
+                        rs_err_msg());
+    else CHECK(e == RS_OK, "one-rank run gave %d", e);
+    rs_sched_free(&s);
+
+    /* automatic group size */
+    rs_sched_init(&s, NULL);
+    CHECK(rs_sched_auto_group_size(&s, 8) == 1, "empty graph");
+    for (int i = 0; i < 8; i++) rs_sched_add(&d, &s, "t", 0, 1, 1.0, 1, 1, NULL);
+    CHECK(rs_sched_auto_group_size(&s, 8) == 1, "8 one-rank tasks on 8 ranks: %d", rs_sched_auto_group_size(&s, 8));
+    CHECK(rs_sched_auto_group_size(&s, 16) == 2, "8 tasks on 16 ranks: %d", rs_sched_auto_group_size(&s, 16));
+    rs_sched_add(&d, &s, "world", 0, 1, 100.0, RS_SCHED_WORLD, 0, NULL);
+    CHECK(rs_sched_auto_group_size(&s, 8) == 1, "a world task changed the group size");
+    rs_sched_add(&d, &s, "big", 0, 1, 100.0, 1, 4, NULL); /* most of the cost prefers 4 ranks */
+    CHECK(rs_sched_auto_group_size(&s, 8) == 4, "cost-weighted preference: %d", rs_sched_auto_group_size(&s, 8));
+    rs_sched_add(&d, &s, "wide", 0, 1, 0.1, 3, 0, NULL); /* needs 3, prefers 4: 4 divides 12; at 6, the next divisor is 6 */
+    CHECK(rs_sched_auto_group_size(&s, 12) == 4 && rs_sched_auto_group_size(&s, 6) == 6,
+          "min_ranks 3: %d at 12, %d at 6", rs_sched_auto_group_size(&s, 12), rs_sched_auto_group_size(&s, 6));
+    CHECK(rs_sched_auto_group_size(&s, 2) == 2, "min_ranks above the world: %d", rs_sched_auto_group_size(&s, 2));
+    rs_sched_free(&s);
+
+    /* an empty graph runs and succeeds */
+    rs_sched_init(&s, NULL);
+    e = rs_sched_run(&s, noop_run, NULL, NULL, MPI_COMM_WORLD);
+    CHECK(e == RS_OK, "empty graph gave %d: %s", e, rs_err_msg());
+    rs_sched_free(&s);
+    if (rank == 0) printf("api: refusals and automatic group size checked\n");
 }
 
 /* =====================================================================================================
@@ -412,6 +504,15 @@ int main(int argc, char **argv) {
 
     char path[4096];
     int code = 0;
+    if (!strcmp(mode, "api")) {
+        check_api(rank, size);
+        int any = 0;
+        MPI_Allreduce(&g_fail, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (rank == 0) printf("api at %d ranks: %s\n", size, any ? "FAILED" : "ok");
+        rs_sched_free(&s);
+        rs_mpi_end();
+        return any ? 1 : 0;
+    }
     if (!strcmp(mode, "check")) {
         if (rank == 0) {
             res rs[MAXT];
@@ -456,6 +557,7 @@ int main(int argc, char **argv) {
         if (rank == 0) {
             if (!strcmp(mode, "graph")) check_graph(&s, &c, err, size);
             else check_fail(&s, &c, err, msg, size);
+            check_table_h5(&s, &c);
         }
         MPI_Bcast(&g_fail, 1, MPI_INT, 0, MPI_COMM_WORLD);
         code = g_fail ? 1 : 0;
