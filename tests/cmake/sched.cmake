@@ -32,3 +32,9 @@ resae_add_cmd(sched_failexit_np4 COMMAND ${RESAE_SCHED_FAULTS} failexit $<TARGET
 foreach(np 1 2 4)
   resae_add_mpi(sched_api TARGET test_sched RANKS ${np} ARGS api ${RESAE_TEST_OUT}/sched_api_np${np} TIMEOUT 60)
 endforeach()
+
+# jobs/slurm/resae.sbatch outside Slurm (stand-ins for srun and scontrol): USR1 -> exit 3 -> requeue
+resae_add_cmd(sched_sbatch_local COMMAND bash ${PROJECT_SOURCE_DIR}/tests/sched/sbatch_local.sh ${PROJECT_SOURCE_DIR}
+  $<TARGET_FILE:test_sched> ${MPIEXEC_EXECUTABLE} ${RESAE_TEST_OUT}
+  PASS_REGEX "SIGUSR1 -> exit 3 -> requeue -> complete" TIMEOUT 120 LABELS sched)
+resae_add_cmd(sched_sbatch_syntax COMMAND bash -n ${PROJECT_SOURCE_DIR}/jobs/slurm/resae.sbatch LABELS sched)

@@ -475,7 +475,8 @@ int main(int argc, char **argv) {
     ctx c;
     memset(&c, 0, sizeof c);
     c.dir = argv[2];
-    c.scale = 1.0;
+    c.scale = getenv("RESAE_SCHED_TEST_SCALE") ? atof(getenv("RESAE_SCHED_TEST_SCALE")) : 1.0;
+    if (!(c.scale > 0)) c.scale = 1.0;
     int gs = argc > 3 && argv[3][0] != '-' ? atoi(argv[3]) : 0, with_fail = !strcmp(mode, "fail");
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--fail")) with_fail = 1;
