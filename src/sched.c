@@ -94,7 +94,7 @@ const char *rs_sched_state_name(int state) {
 /* Refuse dependency cycles (Kahn's algorithm); every rank finds the same answer. */
 static rs_err check_acyclic(const rs_sched *s) {
     int n = s->n_tasks;
-    if (!n) return RS_OK;
+    if (n <= 0) return RS_OK;
     int *indeg = calloc((size_t)n, sizeof(int)), *queue = malloc(sizeof(int) * (size_t)n);
     if (!indeg || !queue) {
         free(indeg);
@@ -648,7 +648,8 @@ static rs_err summarize(const rs_sched *s, int interrupted) {
         n_left += st == RS_SCHED_PENDING || st == RS_SCHED_RUNNING;
         if (st == RS_SCHED_FAILED && !first_err) first_err = s->table[i].err;
     }
-    if (interrupted) {
+    /* a stop that came after the last task is not an interruption */
+    if (interrupted && n_left) {
         RS_FAIL(RS_ERR_INTERRUPTED, "stopped by a signal: %d task(s) not run yet (finished work is kept; run again "
                 "to continue)", n_left);
     }

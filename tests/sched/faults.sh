@@ -74,14 +74,15 @@ term)
     ms=$((($(date +%s%N) - t0) / 1000000))
     echo "SIG$sig: exit $rc after $ms ms, $(n_results) task results"
     [ $rc = 3 ] || { tail -30 "$dir/logs/run.log"; fail "SIG$sig: exit code $rc, expected 3"; }
-    [ $ms -lt 5000 ] || fail "SIG$sig: took $ms ms to stop"
+    # sanitizer builds spend seconds in their exit-time checks: RESAE_SCHED_STOP_MS raises the limit
+    [ "$ms" -lt "${RESAE_SCHED_STOP_MS:-5000}" ] || fail "SIG$sig: took $ms ms to stop"
   done
   grep -q "stop requested" "$dir/logs/run.log" || fail "no 'stop requested' in the log"
   start --scale 4
   wait "$job"; rc=$?
   [ $rc = 0 ] || { tail -30 "$dir/logs/run.log"; fail "the resumed run ended with exit $rc"; }
   "${mpi1[@]}" -n 1 "$bin" check "$dir/run" || fail "check failed"
-  echo "SIGTERM/SIGUSR1: exit 3 within 5 s, resumed, complete"
+  echo "SIGTERM/SIGUSR1: exit 3 within $((${RESAE_SCHED_STOP_MS:-5000} / 1000)) s, resumed, complete"
   ;;
 failexit)
   start --fail
