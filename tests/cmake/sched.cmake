@@ -9,6 +9,7 @@ foreach(np 1 2 4)
   resae_add_mpi(sched_fail TARGET test_sched RANKS ${np} ARGS fail ${RESAE_TEST_OUT}/sched_fail_np${np} 0
     TIMEOUT 60)
 endforeach()
+resae_add_mpi(sched_graph_gs1 TARGET test_sched RANKS 2 ARGS graph ${RESAE_TEST_OUT}/sched_graph_gs1 1 TIMEOUT 60)
 resae_add_mpi(sched_graph_gs2 TARGET test_sched RANKS 4 ARGS graph ${RESAE_TEST_OUT}/sched_graph_gs2 2 TIMEOUT 60)
 resae_add_mpi(sched_fail_gs2 TARGET test_sched RANKS 4 ARGS fail ${RESAE_TEST_OUT}/sched_fail_gs2 2 TIMEOUT 60)
 
