@@ -46,3 +46,12 @@ resae_add_cmd(sched_sbatch_local COMMAND bash ${PROJECT_SOURCE_DIR}/tests/sched/
   $<TARGET_FILE:test_sched> ${MPIEXEC_EXECUTABLE} ${RESAE_TEST_OUT}
   PASS_REGEX "SIGUSR1 -> exit 3 -> requeue -> complete" TIMEOUT 120 LABELS sched)
 resae_add_cmd(sched_sbatch_syntax COMMAND bash -n ${PROJECT_SOURCE_DIR}/jobs/slurm/resae.sbatch LABELS sched)
+
+# random graphs: world tasks, tasks that always fail, transitive skips
+foreach(cfg "1;0;1" "2;1;2" "4;1;3" "4;2;4")
+  list(GET cfg 0 np)
+  list(GET cfg 1 gs)
+  list(GET cfg 2 seed)
+  resae_add_mpi(sched_random_gs${gs}_s${seed} TARGET test_sched RANKS ${np}
+    ARGS random ${RESAE_TEST_OUT}/sched_random_np${np}_gs${gs}_s${seed} ${gs} --seed ${seed} TIMEOUT 60)
+endforeach()

@@ -2,6 +2,8 @@
  *
  *   test_sched graph RUNDIR GS   fresh run: every task once, dependencies respected (timestamps),
  *                                world tasks on every rank, groups overlap, rank 0 works
+ *   test_sched random RUNDIR GS --seed N   a random graph with world tasks and tasks that always
+ *                                fail: exactly the expected tasks done (once), failed, skipped
  *   test_sched fail RUNDIR GS    a task failing once is retried and succeeds; a task failing always
  *                                is recorded failed after max_retries, its dependents skipped
  *   test_sched run RUNDIR GS [--fail] [--scale X]   run or resume (for the kill/SIGTERM scripts);
@@ -46,6 +48,7 @@ static void on_signal(int sig) {
 typedef struct tinfo {
     double sleep; /* seconds of work */
     int world;
+    int fail_always; /* fails on the last rank of its communicator, every attempt */
 } tinfo;
 
 typedef struct ctx {
@@ -127,10 +130,10 @@ static rs_err run_task(void *vc, const rs_sched_task *t, MPI_Comm comm) {
             }
         }
     }
-    if (!strcmp(t->name, "broken") && rank == size - 1)
-        err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "injected failure in broken (world rank %d)", wrank);
-    /* work in slices; the stop flag is agreed so every rank leaves at the same slice */
     const tinfo *ti = &c->info[t->kind];
+    if ((!strcmp(t->name, "broken") || ti->fail_always) && rank == size - 1)
+        err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "injected failure in %s (world rank %d)", t->name, wrank);
+    /* work in slices; the stop flag is agreed so every rank leaves at the same slice */
     int slices = (int)ceil(ti->sleep / 0.01);
     for (int i = 0; i < slices; i++) {
         nap(0.01);
@@ -210,6 +213,27 @@ static void build_graph(rs_sched *s, ctx *c, int with_fail) {
         dep(s, aab, ab);
         dep(s, aab, f);
     }
+}
+
+/* A random graph from a seed: 48 tasks, up to 3 dependencies on earlier tasks each, three world
+ * tasks, up to three tasks that always fail. Every rank builds the same one. */
+static uint64_t g_rng;
+static uint32_t rnd(void) {
+    g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(g_rng >> 33);
+}
+
+static void build_random(rs_sched *s, ctx *c, uint64_t seed) {
+    g_rng = seed;
+    char name[32];
+    for (int i = 0; i < 48; i++) {
+        snprintf(name, sizeof name, "r%02d", i);
+        int world = i % 16 == 5;
+        int t = add(s, c, name, 1 + rnd() % 10, world ? RS_SCHED_WORLD : 1, 0.01 + 0.01 * (rnd() % 5));
+        int nd = i ? (int)(rnd() % 4) : 0;
+        for (int k = 0; k < nd; k++) dep(s, t, (int)(rnd() % (uint32_t)i));
+    }
+    for (int k = 0; k < 3; k++) c->info[2 + rnd() % 46].fail_always = 1;
 }
 
 /* =====================================================================================================
@@ -358,6 +382,38 @@ static void check_table_h5(const rs_sched *s, const ctx *c) {
     H5Fclose(f);
 }
 
+static void check_random(const rs_sched *s, const ctx *c, rs_err err, int size) {
+    res rs[MAXT];
+    check_files(s, c, size, rs);
+    int n = s->n_tasks, bad_expected = 0;
+    /* expected: failed = fail_always; skipped = a failed task among its ancestors */
+    int expect[MAXT];
+    for (int i = 0; i < n; i++) {
+        expect[i] = RS_SCHED_DONE;
+        for (int j = 0; j < s->tasks[i].n_deps; j++) {
+            int st = expect[s->tasks[i].deps[j]];
+            if (st == RS_SCHED_FAILED || st == RS_SCHED_SKIPPED) expect[i] = RS_SCHED_SKIPPED;
+        }
+        if (expect[i] == RS_SCHED_DONE && c->info[i].fail_always) expect[i] = RS_SCHED_FAILED;
+        bad_expected += expect[i] != RS_SCHED_DONE;
+    }
+    CHECK(bad_expected ? err != RS_OK && err != RS_ERR_INTERRUPTED : err == RS_OK, "rs_sched_run returned %d", err);
+    int counts[6] = {0};
+    for (int i = 0; i < n; i++) {
+        const rs_sched_record *r = &s->table[i];
+        const char *nm = s->tasks[i].name;
+        int starts = count_starts(c, nm);
+        counts[r->state]++;
+        CHECK(r->state == expect[i], "%s: %s, expected %s", nm, rs_sched_state_name(r->state), rs_sched_state_name(expect[i]));
+        if (expect[i] == RS_SCHED_DONE) CHECK(starts == 1 && rs[i].ok, "%s: %d starts", nm, starts);
+        if (expect[i] == RS_SCHED_FAILED)
+            CHECK(starts == s->opts.max_retries + 1 && !rs[i].ok, "%s: failed with %d starts", nm, starts);
+        if (expect[i] == RS_SCHED_SKIPPED) CHECK(starts == 0 && !rs[i].ok, "%s: skipped but started %d times", nm, starts);
+    }
+    printf("random: %d done, %d failed, %d skipped on %d group(s) of %d\n", counts[RS_SCHED_DONE],
+           counts[RS_SCHED_FAILED], counts[RS_SCHED_SKIPPED], s->n_groups, s->group_size);
+}
+
 static int find(const rs_sched *s, const char *name) {
     for (int i = 0; i < s->n_tasks; i++)
         if (!strcmp(s->tasks[i].name, name)) return i;
@@ -468,7 +524,7 @@ static void mkdirs_or_die(const char *p) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: test_sched graph|fail|run|check RUNDIR [GS] [--fail] [--scale X]\n");
+        fprintf(stderr, "usage: test_sched graph|fail|random|run|check|api RUNDIR [GS] [--fail] [--scale X] [--seed N]\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -478,8 +534,10 @@ int main(int argc, char **argv) {
     c.scale = getenv("RESAE_SCHED_TEST_SCALE") ? atof(getenv("RESAE_SCHED_TEST_SCALE")) : 1.0;
     if (!(c.scale > 0)) c.scale = 1.0;
     int gs = argc > 3 && argv[3][0] != '-' ? atoi(argv[3]) : 0, with_fail = !strcmp(mode, "fail");
+    uint64_t seed = 1;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--fail")) with_fail = 1;
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (uint64_t)atoll(argv[++i]);
         if (!strcmp(argv[i], "--scale") && i + 1 < argc) c.scale = atof(argv[++i]);
     }
     if (rs_mpi_begin(&argc, &argv)) {
@@ -501,7 +559,8 @@ int main(int argc, char **argv) {
     o.other_rank_msg = OTHER;
     rs_sched s;
     rs_sched_init(&s, &o);
-    build_graph(&s, &c, with_fail);
+    if (!strcmp(mode, "random")) build_random(&s, &c, seed);
+    else build_graph(&s, &c, with_fail);
 
     char path[4096];
     int code = 0;
@@ -557,6 +616,7 @@ int main(int argc, char **argv) {
     } else {
         if (rank == 0) {
             if (!strcmp(mode, "graph")) check_graph(&s, &c, err, size);
+            else if (!strcmp(mode, "random")) check_random(&s, &c, err, size);
             else check_fail(&s, &c, err, msg, size);
             check_table_h5(&s, &c);
         }
