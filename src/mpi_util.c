@@ -10,7 +10,8 @@ static int g_rank, g_size = 1;
 
 rs_err rs_mpi_begin(int *argc, char ***argv) {
     int provided = 0;
-    RS_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    /* the scheduler's coordinator thread on rank 0 talks MPI while the main thread works */
+    RS_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     rs_log_init(g_rank);

@@ -6,7 +6,7 @@
 
 #include "resae/err.h"
 
-/* MPI_Init_thread, logging with the rank, BLAS threads per rank on this node. */
+/* MPI_Init_thread (MPI_THREAD_MULTIPLE requested, for the scheduler's coordinator thread), logging with the rank, BLAS threads per rank on this node. */
 rs_err rs_mpi_begin(int *argc, char ***argv);
 void rs_mpi_end(void);
 int rs_mpi_rank(void);
