@@ -16,8 +16,8 @@ config=$RESAE_ROOT/configs/demo.yaml
 run_dir=$RESAE_ROOT/runs/demo
 [ "${RESAE_DEMO_FRESH:-0}" = 1 ] && rm -rf "$run_dir"
 
-rs_say "stages that exist: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> results"
-rs_say "stages not built yet: evaluation (reconstruction/EV, redundancy, CE splices, probing, TPP)"
+rs_say "stages that exist: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> evaluation (EV, redundancy, CE splices) -> results"
+rs_say "not built yet: sparse probing, targeted probe perturbation; worker groups (every task runs on all ranks)"
 "$resae" validate -q "$config"
 rs_say "running the demo on 2 ranks (log: $run_dir.log)"
 mkdir -p "$(dirname "$run_dir")"
