@@ -246,7 +246,7 @@ rs_err rs_pipeline_harvest(rs_pipeline *p) {
     hc.run_dir = p->cfg.run_dir;
     RS_TRY_GOTO(store_identity(&hc.id, p, &sp), done);
     hc.batches_per_round = 1;
-    hc.flush_seconds = 2.0;
+    hc.flush_seconds = 30.0; /* a kill loses at most this much work; fsyncs block the ranks */
     hc.force = p->force;
     hc.stop = p->stop;
 

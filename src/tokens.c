@@ -45,8 +45,13 @@ static rs_err open_hdf5(rs_tokens *tk, const char *path, const rs_tokens_opts *o
     H5E_END_TRY;
     if (has <= 0)
         RS_FAIL(RS_ERR_FORMAT, "%s: no dataset /tokens (expected integer token ids [n_seq, seq_len])", path);
-    H5E_BEGIN_TRY { tk->dset = H5Dopen2(tk->file, "tokens", H5P_DEFAULT); }
+    /* Harvest reads sequences in split order, spread over the whole file: a chunk cache of 64 MiB
+     * keeps decompressed chunks of compressed token files instead of inflating one per sequence. */
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    H5Pset_chunk_cache(dapl, 12421, (size_t)64 << 20, 1.0);
+    H5E_BEGIN_TRY { tk->dset = H5Dopen2(tk->file, "tokens", dapl); }
     H5E_END_TRY;
+    H5Pclose(dapl);
     if (tk->dset < 0) RS_FAIL(RS_ERR_FORMAT, "%s: /tokens is not a dataset", path);
     hid_t type = H5Dget_type(tk->dset);
     H5T_class_t cls = H5Tget_class(type);
