@@ -22,6 +22,7 @@ void rs_sched_opts_default(rs_sched_opts *o) {
     o->max_retries = 2;
     o->poll_min = 0.001;
     o->poll_max = 0.02;
+    o->status_interval = 60.0;
 }
 
 void rs_sched_init(rs_sched *s, const rs_sched_opts *o) {
@@ -31,6 +32,7 @@ void rs_sched_init(rs_sched *s, const rs_sched_opts *o) {
     if (!(s->opts.poll_min > 0)) s->opts.poll_min = 0.001;
     if (!(s->opts.poll_max >= s->opts.poll_min)) s->opts.poll_max = s->opts.poll_min > 0.02 ? s->opts.poll_min : 0.02;
     if (s->opts.max_retries < 0) s->opts.max_retries = 0;
+    if (!(s->opts.status_interval > 0)) s->opts.status_interval = 60.0;
 }
 
 void rs_sched_free(rs_sched *s) {
@@ -271,6 +273,27 @@ static void log_progress(const coord *c, const char *what, int i, int group) {
             c->cost_todo > 0 ? 100.0 * c->cost_done / c->cost_todo : 100.0, rate, eta);
 }
 
+/* One line: the tasks running now and for how long. */
+static void log_status(const coord *c) {
+    const rs_sched *s = c->s;
+    char line[1024];
+    size_t len = 0;
+    int n = 0;
+    line[0] = '\0';
+    for (int i = 0; i < s->n_tasks; i++) {
+        const rs_sched_record *r = &s->table[i];
+        if (r->state != RS_SCHED_RUNNING || len >= sizeof line - 1) continue;
+        char el[32];
+        rs_fmt_duration(el, sizeof el, rs_now() - c->t0 - r->t_start);
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s%s (%s)", n ? ", " : "", s->tasks[i].name, el);
+        n++;
+    }
+    double el = rs_now() - c->t0, rate = el > 0 ? c->cost_done / el : 0;
+    char eta[32];
+    rs_fmt_duration(eta, sizeof eta, rate > 0 ? (c->cost_todo - c->cost_done) / rate : -1.0);
+    RS_INFO("scheduler: %d/%d tasks done, %d running: %s; ETA %s", c->n_finished, c->n_todo, n, n ? line : "-", eta);
+}
+
 /* A task's attempt ended with (agreed) err. */
 static void task_finished(coord *c, int i, int group, int err, double seconds, const char *text) {
     rs_sched *s = c->s;
@@ -470,9 +493,14 @@ static void *coord_main(void *varg) {
     coord_thread_arg *a = varg;
     coord *c = a->c;
     int byes = 0;
-    double d = a->o->poll_min;
+    double d = a->o->poll_min, t_status = rs_now();
     sched_msg m;
     while (byes < c->n_groups) {
+        /* long tasks finish rarely: say what runs now and then */
+        if (rs_now() - t_status >= a->o->status_interval) {
+            t_status = rs_now();
+            log_status(c);
+        }
         int flag = 0;
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, c->comm, &flag, &st);
