@@ -555,15 +555,18 @@ static void leader_tick(void *arg) {
 }
 
 /* Run task i on comm, agree on the outcome, collect the group's error text on the group leader. */
-static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *seconds, char *text) {
+static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *seconds, char *text, int *stop_seen) {
     const rs_sched_task *t = &w->s->tasks[i];
     MPI_Comm comm = w->is_world[i] ? w->world : w->group_comm;
     double t0 = rs_now();
     rs_err_clear();
     rs_err e = run(ctx, t, comm);
     *seconds = rs_now() - t0;
-    int loc[2] = {e && e != RS_ERR_INTERRUPTED ? e : 0, e == RS_ERR_INTERRUPTED}, all[2] = {0, 0};
-    MPI_Allreduce(loc, all, 2, MPI_INT, MPI_MAX, comm);
+    /* the outcome, and whether any rank has seen the stop flag (a signal may reach only some ranks) */
+    volatile sig_atomic_t *stop = w->s->opts.stop;
+    int loc[3] = {e && e != RS_ERR_INTERRUPTED ? e : 0, e == RS_ERR_INTERRUPTED, stop && *stop}, all[3] = {0, 0, 0};
+    MPI_Allreduce(loc, all, 3, MPI_INT, MPI_MAX, comm);
+    *stop_seen = all[2];
     int err = all[0] ? all[0] : all[1] ? RS_ERR_INTERRUPTED : 0;
     text[0] = '\0';
     if (err && err != RS_ERR_INTERRUPTED) {
@@ -586,7 +589,7 @@ static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *sec
 }
 
 static void worker_loop(worker *w, rs_sched_run_fn run, void *ctx) {
-    int prev = -1, prev_err = 0;
+    int prev = -1, prev_err = 0, stop_seen = 0;
     double prev_secs = 0;
     char text[RS_SCHED_MSG_MAX];
     text[0] = '\0';
@@ -603,7 +606,7 @@ static void worker_loop(worker *w, rs_sched_run_fn run, void *ctx) {
             m.task = prev;
             m.err = prev_err;
             m.seconds = prev_secs;
-            m.stop = o->stop && *o->stop;
+            m.stop = (o->stop && *o->stop) || stop_seen;
             w->noted |= m.stop;
             snprintf(m.text, sizeof m.text, "%s", text);
             MPI_Send(&m, (int)sizeof m, MPI_BYTE, 0, TAG_UP, w->coord_comm);
@@ -616,7 +619,7 @@ static void worker_loop(worker *w, rs_sched_run_fn run, void *ctx) {
         }
         if (assign < 0) break;
         prev = assign;
-        prev_err = run_one(w, assign, run, ctx, &prev_secs, text);
+        prev_err = run_one(w, assign, run, ctx, &prev_secs, text, &stop_seen);
     }
     if (w->leader) {
         sched_msg m;
@@ -661,8 +664,9 @@ static void run_inline(worker *w, coord *c, rs_sched_run_fn run, void *ctx) {
         }
         MPI_Bcast(&assign, 1, MPI_INT, 0, w->world);
         if (assign < 0) break;
+        int stop_seen = 0; /* the next round's allreduce sees every rank's flag anyway */
         prev = assign;
-        prev_err = run_one(w, assign, run, ctx, &prev_secs, text);
+        prev_err = run_one(w, assign, run, ctx, &prev_secs, text, &stop_seen);
     }
 }
 
