@@ -22,6 +22,7 @@ void rs_sched_opts_default(rs_sched_opts *o) {
     o->max_retries = 2;
     o->poll_min = 0.001;
     o->poll_max = 0.02;
+    o->status_interval = 60.0;
 }
 
 void rs_sched_init(rs_sched *s, const rs_sched_opts *o) {
@@ -31,6 +32,7 @@ void rs_sched_init(rs_sched *s, const rs_sched_opts *o) {
     if (!(s->opts.poll_min > 0)) s->opts.poll_min = 0.001;
     if (!(s->opts.poll_max >= s->opts.poll_min)) s->opts.poll_max = s->opts.poll_min > 0.02 ? s->opts.poll_min : 0.02;
     if (s->opts.max_retries < 0) s->opts.max_retries = 0;
+    if (!(s->opts.status_interval > 0)) s->opts.status_interval = 60.0;
 }
 
 void rs_sched_free(rs_sched *s) {
@@ -271,6 +273,27 @@ static void log_progress(const coord *c, const char *what, int i, int group) {
             c->cost_todo > 0 ? 100.0 * c->cost_done / c->cost_todo : 100.0, rate, eta);
 }
 
+/* One line: the tasks running now and for how long. */
+static void log_status(const coord *c) {
+    const rs_sched *s = c->s;
+    char line[1024];
+    size_t len = 0;
+    int n = 0;
+    line[0] = '\0';
+    for (int i = 0; i < s->n_tasks; i++) {
+        const rs_sched_record *r = &s->table[i];
+        if (r->state != RS_SCHED_RUNNING || len >= sizeof line - 1) continue;
+        char el[32];
+        rs_fmt_duration(el, sizeof el, rs_now() - c->t0 - r->t_start);
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s%s (%s)", n ? ", " : "", s->tasks[i].name, el);
+        n++;
+    }
+    double el = rs_now() - c->t0, rate = el > 0 ? c->cost_done / el : 0;
+    char eta[32];
+    rs_fmt_duration(eta, sizeof eta, rate > 0 ? (c->cost_todo - c->cost_done) / rate : -1.0);
+    RS_INFO("scheduler: %d/%d tasks done, %d running: %s; ETA %s", c->n_finished, c->n_todo, n, n ? line : "-", eta);
+}
+
 /* A task's attempt ended with (agreed) err. */
 static void task_finished(coord *c, int i, int group, int err, double seconds, const char *text) {
     rs_sched *s = c->s;
@@ -470,9 +493,14 @@ static void *coord_main(void *varg) {
     coord_thread_arg *a = varg;
     coord *c = a->c;
     int byes = 0;
-    double d = a->o->poll_min;
+    double d = a->o->poll_min, t_status = rs_now();
     sched_msg m;
     while (byes < c->n_groups) {
+        /* long tasks finish rarely: say what runs now and then */
+        if (rs_now() - t_status >= a->o->status_interval) {
+            t_status = rs_now();
+            log_status(c);
+        }
         int flag = 0;
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, c->comm, &flag, &st);
@@ -527,15 +555,18 @@ static void leader_tick(void *arg) {
 }
 
 /* Run task i on comm, agree on the outcome, collect the group's error text on the group leader. */
-static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *seconds, char *text) {
+static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *seconds, char *text, int *stop_seen) {
     const rs_sched_task *t = &w->s->tasks[i];
     MPI_Comm comm = w->is_world[i] ? w->world : w->group_comm;
     double t0 = rs_now();
     rs_err_clear();
     rs_err e = run(ctx, t, comm);
     *seconds = rs_now() - t0;
-    int loc[2] = {e && e != RS_ERR_INTERRUPTED ? e : 0, e == RS_ERR_INTERRUPTED}, all[2] = {0, 0};
-    MPI_Allreduce(loc, all, 2, MPI_INT, MPI_MAX, comm);
+    /* the outcome, and whether any rank has seen the stop flag (a signal may reach only some ranks) */
+    volatile sig_atomic_t *stop = w->s->opts.stop;
+    int loc[3] = {e && e != RS_ERR_INTERRUPTED ? e : 0, e == RS_ERR_INTERRUPTED, stop && *stop}, all[3] = {0, 0, 0};
+    MPI_Allreduce(loc, all, 3, MPI_INT, MPI_MAX, comm);
+    *stop_seen = all[2];
     int err = all[0] ? all[0] : all[1] ? RS_ERR_INTERRUPTED : 0;
     text[0] = '\0';
     if (err && err != RS_ERR_INTERRUPTED) {
@@ -558,7 +589,7 @@ static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *sec
 }
 
 static void worker_loop(worker *w, rs_sched_run_fn run, void *ctx) {
-    int prev = -1, prev_err = 0;
+    int prev = -1, prev_err = 0, stop_seen = 0;
     double prev_secs = 0;
     char text[RS_SCHED_MSG_MAX];
     text[0] = '\0';
@@ -575,7 +606,7 @@ static void worker_loop(worker *w, rs_sched_run_fn run, void *ctx) {
             m.task = prev;
             m.err = prev_err;
             m.seconds = prev_secs;
-            m.stop = o->stop && *o->stop;
+            m.stop = (o->stop && *o->stop) || stop_seen;
             w->noted |= m.stop;
             snprintf(m.text, sizeof m.text, "%s", text);
             MPI_Send(&m, (int)sizeof m, MPI_BYTE, 0, TAG_UP, w->coord_comm);
@@ -588,7 +619,7 @@ static void worker_loop(worker *w, rs_sched_run_fn run, void *ctx) {
         }
         if (assign < 0) break;
         prev = assign;
-        prev_err = run_one(w, assign, run, ctx, &prev_secs, text);
+        prev_err = run_one(w, assign, run, ctx, &prev_secs, text, &stop_seen);
     }
     if (w->leader) {
         sched_msg m;
@@ -633,8 +664,9 @@ static void run_inline(worker *w, coord *c, rs_sched_run_fn run, void *ctx) {
         }
         MPI_Bcast(&assign, 1, MPI_INT, 0, w->world);
         if (assign < 0) break;
+        int stop_seen = 0; /* the next round's allreduce sees every rank's flag anyway */
         prev = assign;
-        prev_err = run_one(w, assign, run, ctx, &prev_secs, text);
+        prev_err = run_one(w, assign, run, ctx, &prev_secs, text, &stop_seen);
     }
 }
 

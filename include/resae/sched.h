@@ -80,6 +80,7 @@ typedef struct rs_sched_opts {
     /* error text that only says another rank failed: the table shows another rank's text */
     const char *other_rank_msg;
     double poll_min, poll_max;   /* seconds between polls of a waiting rank (default 1 ms, 20 ms) */
+    double status_interval;      /* seconds between "running now" lines of the coordinator (60) */
 } rs_sched_opts;
 
 typedef rs_err (*rs_sched_run_fn)(void *ctx, const rs_sched_task *t, MPI_Comm comm);

@@ -10,6 +10,8 @@ foreach(np 1 2 4)
     TIMEOUT 60)
 endforeach()
 resae_add_mpi(sched_graph_gs1 TARGET test_sched RANKS 2 ARGS graph ${RESAE_TEST_OUT}/sched_graph_gs1 1 TIMEOUT 60)
+# one group of every rank: no coordinator thread, rank 0 decides between tasks
+resae_add_mpi(sched_graph_gs4 TARGET test_sched RANKS 4 ARGS graph ${RESAE_TEST_OUT}/sched_graph_gs4 4 TIMEOUT 60)
 resae_add_mpi(sched_graph_gs2 TARGET test_sched RANKS 4 ARGS graph ${RESAE_TEST_OUT}/sched_graph_gs2 2 TIMEOUT 60)
 resae_add_mpi(sched_fail_gs2 TARGET test_sched RANKS 4 ARGS fail ${RESAE_TEST_OUT}/sched_fail_gs2 2 TIMEOUT 60)
 

@@ -6,7 +6,8 @@
 #       before a kill ran again (the task records that itself), dependencies respected; then a
 #       run whose done() forgets everything must be caught by the same check
 #   faults.sh term TEST_SCHED MPIEXEC OUT NP GS   SIGTERM to every rank mid-run: exit code 3 within
-#       5 s; SIGUSR1 to mpirun (forwarded to the ranks) the same; then the run completes
+#       5 s; SIGUSR1 to mpirun (forwarded to the ranks) the same; SIGTERM to the last rank only
+#       the same; then the run completes
 #   faults.sh failexit TEST_SCHED MPIEXEC OUT NP GS   a task that always fails: exit code 1 and the
 #       failed and skipped tasks named
 set -u
@@ -62,14 +63,19 @@ kill)
   echo "self-test: re-runs of finished tasks are detected"
   ;;
 term)
-  for sig in TERM USR1; do
+  for sig in TERM USR1 TERM1; do
     start --scale 4
     pids=$(rank_pids) || fail "the ranks did not start"
     sleep 1.2
     t0=$(date +%s%N)
-    # SIGTERM to every rank (as Slurm delivers it); SIGUSR1 to mpirun, which forwards it
+    # SIGTERM to every rank (as Slurm delivers it); SIGUSR1 to mpirun, which forwards it;
+    # SIGTERM to the last rank only (not a group leader when groups have 2 ranks)
     # shellcheck disable=SC2086
-    if [ $sig = TERM ]; then kill -TERM $pids; else kill -USR1 "$job"; fi
+    case $sig in
+    TERM) kill -TERM $pids ;;
+    USR1) kill -USR1 "$job" ;;
+    TERM1) kill -TERM "$(cat "$dir/run/pids/rank$((np - 1)).pid")" ;;
+    esac
     wait "$job"; rc=$?
     ms=$((($(date +%s%N) - t0) / 1000000))
     echo "SIG$sig: exit $rc after $ms ms, $(n_results) task results"
@@ -82,7 +88,7 @@ term)
   wait "$job"; rc=$?
   [ $rc = 0 ] || { tail -30 "$dir/logs/run.log"; fail "the resumed run ended with exit $rc"; }
   "${mpi1[@]}" -n 1 "$bin" check "$dir/run" || fail "check failed"
-  echo "SIGTERM/SIGUSR1: exit 3 within $((${RESAE_SCHED_STOP_MS:-5000} / 1000)) s, resumed, complete"
+  echo "SIGTERM/SIGUSR1/SIGTERM to one rank: exit 3 within $((${RESAE_SCHED_STOP_MS:-5000} / 1000)) s, resumed, complete"
   ;;
 failexit)
   start --fail

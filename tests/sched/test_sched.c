@@ -333,6 +333,8 @@ static void check_graph(const rs_sched *s, const ctx *c, rs_err err, int size) {
               rs_sched_state_name(r->state), r->attempts);
         CHECK(r->group_size == rs[i].group_size, "task %s: table says %d ranks, the task saw %d", s->tasks[i].name,
               r->group_size, rs[i].group_size);
+        if (s->n_groups == 1) CHECK(rs[i].group_size == size, "task %s ran on %d of %d ranks with one group",
+                                    s->tasks[i].name, rs[i].group_size, size);
         if (c->info[i].world) continue;
         if (s->n_groups > 1) CHECK(rs[i].group_size == s->group_size, "task %s ran on %d ranks, group size is %d",
                                    s->tasks[i].name, rs[i].group_size, s->group_size);
@@ -557,6 +559,7 @@ int main(int argc, char **argv) {
     o.max_retries = 2;
     o.stop = &g_stop;
     o.other_rank_msg = OTHER;
+    o.status_interval = 0.3; /* exercise the coordinator's status lines */
     rs_sched s;
     rs_sched_init(&s, &o);
     if (!strcmp(mode, "random")) build_random(&s, &c, seed);
