@@ -42,7 +42,7 @@ case $mode in
 kill)
   RANDOM=$((np * 100 + gs))
   for i in 1 2 3 4 5; do
-    start --scale 3
+    start --scale 2
     pids=$(rank_pids) || { kill -KILL "$job" 2>/dev/null; fail "the ranks did not start"; }
     ms=$((RANDOM % 2400 + 50))
     sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
@@ -51,7 +51,7 @@ kill)
     wait "$job"; rc=$?
     echo "kill $i after $ms ms: exit $rc, $(n_results) task results"
   done
-  start --scale 3
+  start --scale 2
   wait "$job"; rc=$?
   [ $rc = 0 ] || { tail -30 "$dir/logs/run.log"; fail "the run after the kills ended with exit $rc"; }
   "${mpi1[@]}" -n 1 "$bin" check "$dir/run" || fail "check failed"
