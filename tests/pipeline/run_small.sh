@@ -110,8 +110,14 @@ term)
   for i in 1 2; do
     mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 300); do grep -q "stage train" "$dir/run$i.log" && break; sleep 0.1; done
-    sleep 0.$((RANDOM % 8 + 1))
+    # signal while work is certainly left: 1 once an SAE has checkpointed, 2 once the first
+    # evaluation-stage file is written (both runs then still have tasks to do)
+    for _ in $(seq 1 600); do
+      if [ $i = 1 ]; then ls "$dir/run/ckpt" 2>/dev/null | grep -q '\.ckpt$' && break
+      else ls "$dir/run/tasks" 2>/dev/null | grep -qE '^(ablate|eval)_.*\.h5$' && break; fi
+      kill -0 $pid 2>/dev/null || break
+      sleep 0.05
+    done
     t0=$(date +%s)
     if [ $i = 1 ]; then pkill -TERM -f "^$resae run $dir/run.yaml"; sig=TERM
     else pkill -USR1 -f "^$mpiexec .*$resae run $dir/run.yaml"; sig=USR1; fi
