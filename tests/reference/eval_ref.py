@@ -1,10 +1,10 @@
-"""Independent reference for resae's evaluation stage (METHOD.md §5-6), in float64 numpy/PyTorch.
+"""Independent reference for resae's evaluation stage (METHOD.md §5-6), in float64 numpy.
 
 usage: eval_ref.py RUN_DIR [--tol-ce 1e-5] [--tol-ev 1e-6] [--pick I,J,...]
 
 Reads the finished run (activations.h5, the token file, config.yaml and results.h5 for the SAE and
 affine parameters), recomputes every number of /eval/recon, /eval/redundancy and /eval/ce from the
-definitions, with plain full forward passes (no cached streams) of tests/reference/neox.py in
+definitions, with plain full forward passes (no cached streams) of tests/reference/neox_np.py in
 float64, and compares. Exits 1 on any mismatch beyond the tolerances (CE-derived columns: --tol-ce,
 absolute; EV, MSE and redundancy: --tol-ev, absolute; L0 and dead fractions: 1e-9). --pick checks only those evaluations (indices in the order
 of (set, variant, k, seed)), to keep tests at several rank counts short.
@@ -14,14 +14,10 @@ import sys
 
 import h5py
 import numpy as np
-import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import neox  # noqa: E402
-
-torch.set_grad_enabled(False)
-torch.set_num_threads(1)
+import neox_np  # noqa: E402
 
 
 def topk_sae(x, g, k):
@@ -107,18 +103,18 @@ def ref_redundancy(es):
 
 def ref_ce(es, model, tokens, mus, p0):
     """CE and KL of every pass over all eval sequences, by full forward passes with hooks."""
-    tok = torch.from_numpy(tokens.astype(np.int64))
+    tok = tokens.astype(np.int64)
     L = es.layers
     M = len(L)
 
     def t64(a):
-        return torch.from_numpy(np.asarray(a, dtype=np.float64))
+        return np.asarray(a, dtype=np.float64)
 
     def splice(m, h, x_prev):
         """h (B, T, d) tensor -> h + eps, position 0 untouched when p0."""
         B, T, d = h.shape
-        hn = h.numpy().reshape(-1, d)
-        xp = None if x_prev is None else x_prev.numpy().reshape(-1, d)
+        hn = h.reshape(-1, d)
+        xp = None if x_prev is None else x_prev.reshape(-1, d)
         u = es.target(m, hn, xp)
         rh, _, _ = es.rhat(m, u)
         eps = (rh - u).reshape(B, T, d)
@@ -147,20 +143,20 @@ def ref_ce(es, model, tokens, mus, p0):
     res["so"] = model(tok, hook=so_hook)[0]
     for kind in ("zero", "mean"):
         def abl(h, m):
-            h = h.clone()
+            h = h.copy()
             h[:, p0:] = 0 if kind == "zero" else t64(mus[m])
             return h
         for m in range(M):
             res[(kind, m)] = model(tok, hook=lambda l, h, m=m: abl(h, m) if l == L[m] else None)[0]
         res[(kind, -1)] = model(tok, hook=lambda l, h: abl(h, L.index(l)) if l in L else None)[0]
 
-    lp_c = torch.log_softmax(logits_clean[:, p0:-1], -1)
+    lp_c = neox_np.log_softmax(logits_clean[:, p0:-1])
     tgt = tok[:, p0 + 1:]
     out = {}
     for key, lg in res.items():
-        lp = torch.log_softmax(lg[:, p0:-1], -1)
-        ce = -lp.gather(-1, tgt[..., None]).mean().item()
-        kl = (lp_c.exp() * (lp_c - lp)).sum(-1).mean().item()
+        lp = neox_np.log_softmax(lg[:, p0:-1])
+        ce = -float(np.take_along_axis(lp, tgt[..., None], -1).mean())
+        kl = float((np.exp(lp_c) * (lp_c - lp)).sum(-1).mean())
         out[key] = (ce, kl)
     return out
 
@@ -181,7 +177,7 @@ def main():
     res = h5py.File(os.path.join(run, "results.h5"), "r")
     skip = int(store.attrs["skip_pos0"])
     p0 = 1 if cfg["data"]["exclude_first_position"] else 0
-    model = neox.load_checkpoint(cfg["model"]["path"]).double().eval()
+    model = neox_np.NeoX(cfg["model"]["path"])
     ids = store["eval/seq_ids"][:]
     tokens = h5py.File(cfg["data"]["tokens"], "r")["tokens"][:][ids]
     rec, red, ce = res["eval/recon"][:], res["eval/redundancy"][:], res["eval/ce"][:]
