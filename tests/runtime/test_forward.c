@@ -272,10 +272,11 @@ int main(int argc, char **argv) {
         double sc = 0, sce = 0;
         for (size_t i = 0; i < N * V; i++) sc = fabs(logits[i]) > sc ? fabs(logits[i]) : sc;
         for (size_t i = 0; i < (size_t)B * (T - 1); i++) sce = fabs(ce[i]) > sce ? fabs(ce[i]) : sce;
-        /* SGEMM may block a 1-row-sequence batch differently: equal up to fp32 rounding */
+        /* SGEMM may block a 1-row-sequence batch differently: equal up to fp32 rounding (measured:
+         * 6e-7 with AVX-512 kernels, 1.1e-6 with AVX2 kernels under valgrind) */
         printf("  B=1 vs B=%d: logits max|diff|/max|logit| = %.2e, CE max|diff|/max CE = %.2e\n", B, e_b / sc,
                e_c / sce);
-        CHECK(e_b <= 1e-6 * sc && e_c <= 1e-6 * sce, "batching changes results");
+        CHECK(e_b <= 5e-6 * sc && e_c <= 5e-6 * sce, "batching changes results");
         /* a shorter sequence fits the same state: its outputs are the prefix's (causality) */
         rs_forward_args p = RS_FORWARD_ARGS_INIT;
         p.tokens = tokens;
