@@ -50,6 +50,9 @@ rs_err rs_pipeline_affine(rs_pipeline *p);
 rs_err rs_pipeline_train(rs_pipeline *p);
 /* Rebuild <run_dir>/results.h5 from the task files (rank 0 writes; collective). */
 rs_err rs_pipeline_results(rs_pipeline *p);
+/* The same with the task table of a scheduled run as /tasks (rs_sched_write_table; s may be NULL). */
+struct rs_sched;
+rs_err rs_pipeline_results_tasks(rs_pipeline *p, const struct rs_sched *s);
 
 /* Task file paths. */
 void rs_pipeline_affine_path(char *out, size_t n, const rs_pipeline *p, int a, int b);
