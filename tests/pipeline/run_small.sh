@@ -105,6 +105,8 @@ term)
   dir=$out/pipeline_term; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/ref.yaml" "$dir/ref"
   make_config "$dir/run.yaml" "$dir/run"
+  # one group of 2 ranks: the tasks run one after another, so the signal lands inside the run
+  for f in ref run; do printf 'parallel:\n  group_size: 2\n' >>"$dir/$f.yaml"; done
   mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
   # 1: SIGTERM to every rank (as srun delivers it); 2: SIGUSR1 to mpirun, which forwards it
   for i in 1 2; do
