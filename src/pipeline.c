@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "resae/mpi_util.h"
 #include "resae/pipeline_eval.h" /* evaluation stage (pipeline_eval.c) */
 #include "resae/sae.h"
+#include "resae/sched.h"
 #include "resae/splits.h"
 #include "resae/tokens.h"
 #include "resae/util.h"
@@ -423,6 +425,43 @@ static int collect_pairs(int (*pairs)[2], int max, const rs_pipeline *p) {
     return n;
 }
 
+static void affine_opts(rs_affine_opts *o, const rs_pipeline *p) {
+    rs_affine_opts_default(o);
+    o->lambda_rel = p->cfg.affine.lambda_rel;
+    o->max_retries = (int)p->cfg.affine.max_retries;
+    o->block = (int)p->cfg.affine.block_size;
+    o->chunk_rows = (int)p->cfg.store.chunk_rows;
+}
+
+/* Fit the map a -> b on p->comm and write its task file (rank 0 of p->comm). Collective. */
+static rs_err affine_one(const rs_pipeline *p, const rs_actstore *st, int a, int b, const char *path) {
+    rs_affine_opts o;
+    affine_opts(&o, p);
+    int d = p->mc.d_model;
+    rs_err err = RS_OK;
+    pair_source cs, es;
+    rs_affine_map m;
+    memset(&m, 0, sizeof m);
+    err = pair_source_init(&cs, p, st, RS_SPLIT_CALIB, a, b);
+    if (!err) {
+        err = pair_source_init(&es, p, st, RS_SPLIT_EVAL, a, b);
+        if (err) pair_source_free(&cs);
+    }
+    RS_TRY(agree(p, err));
+    rs_affine_source calib = {&cs, pair_next, pair_rewind, cs.hi - cs.lo}, eval = {&es, pair_next, pair_rewind, es.hi - es.lo};
+    err = rs_affine_fit(&m, &calib, d, d, &o, p->comm);
+    if (!err) err = rs_affine_eval(&m, &eval, p->comm);
+    pair_source_free(&cs);
+    pair_source_free(&es);
+    if (!err && p->rank == 0) err = write_affine(path, &m, a, b, rs_pipeline_pair_hash(p, a, b));
+    if (!err)
+        RS_INFO("affine %d->%d: R^2 %.4f (eval), s %.4g, lambda %.3g (%d retries), %" PRId64 " calib tokens, %.2fs", a,
+                b, m.r2, m.s, m.lambda_used, m.retries, m.n_tokens_calib, m.t_total);
+    rs_affine_map_free(&m);
+    RS_TRY(agree(p, err));
+    return RS_OK;
+}
+
 rs_err rs_pipeline_affine(rs_pipeline *p) {
     int max = p->grid.n_affine + p->grid.n_regression;
     int(*pairs)[2] = malloc(sizeof(int[2]) * (size_t)(max > 0 ? max : 1));
@@ -443,13 +482,6 @@ rs_err rs_pipeline_affine(rs_pipeline *p) {
             p->grid.n_regression, todo);
     if (!todo) goto done;
     RS_TRY_GOTO(rs_actstore_open(&st, spath, 0, p->comm), done);
-    rs_affine_opts o;
-    rs_affine_opts_default(&o);
-    o.lambda_rel = p->cfg.affine.lambda_rel;
-    o.max_retries = (int)p->cfg.affine.max_retries;
-    o.block = (int)p->cfg.affine.block_size;
-    o.chunk_rows = (int)p->cfg.store.chunk_rows;
-    int d = p->mc.d_model;
     rs_progress prog;
     rs_progress_init(&prog, "affine", todo, "fits", p->rank == 0);
     int done_n = 0;
@@ -459,26 +491,7 @@ rs_err rs_pipeline_affine(rs_pipeline *p) {
         rs_pipeline_affine_path(path, sizeof path, p, a, b);
         if (task_done(p, path)) continue;
         if (stop_requested(p)) RS_FAIL_GOTO(done, RS_ERR_INTERRUPTED, "stopped by a signal before affine fit %d->%d", a, b);
-        pair_source cs, es;
-        rs_affine_map m;
-        memset(&m, 0, sizeof m);
-        err = pair_source_init(&cs, p, &st, RS_SPLIT_CALIB, a, b);
-        if (!err) {
-            err = pair_source_init(&es, p, &st, RS_SPLIT_EVAL, a, b);
-            if (err) pair_source_free(&cs);
-        }
-        RS_TRY_GOTO(agree(p, err), done);
-        rs_affine_source calib = {&cs, pair_next, pair_rewind, cs.hi - cs.lo}, eval = {&es, pair_next, pair_rewind, es.hi - es.lo};
-        err = rs_affine_fit(&m, &calib, d, d, &o, p->comm);
-        if (!err) err = rs_affine_eval(&m, &eval, p->comm);
-        pair_source_free(&cs);
-        pair_source_free(&es);
-        if (!err && p->rank == 0) err = write_affine(path, &m, a, b, rs_pipeline_pair_hash(p, a, b));
-        if (!err)
-            RS_INFO("affine %d->%d: R^2 %.4f (eval), s %.4g, lambda %.3g (%d retries), %" PRId64 " calib tokens, %.2fs", a,
-                    b, m.r2, m.s, m.lambda_used, m.retries, m.n_tokens_calib, m.t_total);
-        rs_affine_map_free(&m);
-        RS_TRY_GOTO(agree(p, err), done);
+        RS_TRY_GOTO(affine_one(p, &st, a, b, path), done);
         rs_progress_update(&prog, ++done_n);
     }
     rs_progress_finish(&prog);
@@ -940,7 +953,9 @@ static rs_err results_config(hid_t out, const rs_pipeline *p) {
     return RS_OK;
 }
 
-rs_err rs_pipeline_results(rs_pipeline *p) {
+rs_err rs_pipeline_results(rs_pipeline *p) { return rs_pipeline_results_tasks(p, NULL); }
+
+rs_err rs_pipeline_results_tasks(rs_pipeline *p, const rs_sched *s) {
     rs_err err = RS_OK;
     if (p->rank == 0) {
         char path[4096], tmp[4200];
@@ -953,6 +968,7 @@ rs_err rs_pipeline_results(rs_pipeline *p) {
             if (!err) err = results_affine(f, p);
             if (!err) err = results_sae(f, p);
             if (!err) err = rs_pipeline_results_eval(f, p); /* evaluation tables (pipeline_eval.c) */
+            if (!err && s) err = rs_sched_write_table(f, "tasks", s);
             if (!err) err = task_commit(f, tmp, path);
             else H5Fclose(f);
             if (!err) RS_INFO("results: %s", path);
@@ -994,6 +1010,173 @@ static rs_err record_config(const rs_pipeline *p) {
     return agree(p, err);
 }
 
+/* ---- the task graph ------------------------------------------------------------------------------- */
+
+enum { TASK_HARVEST = 0, TASK_AFFINE = 1, TASK_TRAIN = 2, TASK_EVAL = 3 };
+static const char *const stage_names[] = {"harvest", "affine", "train", "evaluate"};
+
+typedef struct run_ctx {
+    rs_pipeline *p;
+    int (*pairs)[2]; /* (n_pairs) affine fits */
+    int n_pairs;
+    int eval_loaded; /* this rank loaded model and tokens for evaluation tasks */
+    rs_model model;
+    rs_tokens tk;
+    int started[4];  /* this rank has led a task of the kind (for the "stage" lines) */
+} run_ctx;
+
+static void task_path(char *out, size_t n, const run_ctx *c, const rs_sched_task *t) {
+    const rs_pipeline *p = c->p;
+    int i = (int)(intptr_t)t->data;
+    out[0] = 0;
+    if (t->kind == TASK_AFFINE) rs_pipeline_affine_path(out, n, p, c->pairs[i][0], c->pairs[i][1]);
+    else if (t->kind == TASK_TRAIN) rs_pipeline_sae_path(out, n, p, &p->grid.saes[i]);
+    else if (t->kind == TASK_EVAL) rs_pipeline_eval_path(out, n, p, &p->grid.evals[i]);
+}
+
+/* done(): the task file exists (asked on rank 0). The harvest always runs: it reuses a complete
+ * store, so a finished harvest costs only the check. */
+static int sched_done(void *vctx, const rs_sched_task *t) {
+    if (t->kind == TASK_HARVEST) return 0;
+    char path[4096];
+    task_path(path, sizeof path, vctx, t);
+    return rs_file_exists(path);
+}
+
+/* Model and tokens of the evaluation tasks, loaded once per rank on first use. Collective over q->comm. */
+static rs_err eval_resources(run_ctx *c, const rs_pipeline *q) {
+    if (c->eval_loaded || !q->cfg.eval.ce) return RS_OK;
+    memset(&c->tk, 0, sizeof c->tk);
+    c->tk.fd = -1;
+    rs_err err = open_tokens(&c->tk, q);
+    if (!err) {
+        err = rs_model_load(&c->model, q->cfg.model.path);
+        if (err) rs_tokens_close(&c->tk);
+    }
+    err = agree(q, err);
+    if (err) {
+        rs_model_free(&c->model);
+        return err;
+    }
+    c->eval_loaded = 1;
+    return RS_OK;
+}
+
+/* Run one task on comm (a group, or the world for the harvest): a shallow copy of the pipeline with
+ * the group's communicator, rank and size; the store is opened on that communicator. */
+static rs_err sched_run(void *vctx, const rs_sched_task *t, MPI_Comm comm) {
+    run_ctx *c = vctx;
+    rs_pipeline q = *c->p;
+    q.comm = comm;
+    MPI_Comm_rank(comm, &q.rank);
+    MPI_Comm_size(comm, &q.size);
+    if (q.rank == 0 && !c->started[t->kind]) {
+        c->started[t->kind] = 1;
+        rs_log_all(RS_LOG_INFO, "stage %s: first task %s on %d ranks", stage_names[t->kind], t->name, q.size);
+    }
+    int i = (int)(intptr_t)t->data;
+    if (t->kind == TASK_HARVEST) return rs_pipeline_harvest(&q);
+    if (t->kind == TASK_EVAL) {
+        RS_TRY(eval_resources(c, &q));
+        return rs_pipeline_eval_task(&q, i, &c->model, &c->tk);
+    }
+    char path[4096], spath[4096];
+    task_path(path, sizeof path, c, t);
+    store_path(spath, sizeof spath, &q);
+    rs_actstore st;
+    memset(&st, 0, sizeof st);
+    rs_err err = RS_OK;
+    RS_TRY_GOTO(rs_actstore_open(&st, spath, 0, comm), done);
+    if (t->kind == TASK_AFFINE) err = affine_one(&q, &st, c->pairs[i][0], c->pairs[i][1], path);
+    else err = train_one(&q, &st, &q.grid.saes[i], path);
+done:
+    rs_actstore_close(&st);
+    return err;
+}
+
+/* Rough costs in floating-point operations (only their ratios matter to the scheduler). */
+static double cost_affine(const rs_pipeline *p) {
+    double d = p->mc.d_model;
+    return 2.0 * d * d * (double)(p->cfg.data.calibration + p->cfg.data.eval) + 4.0 * d * d * d;
+}
+static double cost_sae(const rs_pipeline *p, const rs_grid_sae *g) {
+    double d = p->mc.d_model, n = (double)p->grid.n_latents;
+    double c = 6.0 * d * n * (double)p->grid.train_steps * (double)p->cfg.train.batch_size;
+    if (g->kind == RS_SAE_RESAE) c += 2.0 * d * d * (double)p->grid.train_steps * (double)p->cfg.train.batch_size;
+    return c;
+}
+static double cost_eval(const rs_pipeline *p, const rs_grid_eval *e) {
+    double d = p->mc.d_model, n = (double)p->grid.n_latents, M = p->grid.sets[e->set].n;
+    double c = 4.0 * d * n * M * (double)p->cfg.data.eval + 2.0 * n * n * d * M * (M - 1) / 2;
+    /* CE splices: about (3M + 3) forward passes over the eval tokens; 24 d^2 flops per token-layer */
+    if (p->cfg.eval.ce) c += (3.0 * M + 3.0) * 24.0 * d * d * p->mc.n_layers * (double)p->cfg.data.eval;
+    return c;
+}
+
+static int pair_index(const run_ctx *c, int a, int b) {
+    for (int i = 0; i < c->n_pairs; i++)
+        if (c->pairs[i][0] == a && c->pairs[i][1] == b) return i;
+    return -1;
+}
+
+/* The graph: harvest (world) -> affine fits -> SAEs (resae: after the fit of its pair) -> evaluations
+ * (after the SAEs of their set; every later evaluation of a set after the set's first one, which
+ * leaves the shared ablation task file). Only stages up to p->until are added. */
+static rs_err build_graph(rs_sched *s, run_ctx *c, int *pair_task, int *sae_task) {
+    rs_pipeline *p = c->p;
+    int until = p->until < 0 ? 3 : p->until;
+    double harvest_cost = 2.0 * 12.0 * p->mc.d_model * p->mc.d_model * p->mc.n_layers *
+                          (double)(p->cfg.data.calibration + p->cfg.data.train + p->cfg.data.eval);
+    int h;
+    RS_TRY(rs_sched_add(&h, s, "harvest", TASK_HARVEST, p->grid.inputs_hash, harvest_cost, RS_SCHED_WORLD, 0, NULL));
+    if (until < 1) return RS_OK;
+    char name[RS_SCHED_NAME_MAX];
+    for (int i = 0; i < c->n_pairs; i++) {
+        snprintf(name, sizeof name, "affine L%d_L%d", c->pairs[i][0], c->pairs[i][1]);
+        RS_TRY(rs_sched_add(&pair_task[i], s, name, TASK_AFFINE, rs_pipeline_pair_hash(p, c->pairs[i][0], c->pairs[i][1]),
+                            cost_affine(p), 1, 0, (void *)(intptr_t)i));
+        RS_TRY(rs_sched_add_dep(s, pair_task[i], h));
+    }
+    if (until < 2) return RS_OK;
+    for (int i = 0; i < p->grid.n_saes; i++) {
+        const rs_grid_sae *g = &p->grid.saes[i];
+        char sn[128];
+        rs_pipeline_sae_name(sn, sizeof sn, g);
+        snprintf(name, sizeof name, "sae %.80s", sn);
+        RS_TRY(rs_sched_add(&sae_task[i], s, name, TASK_TRAIN, g->hash, cost_sae(p, g), 1, 0, (void *)(intptr_t)i));
+        RS_TRY(rs_sched_add_dep(s, sae_task[i], h));
+        if (g->kind == RS_SAE_RESAE) {
+            int k = pair_index(c, g->pred, g->layer);
+            if (k < 0) RS_FAIL(RS_ERR_INTERNAL, "no affine fit %d->%d for SAE %s", g->pred, g->layer, sn);
+            RS_TRY(rs_sched_add_dep(s, sae_task[i], pair_task[k]));
+        }
+    }
+    if (until < 3) return RS_OK;
+    int *first_of_set = malloc(sizeof(int) * (size_t)(p->grid.n_sets > 0 ? p->grid.n_sets : 1));
+    RS_CHECK_ALLOC(first_of_set);
+    for (int i = 0; i < p->grid.n_sets; i++) first_of_set[i] = -1;
+    rs_err err = RS_OK;
+    for (int i = 0; i < p->grid.n_evals && !err; i++) {
+        if (!rs_pipeline_eval_first(p, i)) continue;
+        const rs_grid_eval *e = &p->grid.evals[i];
+        char en[RS_SCHED_NAME_MAX - 8];
+        rs_pipeline_eval_name(en, sizeof en, p, e);
+        snprintf(name, sizeof name, "eval %s", en);
+        int t;
+        err = rs_sched_add(&t, s, name, TASK_EVAL, e->hash, cost_eval(p, e), 1, 0, (void *)(intptr_t)i);
+        for (int m = 0; m < p->grid.sets[e->set].n && !err; m++)
+            err = rs_sched_add_dep(s, t, sae_task[p->grid.eval_sae[e->sae_off + m]]);
+        const rs_grid_set *set = &p->grid.sets[e->set];
+        int key = set->same_as >= 0 ? set->same_as : e->set;
+        if (!err && p->cfg.eval.ce && p->cfg.eval.n_ablations > 0) {
+            if (first_of_set[key] < 0) first_of_set[key] = t;
+            else err = rs_sched_add_dep(s, t, first_of_set[key]);
+        }
+    }
+    free(first_of_set);
+    return err;
+}
+
 rs_err rs_pipeline_run(rs_pipeline *p) {
     char dir[4096];
     rs_err err = RS_OK;
@@ -1007,27 +1190,94 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
     RS_TRY(record_config(p));
     RS_INFO("run %s: %d sets, %d affine fits, %d SAEs, %d evaluations; run directory %s", p->cfg.name, p->grid.n_sets,
             p->grid.n_affine + p->grid.n_regression_extra, p->grid.n_saes, p->grid.n_evals, p->cfg.run_dir);
-    /* the 4th stage, evaluate, is in pipeline_eval.c */
-    static const char *const names[] = {"harvest", "affine", "train", "evaluate"};
-    rs_err (*const stages[])(rs_pipeline *) = {rs_pipeline_harvest, rs_pipeline_affine, rs_pipeline_train,
-                                               rs_pipeline_evaluate};
-    for (int i = 0; i < 4; i++) {
-        if (p->until >= 0 && i > p->until) break;
-        double t0 = rs_now();
-        RS_INFO("stage %s", names[i]);
-        err = stages[i](p);
-        if (err) {
-            if (err == RS_ERR_INTERRUPTED) rs_pipeline_results(p);
-            return err;
-        }
-        RS_INFO("stage %s done in %.1fs", names[i], rs_now() - t0);
+    /* one task per harvest, affine fit, SAE and unique evaluation, scheduled over worker groups */
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.p = p;
+    c.tk.fd = -1;
+    int max = p->grid.n_affine + p->grid.n_regression;
+    c.pairs = malloc(sizeof(int[2]) * (size_t)(max > 0 ? max : 1));
+    int *pair_task = malloc(sizeof(int) * (size_t)(max > 0 ? max : 1));
+    int *sae_task = malloc(sizeof(int) * (size_t)(p->grid.n_saes > 0 ? p->grid.n_saes : 1));
+    rs_sched_opts o;
+    rs_sched_opts_default(&o);
+    o.group_size = (int)p->cfg.parallel.group_size;
+    o.max_retries = (int)p->cfg.parallel.max_task_retries;
+    o.stop = p->stop;
+    o.other_rank_msg = RS_PIPELINE_OTHER_RANK;
+    rs_sched s;
+    rs_sched_init(&s, &o);
+    if (!c.pairs || !pair_task || !sae_task) {
+        err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory for the task graph");
+        goto done;
     }
-    RS_TRY(rs_pipeline_results(p));
+    c.n_pairs = collect_pairs(c.pairs, max, p);
+    RS_TRY_GOTO(agree(p, build_graph(&s, &c, pair_task, sae_task)), done);
+    {
+        int todo[4] = {0, 0, 0, 0}, n[4] = {0, 0, 0, 0};
+        if (p->rank == 0)
+            for (int i = 0; i < s.n_tasks; i++) {
+                n[s.tasks[i].kind]++;
+                todo[s.tasks[i].kind] += !sched_done(&c, &s.tasks[i]);
+            }
+        MPI_Bcast(todo, 4, MPI_INT, 0, p->comm);
+        MPI_Bcast(n, 4, MPI_INT, 0, p->comm);
+        if (n[TASK_AFFINE] || p->until < 0 || p->until >= 1)
+            RS_INFO("affine: %d fits (%d consecutive pairs, %d regression pairs), %d to do", c.n_pairs, p->grid.n_affine,
+                    p->grid.n_regression, todo[TASK_AFFINE]);
+        if (p->until < 0 || p->until >= 2)
+            RS_INFO("train: %d SAEs (%d raw, %d resae), %d to do; %" PRId64 " steps of %" PRId64 " tokens each",
+                    p->grid.n_saes, p->grid.n_raw, p->grid.n_resae, todo[TASK_TRAIN], p->grid.train_steps,
+                    p->cfg.train.batch_size);
+        if (p->until < 0 || p->until >= 3)
+            RS_INFO("evaluate: %d evaluations (%d unique), %d to do", p->grid.n_evals, n[TASK_EVAL], todo[TASK_EVAL]);
+    }
+    double t0 = rs_now();
+    err = rs_sched_run(&s, sched_run, sched_done, &c, p->comm);
+    {
+        /* wall time per stage: first start to last end of its tasks run now */
+        double t_lo[4] = {1e300, 1e300, 1e300, 1e300}, t_hi[4] = {0, 0, 0, 0}, busy[4] = {0, 0, 0, 0};
+        int ran[4] = {0, 0, 0, 0};
+        for (int i = 0; i < s.n_tasks; i++) {
+            const rs_sched_record *r = &s.table[i];
+            if (r->attempts <= 0) continue;
+            int k = s.tasks[i].kind;
+            ran[k]++;
+            if (r->t_start < t_lo[k]) t_lo[k] = r->t_start;
+            if (r->t_end > t_hi[k]) t_hi[k] = r->t_end;
+            busy[k] += r->seconds * r->group_size;
+        }
+        for (int k = 0; k < 4; k++)
+            if (ran[k])
+                RS_INFO("stage %s: %d tasks, %.1fs to %.1fs (span %.1fs), %.1f rank-seconds", stage_names[k], ran[k],
+                        t_lo[k], t_hi[k], t_hi[k] - t_lo[k], busy[k]);
+        RS_INFO("tasks: %.1fs on %d groups of %d ranks", rs_now() - t0, s.n_groups, s.group_size);
+    }
+    if (err) {
+        /* keep the scheduler's message (failed and skipped tasks) while the results are written */
+        char msg[4096];
+        snprintf(msg, sizeof msg, "%s", rs_err_msg());
+        rs_err r = rs_pipeline_results_tasks(p, &s);
+        (void)r;
+        rs_err_clear();
+        err = rs_err_set(err, __FILE__, __LINE__, __func__, "%s", msg);
+        goto done;
+    }
+    RS_TRY_GOTO(rs_pipeline_results_tasks(p, &s), done);
     if (p->until >= 0 && p->until < 3) {
-        RS_INFO("stopped after stage %s (--until)", names[p->until]);
-        return RS_OK;
+        RS_INFO("stopped after stage %s (--until)", stage_names[p->until]);
+        goto done;
     }
     RS_INFO("stages run: harvest, affine, train, evaluate (reconstruction, redundancy, CE splices); not built yet: "
             "probing, TPP");
-    return RS_OK;
+done:
+    if (c.eval_loaded) {
+        rs_tokens_close(&c.tk);
+        rs_model_free(&c.model);
+    }
+    rs_sched_free(&s);
+    free(c.pairs);
+    free(pair_task);
+    free(sae_task);
+    return err;
 }

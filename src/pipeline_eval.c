@@ -449,6 +449,21 @@ done:
     return err;
 }
 
+rs_err rs_pipeline_eval_task(const rs_pipeline *p, int i, const rs_model *model, rs_tokens *tk) {
+    const rs_grid_eval *e = &p->grid.evals[i];
+    char path[4096], spath[4096];
+    rs_pipeline_eval_path(path, sizeof path, p, e);
+    snprintf(spath, sizeof spath, "%s/%s", p->cfg.run_dir, RS_ACTSTORE_FILE);
+    rs_actstore st;
+    memset(&st, 0, sizeof st);
+    rs_err err = RS_OK;
+    RS_TRY_GOTO(rs_actstore_open(&st, spath, 0, p->comm), done);
+    err = evaluate_one(p, &st, model, tk, e, path);
+done:
+    rs_actstore_close(&st);
+    return err;
+}
+
 rs_err rs_pipeline_evaluate(rs_pipeline *p) {
     int todo = 0, unique = 0;
     for (int i = 0; i < p->grid.n_evals; i++) {

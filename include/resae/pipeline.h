@@ -1,6 +1,9 @@
 /* The experiment pipeline behind `resae run`: harvest -> affine fits -> SAE training -> results.
  *
- * Every stage runs over all ranks of the communicator (ranks partition tokens inside each task).
+ * rs_pipeline_run schedules one task per harvest (every rank), affine fit, SAE and unique evaluation
+ * over worker groups (sched.h); each task runs on its group's communicator (a shallow copy of the
+ * pipeline with comm, rank and size of the group; ranks partition tokens inside the task). The
+ * stage functions below run one whole stage over p->comm.
  * A finished task leaves one small HDF5 file under <run_dir>/tasks/, written by rank 0 to a
  * temporary name, fsync'd and renamed: the file exists only when the task is complete, and its
  * name carries the task's identity hash, so a restart skips finished work and a changed config
@@ -50,6 +53,9 @@ rs_err rs_pipeline_affine(rs_pipeline *p);
 rs_err rs_pipeline_train(rs_pipeline *p);
 /* Rebuild <run_dir>/results.h5 from the task files (rank 0 writes; collective). */
 rs_err rs_pipeline_results(rs_pipeline *p);
+/* The same with the task table of a scheduled run as /tasks (rs_sched_write_table; s may be NULL). */
+struct rs_sched;
+rs_err rs_pipeline_results_tasks(rs_pipeline *p, const struct rs_sched *s);
 
 /* Task file paths. */
 void rs_pipeline_affine_path(char *out, size_t n, const rs_pipeline *p, int a, int b);

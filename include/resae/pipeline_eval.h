@@ -29,6 +29,13 @@ void rs_pipeline_eval_path(char *out, size_t n, const rs_pipeline *p, const rs_g
 /* Whether evals[i] is the first of the grid's evaluations with its hash (the one that runs). */
 int rs_pipeline_eval_first(const rs_pipeline *p, int i);
 
+/* Run grid evaluation i (the first of its hash) on p->comm: opens the activation store on that
+ * communicator; model and tk are loaded by the caller when eval.ce is on (else unused). Collective
+ * over p->comm; every rank returns the same code; rank 0 of p->comm writes the task file. */
+struct rs_model;
+struct rs_tokens;
+rs_err rs_pipeline_eval_task(const rs_pipeline *p, int i, const struct rs_model *model, struct rs_tokens *tk);
+
 /* Run or resume the evaluation stage. Collective. */
 rs_err rs_pipeline_evaluate(rs_pipeline *p);
 /* Write /eval (tables of every finished evaluation) into an open results file (rank 0 only). */

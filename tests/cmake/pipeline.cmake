@@ -11,3 +11,8 @@ resae_add_cmd(pipeline_sigterm COMMAND bash ${RESAE_PIPE} term
   PASS_REGEX "SIGTERM: exit 3, resumed, results identical" TIMEOUT 600 LABELS pipeline)
 resae_add_cmd(pipeline_harvest_ranks COMMAND bash ${RESAE_PIPE} harvest
   PASS_REGEX "identical and equal to resae forward" TIMEOUT 600 LABELS pipeline)
+# tasks scheduled over worker groups (tests/pipeline/run_small.sh groups N GS)
+resae_add_cmd(pipeline_groups_np4_gs2 COMMAND bash ${RESAE_PIPE} groups 4 2
+  PASS_REGEX "groups of 2 at 4 ranks: tasks on every group" TIMEOUT 600 LABELS pipeline)
+resae_add_cmd(pipeline_groups_np2_gs1 COMMAND bash ${RESAE_PIPE} groups 2 1
+  PASS_REGEX "groups of 1 at 2 ranks: tasks on every group" TIMEOUT 600 LABELS pipeline)
