@@ -524,6 +524,14 @@ static void permute(int32_t *perm, int64_t n, uint64_t seed) {
     }
 }
 
+/* Seed of an SAE's initialization and of its data order: the experiment seed and what the SAE is
+ * (kind, layer, predecessor, k, seed), never paths, so the same experiment in another directory
+ * trains the same SAEs. */
+static uint64_t sae_seed(const rs_pipeline *p, const rs_grid_sae *g) {
+    int64_t v[6] = {p->cfg.seed, g->kind, g->layer, g->pred, g->k, g->seed};
+    return rs_hash64(RS_HASH64_INIT, v, sizeof v);
+}
+
 /* The shuffled, scaled training stream of one SAE. The train split's rows are cut into chunks of
  * chunk_rows (a trailing partial chunk is not used); an epoch visits every chunk once in a seeded
  * order, a buffer of shuffle_buffer tokens (whole chunks) at a time, and the rows of each buffer in
@@ -619,7 +627,7 @@ static rs_err stream_init(sae_stream *s, const rs_pipeline *p, const rs_actstore
     if (s->chunks_per_buf < 1) s->chunks_per_buf = 1;
     if (s->chunks_per_buf > s->n_chunks) s->chunks_per_buf = s->n_chunks;
     s->epoch_rows = s->n_chunks * s->C;
-    s->seed = g->hash;
+    s->seed = sae_seed(p, g) ^ 0x5bd1e9955bd1e995ULL; /* data order: a stream apart from the init */
     s->cur_epoch = s->cur_buf = -1;
     size_t cap = (size_t)s->chunks_per_buf * (size_t)s->C;
     s->chunk_perm = malloc(sizeof(int32_t) * (size_t)s->n_chunks);
@@ -715,10 +723,6 @@ static rs_err sae_scale(double *scale, rs_affine_map *map, const rs_pipeline *p,
     return RS_OK;
 }
 
-static uint64_t sae_seed(const rs_pipeline *p, const rs_grid_sae *g) {
-    uint64_t h = rs_hash64(RS_HASH64_INIT, &p->cfg.seed, sizeof p->cfg.seed);
-    return rs_hash64(h, &g->hash, sizeof g->hash);
-}
 
 static void sae_config(rs_sae_config *sc, const rs_pipeline *p, const rs_grid_sae *g) {
     rs_sae_config_default(sc, p->mc.d_model, (int)p->grid.n_latents, g->k);
