@@ -17,7 +17,7 @@ run_dir=$RESAE_ROOT/runs/demo
 [ "${RESAE_DEMO_FRESH:-0}" = 1 ] && rm -rf "$run_dir"
 
 rs_say "stages that exist: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> evaluation (EV, redundancy, CE splices) -> results"
-rs_say "not built yet: sparse probing, targeted probe perturbation; worker groups (every task runs on all ranks)"
+rs_say "not built yet: sparse probing, targeted probe perturbation"
 "$resae" validate -q "$config"
 rs_say "running the demo on 2 ranks (log: $run_dir.log)"
 mkdir -p "$(dirname "$run_dir")"
