@@ -110,18 +110,25 @@ term)
   dir=$out/pipeline_term; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/ref.yaml" "$dir/ref"
   make_config "$dir/run.yaml" "$dir/run"
-  # one group of 2 ranks: the tasks run one after another, so the signal lands inside the run
-  for f in ref run; do printf 'parallel:\n  group_size: 2\n' >>"$dir/$f.yaml"; done
+  # one group of 2 ranks (tasks one after another) and a larger grid (4 seeds, batch 256: 64 SAEs of
+  # 44 steps), so that a signal always lands while work is left
+  for f in ref run; do
+    printf 'parallel:\n  group_size: 2\n' >>"$dir/$f.yaml"
+    sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/$f.yaml"
+    grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/$f.yaml" && grep -q 'batch_size: 256' "$dir/$f.yaml" || fail "config edit"
+  done
   mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
   # 1: SIGTERM to every rank (as srun delivers it); 2: SIGUSR1 to mpirun, which forwards it
   for i in 1 2; do
     mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
     pid=$!
-    # signal while work is certainly left: 1 once an SAE has checkpointed, 2 once the first
-    # evaluation-stage file is written (both runs then still have tasks to do)
+    # signal once this attempt has certainly started working (its ranks have their handlers) and
+    # work is left: 1 once an SAE has checkpointed, 2 once this attempt has finished a task
+    ntasks() { ls "$dir/run/tasks" 2>/dev/null | grep -c '\.h5$'; }
+    before=$(ntasks)
     for _ in $(seq 1 600); do
       if [ $i = 1 ]; then ls "$dir/run/ckpt" 2>/dev/null | grep -q '\.ckpt$' && break
-      else ls "$dir/run/tasks" 2>/dev/null | grep -qE '^(ablate|eval)_.*\.h5$' && break; fi
+      else [ "$(ntasks)" -gt "$before" ] && break; fi
       kill -0 $pid 2>/dev/null || break
       sleep 0.05
     done
