@@ -241,8 +241,8 @@ rs_err rs_eval_ce_batch(rs_eval_ce *c, const int32_t *tokens, int B) {
 
 rs_err rs_eval_ce_finish(rs_eval_ce_result *out, const rs_eval_ce *c, MPI_Comm comm) {
     int n = c->n_pass;
-    double *buf = calloc((size_t)n * 4, sizeof(double));
-    RS_CHECK_ALLOC(buf);
+    /* on the stack: an allocation failure here would leave the collective early on one rank */
+    double buf[4 * (RS_PASS_SINGLE + 3 * RS_EVAL_MAX_LAYERS)];
     for (int i = 0; i < n; i++) {
         buf[4 * i] = c->pass[i].ce;
         buf[4 * i + 1] = c->pass[i].kl;
@@ -250,11 +250,7 @@ rs_err rs_eval_ce_finish(rs_eval_ce_result *out, const rs_eval_ce *c, MPI_Comm c
         buf[4 * i + 3] = c->pass[i].ran;
     }
     if (comm != MPI_COMM_NULL) {
-        int e = MPI_Allreduce(MPI_IN_PLACE, buf, 4 * n, MPI_DOUBLE, MPI_SUM, comm);
-        if (e != MPI_SUCCESS) {
-            free(buf);
-            RS_FAIL(RS_ERR_MPI, "MPI_Allreduce of the CE sums failed");
-        }
+        RS_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, 4 * n, MPI_DOUBLE, MPI_SUM, comm));
     }
     for (int i = 0; i < n; i++) {
         int64_t cnt = (int64_t)buf[4 * i + 2];
@@ -263,6 +259,5 @@ rs_err rs_eval_ce_finish(rs_eval_ce_result *out, const rs_eval_ce *c, MPI_Comm c
         out[i].ce = out[i].ran && cnt ? buf[4 * i] / (double)cnt : NAN;
         out[i].kl = out[i].ran && cnt ? buf[4 * i + 1] / (double)cnt : NAN;
     }
-    free(buf);
     return RS_OK;
 }

@@ -20,6 +20,9 @@
 #include "resae/tokens.h"
 #include "resae/util.h"
 
+/* Bytes of logits and clean probabilities a CE batch may hold per rank. */
+#define RS_EVAL_LOGIT_BYTES ((int64_t)1 << 30)
+
 const char *const rs_eval_ce_row_names[6] = {"clean", "single", "tf", "so", "zero", "mean"};
 
 /* The definition strings stored with every table (METHOD.md §5-6 as implemented). */
@@ -253,6 +256,12 @@ static rs_err eval_ce(rs_eval_ce_result *res, double *secs, const rs_pipeline *p
     int64_t n_seq = st->n_seq[RS_SPLIT_EVAL];
     int64_t lo = n_seq * p->rank / p->size, hi = n_seq * (p->rank + 1) / p->size;
     int B = (int)c->eval.batch_sequences, T = tk->seq_len;
+    /* logits and clean probabilities take 2 B T V floats: keep them under RS_EVAL_LOGIT_BYTES by
+     * running fewer sequences at once (the sums do not depend on the batch, up to float rounding) */
+    int64_t per_seq = 2 * (int64_t)T * (int64_t)p->mc.vocab_size * (int64_t)sizeof(float);
+    int64_t fit = RS_EVAL_LOGIT_BYTES / (per_seq > 0 ? per_seq : 1);
+    if (fit < 1) fit = 1;
+    if (B > fit) B = (int)fit;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n_seq > 0 ? n_seq : 1));
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
     rs_eval_ce ce;

@@ -52,6 +52,8 @@ ranks)
   for want in "^Reconstruction" "^Decoder redundancy" "^CE splices" "all +resae +8 +0 +so"; do
     grep -Eq "$want" "$dir/report.txt" || fail "resae report lacks '$want'"
   done
+  "$resae" status "$dir/run" >"$dir/status.txt" 2>&1 || { cat "$dir/status.txt"; fail "resae status after a complete run"; }
+  grep -Eq "evaluate +8 / 8 " "$dir/status.txt" || { cat "$dir/status.txt"; fail "resae status does not count 8 finished evaluations"; }
   cp "$dir/run/results.h5" "$dir/first.h5"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log2" 2>&1 || { tail -30 "$dir/log2"; fail "second run"; }
   grep -q "affine: .* 0 to do" "$dir/log2" || fail "second run redid affine fits"
