@@ -16,6 +16,7 @@
 #include "resae/log.h"
 #include "resae/pipeline.h"
 #include "resae/pipeline_eval.h"
+#include "resae/sched.h"
 #include "resae/splits.h"
 #include "resae/tokens.h"
 
@@ -53,15 +54,32 @@ static double task_seconds(const char *path) {
     return s;
 }
 
-static void line(const char *stage, int64_t done, int64_t running, int64_t total, const char *unit, double rate_s) {
+/* What the scheduler's snapshot says of one stage (task kind). */
+typedef struct stage_snap {
+    int running, failed, skipped, interrupted, ran;
+    double t_lo, t_hi, rank_secs;
+} stage_snap;
+
+static void line(const char *stage, int64_t done, int64_t running, int64_t total, const char *unit, double rate_s,
+                 const stage_snap *sn, int n_groups) {
     char eta[32] = "-";
     int64_t left = total - done;
+    if (sn && sn->running > running) running = sn->running;
+    int failed = sn ? sn->failed + sn->skipped : 0;
+    int64_t pending = left - running - failed > 0 ? left - running - failed : 0;
     if (left <= 0)
         snprintf(eta, sizeof eta, "done");
     else if (rate_s > 0)
-        rs_fmt_duration(eta, sizeof eta, (double)left * rate_s);
-    printf("  %-10s %6" PRId64 " / %-6" PRId64 " %-8s running %-3" PRId64 " pending %-6" PRId64 " %s%s\n", stage, done,
-           total, unit, running, left - running > 0 ? left - running : 0, left > 0 && rate_s > 0 ? "ETA " : "", eta);
+        rs_fmt_duration(eta, sizeof eta, (double)(left - failed) * rate_s / (n_groups > 0 ? n_groups : 1));
+    printf("  %-10s %6" PRId64 " / %-6" PRId64 " %-12s running %-3" PRId64 " failed/skipped %-3d pending %-6" PRId64 " %s%-10s",
+           stage, done, total, unit, running, failed, pending, left > 0 && rate_s > 0 ? "ETA " : "", eta);
+    if (sn && sn->ran) {
+        char span[32];
+        rs_fmt_duration(span, sizeof span, sn->t_hi - sn->t_lo);
+        printf("  last run: %d task(s), wall %s, %.1f rank-s", sn->ran, span, sn->rank_secs);
+        if (sn->interrupted) printf(", %d interrupted", sn->interrupted);
+    }
+    printf("\n");
 }
 
 int rs_cmd_status(int argc, char **argv) {
@@ -123,9 +141,63 @@ int rs_cmd_status(int argc, char **argv) {
     }
     rs_err_clear();
     if (h_complete && h_total < 0) h_total = h_done;
+    /* the scheduler's snapshot: running, failed and per-stage times of the last (or current) run */
+    stage_snap sn[4];
+    memset(sn, 0, sizeof sn);
+    rs_sched_status ss;
+    int have_ss = 0, live = 0, ng = 1;
+    {
+        char spath[4096];
+        snprintf(spath, sizeof spath, "%s/%s", run_dir, RS_RUN_STATUS_FILE);
+        if (rs_file_exists(spath)) {
+            if (rs_sched_status_read(&ss, spath)) {
+                rs_err_print();
+                rs_err_clear();
+            } else {
+                have_ss = 1;
+            }
+        }
+    }
+    if (have_ss) {
+        live = rs_sched_status_live(&ss);
+        double now = (double)time(NULL);
+        char ago[32], upd[32];
+        rs_fmt_duration(ago, sizeof ago, now - ss.started);
+        rs_fmt_duration(upd, sizeof upd, now - ss.updated);
+        const char *what = ss.final ? "ended" : live == 1 ? "running" : live == 0 ? "killed or lost (no exit recorded)"
+                                                                                  : "on another host";
+        printf("last run: %s; pid %ld on %s, started %s ago, snapshot %s old; %d group(s) of %d rank(s)\n", what, ss.pid,
+               ss.host, ago, upd, ss.n_groups, ss.group_size);
+        for (int i = 0; i < 4; i++) sn[i].t_lo = 1e300;
+        int n_skipped = 0;
+        for (int i = 0; i < ss.n; i++) {
+            const rs_sched_status_row *r = &ss.rows[i];
+            if (r->kind < 0 || r->kind > 3) continue;
+            stage_snap *g = &sn[r->kind];
+            if (r->state == RS_SCHED_RUNNING) {
+                if (live != 0) g->running++;
+                else g->interrupted++;
+            }
+            if (r->state == RS_SCHED_FAILED) g->failed++;
+            if (r->state == RS_SCHED_SKIPPED) g->skipped++;
+            if (r->state == RS_SCHED_FAILED) printf("  failed %s: %s\n", r->name, r->error);
+            if (r->state == RS_SCHED_SKIPPED && ++n_skipped <= 3) printf("  skipped %s: %s\n", r->name, r->error);
+            if (r->attempts > 0) {
+                double end = r->state == RS_SCHED_RUNNING ? (live == 1 ? now - ss.started : ss.updated - ss.started)
+                                                          : r->t_start + r->seconds;
+                g->ran++;
+                if (r->t_start < g->t_lo) g->t_lo = r->t_start;
+                if (end > g->t_hi) g->t_hi = end;
+                if (r->state != RS_SCHED_RUNNING) g->rank_secs += r->seconds * r->group_size;
+            }
+        }
+        ng = ss.n_groups > 0 ? ss.n_groups : 1;
+        if (n_skipped > 3) printf("  ... and %d more skipped tasks (`h5dump -d tasks RUN_DIR/results.h5` lists them)\n", n_skipped - 3);
+        rs_sched_status_free(&ss);
+    }
     printf("stages:\n");
     line("harvest", h_complete ? (h_total > 0 ? h_total : h_done) : h_done, !h_complete && h_done > 0,
-         h_total > 0 ? h_total : h_done + !h_complete, "batches", 0);
+         h_total > 0 ? h_total : h_done + !h_complete, "batches", 0, have_ss ? &sn[0] : NULL, 1);
     complete_all &= h_complete;
 
     /* affine fits */
@@ -148,7 +220,7 @@ int rs_cmd_status(int argc, char **argv) {
             }
         }
     }
-    line("affine", a_done, 0, n_pairs, "fits", a_done ? a_secs / a_done : 0);
+    line("affine", a_done, 0, n_pairs, "fits", a_done ? a_secs / a_done : 0, have_ss ? &sn[1] : NULL, ng);
     complete_all &= a_done == n_pairs;
 
     /* SAE training */
@@ -165,7 +237,7 @@ int rs_cmd_status(int argc, char **argv) {
             s_running++;
         }
     }
-    line("train", s_done, s_running, p.grid.n_saes, "SAEs", s_done ? s_secs / s_done : 0);
+    line("train", s_done, s_running, p.grid.n_saes, "SAEs", s_done ? s_secs / s_done : 0, have_ss ? &sn[2] : NULL, ng);
     complete_all &= s_done == p.grid.n_saes;
     /* evaluation tasks (pipeline_eval.c): one per unique evaluation */
     int e_done = 0, e_total = 0;
@@ -180,7 +252,7 @@ int rs_cmd_status(int argc, char **argv) {
             e_secs += task_seconds(path);
         }
     }
-    line("evaluate", e_done, 0, e_total, "evaluations", e_done ? e_secs / e_done : 0);
+    line("evaluate", e_done, 0, e_total, "evaluations", e_done ? e_secs / e_done : 0, have_ss ? &sn[3] : NULL, ng);
     complete_all &= e_done == e_total;
 
     char rpath[4096];

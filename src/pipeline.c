@@ -1209,6 +1209,9 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
     o.max_retries = (int)p->cfg.parallel.max_task_retries;
     o.stop = p->stop;
     o.other_rank_msg = RS_PIPELINE_OTHER_RANK;
+    char status_path[4096];
+    snprintf(status_path, sizeof status_path, "%s/%s", p->cfg.run_dir, RS_RUN_STATUS_FILE);
+    o.status_path = status_path;
     rs_sched s;
     rs_sched_init(&s, &o);
     if (!c.pairs || !pair_task || !sae_task) {

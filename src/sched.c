@@ -3,11 +3,14 @@
 #include "resae/sched.h"
 
 #include <inttypes.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "resae/h5util.h"
 #include "resae/log.h"
@@ -93,32 +96,53 @@ const char *rs_sched_state_name(int state) {
     }
 }
 
-/* Refuse dependency cycles (Kahn's algorithm); every rank finds the same answer. */
-static rs_err check_acyclic(const rs_sched *s) {
+int rs_sched_state_parse(const char *name) {
+    for (int st = RS_SCHED_PENDING; st <= RS_SCHED_SKIPPED; st++)
+        if (!strcmp(name, rs_sched_state_name(st))) return st;
+    return -1;
+}
+
+/* A topological order of the tasks (every task after its dependencies) by Kahn's algorithm into
+ * order (n_tasks); returns the number of tasks placed: fewer than n_tasks means a cycle. -1: out of
+ * memory. Every rank finds the same order. */
+static int topo_order(const rs_sched *s, int *order) {
     int n = s->n_tasks;
-    if (n <= 0) return RS_OK;
-    int *indeg = calloc((size_t)n, sizeof(int)), *queue = malloc(sizeof(int) * (size_t)n);
-    if (!indeg || !queue) {
-        free(indeg);
-        free(queue);
-        RS_FAIL(RS_ERR_NOMEM, "out of memory checking the task graph");
-    }
+    int *indeg = calloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    if (!indeg) return -1;
     for (int i = 0; i < n; i++) indeg[i] = s->tasks[i].n_deps;
     int head = 0, tail = 0;
     for (int i = 0; i < n; i++)
-        if (!indeg[i]) queue[tail++] = i;
+        if (!indeg[i]) order[tail++] = i;
     /* O(n^2) in the worst case; grids hold thousands of tasks at most */
     while (head < tail) {
-        int u = queue[head++];
+        int u = order[head++];
         for (int i = 0; i < n; i++)
             for (int j = 0; j < s->tasks[i].n_deps; j++)
-                if (s->tasks[i].deps[j] == u && --indeg[i] == 0) queue[tail++] = i;
+                if (s->tasks[i].deps[j] == u && --indeg[i] == 0) order[tail++] = i;
+    }
+    free(indeg);
+    return tail;
+}
+
+/* Refuse dependency cycles; every rank finds the same answer. */
+static rs_err check_acyclic(const rs_sched *s) {
+    int n = s->n_tasks;
+    if (n <= 0) return RS_OK;
+    int *order = malloc(sizeof(int) * (size_t)n);
+    int placed = order ? topo_order(s, order) : -1;
+    if (placed < 0) {
+        free(order);
+        RS_FAIL(RS_ERR_NOMEM, "out of memory checking the task graph");
     }
     int bad = -1;
-    for (int i = 0; i < n && bad < 0; i++)
-        if (indeg[i]) bad = i;
-    free(indeg);
-    free(queue);
+    if (placed < n) {
+        char *in = calloc((size_t)n, 1);
+        for (int i = 0; in && i < placed; i++) in[order[i]] = 1;
+        for (int i = 0; i < n && bad < 0; i++)
+            if (!in || !in[i]) bad = i;
+        free(in);
+    }
+    free(order);
     if (bad >= 0) RS_FAIL(RS_ERR_INVAL, "the task graph has a dependency cycle through task '%s'", s->tasks[bad].name);
     return RS_OK;
 }
@@ -209,10 +233,11 @@ typedef struct coord {
     int *group_task;      /* (n_groups) task running on the group, -1 if none */
     int *waiting;         /* (n_groups) a request is waiting for an answer */
     int *stopped;         /* (n_groups) told to stop */
+    double *prio;         /* (n_tasks) critical-path cost: own cost + the costliest chain of dependents */
     int world_task, world_reports, world_err;
     char world_text[RS_SCHED_MSG_MAX];
     int stopping, interrupted;
-    double t0;
+    double t0, t0_epoch; /* rs_now() and the wall clock at the start */
     double cost_todo, cost_done; /* estimated cost of the tasks to run in this run, of those finished */
     int n_todo, n_finished;
     /* the answer channel: MPI sends (threaded) or a slot (inline) */
@@ -294,6 +319,53 @@ static void log_status(const coord *c) {
     RS_INFO("scheduler: %d/%d tasks done, %d running: %s; ETA %s", c->n_finished, c->n_todo, n, n ? line : "-", eta);
 }
 
+static double epoch_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Copy src into dst (n bytes) with tabs and line breaks turned into spaces. */
+static void one_line(char *dst, size_t n, const char *src) {
+    size_t i = 0;
+    for (; src[i] && i + 1 < n; i++) dst[i] = src[i] == '\t' || src[i] == '\n' || src[i] == '\r' ? ' ' : src[i];
+    dst[i] = '\0';
+}
+
+/* Rewrite the status snapshot (sched.h). Best effort: a failure warns once, the run goes on. */
+static void status_snapshot(const coord *c, int final) {
+    const rs_sched *s = c->s;
+    const char *path = s->opts.status_path;
+    if (!path) return;
+    static int warned;
+    char tmp[4096], host[256] = "?";
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL;
+    if (ok) {
+        fprintf(f, "resae-sched-status\t1\nhost\t%s\npid\t%ld\nstarted\t%.3f\nupdated\t%.3f\nfinal\t%d\ngroups\t%d\t%d\n",
+                host, (long)getpid(), c->t0_epoch, epoch_now(), final, c->n_groups, c->gs);
+        for (int i = 0; i < s->n_tasks; i++) {
+            const rs_sched_record *r = &s->table[i];
+            char name[RS_SCHED_NAME_MAX], error[RS_SCHED_MSG_MAX];
+            one_line(name, sizeof name, s->tasks[i].name);
+            one_line(error, sizeof error, r->error);
+            fprintf(f, "task\t%s\t%d\t%d\t%d\t%d\t%.3f\t%.3f\t%s\t%s\n", rs_sched_state_name(r->state), s->tasks[i].kind,
+                    r->group, r->group_size, r->attempts, r->t_start, r->seconds, name, error);
+        }
+        ok = !ferror(f);
+        ok &= fclose(f) == 0;
+        ok = ok && rename(tmp, path) == 0;
+    }
+    if (!ok && !warned) {
+        warned = 1;
+        RS_WARN("cannot write the status snapshot %s (%s); `resae status` shows only finished tasks", path,
+                strerror(errno));
+    }
+}
+
 /* A task's attempt ended with (agreed) err. */
 static void task_finished(coord *c, int i, int group, int err, double seconds, const char *text) {
     rs_sched *s = c->s;
@@ -313,17 +385,21 @@ static void task_finished(coord *c, int i, int group, int err, double seconds, c
     } else {
         r->err = err;
         snprintf(r->error, sizeof r->error, "%s", text && text[0] ? text : rs_err_name(err));
-        if (r->attempts <= s->opts.max_retries) {
+        /* a configuration, format or argument error fails the same way every time */
+        int permanent = err == RS_ERR_CONFIG || err == RS_ERR_FORMAT || err == RS_ERR_INVAL || err == RS_ERR_UNSUPPORTED;
+        if (r->attempts <= s->opts.max_retries && !permanent) {
             r->state = RS_SCHED_PENDING;
             RS_WARN("task %s: attempt %d of %d failed on %s %d: %s; retrying", t->name, r->attempts,
                     s->opts.max_retries + 1, group < 0 ? "the world, group" : "group", group, r->error);
         } else {
             r->state = RS_SCHED_FAILED;
             c->cost_todo -= t->cost;
-            RS_ERROR("task %s: failed after %d attempt(s): %s", t->name, r->attempts, r->error);
+            RS_ERROR("task %s: failed after %d attempt(s)%s: %s", t->name, r->attempts,
+                     permanent ? " (not retried: the same inputs fail the same way)" : "", r->error);
             propagate_skips(c);
         }
     }
+    status_snapshot(c, 0);
 }
 
 static void task_started(coord *c, int i, int group) {
@@ -339,17 +415,48 @@ static void task_started(coord *c, int i, int group) {
     else
         RS_INFO("task %s: start on group %d (ranks %d-%d), attempt %d", s->tasks[i].name, group, group * c->gs,
                 group * c->gs + r->group_size - 1, r->attempts);
+    status_snapshot(c, 0);
 }
 
-/* The largest ready task of the given class (world or group), -1 if none. */
+/* The ready task of the given class (world or group) that heads the costliest chain of work still
+ * to do (then the larger own cost, then the first added), -1 if none. Largest-first by own cost
+ * alone would start every big SAE before the cheap affine fits that the residualized SAEs wait
+ * for, and leave the end of the run to one group. */
 static int best_ready(const coord *c, int world) {
     const rs_sched *s = c->s;
     int best = -1;
     for (int i = 0; i < s->n_tasks; i++) {
         if ((c->is_world[i] != 0) != (world != 0) || !task_ready(c, i)) continue;
-        if (best < 0 || s->tasks[i].cost > s->tasks[best].cost) best = i;
+        if (best < 0 || c->prio[i] > c->prio[best] ||
+            (c->prio[i] == c->prio[best] && s->tasks[i].cost > s->tasks[best].cost))
+            best = i;
     }
     return best;
+}
+
+/* prio[i] = cost of i (0 if done before this run) + the largest prio of the tasks that depend on
+ * it, over a reverse topological order (the graph was checked acyclic). */
+static rs_err compute_priorities(coord *c) {
+    const rs_sched *s = c->s;
+    int n = s->n_tasks;
+    if (n <= 0) return RS_OK;
+    int *order = malloc(sizeof(int) * (size_t)n);
+    if (!order || topo_order(s, order) != n) {
+        free(order);
+        RS_FAIL(RS_ERR_NOMEM, "out of memory ordering the task graph");
+    }
+    for (int i = 0; i < n; i++) c->prio[i] = s->table[i].state == RS_SCHED_DONE_BEFORE ? 0.0 : s->tasks[i].cost;
+    for (int idx = n - 1; idx >= 0; idx--) {
+        int i = order[idx]; /* every task depending on i comes later in order: prio[i] is final */
+        const rs_sched_task *t = &s->tasks[i];
+        for (int j = 0; j < t->n_deps; j++) {
+            int d = t->deps[j];
+            double own = s->table[d].state == RS_SCHED_DONE_BEFORE ? 0.0 : s->tasks[d].cost;
+            if (own + c->prio[i] > c->prio[d]) c->prio[d] = own + c->prio[i];
+        }
+    }
+    free(order);
+    return RS_OK;
 }
 
 /* Answer every waiting group that can be answered now. */
@@ -433,10 +540,12 @@ static rs_err coord_init(coord *c, rs_sched *s, const char *is_world, int size, 
     c->group_task = malloc(sizeof(int) * (size_t)n_groups);
     c->waiting = calloc((size_t)n_groups, sizeof(int));
     c->stopped = calloc((size_t)n_groups, sizeof(int));
-    if (!c->group_task || !c->waiting || !c->stopped) {
+    c->prio = calloc((size_t)(s->n_tasks > 0 ? s->n_tasks : 1), sizeof(double));
+    if (!c->group_task || !c->waiting || !c->stopped || !c->prio) {
         free(c->group_task);
         free(c->waiting);
         free(c->stopped);
+        free(c->prio);
         RS_FAIL(RS_ERR_NOMEM, "out of memory for the coordinator");
     }
     for (int g = 0; g < n_groups; g++) c->group_task[g] = -1;
@@ -444,6 +553,7 @@ static rs_err coord_init(coord *c, rs_sched *s, const char *is_world, int size, 
 }
 
 static void coord_free(coord *c) {
+    free(c->prio);
     free(c->group_task);
     free(c->waiting);
     free(c->stopped);
@@ -698,9 +808,15 @@ static rs_err summarize(const rs_sched *s, int interrupted) {
                                     s->table[i].attempts, s->table[i].error);
     if (n_skipped && len < sizeof msg - 1)
         len += (size_t)snprintf(msg + len, sizeof msg - len, " %d skipped because a dependency failed:", n_skipped);
-    for (int i = 0; i < s->n_tasks && len < sizeof msg - 1; i++)
-        if (s->table[i].state == RS_SCHED_SKIPPED)
-            len += (size_t)snprintf(msg + len, sizeof msg - len, " %s", s->tasks[i].name);
+    int listed = 0;
+    for (int i = 0; i < s->n_tasks && len < sizeof msg - 1 && listed < 8; i++)
+        if (s->table[i].state == RS_SCHED_SKIPPED) {
+            len += (size_t)snprintf(msg + len, sizeof msg - len, " %s%s", s->tasks[i].name,
+                                    listed + 1 < n_skipped ? "," : "");
+            listed++;
+        }
+    if (listed < n_skipped && len < sizeof msg - 1)
+        snprintf(msg + len, sizeof msg - len, " and %d more (the task table lists them)", n_skipped - listed);
     RS_FAIL(first_err ? first_err : RS_ERR_INTERNAL, "%s", msg);
 }
 
@@ -763,6 +879,7 @@ rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, voi
         cerr = coord_init(&c, s, is_world, w.size, gs, w.n_groups);
         if (!cerr) {
             c.t0 = rs_now();
+            c.t0_epoch = epoch_now();
             int n_before = 0;
             for (int i = 0; i < s->n_tasks; i++) {
                 s->table[i].group = -1;
@@ -777,7 +894,10 @@ rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, voi
                     RS_WARN("task %s wants %d ranks; the world has %d: it runs on the world", s->tasks[i].name,
                             s->tasks[i].min_ranks, w.size);
             }
-            RS_INFO("scheduler: %d tasks, %d done before, %d to run; %d group(s) of %d rank(s)%s", s->n_tasks, n_before,
+            cerr = compute_priorities(&c);
+            if (!cerr) status_snapshot(&c, 0);
+            if (cerr) coord_free(&c);
+            else RS_INFO("scheduler: %d tasks, %d done before, %d to run; %d group(s) of %d rank(s)%s", s->n_tasks, n_before,
                     c.n_todo, w.n_groups, gs, w.n_groups > 1 ? ", coordinator thread on rank 0" : "");
         }
     }
@@ -831,6 +951,7 @@ rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, voi
         RS_INFO("scheduler: %d done, %d done before, %d failed, %d skipped, %d not run, in %s", n[RS_SCHED_DONE],
                 n[RS_SCHED_DONE_BEFORE], n[RS_SCHED_FAILED], n[RS_SCHED_SKIPPED], n[RS_SCHED_PENDING] + n[RS_SCHED_RUNNING],
                 el);
+        status_snapshot(&c, 1);
         coord_free(&c);
     }
     /* the table and the outcome on every rank */
@@ -919,4 +1040,100 @@ rs_err rs_sched_write_table(hid_t loc, const char *name, const rs_sched *s) {
     H5Tclose(s_err);
     free(rows);
     return err;
+}
+
+/* ---- reading the status snapshot ------------------------------------------------------------------ */
+
+void rs_sched_status_free(rs_sched_status *st) {
+    free(st->rows);
+    memset(st, 0, sizeof *st);
+}
+
+/* Split line at tabs into at most max fields (in place); returns the count. */
+static int split_tabs(char **field, int max, char *line) {
+    int n = 0;
+    line[strcspn(line, "\n")] = '\0';
+    for (char *p = line; n < max;) {
+        field[n++] = p;
+        char *t = strchr(p, '\t');
+        if (!t) break;
+        *t = '\0';
+        p = t + 1;
+    }
+    return n;
+}
+
+rs_err rs_sched_status_read(rs_sched_status *st, const char *path) {
+    memset(st, 0, sizeof *st);
+    FILE *f = fopen(path, "r");
+    if (!f) RS_FAIL(RS_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    rs_err err = RS_OK;
+    char line[RS_SCHED_NAME_MAX + RS_SCHED_MSG_MAX + 256];
+    int cap = 0, lineno = 0;
+    while (!err && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *fl[10] = {0};
+        int nf = split_tabs(fl, 10, line);
+        if (lineno == 1) {
+            if (nf != 2 || strcmp(fl[0], "resae-sched-status") || strcmp(fl[1], "1"))
+                err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                                 "%s: not a scheduler status snapshot of version 1 (first line)", path);
+        } else if (!strcmp(fl[0], "host") && nf == 2) {
+            snprintf(st->host, sizeof st->host, "%s", fl[1]);
+        } else if (!strcmp(fl[0], "pid") && nf == 2) {
+            st->pid = strtol(fl[1], NULL, 10);
+        } else if (!strcmp(fl[0], "started") && nf == 2) {
+            st->started = strtod(fl[1], NULL);
+        } else if (!strcmp(fl[0], "updated") && nf == 2) {
+            st->updated = strtod(fl[1], NULL);
+        } else if (!strcmp(fl[0], "final") && nf == 2) {
+            st->final = atoi(fl[1]);
+        } else if (!strcmp(fl[0], "groups") && nf == 3) {
+            st->n_groups = atoi(fl[1]);
+            st->group_size = atoi(fl[2]);
+        } else if (!strcmp(fl[0], "task") && nf == 10) {
+            if (st->n == cap) {
+                int nc = cap ? 2 * cap : 64;
+                rs_sched_status_row *r = realloc(st->rows, sizeof *r * (size_t)nc);
+                if (!r) {
+                    err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "%s: out of memory", path);
+                    break;
+                }
+                st->rows = r;
+                cap = nc;
+            }
+            rs_sched_status_row *r = &st->rows[st->n];
+            memset(r, 0, sizeof *r);
+            r->state = rs_sched_state_parse(fl[1]);
+            r->kind = atoi(fl[2]);
+            r->group = atoi(fl[3]);
+            r->group_size = atoi(fl[4]);
+            r->attempts = atoi(fl[5]);
+            r->t_start = strtod(fl[6], NULL);
+            r->seconds = strtod(fl[7], NULL);
+            snprintf(r->name, sizeof r->name, "%s", fl[8]);
+            snprintf(r->error, sizeof r->error, "%s", fl[9]);
+            if (r->state < 0)
+                err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s:%d: unknown task state '%s'", path,
+                                 lineno, fl[1]);
+            st->n++;
+        } else {
+            err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s:%d: unexpected line '%.40s'", path,
+                             lineno, fl[0]);
+        }
+    }
+    fclose(f);
+    if (!err && lineno == 0) err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s: empty", path);
+    if (err) rs_sched_status_free(st);
+    return err;
+}
+
+int rs_sched_status_live(const rs_sched_status *st) {
+    if (st->final) return 0;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    if (strcmp(host, st->host)) return -1;
+    if (st->pid <= 0) return 0;
+    return kill((pid_t)st->pid, 0) == 0 || errno == EPERM;
 }

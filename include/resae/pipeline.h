@@ -24,6 +24,8 @@
 
 #define RS_RUN_CONFIG_FILE "config.yaml"
 #define RS_RESULTS_FILE "results.h5"
+/* the scheduler's status snapshot (include/resae/sched.h), read by `resae status` */
+#define RS_RUN_STATUS_FILE "status.tsv"
 /* The message of a rank whose own work succeeded when another rank failed. */
 #define RS_PIPELINE_OTHER_RANK "another rank failed (see its error above)"
 

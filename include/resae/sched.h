@@ -15,7 +15,8 @@
  *
  * Completion is whatever the run function made durable: at start rank 0 asks done(ctx, task) for
  * every task (e.g. "its task file exists"); nothing in memory survives a restart. A failing task
- * is retried up to max_retries times; once it has failed for good its dependents (transitively)
+ * is retried up to max_retries times (not when its error is RS_ERR_CONFIG, _FORMAT, _INVAL or
+ * _UNSUPPORTED, which fail the same way again); once it has failed for good its dependents (transitively)
  * are skipped, and every other task still runs. When the stop flag is set (SIGTERM/SIGUSR1), no
  * more tasks are handed out; running tasks see the same flag, checkpoint and return
  * RS_ERR_INTERRUPTED; every rank returns.
@@ -81,6 +82,7 @@ typedef struct rs_sched_opts {
     const char *other_rank_msg;
     double poll_min, poll_max;   /* seconds between polls of a waiting rank (default 1 ms, 20 ms) */
     double status_interval;      /* seconds between "running now" lines of the coordinator (60) */
+    const char *status_path;     /* if set, rank 0 keeps a text snapshot of the table there (below) */
 } rs_sched_opts;
 
 typedef rs_err (*rs_sched_run_fn)(void *ctx, const rs_sched_task *t, MPI_Comm comm);
@@ -117,6 +119,38 @@ int rs_sched_auto_group_size(const rs_sched *s, int size);
 rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, void *ctx, MPI_Comm world);
 
 const char *rs_sched_state_name(int state);
+/* The state for a name of rs_sched_state_name, -1 if none. */
+int rs_sched_state_parse(const char *name);
+
+/* The status snapshot (opts.status_path): rewritten atomically (write + rename) by the coordinator
+ * on rank 0 whenever a task starts, finishes, fails or is skipped, and at the end, so that another
+ * process (`resae status`) can read where a run is while it goes. Text, one field per tab:
+ *   resae-sched-status 1
+ *   host HOSTNAME / pid PID / started EPOCH / updated EPOCH / final 0|1 / groups N_GROUPS GROUP_SIZE
+ *   task STATE KIND GROUP GROUP_SIZE ATTEMPTS T_START SECONDS NAME ERROR   (one line per task)
+ * EPOCH: seconds since 1970 (UTC); T_START: seconds since `started`; final 1: rs_sched_run returned
+ * (a snapshot with final 0 whose writer is gone is a run that was killed). */
+typedef struct rs_sched_status_row {
+    int state, kind, group, group_size, attempts;
+    double t_start, seconds;
+    char name[RS_SCHED_NAME_MAX];
+    char error[RS_SCHED_MSG_MAX];
+} rs_sched_status_row;
+
+typedef struct rs_sched_status {
+    char host[256];
+    long pid;
+    double started, updated;
+    int final, n_groups, group_size;
+    int n;
+    rs_sched_status_row *rows; /* (n) owned */
+} rs_sched_status;
+
+rs_err rs_sched_status_read(rs_sched_status *st, const char *path);
+void rs_sched_status_free(rs_sched_status *st);
+/* 1: the writing process is alive (same host); 0: it is gone or the snapshot is final; -1: it ran on
+ * another host (cannot tell). */
+int rs_sched_status_live(const rs_sched_status *st);
 
 /* Write s->table as dataset `name` under loc (a file or group; one rank, serial HDF5): one compound
  * row per task with fields name, kind, hash, state (a name: done, done_before, failed, skipped,

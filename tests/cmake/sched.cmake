@@ -57,3 +57,8 @@ foreach(cfg "1;0;1" "2;1;2" "4;1;3" "4;2;4")
   resae_add_mpi(sched_random_gs${gs}_s${seed} TARGET test_sched RANKS ${np}
     ARGS random ${RESAE_TEST_OUT}/sched_random_np${np}_gs${gs}_s${seed} ${gs} --seed ${seed} TIMEOUT 60)
 endforeach()
+
+# critical-path priorities: one group of every rank runs the tasks in a known order
+foreach(np 1 2)
+  resae_add_mpi(sched_prio TARGET test_sched RANKS ${np} ARGS prio ${RESAE_TEST_OUT}/sched_prio_np${np} ${np} TIMEOUT 60)
+endforeach()

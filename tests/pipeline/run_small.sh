@@ -8,6 +8,11 @@
 #             the final results bitwise with an uninterrupted run at the same rank count
 #   killeval  SIGKILL during the evaluation stage; the restart runs only the unfinished evaluations
 #   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
+#   killgrid  tests/pipeline/kill_grid.sh on a larger grid (4 seeds, 103 tasks in 2 groups): 10
+#             SIGKILLs of every rank or of one rank, restarts, results identical, no finished task
+#             re-run
+#   changed   a changed config re-runs only the tasks whose hash changed; results equal a fresh run
+#             of the changed config; a store from other token data is refused unless --force
 set -uo pipefail
 resae=$1 mpiexec=$2 out=$3 src=$4 mode=$5 arg=${6:-}
 py=/usr/bin/python3
@@ -181,6 +186,49 @@ PYEOF
   "$py" "$check" "$dir/a/results.h5" "$dir/b/results.h5" || fail "two runs in groups of $gs differ"
   "$py" "$check" "$dir/a/results.h5" "$dir/one/results.h5" --tol 1e-4 || fail "groups of $gs vs one group beyond 1e-4"
   echo "groups of $gs at $n ranks: tasks on every group, repeatable, equal to one group within 1e-4"
+  ;;
+killgrid)
+  dir=$out/pipeline_killgrid; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/grid.yaml" "$dir/unused"
+  printf 'parallel:\n  group_size: 1\n' >>"$dir/grid.yaml"
+  sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/grid.yaml"
+  grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/grid.yaml" && grep -q 'batch_size: 256' "$dir/grid.yaml" || fail "config edit"
+  RESAE_KILL_DMIN=0.5 bash "$src/tests/pipeline/kill_grid.sh" "$resae" "$dir/grid.yaml" 10 2 "$dir/kill" "$mpiexec"
+  ;;
+changed)
+  dir=$out/pipeline_changed; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/a.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/a.yaml" >"$dir/a.log" 2>&1 || { tail -30 "$dir/a.log"; fail "run of config A"; }
+  (cd "$dir/run/tasks" && sha256sum ./*.h5) >"$dir/a.sums"
+  # B: one more k. Only its 8 SAEs (raw and resae, 4 layers) and 4 evaluations are new
+  sed 's/^  k: \[4, 8\]/  k: [4, 8, 12]/' "$dir/a.yaml" >"$dir/b.yaml"
+  grep -q 'k: \[4, 8, 12\]' "$dir/b.yaml" || fail "config edit"
+  mpi 2 "$resae" run "$dir/b.yaml" >"$dir/b.log" 2>&1 || { tail -30 "$dir/b.log"; fail "run of config B on A's run directory"; }
+  grep -q "affine: .* 0 to do" "$dir/b.log" || fail "config B redid affine fits"
+  grep -q "train: 24 SAEs (12 raw, 12 resae), 8 to do" "$dir/b.log" || fail "config B should train only the 8 new SAEs"
+  grep -q "evaluate: 12 evaluations (12 unique), 4 to do" "$dir/b.log" || fail "config B should run only the 4 new evaluations"
+  (cd "$dir/run/tasks" && sha256sum -c --quiet "$dir/a.sums") || fail "config B rewrote task files of config A"
+  make_config "$dir/bfresh.yaml" "$dir/bfresh"
+  sed -i 's/^  k: \[4, 8\]/  k: [4, 8, 12]/' "$dir/bfresh.yaml"
+  mpi 2 "$resae" run "$dir/bfresh.yaml" >"$dir/bfresh.log" 2>&1 || { tail -30 "$dir/bfresh.log"; fail "fresh run of config B"; }
+  "$py" "$check" "$dir/bfresh/results.h5" "$dir/run/results.h5" || fail "A then B differs from a fresh run of B"
+  # C: other eval split sizes: the activation store is for other data: refused at once, nothing changed
+  sed 's/eval: 3000}/eval: 2500}/' "$dir/b.yaml" >"$dir/c.yaml"
+  grep -q 'eval: 2500}' "$dir/c.yaml" || fail "config edit"
+  store_sum=$(sha256sum <"$dir/run/activations.h5")
+  mpi 2 "$resae" run "$dir/c.yaml" >"$dir/c.log" 2>&1 && fail "config C ran on a store harvested for other splits"
+  grep -q "was harvested for a different run: budget_eval is 3000 in the store but 2500 in this run.*--force" "$dir/c.log" ||
+    { tail -5 "$dir/c.log"; fail "config C: no clear refusal naming the field and --force"; }
+  grep -q "harvest (1 attempts" "$dir/c.log" || fail "the refusal was retried"
+  [ "$(sha256sum <"$dir/run/activations.h5")" = "$store_sum" ] || fail "the refused run changed the activation store"
+  "$resae" status "$dir/run" >"$dir/c.status" 2>&1
+  grep -q "failed harvest: .*harvested for a different run" "$dir/c.status" || { cat "$dir/c.status"; fail "resae status does not show the failed harvest"; }
+  mpi 2 "$resae" run --force "$dir/c.yaml" >"$dir/cforce.log" 2>&1 || { tail -30 "$dir/cforce.log"; fail "config C with --force"; }
+  make_config "$dir/cfresh.yaml" "$dir/cfresh"
+  sed -i -e 's/^  k: \[4, 8\]/  k: [4, 8, 12]/' -e 's/eval: 3000}/eval: 2500}/' "$dir/cfresh.yaml"
+  mpi 2 "$resae" run "$dir/cfresh.yaml" >"$dir/cfresh.log" 2>&1 || { tail -30 "$dir/cfresh.log"; fail "fresh run of config C"; }
+  "$py" "$check" "$dir/cfresh/results.h5" "$dir/run/results.h5" || fail "C with --force differs from a fresh run of C"
+  echo "changed config: only new tasks ran, results equal fresh runs, other data refused unless --force"
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -223,6 +223,19 @@ static uint32_t rnd(void) {
     return (uint32_t)(g_rng >> 33);
 }
 
+/* Priorities: a cheap task that heads an expensive chain starts before a mid-sized task alone; a
+ * cheap chain does not. One group runs them one at a time: order A B C D E (largest own cost first
+ * would give C A B D E). */
+static void build_prio(rs_sched *s, ctx *c) {
+    int a = add(s, c, "A_head_of_big", 1, 1, 0.02);
+    int b = add(s, c, "B_big", 100, 1, 0.02);
+    add(s, c, "C_mid_alone", 50, 1, 0.02);
+    int d = add(s, c, "D_head_of_small", 1, 1, 0.02);
+    int e = add(s, c, "E_small", 10, 1, 0.02);
+    dep(s, b, a);
+    dep(s, e, d);
+}
+
 static void build_random(rs_sched *s, ctx *c, uint64_t seed) {
     g_rng = seed;
     char name[32];
@@ -384,6 +397,24 @@ static void check_table_h5(const rs_sched *s, const ctx *c) {
     H5Fclose(f);
 }
 
+static void check_prio(const ctx *c, rs_err err) {
+    CHECK(!err, "prio run failed: %s", rs_err_msg());
+    static const char *want[5] = {"A_head_of_big", "B_big", "C_mid_alone", "D_head_of_small", "E_small"};
+    char path[4096], line[512], nm[256];
+    snprintf(path, sizeof path, "%s/starts.log", c->dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "%s missing", path);
+    if (!f) return;
+    int n = 0, pid;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "start %255s %d", nm, &pid) == 2) {
+            CHECK(n < 5 && !strcmp(nm, want[n]), "start %d is %s, want %s", n, nm, n < 5 ? want[n] : "nothing");
+            n++;
+        }
+    fclose(f);
+    CHECK(n == 5, "%d starts, want 5", n);
+}
+
 static void check_random(const rs_sched *s, const ctx *c, rs_err err, int size) {
     res rs[MAXT];
     check_files(s, c, size, rs);
@@ -526,7 +557,7 @@ static void mkdirs_or_die(const char *p) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: test_sched graph|fail|random|run|check|api RUNDIR [GS] [--fail] [--scale X] [--seed N]\n");
+        fprintf(stderr, "usage: test_sched graph|fail|random|prio|run|check|api RUNDIR [GS] [--fail] [--scale X] [--seed N]\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -563,6 +594,7 @@ int main(int argc, char **argv) {
     rs_sched s;
     rs_sched_init(&s, &o);
     if (!strcmp(mode, "random")) build_random(&s, &c, seed);
+    else if (!strcmp(mode, "prio")) build_prio(&s, &c);
     else build_graph(&s, &c, with_fail);
 
     char path[4096];
@@ -620,6 +652,7 @@ int main(int argc, char **argv) {
         if (rank == 0) {
             if (!strcmp(mode, "graph")) check_graph(&s, &c, err, size);
             else if (!strcmp(mode, "random")) check_random(&s, &c, err, size);
+            else if (!strcmp(mode, "prio")) check_prio(&c, err);
             else check_fail(&s, &c, err, msg, size);
             check_table_h5(&s, &c);
         }
