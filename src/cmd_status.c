@@ -22,9 +22,11 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resae status RUN_DIR\n\n"
-               "Shows, per stage, how many tasks are done, running (checkpointed) and pending, with the\n"
-               "measured throughput and an ETA. Reads RUN_DIR/config.yaml (written by `resae run`), the\n"
-               "harvest journal, RUN_DIR/tasks/ and RUN_DIR/ckpt/; safe while a run is going.\n"
+               "Shows whether the last run is going, ended or was killed, then per stage how many tasks are\n"
+               "done, running, failed or skipped and pending, an ETA from the measured task times, and the\n"
+               "wall time and rank-seconds of the last run; failed tasks with their errors. Reads\n"
+               "RUN_DIR/config.yaml (written by `resae run`), the harvest journal, RUN_DIR/tasks/,\n"
+               "RUN_DIR/ckpt/ and the scheduler's RUN_DIR/status.tsv; safe while a run is going.\n"
                "exit codes: 0 complete, 3 incomplete, 1 error, 2 usage\n");
 }
 
@@ -142,7 +144,7 @@ int rs_cmd_status(int argc, char **argv) {
     rs_err_clear();
     if (h_complete && h_total < 0) h_total = h_done;
     /* the scheduler's snapshot: running, failed and per-stage times of the last (or current) run */
-    stage_snap sn[4];
+    stage_snap sn[5];
     memset(sn, 0, sizeof sn);
     rs_sched_status ss;
     int have_ss = 0, live = 0, ng = 1;
@@ -168,11 +170,11 @@ int rs_cmd_status(int argc, char **argv) {
                                                                                   : "on another host";
         printf("last run: %s; pid %ld on %s, started %s ago, snapshot %s old; %d group(s) of %d rank(s)\n", what, ss.pid,
                ss.host, ago, upd, ss.n_groups, ss.group_size);
-        for (int i = 0; i < 4; i++) sn[i].t_lo = 1e300;
+        for (int i = 0; i < 5; i++) sn[i].t_lo = 1e300;
         int n_skipped = 0;
         for (int i = 0; i < ss.n; i++) {
             const rs_sched_status_row *r = &ss.rows[i];
-            if (r->kind < 0 || r->kind > 3) continue;
+            if (r->kind < 0 || r->kind > 4) continue; /* kinds of src/pipeline.c; 4: ablation baselines */
             stage_snap *g = &sn[r->kind];
             if (r->state == RS_SCHED_RUNNING) {
                 if (live != 0) g->running++;
@@ -239,6 +241,20 @@ int rs_cmd_status(int argc, char **argv) {
     }
     line("train", s_done, s_running, p.grid.n_saes, "SAEs", s_done ? s_secs / s_done : 0, have_ss ? &sn[2] : NULL, ng);
     complete_all &= s_done == p.grid.n_saes;
+    /* ablation baselines (pipeline_eval.c): one per distinct set */
+    if (rs_pipeline_ablate_needed(&p)) {
+        int b_done = 0, b_total = 0;
+        double b_secs = 0;
+        for (int i = 0; i < p.grid.n_sets; i++) {
+            if (p.grid.sets[i].same_as >= 0) continue;
+            char path[4096];
+            rs_pipeline_ablate_path(path, sizeof path, &p, i);
+            b_total++;
+            b_done += rs_file_exists(path);
+        }
+        line("ablate", b_done, 0, b_total, "sets", b_secs, have_ss ? &sn[4] : NULL, ng);
+        complete_all &= b_done == b_total;
+    }
     /* evaluation tasks (pipeline_eval.c): one per unique evaluation */
     int e_done = 0, e_total = 0;
     double e_secs = 0;

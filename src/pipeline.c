@@ -1016,8 +1016,8 @@ static rs_err record_config(const rs_pipeline *p) {
 
 /* ---- the task graph ------------------------------------------------------------------------------- */
 
-enum { TASK_HARVEST = 0, TASK_AFFINE = 1, TASK_TRAIN = 2, TASK_EVAL = 3 };
-static const char *const stage_names[] = {"harvest", "affine", "train", "evaluate"};
+enum { TASK_HARVEST = 0, TASK_AFFINE = 1, TASK_TRAIN = 2, TASK_EVAL = 3, TASK_ABLATE = 4, TASK_KINDS = 5 };
+static const char *const stage_names[TASK_KINDS] = {"harvest", "affine", "train", "evaluate", "ablate"};
 
 typedef struct run_ctx {
     rs_pipeline *p;
@@ -1026,7 +1026,7 @@ typedef struct run_ctx {
     int eval_loaded; /* this rank loaded model and tokens for evaluation tasks */
     rs_model model;
     rs_tokens tk;
-    int started[4];  /* this rank has led a task of the kind (for the "stage" lines) */
+    int started[TASK_KINDS]; /* this rank has led a task of the kind (for the "stage" lines) */
 } run_ctx;
 
 static void task_path(char *out, size_t n, const run_ctx *c, const rs_sched_task *t) {
@@ -1036,6 +1036,7 @@ static void task_path(char *out, size_t n, const run_ctx *c, const rs_sched_task
     if (t->kind == TASK_AFFINE) rs_pipeline_affine_path(out, n, p, c->pairs[i][0], c->pairs[i][1]);
     else if (t->kind == TASK_TRAIN) rs_pipeline_sae_path(out, n, p, &p->grid.saes[i]);
     else if (t->kind == TASK_EVAL) rs_pipeline_eval_path(out, n, p, &p->grid.evals[i]);
+    else if (t->kind == TASK_ABLATE) rs_pipeline_ablate_path(out, n, p, i);
 }
 
 /* done(): the task file exists (asked on rank 0). The harvest always runs: it reuses a complete
@@ -1084,6 +1085,10 @@ static rs_err sched_run(void *vctx, const rs_sched_task *t, MPI_Comm comm) {
         RS_TRY(eval_resources(c, &q));
         return rs_pipeline_eval_task(&q, i, &c->model, &c->tk);
     }
+    if (t->kind == TASK_ABLATE) {
+        RS_TRY(eval_resources(c, &q));
+        return rs_pipeline_ablate_task(&q, i, &c->model, &c->tk);
+    }
     char path[4096], spath[4096];
     task_path(path, sizeof path, c, t);
     store_path(spath, sizeof spath, &q);
@@ -1117,6 +1122,12 @@ static double cost_eval(const rs_pipeline *p, const rs_grid_eval *e) {
     return c;
 }
 
+static double cost_ablate(const rs_pipeline *p, const rs_grid_set *s) {
+    double d = p->mc.d_model, M = s->n;
+    /* a clean pass and 2M ablation passes over the eval tokens */
+    return (2.0 * M + 1.0) * 24.0 * d * d * p->mc.n_layers * (double)p->cfg.data.eval;
+}
+
 static int pair_index(const run_ctx *c, int a, int b) {
     for (int i = 0; i < c->n_pairs; i++)
         if (c->pairs[i][0] == a && c->pairs[i][1] == b) return i;
@@ -1124,8 +1135,8 @@ static int pair_index(const run_ctx *c, int a, int b) {
 }
 
 /* The graph: harvest (world) -> affine fits -> SAEs (resae: after the fit of its pair) -> evaluations
- * (after the SAEs of their set; every later evaluation of a set after the set's first one, which
- * leaves the shared ablation task file). Only stages up to p->until are added. */
+ * (after the SAEs of their set and the set's ablation baselines, which need only the harvest). Only
+ * stages up to p->until are added. */
 static rs_err build_graph(rs_sched *s, run_ctx *c, int *pair_task, int *sae_task) {
     rs_pipeline *p = c->p;
     int until = p->until < 0 ? 3 : p->until;
@@ -1156,10 +1167,21 @@ static rs_err build_graph(rs_sched *s, run_ctx *c, int *pair_task, int *sae_task
         }
     }
     if (until < 3) return RS_OK;
-    int *first_of_set = malloc(sizeof(int) * (size_t)(p->grid.n_sets > 0 ? p->grid.n_sets : 1));
-    RS_CHECK_ALLOC(first_of_set);
-    for (int i = 0; i < p->grid.n_sets; i++) first_of_set[i] = -1;
+    /* the ablation baselines of each distinct set: they need only the store, so they run early */
+    int *ablate_task = malloc(sizeof(int) * (size_t)(p->grid.n_sets > 0 ? p->grid.n_sets : 1));
+    RS_CHECK_ALLOC(ablate_task);
     rs_err err = RS_OK;
+    for (int i = 0; i < p->grid.n_sets; i++) ablate_task[i] = -1;
+    if (rs_pipeline_ablate_needed(p)) {
+        for (int i = 0; i < p->grid.n_sets && !err; i++) {
+            const rs_grid_set *set = &p->grid.sets[i];
+            if (set->same_as >= 0) continue;
+            snprintf(name, sizeof name, "ablate %.80s", set->name);
+            err = rs_sched_add(&ablate_task[i], s, name, TASK_ABLATE, rs_hash64(p->grid.inputs_hash, name, strlen(name)),
+                               cost_ablate(p, set), 1, 0, (void *)(intptr_t)i);
+            if (!err) err = rs_sched_add_dep(s, ablate_task[i], h);
+        }
+    }
     for (int i = 0; i < p->grid.n_evals && !err; i++) {
         if (!rs_pipeline_eval_first(p, i)) continue;
         const rs_grid_eval *e = &p->grid.evals[i];
@@ -1172,12 +1194,9 @@ static rs_err build_graph(rs_sched *s, run_ctx *c, int *pair_task, int *sae_task
             err = rs_sched_add_dep(s, t, sae_task[p->grid.eval_sae[e->sae_off + m]]);
         const rs_grid_set *set = &p->grid.sets[e->set];
         int key = set->same_as >= 0 ? set->same_as : e->set;
-        if (!err && p->cfg.eval.ce && p->cfg.eval.n_ablations > 0) {
-            if (first_of_set[key] < 0) first_of_set[key] = t;
-            else err = rs_sched_add_dep(s, t, first_of_set[key]);
-        }
+        if (!err && ablate_task[key] >= 0) err = rs_sched_add_dep(s, t, ablate_task[key]);
     }
-    free(first_of_set);
+    free(ablate_task);
     return err;
 }
 
@@ -1221,14 +1240,14 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
     c.n_pairs = collect_pairs(c.pairs, max, p);
     RS_TRY_GOTO(agree(p, build_graph(&s, &c, pair_task, sae_task)), done);
     {
-        int todo[4] = {0, 0, 0, 0}, n[4] = {0, 0, 0, 0};
+        int todo[TASK_KINDS] = {0}, n[TASK_KINDS] = {0};
         if (p->rank == 0)
             for (int i = 0; i < s.n_tasks; i++) {
                 n[s.tasks[i].kind]++;
                 todo[s.tasks[i].kind] += !sched_done(&c, &s.tasks[i]);
             }
-        MPI_Bcast(todo, 4, MPI_INT, 0, p->comm);
-        MPI_Bcast(n, 4, MPI_INT, 0, p->comm);
+        MPI_Bcast(todo, TASK_KINDS, MPI_INT, 0, p->comm);
+        MPI_Bcast(n, TASK_KINDS, MPI_INT, 0, p->comm);
         if (n[TASK_AFFINE] || p->until < 0 || p->until >= 1)
             RS_INFO("affine: %d fits (%d consecutive pairs, %d regression pairs), %d to do", c.n_pairs, p->grid.n_affine,
                     p->grid.n_regression, todo[TASK_AFFINE]);
@@ -1243,8 +1262,9 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
     err = rs_sched_run(&s, sched_run, sched_done, &c, p->comm);
     {
         /* wall time per stage: first start to last end of its tasks run now */
-        double t_lo[4] = {1e300, 1e300, 1e300, 1e300}, t_hi[4] = {0, 0, 0, 0}, busy[4] = {0, 0, 0, 0};
-        int ran[4] = {0, 0, 0, 0};
+        double t_lo[TASK_KINDS], t_hi[TASK_KINDS] = {0}, busy[TASK_KINDS] = {0};
+        int ran[TASK_KINDS] = {0};
+        for (int k = 0; k < TASK_KINDS; k++) t_lo[k] = 1e300;
         for (int i = 0; i < s.n_tasks; i++) {
             const rs_sched_record *r = &s.table[i];
             if (r->attempts <= 0) continue;
@@ -1254,7 +1274,7 @@ rs_err rs_pipeline_run(rs_pipeline *p) {
             if (r->t_end > t_hi[k]) t_hi[k] = r->t_end;
             busy[k] += r->seconds * r->group_size;
         }
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < TASK_KINDS; k++)
             if (ran[k])
                 RS_INFO("stage %s: %d tasks, %.1fs to %.1fs (span %.1fs), %.1f rank-seconds", stage_names[k], ran[k],
                         t_lo[k], t_hi[k], t_hi[k] - t_lo[k], busy[k]);

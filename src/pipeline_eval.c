@@ -170,15 +170,18 @@ static rs_err eval_recon(rs_eval_recon *out, const rs_pipeline *p, const rs_acts
 
 /* ---- ablation baselines, shared by every evaluation of a set ------------------------------------------
  * The zero and mean ablation passes depend only on the model, the eval tokens and the set's layers,
- * not on the SAEs: the first evaluation of a set runs them and leaves them in their own task file
- * tasks/ablate_<set>_<hash>.h5; later evaluations of the set (other variants, k, seeds) read it. The
- * passes are the same computation at the same rank count, so the numbers are bitwise those a fresh
- * evaluation would compute. */
+ * not on the SAEs: `resae run` runs them as one task per distinct set (rs_pipeline_ablate_task), which
+ * leaves tasks/ablate_<set>_<hash>.h5; the set's evaluations read it. (rs_pipeline_evaluate, the
+ * stage without the scheduler, lets the first evaluation of a set write it.) The passes are the same
+ * computation at the same rank count, so the numbers are bitwise those an evaluation computing them
+ * itself would give. */
 
 static uint64_t ablate_hash(const rs_pipeline *p, const rs_grid_set *s) {
     uint64_t h = rs_hash64(p->grid.inputs_hash, "ablate", 6);
     h = rs_hash64(h, s->layers, sizeof(int) * (size_t)s->n);
-    int32_t flags[4] = {p->cfg.data.exclude_first_position, 0, 0, (int32_t)p->size};
+    /* like the evaluation hashes, not the rank count: task files are reused across group sizes (sums
+     * over ranks differ only in float rounding) */
+    int32_t flags[3] = {p->cfg.data.exclude_first_position, 0, 0};
     for (int i = 0; i < p->cfg.eval.n_ablations; i++) flags[1 + p->cfg.eval.ablations[i]] = 1;
     return rs_hash64(h, flags, sizeof flags);
 }
@@ -230,10 +233,11 @@ static rs_err ablate_write(const char *path, const rs_eval_ce_result *res, int M
 
 /* The CE splices over this rank's share of the eval sequences. */
 static rs_err eval_ce(rs_eval_ce_result *res, double *secs, const rs_pipeline *p, const rs_actstore *st,
-                      const rs_model *model, rs_tokens *tk, const eval_inputs *in, const rs_grid_set *set) {
+                      const rs_model *model, rs_tokens *tk, const eval_inputs *in, const rs_grid_set *set,
+                      int ablations_only) {
     const rs_config *c = &p->cfg;
     rs_eval_ce_opts o = {0};
-    for (int i = 0; i < c->eval.n_ce_modes; i++) {
+    for (int i = 0; i < c->eval.n_ce_modes && !ablations_only; i++) {
         if (c->eval.ce_modes[i] == RS_CE_SINGLE) o.single = 1;
         if (c->eval.ce_modes[i] == RS_CE_TF) o.tf = 1;
         if (c->eval.ce_modes[i] == RS_CE_SO) o.so = 1;
@@ -436,7 +440,7 @@ static rs_err evaluate_one(const rs_pipeline *p, const rs_actstore *st, const rs
     int nce = 0;
     double secs[4] = {0, 0, 0, 0};
     if (p->cfg.eval.ce) {
-        RS_TRY_GOTO(eval_ce(cer, secs, p, st, model, tk, &in, &p->grid.sets[e->set]), done);
+        RS_TRY_GOTO(eval_ce(cer, secs, p, st, model, tk, &in, &p->grid.sets[e->set], 0), done);
         nce = ce_rows(ce, cer, &in);
     }
     double t3 = rs_now();
@@ -470,6 +474,57 @@ rs_err rs_pipeline_eval_task(const rs_pipeline *p, int i, const rs_model *model,
     err = evaluate_one(p, &st, model, tk, e, path);
 done:
     rs_actstore_close(&st);
+    return err;
+}
+
+int rs_pipeline_ablate_needed(const rs_pipeline *p) { return p->cfg.eval.ce && p->cfg.eval.n_ablations > 0; }
+
+void rs_pipeline_ablate_path(char *out, size_t n, const rs_pipeline *p, int set) {
+    ablate_path(out, n, p, &p->grid.sets[set]);
+}
+
+rs_err rs_pipeline_ablate_task(const rs_pipeline *p, int set, const rs_model *model, rs_tokens *tk) {
+    if (!rs_pipeline_ablate_needed(p)) RS_FAIL(RS_ERR_INTERNAL, "ablation task without eval.ce and ablations");
+    const rs_grid_set *s = &p->grid.sets[set];
+    int d = p->mc.d_model, M = s->n;
+    if (M > RS_EVAL_MAX_LAYERS)
+        RS_FAIL(RS_ERR_CONFIG, "set %s has %d layers; evaluation supports at most %d", s->name, M, RS_EVAL_MAX_LAYERS);
+    char apath[4096], spath[4096];
+    ablate_path(apath, sizeof apath, p, s);
+    snprintf(spath, sizeof spath, "%s/%s", p->cfg.run_dir, RS_ACTSTORE_FILE);
+    eval_inputs in;
+    memset(&in, 0, sizeof in);
+    rs_actstore st;
+    memset(&st, 0, sizeof st);
+    rs_eval_ce_result *cer = calloc((size_t)rs_eval_n_passes(M), sizeof *cer);
+    in.mu_h = malloc(sizeof(double) * (size_t)M * (size_t)d);
+    in.mu_f = malloc(sizeof(float) * (size_t)M * (size_t)d);
+    rs_err err = cer && in.mu_h && in.mu_f ? RS_OK : rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory");
+    RS_TRY_GOTO(agree(p, err), done);
+    RS_TRY_GOTO(rs_actstore_open(&st, spath, 0, p->comm), done);
+    /* no SAEs: the ablation passes only read the clean streams and the eval means */
+    in.es.variant = RS_VARIANT_RAW;
+    in.es.M = M;
+    in.es.d = d;
+    for (int m = 0; m < M && !err; m++) {
+        in.es.L[m].layer = s->layers[m];
+        in.es.L[m].scale = 1.0;
+        double msq;
+        err = rs_actstore_stats(&st, in.mu_h + (size_t)m * (size_t)d, &msq, RS_SPLIT_EVAL, s->layers[m]);
+        for (int i = 0; i < d && !err; i++) in.mu_f[(size_t)m * (size_t)d + (size_t)i] = (float)in.mu_h[(size_t)m * (size_t)d + (size_t)i];
+    }
+    RS_TRY_GOTO(agree(p, err), done);
+    double t0 = rs_now(), secs[4] = {0, 0, 0, 0};
+    /* eval_ce writes the ablation file (rank 0) once the passes are summed */
+    RS_TRY_GOTO(eval_ce(cer, secs, p, &st, model, tk, &in, s, 1), done);
+    RS_INFO("ablate %s: zero/mean ablation baselines at %d layers in %.2fs (rank 0: clean %.0f, ablations %.0f "
+            "block-tokens/s)", s->name, M, rs_now() - t0, secs[0] > 0 ? secs[2] / secs[0] : 0,
+            secs[1] > 0 ? secs[3] / secs[1] : 0);
+done:
+    rs_actstore_close(&st);
+    free(in.mu_h);
+    free(in.mu_f);
+    free(cer);
     return err;
 }
 

@@ -36,6 +36,14 @@ struct rs_model;
 struct rs_tokens;
 rs_err rs_pipeline_eval_task(const rs_pipeline *p, int i, const struct rs_model *model, struct rs_tokens *tk);
 
+/* Ablation baselines (the zero/mean passes of METHOD.md §5, which depend only on the model, the
+ * eval tokens and a set's layers): one task per distinct set, run before the set's evaluations,
+ * leaving tasks/ablate_<set>_<hash>.h5, which the evaluations read. Needed when eval.ce is on and
+ * ablations are configured. Collective over p->comm; rank 0 writes the file. */
+int rs_pipeline_ablate_needed(const rs_pipeline *p);
+void rs_pipeline_ablate_path(char *out, size_t n, const rs_pipeline *p, int set);
+rs_err rs_pipeline_ablate_task(const rs_pipeline *p, int set, const struct rs_model *model, struct rs_tokens *tk);
+
 /* Run or resume the evaluation stage. Collective. */
 rs_err rs_pipeline_evaluate(rs_pipeline *p);
 /* Write /eval (tables of every finished evaluation) into an open results file (rank 0 only). */

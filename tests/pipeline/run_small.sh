@@ -179,7 +179,7 @@ groups = set(int(g) for g in t["group"][~world])
 assert groups == set(range(n // gs)), f"tasks ran on groups {groups}, want all of 0..{n // gs - 1}"
 assert np.all(t["group_size"][~world] == gs)
 kinds = set(int(k) for k in t["kind"])
-assert kinds == {0, 1, 2, 3}, kinds
+assert kinds == {0, 1, 2, 3, 4}, kinds  # harvest, affine, train, evaluate, ablate
 print(f"task table: {len(t)} tasks on groups {sorted(groups)} of {gs} ranks")
 PYEOF
   done

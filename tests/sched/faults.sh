@@ -95,7 +95,7 @@ failexit)
   wait "$job"; rc=$?
   [ $rc = 1 ] || { tail -30 "$dir/logs/run.log"; fail "exit code $rc with a failing task, expected 1"; }
   grep -q "error: 1 task(s) failed: broken (3 attempts" "$dir/logs/run.log" || fail "the failed task is not reported"
-  grep -q "skipped because a dependency failed: after_broken after_after_broken" "$dir/logs/run.log" \
+  grep -q "skipped because a dependency failed: after_broken, after_after_broken" "$dir/logs/run.log" \
     || fail "the skipped tasks are not reported"
   # a second run retries the failed task (the marker makes 'flaky' succeed now) and skips nothing done
   start --fail
