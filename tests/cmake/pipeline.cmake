@@ -16,7 +16,7 @@ resae_add_cmd(pipeline_groups_np4_gs2 COMMAND bash ${RESAE_PIPE} groups 4 2
   PASS_REGEX "groups of 2 at 4 ranks: tasks on every group" TIMEOUT 600 LABELS pipeline)
 resae_add_cmd(pipeline_groups_np2_gs1 COMMAND bash ${RESAE_PIPE} groups 2 1
   PASS_REGEX "groups of 1 at 2 ranks: tasks on every group" TIMEOUT 600 LABELS pipeline)
-# 10 SIGKILLs at random moments on a 103-task grid (tests/pipeline/kill_grid.sh; the same script
+# 10 SIGKILLs at random moments on a 105-task grid (tests/pipeline/kill_grid.sh; the same script
 # kills the demo grid: tests/pipeline/kill_grid.sh build/resae configs/demo.yaml 10 2 OUT)
 resae_add_cmd(pipeline_kill_grid COMMAND bash ${RESAE_PIPE} killgrid
   PASS_REGEX "killed 10 times \\(SIGKILL\\) and restarted: results identical" TIMEOUT 900 LABELS pipeline)

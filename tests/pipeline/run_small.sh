@@ -8,7 +8,7 @@
 #             the final results bitwise with an uninterrupted run at the same rank count
 #   killeval  SIGKILL during the evaluation stage; the restart runs only the unfinished evaluations
 #   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
-#   killgrid  tests/pipeline/kill_grid.sh on a larger grid (4 seeds, 103 tasks in 2 groups): 10
+#   killgrid  tests/pipeline/kill_grid.sh on a larger grid (4 seeds, 105 tasks in 2 groups): 10
 #             SIGKILLs of every rank or of one rank, restarts, results identical, no finished task
 #             re-run
 #   changed   a changed config re-runs only the tasks whose hash changed; results equal a fresh run
