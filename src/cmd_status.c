@@ -162,10 +162,12 @@ int rs_cmd_status(int argc, char **argv) {
     }
     if (have_ss) {
         live = rs_sched_status_live(&ss);
-        double now = (double)time(NULL);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
         char ago[32], upd[32];
-        rs_fmt_duration(ago, sizeof ago, now - ss.started);
-        rs_fmt_duration(upd, sizeof upd, now - ss.updated);
+        rs_fmt_duration(ago, sizeof ago, now > ss.started ? now - ss.started : 0);
+        rs_fmt_duration(upd, sizeof upd, now > ss.updated ? now - ss.updated : 0);
         const char *what = ss.final ? "ended" : live == 1 ? "running" : live == 0 ? "killed or lost (no exit recorded)"
                                                                                   : "on another host";
         printf("last run: %s; pid %ld on %s, started %s ago, snapshot %s old; %d group(s) of %d rank(s)\n", what, ss.pid,

@@ -102,8 +102,21 @@ killeval)
   mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run1.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do grep -q "INFO  eval " "$dir/run1.log" && break; sleep 0.05; done
+  # resae status while the run goes: alive, and the tasks running now are counted
+  "$resae" status "$dir/run" >"$dir/status_live.txt" 2>&1
   pkill -KILL -f "^$resae run $dir/run.yaml" 2>/dev/null
   wait $pid
+  grep -q "^last run: running; pid" "$dir/status_live.txt" || { cat "$dir/status_live.txt"; fail "resae status does not see the live run"; }
+  grep -Eq "^  (evaluate|ablate) .* running [1-9]" "$dir/status_live.txt" || { cat "$dir/status_live.txt"; fail "resae status shows no running evaluation"; }
+  # the killed ranks may take a moment to be reaped
+  for _ in $(seq 1 50); do
+    "$resae" status "$dir/run" >"$dir/status_killed.txt" 2>&1
+    grep -q "^last run: killed or lost" "$dir/status_killed.txt" && break
+    sleep 0.1
+  done
+  grep -q "^last run: killed or lost" "$dir/status_killed.txt" || { cat "$dir/status_killed.txt"; fail "resae status does not see that the run was killed"; }
+  grep -Eq "^  (evaluate|ablate) .* [1-9] interrupted" "$dir/status_killed.txt" || { cat "$dir/status_killed.txt"; fail "resae status does not count the interrupted tasks"; }
+  grep -q "^state: incomplete" "$dir/status_killed.txt" || fail "resae status calls a killed run complete"
   n=$(ls "$dir/run/tasks" | grep -c '^eval_.*\.h5$')
   echo "killed during evaluation with $n of 8 evaluation task files"
   [ "$n" -lt 8 ] || fail "the kill came after the evaluation stage"
