@@ -5,7 +5,8 @@
  * groups run different tasks concurrently. Rank 0 leads group 0 and works like every other rank;
  * a coordinator thread on rank 0 owns the task graph and answers the group leaders on a
  * communicator of its own (a duplicate of the world), so a group never waits for rank 0 to finish
- * its own task. It hands the largest ready task (every dependency done) to each free group.
+ * its own task. It hands each free group the ready task (every dependency done) that heads the
+ * costliest chain of remaining work (its cost plus the largest such chain among its dependents).
  * A task with min_ranks = RS_SCHED_WORLD (or more ranks than a group has) runs on the world
  * communicator once every group is free: all groups join it. While a world task is ready, no
  * other task is handed out, so the groups drain and it starts as soon as they are free.
