@@ -255,10 +255,11 @@ static inline float bits_float(uint32_t b) {
     return f;
 }
 
-/* The k-th largest of c > k positive values: the largest x with at least k values >= x. Positive
- * floats order like their bit patterns, so a bisection over the patterns between the smallest and
- * the largest value finds it exactly in at most 31 counting passes (vector compares, no swaps). */
-RS_HOT static float kth_largest(const float *restrict v, int c, int k) {
+/* The k-th largest of c > k values, all > floor >= 0: the largest x with at least k values >= x.
+ * Positive floats order like their bit patterns, so a bisection over the patterns between floor
+ * and the largest value finds it exactly in at most 31 counting passes (vector compares, no
+ * swaps). */
+RS_HOT static float kth_largest(const float *restrict v, int c, int k, float floor) {
     float mx[16];
     for (int l = 0; l < 16; l++) mx[l] = v[0];
     int i = 0;
@@ -266,8 +267,7 @@ RS_HOT static float kth_largest(const float *restrict v, int c, int k) {
         for (int l = 0; l < 16; l++) mx[l] = v[i + l] > mx[l] ? v[i + l] : mx[l];
     for (; i < c; i++) mx[0] = v[i] > mx[0] ? v[i] : mx[0];
     for (int l = 1; l < 16; l++) mx[0] = mx[l] > mx[0] ? mx[l] : mx[0];
-    /* count(>= lo) >= k > count(>= hi); every candidate is > 0, so lo = +0 qualifies */
-    uint32_t lo = 0, hi = float_bits(mx[0]) + 1;
+    uint32_t lo = float_bits(floor), hi = float_bits(mx[0]) + 1; /* count(>= lo) >= k > count(>= hi) */
     while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (count_ge(v, c, bits_float(mid)) >= k) lo = mid;
@@ -292,7 +292,7 @@ void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *re
         if (hint) *hint = 0.0f;
         return;
     }
-    float kv = kth_largest(cv, c, k);
+    float kv = kth_largest(cv, c, k, thr);
     /* all candidates above the k-th value, then the first (smallest-id) ties at it: gathered in
      * index order without branches (into the work buffers, which have room for the
      * one-past-the-end stores) */

@@ -507,9 +507,12 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
      * pairs first, then AuxK pairs), so each latent still sees its pairs in token order ---- */
     int sh = t->lat_shift, nblk = ((n - 1) >> sh) + 1;
     int32_t *bs = t->blk_start;
-    memset(bs, 0, ((size_t)nblk + 1) * sizeof(int32_t));
-    for (size_t s = 0; s < (size_t)rows * (size_t)k; s++)
-        if (t->top_val[s] > 0) bs[(t->top_idx[s] >> sh) + 1]++;
+    /* the main pairs of a block are counted by the latent-major offsets already */
+    bs[0] = 0;
+    for (int b = 0; b < nblk; b++) {
+        int j1 = (b + 1) << sh;
+        bs[b + 1] = start[j1 < n ? j1 : n] - start[b << sh];
+    }
     if (use_aux)
         for (size_t s = 0; s < (size_t)rows * (size_t)ka; s++)
             if (t->aux_val[s] > 0) bs[(t->aux_idx[s] >> sh) + 1]++;
