@@ -150,7 +150,6 @@ void rs_sae_prefetch_row(const float *p, int n) {
     for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
 }
 
-
 /* min-heap on val of size k (root = current threshold) */
 static inline void heap_sift(int32_t *idx, float *val, int k, float v, int32_t j) {
     int pos = 0;
@@ -174,7 +173,7 @@ static inline void heap_reset(int32_t *idx, float *val, int k) {
     }
 }
 
-/* ---- top-k of one row: compress the entries above a threshold, then quickselect ----
+/* ---- top-k of one row: compress the entries above a threshold, then find the k-th by bisection ----
  * Order: larger value first, ties by smaller latent id, so the selected set is unique whatever
  * threshold produced the candidates; the k winners are written in ascending latent order. */
 
