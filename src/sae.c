@@ -281,8 +281,9 @@ void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *re
     int32_t *ci = (int32_t *)(scratch + 2 * (size_t)n), *wi = (int32_t *)(scratch + 3 * (size_t)n);
     float thr = hint && *hint > 0.0f ? *hint : 0.0f;
     int c = compress(cv, ci, row, bias, n, thr);
-    if (c < k && thr > 0.0f) {
-        thr = 0.0f;
+    /* too few above the guess: lower it (the row is in L1 now), at last to 0 */
+    for (int retry = 0; c < k && thr > 0.0f; retry++) {
+        thr = retry < 2 ? 0.75f * thr : 0.0f;
         c = compress(cv, ci, row, bias, n, thr);
     }
     if (c <= k) {
