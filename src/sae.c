@@ -139,6 +139,28 @@ RS_HOT double rs_sae_resid(float *restrict g, const float *restrict x, double *r
     return lanes_sum(acc);
 }
 
+RS_HOT double rs_sae_resid_scale(float *restrict g, const float *restrict x, double *restrict sum, float s,
+                                 double *restrict gsum, int n) {
+    double acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            float r = g[i + l] - x[i + l], q = r * s;
+            g[i + l] = q;
+            sum[i + l] += r;
+            gsum[i + l] += q;
+            acc[l] += (double)r * (double)r;
+        }
+    for (; i < n; i++) {
+        float r = g[i] - x[i], q = r * s;
+        g[i] = q;
+        sum[i] += r;
+        gsum[i] += q;
+        acc[0] += (double)r * (double)r;
+    }
+    return lanes_sum(acc);
+}
+
 RS_HOT void rs_sae_scale_sum(float *restrict g, float s, double *restrict sum, int n) {
     for (int i = 0; i < n; i++) {
         g[i] *= s;

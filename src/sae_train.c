@@ -439,8 +439,7 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
         for (int r = b0; r < b1; r++) {
             float *gr = G + (size_t)r * ld;
             const float *xr = x + (size_t)r * (size_t)d;
-            sse += rs_sae_resid(gr, xr, sr, d);
-            if (ka == 0) rs_sae_scale_sum(gr, gs, gsum, d);
+            sse += ka == 0 ? rs_sae_resid_scale(gr, xr, sr, gs, gsum, d) : rs_sae_resid(gr, xr, sr, d);
         }
     }
     dw[d] = sse;
