@@ -99,6 +99,75 @@ RS_HOT float rs_sae_dot_axpy(float *restrict y, float a, const float *restrict w
     return s;
 }
 
+/* Sums of squares over 8 double lanes combined in a fixed order: no loop-carried chain of
+ * dependent additions, and the same result in every clone. */
+static inline double lanes_sum(const double acc[8]) {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+RS_HOT double rs_sae_sq_dev(const float *restrict x, const float *restrict mu, int n) {
+    double acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            double dv = (double)x[i + l] - (double)mu[i + l];
+            acc[l] += dv * dv;
+        }
+    for (; i < n; i++) {
+        double dv = (double)x[i] - (double)mu[i];
+        acc[0] += dv * dv;
+    }
+    return lanes_sum(acc);
+}
+
+RS_HOT double rs_sae_resid(float *restrict g, const float *restrict x, double *restrict sum, int n) {
+    double acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            float r = g[i + l] - x[i + l];
+            g[i + l] = r;
+            sum[i + l] += r;
+            acc[l] += (double)r * (double)r;
+        }
+    for (; i < n; i++) {
+        float r = g[i] - x[i];
+        g[i] = r;
+        sum[i] += r;
+        acc[0] += (double)r * (double)r;
+    }
+    return lanes_sum(acc);
+}
+
+RS_HOT double rs_sae_resid_scale(float *restrict g, const float *restrict x, double *restrict sum, float s,
+                                 double *restrict gsum, int n) {
+    double acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            float r = g[i + l] - x[i + l], q = r * s;
+            g[i + l] = q;
+            sum[i + l] += r;
+            gsum[i + l] += q;
+            acc[l] += (double)r * (double)r;
+        }
+    for (; i < n; i++) {
+        float r = g[i] - x[i], q = r * s;
+        g[i] = q;
+        sum[i] += r;
+        gsum[i] += q;
+        acc[0] += (double)r * (double)r;
+    }
+    return lanes_sum(acc);
+}
+
+RS_HOT void rs_sae_scale_sum(float *restrict g, float s, double *restrict sum, int n) {
+    for (int i = 0; i < n; i++) {
+        g[i] *= s;
+        sum[i] += g[i];
+    }
+}
+
 void rs_sae_prefetch_row(const float *p, int n) {
     for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
 }
@@ -126,14 +195,9 @@ static inline void heap_reset(int32_t *idx, float *val, int k) {
     }
 }
 
-/* ---- top-k of one row: compress the entries above a threshold, then quickselect ----
+/* ---- top-k of one row: compress the entries above a threshold, then find the k-th by bisection ----
  * Order: larger value first, ties by smaller latent id, so the selected set is unique whatever
  * threshold produced the candidates; the k winners are written in ascending latent order. */
-
-/* evaluated without branches: the outcomes are data-dependent coin flips */
-static inline int cand_before(float va, int32_t ia, float vb, int32_t ib) {
-    return (va > vb) | ((va == vb) & (ia < ib));
-}
 
 /* Candidates row[i] + bias[i] > thr, in index order; returns their number. */
 static int compress_scalar(float *restrict cv, int32_t *restrict ci, const float *restrict row,
@@ -152,6 +216,8 @@ static int compress_scalar(float *restrict cv, int32_t *restrict ci, const float
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(RESAE_NO_CLONES)
 #include <immintrin.h>
 #define RS_HAVE_AVX512_COMPRESS 1
+/* floats the compress loop fetches ahead: the rows come from a GEMM output far larger than L2 */
+#define RS_SAE_STREAM_AHEAD 1024
 /* The same with 16-lane compares and compress stores (the sum is the same IEEE addition). */
 __attribute__((target("avx512f"))) static int compress_avx512(float *restrict cv, int32_t *restrict ci,
                                                               const float *restrict row,
@@ -160,9 +226,10 @@ __attribute__((target("avx512f"))) static int compress_avx512(float *restrict cv
     __m512 vt = _mm512_set1_ps(thr);
     __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (; i + 16 <= n; i += 16) {
+        _mm_prefetch((const char *)(row + i + RS_SAE_STREAM_AHEAD), _MM_HINT_T0);
         __m512 v = _mm512_add_ps(_mm512_loadu_ps(row + i), _mm512_loadu_ps(bias + i));
         __mmask16 m = _mm512_cmp_ps_mask(v, vt, _CMP_GT_OQ);
-        if (!m) continue;
+        /* no branch on m: whether a block has a candidate is a coin flip (a third of them do) */
         _mm512_mask_compressstoreu_ps(cv + c, m, v);
         _mm512_mask_compressstoreu_epi32(ci + c, m, _mm512_add_epi32(lane, _mm512_set1_epi32(i)));
         c += __builtin_popcount((unsigned)m);
@@ -190,37 +257,44 @@ static int compress(float *cv, int32_t *ci, const float *row, const float *bias,
     return compress_scalar(cv, ci, row, bias, n, thr);
 }
 
-/* Rearranges (wv, wi) (c > k entries) so that position k-1 holds the k-th in candidate order. */
-static int select_kth(float *wv, int32_t *wi, int c, int k) {
-    int lo = 0, hi = c - 1, want = k - 1;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2, med;
-        /* median of three as pivot, moved to hi */
-        if (cand_before(wv[lo], wi[lo], wv[mid], wi[mid])) {
-            if (cand_before(wv[mid], wi[mid], wv[hi], wi[hi])) med = mid;
-            else med = cand_before(wv[lo], wi[lo], wv[hi], wi[hi]) ? hi : lo;
-        } else {
-            if (cand_before(wv[lo], wi[lo], wv[hi], wi[hi])) med = lo;
-            else med = cand_before(wv[mid], wi[mid], wv[hi], wi[hi]) ? hi : mid;
-        }
-        float tv = wv[med];
-        int32_t ti = wi[med];
-        wv[med] = wv[hi], wi[med] = wi[hi], wv[hi] = tv, wi[hi] = ti;
-        /* branchless Lomuto partition: always swap, advance only past entries before the pivot */
-        int st = lo;
-        for (int q = lo; q < hi; q++) {
-            float xv = wv[q];
-            int32_t xi = wi[q];
-            int b = cand_before(xv, xi, tv, ti);
-            wv[q] = wv[st], wi[q] = wi[st], wv[st] = xv, wi[st] = xi;
-            st += b;
-        }
-        wv[hi] = wv[st], wi[hi] = wi[st], wv[st] = tv, wi[st] = ti;
-        if (st == want) return st;
-        if (st < want) lo = st + 1;
-        else hi = st - 1;
+/* number of entries of v (c) that are >= x; inlined into each clone of its caller and vectorized */
+static inline int count_ge(const float *restrict v, int c, float x) {
+    int s = 0;
+    for (int i = 0; i < c; i++) s += v[i] >= x;
+    return s;
+}
+
+static inline uint32_t float_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+static inline float bits_float(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+/* The k-th largest of c > k values, all > floor >= 0: the largest x with at least k values >= x.
+ * Positive floats order like their bit patterns, so a bisection over the patterns between floor
+ * and the largest value finds it exactly in at most 31 counting passes (vector compares, no
+ * swaps). */
+RS_HOT static float kth_largest(const float *restrict v, int c, int k, float floor) {
+    float mx[16];
+    for (int l = 0; l < 16; l++) mx[l] = v[0];
+    int i = 0;
+    for (; i + 16 <= c; i += 16)
+        for (int l = 0; l < 16; l++) mx[l] = v[i + l] > mx[l] ? v[i + l] : mx[l];
+    for (; i < c; i++) mx[0] = v[i] > mx[0] ? v[i] : mx[0];
+    for (int l = 1; l < 16; l++) mx[0] = mx[l] > mx[0] ? mx[l] : mx[0];
+    uint32_t lo = float_bits(floor), hi = float_bits(mx[0]) + 1; /* count(>= lo) >= k > count(>= hi) */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (count_ge(v, c, bits_float(mid)) >= k) lo = mid;
+        else hi = mid;
     }
-    return want;
+    return bits_float(lo);
 }
 
 void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *restrict row,
@@ -229,8 +303,9 @@ void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *re
     int32_t *ci = (int32_t *)(scratch + 2 * (size_t)n), *wi = (int32_t *)(scratch + 3 * (size_t)n);
     float thr = hint && *hint > 0.0f ? *hint : 0.0f;
     int c = compress(cv, ci, row, bias, n, thr);
-    if (c < k && thr > 0.0f) {
-        thr = 0.0f;
+    /* too few above the guess: lower it (the row is in L1 now), at last to 0 */
+    for (int retry = 0; c < k && thr > 0.0f; retry++) {
+        thr = retry < 2 ? 0.75f * thr : 0.0f;
         c = compress(cv, ci, row, bias, n, thr);
     }
     if (c <= k) {
@@ -239,18 +314,17 @@ void rs_sae_topk_row(int32_t *restrict idx, float *restrict val, const float *re
         if (hint) *hint = 0.0f;
         return;
     }
-    memcpy(wv, cv, (size_t)c * sizeof(float));
-    memcpy(wi, ci, (size_t)c * sizeof(int32_t));
-    int q = select_kth(wv, wi, c, k);
-    float kv = wv[q];
-    int32_t ki = wi[q];
-    /* exactly k candidates are not after the k-th; gather them in index order without branches
-     * (into the work buffers, which have room for the one-past-the-end stores) */
-    int o = 0;
+    float kv = kth_largest(cv, c, k, thr);
+    /* all candidates above the k-th value, then the first (smallest-id) ties at it: gathered in
+     * index order without branches (into the work buffers, which have room for the
+     * one-past-the-end stores) */
+    int ties = k - count_ge(cv, c, bits_float(float_bits(kv) + 1)), o = 0; /* v > kv: v >= next float */
     for (int s = 0; s < c; s++) {
+        int gt = cv[s] > kv, eq = cv[s] == kv, take = gt | (eq & (ties > 0));
+        ties -= eq & take;
         wv[o] = cv[s];
         wi[o] = ci[s];
-        o += (cv[s] > kv) | ((cv[s] == kv) & (ci[s] <= ki));
+        o += take;
     }
     memcpy(idx, wi, (size_t)k * sizeof(int32_t));
     memcpy(val, wv, (size_t)k * sizeof(float));

@@ -19,6 +19,14 @@ void *rs_sae_alloc_big(size_t n, size_t size);
 float rs_sae_dot(const float *a, const float *b, int n);
 void rs_sae_axpy(float *y, float a, const float *x, int n);
 float rs_sae_dot_axpy(float *y, float a, const float *w, const float *x, int n);
+/* sum (x - mu)^2 in double (8 lanes, fixed combination order) */
+double rs_sae_sq_dev(const float *x, const float *mu, int n);
+/* g -= x; sum += g (double); returns sum g^2 in double (8 lanes) */
+double rs_sae_resid(float *g, const float *x, double *sum, int n);
+/* rs_sae_resid, then g *= s and gsum += g (double), in one pass */
+double rs_sae_resid_scale(float *g, const float *x, double *sum, float s, double *gsum, int n);
+/* g *= s; sum += g (double) */
+void rs_sae_scale_sum(float *g, float s, double *sum, int n);
 /* prefetch the n floats at p into cache (a scattered row about to be read) */
 void rs_sae_prefetch_row(const float *p, int n);
 

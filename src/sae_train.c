@@ -17,6 +17,7 @@
 #include "resae/util.h"
 #include "sae_kern.h"
 
+
 /* ============================== configuration ============================== */
 
 void rs_sae_config_default(rs_sae_config *c, int d, int n_latents, int k) {
@@ -184,14 +185,29 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     t->dead = rs_calloc_aligned((size_t)n, sizeof(int32_t));
     t->pair_start = rs_calloc_aligned((size_t)n + 1, sizeof(int32_t));
     t->pair_fill = rs_calloc_aligned((size_t)n, sizeof(int32_t));
-    t->pair_tok = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(int32_t));
-    t->pair_coef = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(float));
+    t->pair_tok = rs_calloc_aligned(rows * (size_t)k, sizeof(int32_t));
+    t->pair_coef = rs_calloc_aligned(rows * (size_t)k, sizeof(float));
+    /* token blocks of the decode and latent blocks of the backward: about 1 MB of rows each */
+    t->tok_block = (int)(((size_t)1 << 18) / (size_t)d);
+    if (t->tok_block < 1) t->tok_block = 1;
+    t->lat_shift = 0;
+    while (t->lat_shift < 30 && ((size_t)2 << t->lat_shift) * 2 * (size_t)d * sizeof(float) <= ((size_t)1 << 20) &&
+           ((size_t)1 << t->lat_shift) < (size_t)n)
+        t->lat_shift++;
+    size_t lat_block = (size_t)1 << t->lat_shift, nblk = (((size_t)n - 1) >> t->lat_shift) + 1;
+    t->blk_start = rs_calloc_aligned(nblk + 1, sizeof(int32_t));
+    t->blk_tok = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(int32_t));
+    t->blk_lat = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(int32_t));
+    t->blk_coef = rs_calloc_aligned(rows * (size_t)(k + t->k_aux), sizeof(float));
+    t->acc = rs_calloc_aligned(lat_block * 2 * (size_t)d, sizeof(float));
+    t->blk_gbe = rs_calloc_aligned(lat_block, sizeof(double));
+    t->bdec_acc = rs_calloc_aligned(2 * (size_t)d, sizeof(double));
     t->fired = rs_calloc_aligned((size_t)n + 1, 1);
     t->topk_scratch = rs_calloc_aligned(4 * (size_t)n, sizeof(float));
     t->dwork = rs_calloc_aligned(3 * (size_t)d + 8, sizeof(double));
     if (!t->since_fired || !t->x || !t->gx || !t->hbuf || !t->pre || !t->top_idx || !t->top_val || !t->aux_idx ||
         !t->aux_val || !t->dead || !t->pair_start || !t->pair_fill || !t->pair_tok || !t->pair_coef || !t->fired || !t->topk_scratch ||
-        !t->dwork) {
+        !t->dwork || !t->blk_start || !t->blk_tok || !t->blk_lat || !t->blk_coef || !t->acc || !t->blk_gbe || !t->bdec_acc) {
         rs_sae_trainer_free(t);
         RS_FAIL(RS_ERR_NOMEM, "out of memory for SAE trainer buffers (d=%d, n_latents=%d, %zu local rows)", d, n, rows);
     }
@@ -219,6 +235,13 @@ void rs_sae_trainer_free(rs_sae_trainer *t) {
     free(t->fired);
     free(t->topk_scratch);
     free(t->dwork);
+    free(t->blk_start);
+    free(t->blk_tok);
+    free(t->blk_lat);
+    free(t->blk_coef);
+    free(t->acc);
+    free(t->blk_gbe);
+    free(t->bdec_acc);
     memset(t, 0, sizeof *t);
 }
 
@@ -294,7 +317,8 @@ rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src) {
 
 /* ============================== loss and sparse backward ============================== */
 
-rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, int rows) {
+/* Loss of the batch x and everything the backward needs: codes, G = dL/dx_hat, H = dL/de_hat, pair lists. */
+static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, int rows) {
     rs_sae *sae = t->sae;
     const rs_sae_params *p = &sae->p;
     int d = sae->d, n = sae->n_latents, k = sae->k;
@@ -316,16 +340,18 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
     if (ntok < 1) RS_FAIL(RS_ERR_INVAL, "empty global batch");
     float *mu = t->pre; /* borrow: the first chunk row is free until the GEMM */
     for (int i = 0; i < d; i++) mu[i] = (float)(dw[i] / ntok);
-    double dx_local = 0;
+    double D_x = 0;
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * (size_t)d;
         float *cr = t->gx + (size_t)r * ld + (size_t)d;
-        for (int i = 0; i < d; i++) {
-            double dv = (double)xr[i] - (double)mu[i];
-            dx_local += dv * dv;
-            cr[i] = xr[i] - p->b_dec[i];
-        }
+        D_x += rs_sae_sq_dev(xr, mu, d);
+        for (int i = 0; i < d; i++) cr[i] = xr[i] - p->b_dec[i];
     }
+    RS_TRY(allreduce_double(t, &D_x, 1));
+    if (!(D_x > 0) || !isfinite(D_x))
+        RS_FAIL(RS_ERR_NUMERIC, "the global batch has zero or non-finite variance (sum ||x - mean||^2 = %g): FVU is "
+                "undefined; check the activation source", D_x);
+    float gs = (float)(2.0 / D_x); /* G = dL/dx_hat = gs r */
 
     t->t_prep += cpu_now() - tp;
 
@@ -360,42 +386,68 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
         t->t_select += cpu_now() - t1;
     }
 
-    /* ---- decode: r = x_hat - x into the G half of the gx rows ---- */
+    /* ---- latent-major pair lists of the main codes (counting sort; token order within a latent) ---- */
     double t0 = cpu_now();
-    float *G = t->gx, *H = t->hbuf; /* G rows have stride ld, H rows stride d */
-    double *sr = dw; /* (d) sum of r, then [sse, D_x, fired count] */
-    memset(dw, 0, ((size_t)d + 3) * sizeof(double));
-    double sse = 0;
-    int64_t nfired = 0;
-    memset(t->fired, 0, (size_t)n + 1);
-    for (int r = 0; r < rows; r++) {
-        float *gr = G + (size_t)r * ld;
-        const float *xr = x + (size_t)r * (size_t)d;
-        const int32_t *ti = t->top_idx + (size_t)r * (size_t)k;
-        const float *tv = t->top_val + (size_t)r * (size_t)k;
-        rs_sae_decode_row(gr, p->W_dec, p->b_dec, ti, tv, k, d);
-        for (int i = 0; i < d; i++) {
-            gr[i] -= xr[i];
-            sse += (double)gr[i] * gr[i];
-            sr[i] += gr[i];
-        }
-        for (int s = 0; s < k; s++)
-            if (tv[s] > 0) {
-                t->fired[ti[s]] = 1;
-                nfired++;
+    int32_t *start = t->pair_start, *cur = t->pair_fill;
+    memset(start, 0, ((size_t)n + 1) * sizeof(int32_t));
+    for (size_t s = 0; s < (size_t)rows * (size_t)k; s++)
+        if (t->top_val[s] > 0) start[t->top_idx[s] + 1]++;
+    for (int j = 0; j < n; j++) start[j + 1] += start[j];
+    memcpy(cur, start, (size_t)n * sizeof(int32_t));
+    for (int r = 0; r < rows; r++)
+        for (int s = 0; s < k; s++) {
+            size_t q = (size_t)r * (size_t)k + (size_t)s;
+            if (t->top_val[q] > 0) {
+                int32_t at = cur[t->top_idx[q]]++;
+                t->pair_tok[at] = r;
+                t->pair_coef[at] = t->top_val[q];
             }
+        }
+    memset(t->fired, 0, (size_t)n + 1);
+    for (int j = 0; j < n; j++) t->fired[j] = start[j + 1] > start[j];
+    int64_t nfired = start[n];
+
+    /* ---- decode: r = x_hat - x into the G half of the gx rows ----
+     * Blocks of tokens whose G rows stay in L2; within a block the decoder is swept in latent order
+     * (each row streamed once per block instead of gathered once per code), and every output row
+     * still receives b_dec and then its codes in ascending latent order, as rs_sae_decode_row. */
+    float *G = t->gx, *H = t->hbuf; /* G rows have stride ld, H rows stride d */
+    double *sr = dw; /* (d) sum of r, then [sse, fired count] */
+    memset(dw, 0, ((size_t)d + 2) * sizeof(double));
+    double sse = 0;
+    /* without AuxK nothing needs r itself: G is scaled while the rows are in cache, and the decoder
+     * part of the b_dec gradient, sum_t G[t], summed there too */
+    memset(t->bdec_acc, 0, 2 * (size_t)d * sizeof(double));
+    double *gsum = t->bdec_acc + d;
+    memcpy(cur, start, (size_t)n * sizeof(int32_t));
+    int tb = t->tok_block;
+    for (int b0 = 0; b0 < rows; b0 += tb) {
+        int b1 = rows - b0 < tb ? rows : b0 + tb;
+        for (int r = b0; r < b1; r++) memcpy(G + (size_t)r * ld, p->b_dec, (size_t)d * sizeof(float));
+        for (int j = 0; j < n; j++) {
+            int32_t q = cur[j], e = start[j + 1];
+            if (q >= e || t->pair_tok[q] >= b1) continue;
+            const float *w = p->W_dec + (size_t)j * (size_t)d;
+            /* the sweep streams the decoder: fetch two rows ahead */
+            if (j + 2 < n) rs_sae_prefetch_row(w + 2 * (size_t)d, d);
+            do {
+                rs_sae_axpy(G + (size_t)t->pair_tok[q] * ld, t->pair_coef[q], w, d);
+                q++;
+            } while (q < e && t->pair_tok[q] < b1);
+            cur[j] = q;
+        }
+        for (int r = b0; r < b1; r++) {
+            float *gr = G + (size_t)r * ld;
+            const float *xr = x + (size_t)r * (size_t)d;
+            sse += ka == 0 ? rs_sae_resid_scale(gr, xr, sr, gs, gsum, d) : rs_sae_resid(gr, xr, sr, d);
+        }
     }
     dw[d] = sse;
-    dw[d + 1] = dx_local;
-    dw[d + 2] = (double)nfired;
+    dw[d + 1] = (double)nfired;
     t->t_decode += cpu_now() - t0;
-    RS_TRY(allreduce_double(t, dw, d + 3));
+    RS_TRY(allreduce_double(t, dw, d + 2));
     sse = dw[d];
-    double D_x = dw[d + 1];
-    st->l0 = dw[d + 2] / ntok;
-    if (!(D_x > 0) || !isfinite(D_x))
-        RS_FAIL(RS_ERR_NUMERIC, "the global batch has zero or non-finite variance (sum ||x - mean||^2 = %g): FVU is "
-                "undefined; check the activation source", D_x);
+    st->l0 = dw[d + 1] / ntok;
     st->fvu = sse / D_x;
 
     /* ---- AuxK: e = -r; e_hat from the dead latents into hbuf ---- */
@@ -439,7 +491,6 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
 
     /* ---- output gradients: G = dL/dx_hat = 2 r / D_x, H = dL/de_hat = 2 alpha (e_hat - e) / D_e ---- */
     t0 = cpu_now();
-    float gs = (float)(2.0 / D_x);
     if (use_aux) {
         float hs = (float)(2.0 * t->cfg.alpha_aux / D_e);
         for (int r = 0; r < rows; r++) {
@@ -448,28 +499,32 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
             for (int i = 0; i < d; i++) hr[i] = hs * (hr[i] + gr[i]);
         }
     }
-    for (int r = 0; r < rows; r++) {
-        float *gr = G + (size_t)r * ld;
-        for (int i = 0; i < d; i++) gr[i] *= gs;
-    }
+    if (ka > 0)
+        for (int r = 0; r < rows; r++) rs_sae_scale_sum(G + (size_t)r * ld, gs, gsum, d);
 
-    /* ---- latent-major pair lists: each gradient row is then written exactly once ---- */
-    int32_t *start = t->pair_start, *fill = t->pair_fill;
-    memset(start, 0, ((size_t)n + 1) * sizeof(int32_t));
-    for (size_t s = 0; s < (size_t)rows * (size_t)k; s++)
-        if (t->top_val[s] > 0) start[t->top_idx[s] + 1]++;
+    /* ---- latent-block pair lists for the backward: block-major, token order within a block (main
+     * pairs first, then AuxK pairs), so each latent still sees its pairs in token order ---- */
+    int sh = t->lat_shift, nblk = ((n - 1) >> sh) + 1;
+    int32_t *bs = t->blk_start;
+    /* the main pairs of a block are counted by the latent-major offsets already */
+    bs[0] = 0;
+    for (int b = 0; b < nblk; b++) {
+        int j1 = (b + 1) << sh;
+        bs[b + 1] = start[j1 < n ? j1 : n] - start[b << sh];
+    }
     if (use_aux)
         for (size_t s = 0; s < (size_t)rows * (size_t)ka; s++)
-            if (t->aux_val[s] > 0) start[t->aux_idx[s] + 1]++;
-    for (int j = 0; j < n; j++) start[j + 1] += start[j];
-    memcpy(fill, start, (size_t)n * sizeof(int32_t));
+            if (t->aux_val[s] > 0) bs[(t->aux_idx[s] >> sh) + 1]++;
+    for (int b = 0; b < nblk; b++) bs[b + 1] += bs[b];
+    memcpy(cur, bs, (size_t)nblk * sizeof(int32_t));
     for (int r = 0; r < rows; r++)
         for (int s = 0; s < k; s++) {
             size_t q = (size_t)r * (size_t)k + (size_t)s;
             if (t->top_val[q] > 0) {
-                int32_t at = fill[t->top_idx[q]]++;
-                t->pair_tok[at] = r;
-                t->pair_coef[at] = t->top_val[q];
+                int32_t at = cur[t->top_idx[q] >> sh]++;
+                t->blk_tok[at] = r;
+                t->blk_lat[at] = t->top_idx[q];
+                t->blk_coef[at] = t->top_val[q];
             }
         }
     if (use_aux)
@@ -477,98 +532,155 @@ rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const 
             for (int s = 0; s < ka; s++) {
                 size_t q = (size_t)r * (size_t)ka + (size_t)s;
                 if (t->aux_val[q] > 0) {
-                    int32_t at = fill[t->aux_idx[q]]++;
-                    t->pair_tok[at] = rows + r;
-                    t->pair_coef[at] = t->aux_val[q];
+                    int32_t at = cur[t->aux_idx[q] >> sh]++;
+                    t->blk_tok[at] = rows + r;
+                    t->blk_lat[at] = t->aux_idx[q];
+                    t->blk_coef[at] = t->aux_val[q];
                 }
             }
 
-    /* ---- per latent j: dL/dz = W_dec[j] . g_t; dW_dec[j] = sum z g_t; dW_enc[j] = sum dL/dz (x_t - b_dec) ---- */
-    const rs_sae_params *g = &t->g;
-    for (int j = 0; j < n; j++) {
-        float *gwd = g->W_dec + (size_t)j * (size_t)d, *gwe = g->W_enc + (size_t)j * (size_t)d;
-        const float *wd = p->W_dec + (size_t)j * (size_t)d;
-        memset(gwd, 0, (size_t)d * sizeof(float));
-        memset(gwe, 0, (size_t)d * sizeof(float));
-        double gbe = 0;
-        for (int32_t q = start[j]; q < start[j + 1]; q++) {
-            int32_t tok = t->pair_tok[q];
-            /* main pairs read [g_t | xc_t], one contiguous 2d-float record; AuxK pairs h_t and xc_t */
-            const float *xr = t->gx + (size_t)(tok >= rows ? tok - rows : tok) * ld + (size_t)d;
-            const float *gv = tok < rows ? xr - d : H + (size_t)(tok - rows) * (size_t)d;
-            /* the next pair's rows are scattered: fetch them while this one computes */
-            int32_t nx = q + 1 < start[n] ? t->pair_tok[q + 1] : tok;
-            if (nx < rows) {
-                rs_sae_prefetch_row(t->gx + (size_t)nx * ld, 2 * d);
-            } else {
-                rs_sae_prefetch_row(H + (size_t)(nx - rows) * (size_t)d, d);
-                rs_sae_prefetch_row(t->gx + (size_t)(nx - rows) * ld + (size_t)d, d);
-            }
-            float gz = rs_sae_dot_axpy(gwd, t->pair_coef[q], wd, gv, d);
-            rs_sae_axpy(gwe, gz, xr, d);
-            gbe += gz;
-        }
-        g->b_enc[j] = (float)gbe;
-    }
-    /* b_dec: decoder bias sum_t G[t], and the encoder input path -W_enc^T dL/db_enc */
-    memset(dw, 0, (size_t)d * sizeof(double));
-    for (int r = 0; r < rows; r++) {
-        const float *gr = G + (size_t)r * ld;
-        for (int i = 0; i < d; i++) dw[i] += gr[i];
-    }
-    for (int i = 0; i < d; i++) g->b_dec[i] = (float)dw[i];
-    cblas_sgemv(CblasRowMajor, CblasTrans, n, d, -1.0f, p->W_enc, d, g->b_enc, 1, 1.0f, g->b_dec, 1);
+    t->bw_rows = rows;
     t->t_backward += cpu_now() - t0;
     return RS_OK;
 }
 
-/* ============================== update ============================== */
+/* ============================== backward and update ============================== */
+
+/* Adam coefficients of one step, in PyTorch's arithmetic: denom = sqrt(v) / sqrt(bc2) + eps,
+ * p -= (lr / bc1) * m / denom */
+typedef struct adam_coef {
+    float b1, b2, step_size, bc2_sqrt, eps;
+} adam_coef;
+
+static adam_coef adam_coef_at(const rs_sae_trainer *t) {
+    double lr = rs_sae_lr_at(&t->cfg, t->step);
+    double tt = (double)(t->step + 1);
+    double bc1 = 1.0 - pow(t->cfg.beta1, tt), bc2 = 1.0 - pow(t->cfg.beta2, tt);
+    adam_coef a = {(float)t->cfg.beta1, (float)t->cfg.beta2, (float)(lr / bc1), (float)sqrt(bc2), (float)t->cfg.eps};
+    return a;
+}
 
 RS_HOT static void adam_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                              size_t len, float b1, float b2, float step_size, float bc2_sqrt, float eps) {
-    float c1 = 1.0f - b1, c2 = 1.0f - b2;
+                              size_t len, adam_coef a) {
+    float b1 = a.b1, b2 = a.b2, c1 = 1.0f - b1, c2 = 1.0f - b2, ss = a.step_size, bs = a.bc2_sqrt, eps = a.eps;
     for (size_t i = 0; i < len; i++) {
         float gi = g[i];
         float mi = m[i] * b1 + gi * c1;
         float vi = v[i] * b2 + gi * gi * c2;
         m[i] = mi;
         v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] += -step_size * (mi / denom);
+        float denom = sqrtf(vi) / bs + eps;
+        p[i] += -ss * (mi / denom);
     }
 }
 
-static void update(rs_sae_trainer *t) {
+/* Latent j's update from its gradient rows: the decoder gradient loses its component along the
+ * (unit) row, Adam moves both rows, the decoder row is renormalized. gwd is modified. */
+static void update_latent(rs_sae_trainer *t, int j, float *restrict gwd, const float *restrict gwe, adam_coef a) {
+    rs_sae_params *p = &t->sae->p;
+    int d = t->sae->d;
+    size_t o = (size_t)j * (size_t)d;
+    float *w = p->W_dec + o;
+    float c = rs_sae_dot(gwd, w, d);
+    if (c != 0.0f) rs_sae_axpy(gwd, -c, w, d);
+    adam_range(p->W_enc + o, gwe, t->m.W_enc + o, t->v.W_enc + o, (size_t)d, a);
+    adam_range(w, gwd, t->m.W_dec + o, t->v.W_dec + o, (size_t)d, a);
+    float nrm = sqrtf(rs_sae_dot(w, w, d));
+    if (nrm > 0)
+        for (int i = 0; i < d; i++) w[i] /= nrm;
+}
+
+/* The sparse backward of the batch prepared by forward(), one block of latents at a time: the
+ * block's gradient rows (and its decoder rows) stay in L2 while the tokens with pairs in the block
+ * are streamed in ascending order, reading each token's record once per block rather than once
+ * per pair. Per latent j: dL/dz = W_dec[j] . g_t, dW_dec[j] = sum z g_t, dW_enc[j] = sum dL/dz xc_t
+ * in token order (main pairs, then AuxK pairs with h_t for g_t).
+ * fuse NULL: the gradient goes to t->g. Otherwise each finished block is applied at once
+ * (projection, Adam, renormalization) and only b_enc, b_dec of t->g are written: valid when the
+ * gradient needs no reduction over ranks, and bitwise equal to t->g followed by
+ * rs_sae_trainer_update. */
+static void backward(rs_sae_trainer *t, const adam_coef *fuse) {
+    rs_sae *sae = t->sae;
+    rs_sae_params *p = &sae->p;
+    const rs_sae_params *g = &t->g;
+    int d = sae->d, n = sae->n_latents, rows = t->bw_rows, sh = t->lat_shift, nblk = ((n - 1) >> sh) + 1;
+    const size_t ld = 2 * (size_t)d;
+    const float *H = t->hbuf;
+    const int32_t *bs = t->blk_start, *btok = t->blk_tok, *blat = t->blk_lat;
+    double *bacc = t->bdec_acc, *gsum = t->bdec_acc + d; /* sum_j g_benc[j] W_enc[j]; sum_t G[t] */
+    double tb = cpu_now(), tu = 0;
+    for (int b = 0; b < nblk; b++) {
+        int j0 = b << sh, nl = n - j0 < (1 << sh) ? n - j0 : 1 << sh;
+        float *acc = t->acc; /* (nl, 2d): [dW_dec[j] | dW_enc[j]] */
+        double *gbe = t->blk_gbe;
+        memset(acc, 0, (size_t)nl * ld * sizeof(float));
+        memset(gbe, 0, (size_t)nl * sizeof(double));
+        int32_t q1 = bs[b + 1];
+        for (int32_t q = bs[b]; q < q1; q++) {
+            int32_t tok = btok[q], j = blat[q];
+            const float *xr = t->gx + (size_t)(tok >= rows ? tok - rows : tok) * ld + (size_t)d;
+            const float *gv = tok < rows ? xr - d : H + (size_t)(tok - rows) * (size_t)d;
+            float *ar = acc + (size_t)(j - j0) * ld;
+            float gz = rs_sae_dot_axpy(ar, t->blk_coef[q], p->W_dec + (size_t)j * (size_t)d, gv, d);
+            rs_sae_axpy(ar + d, gz, xr, d);
+            gbe[j - j0] += gz;
+        }
+        double tf = cpu_now();
+        for (int l = 0; l < nl; l++) {
+            int j = j0 + l;
+            float gb = (float)gbe[l];
+            g->b_enc[j] = gb;
+            /* b_dec's encoder-input path, -W_enc^T dL/db_enc, with W_enc before this step's update */
+            const float *we = p->W_enc + (size_t)j * (size_t)d;
+            for (int i = 0; i < d; i++) bacc[i] += (double)gb * (double)we[i];
+            float *ar = acc + (size_t)l * ld;
+            if (fuse) {
+                update_latent(t, j, ar, ar + d, *fuse);
+            } else {
+                memcpy(g->W_dec + (size_t)j * (size_t)d, ar, (size_t)d * sizeof(float));
+                memcpy(g->W_enc + (size_t)j * (size_t)d, ar + d, (size_t)d * sizeof(float));
+            }
+        }
+        if (fuse) adam_range(p->b_enc + j0, g->b_enc + j0, t->m.b_enc + j0, t->v.b_enc + j0, (size_t)nl, *fuse);
+        tu += cpu_now() - tf;
+    }
+    for (int i = 0; i < d; i++) g->b_dec[i] = (float)(gsum[i] - bacc[i]);
+    if (fuse) adam_range(p->b_dec, g->b_dec, t->m.b_dec, t->v.b_dec, (size_t)d, *fuse);
+    double te = cpu_now();
+    /* in the fused form the per-latent finish is mostly the update */
+    if (fuse) {
+        t->t_update += tu;
+        t->t_backward += te - tb - tu;
+    } else {
+        t->t_backward += te - tb;
+    }
+}
+
+static void finish_step(rs_sae_trainer *t) {
+    int n = t->sae->n_latents;
+    for (int j = 0; j < n; j++) t->since_fired[j] = t->fired[j] ? 0 : t->since_fired[j] + t->cfg.batch;
+    t->step++;
+}
+
+rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, int rows) {
+    RS_TRY(forward(t, st, x, rows));
+    backward(t, NULL);
+    return RS_OK;
+}
+
+void rs_sae_trainer_update(rs_sae_trainer *t) {
+    double t0 = cpu_now();
     rs_sae *sae = t->sae;
     int d = sae->d, n = sae->n_latents;
-    double lr = rs_sae_lr_at(&t->cfg, t->step);
-    double tt = (double)(t->step + 1);
-    double bc1 = 1.0 - pow(t->cfg.beta1, tt), bc2 = 1.0 - pow(t->cfg.beta2, tt);
-    float b1 = (float)t->cfg.beta1, b2 = (float)t->cfg.beta2, eps = (float)t->cfg.eps;
-    float ss = (float)(lr / bc1), bs = (float)sqrt(bc2);
-    size_t nd = (size_t)n * (size_t)d;
-    /* W_enc and b_enc are contiguous */
-    adam_range(sae->p.W_enc, t->g.W_enc, t->m.W_enc, t->v.W_enc, nd + (size_t)n, b1, b2, ss, bs, eps);
+    adam_coef a = adam_coef_at(t);
     for (int j = 0; j < n; j++) {
         size_t o = (size_t)j * (size_t)d;
-        float *w = sae->p.W_dec + o;
-        adam_range(w, t->g.W_dec + o, t->m.W_dec + o, t->v.W_dec + o, (size_t)d, b1, b2, ss, bs, eps);
-        float nrm = sqrtf(rs_sae_dot(w, w, d));
-        if (nrm > 0)
-            for (int i = 0; i < d; i++) w[i] /= nrm;
+        update_latent(t, j, t->g.W_dec + o, t->g.W_enc + o, a);
     }
-    adam_range(sae->p.b_dec, t->g.b_dec, t->m.b_dec, t->v.b_dec, (size_t)d, b1, b2, ss, bs, eps);
-}
-
-/* remove each decoder row's gradient component along the row (rows are unit norm) */
-static void project_decoder_grad(rs_sae_trainer *t) {
-    int d = t->sae->d, n = t->sae->n_latents;
-    for (int j = 0; j < n; j++) {
-        const float *w = t->sae->p.W_dec + (size_t)j * (size_t)d;
-        float *gw = t->g.W_dec + (size_t)j * (size_t)d;
-        float c = rs_sae_dot(gw, w, d);
-        if (c != 0.0f) rs_sae_axpy(gw, -c, w, d);
-    }
+    adam_range(sae->p.b_enc, t->g.b_enc, t->m.b_enc, t->v.b_enc, (size_t)n, a);
+    adam_range(sae->p.b_dec, t->g.b_dec, t->m.b_dec, t->v.b_dec, (size_t)d, a);
+    finish_step(t);
+    t->t_update += cpu_now() - t0;
 }
 
 rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_source src) {
@@ -581,22 +693,24 @@ rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_sour
         if (any && !err) RS_FAIL(any, "another rank failed to read its share of batch %lld", (long long)t->step);
     }
     if (err) RS_FAIL(err, "reading training tokens of step %lld failed: %s", (long long)t->step, rs_err_msg());
-    RS_TRY(rs_sae_trainer_loss_grad(t, st, t->x, rows));
+    RS_TRY(forward(t, st, t->x, rows));
     if (!isfinite(st->loss))
         RS_FAIL(RS_ERR_NUMERIC, "SAE loss is not finite at step %lld (fvu %g, auxk %g); lower the learning rate or "
                 "check the inputs for NaN/Inf", (long long)t->step, st->fvu, st->auxk);
-    if (t->size > 1) {
+    if (t->size == 1) {
+        /* nothing to sum over ranks: apply each latent block's update as soon as its gradient is done */
+        adam_coef a = adam_coef_at(t);
+        backward(t, &a);
         double t0 = cpu_now();
-        RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->grad_slab, (int)t->sae->n_params, MPI_FLOAT, MPI_SUM, t->comm));
-        t->t_comm += cpu_now() - t0;
+        finish_step(t);
+        t->t_update += cpu_now() - t0;
+        return RS_OK;
     }
+    backward(t, NULL);
     double t0 = cpu_now();
-    project_decoder_grad(t);
-    update(t);
-    int n = t->sae->n_latents;
-    for (int j = 0; j < n; j++) t->since_fired[j] = t->fired[j] ? 0 : t->since_fired[j] + t->cfg.batch;
-    t->step++;
-    t->t_update += cpu_now() - t0;
+    RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->grad_slab, (int)t->sae->n_params, MPI_FLOAT, MPI_SUM, t->comm));
+    t->t_comm += cpu_now() - t0;
+    rs_sae_trainer_update(t);
     return RS_OK;
 }
 

@@ -158,10 +158,20 @@ typedef struct rs_sae_trainer {
     float *aux_val;       // (rows, k_aux)
     int32_t *dead;        // (n) dead latent ids of this step
     int n_dead, k_aux_eff;
-    int32_t *pair_start;  // (n + 1) latent-major pair offsets
-    int32_t *pair_fill;   // (n) fill cursors
-    int32_t *pair_tok;    // (rows (k + k_aux)) token (aux pairs offset by rows)
-    float *pair_coef;     // (rows (k + k_aux)) code value
+    int32_t *pair_start;  // (n + 1) latent-major offsets of the main (token, code) pairs
+    int32_t *pair_fill;   // (n) fill and sweep cursors
+    int32_t *pair_tok;    // (rows k) token
+    float *pair_coef;     // (rows k) code value
+    int tok_block;        /* tokens per decode block */
+    int lat_shift;        /* latents per backward block = 1 << lat_shift */
+    int32_t *blk_start;   // (n_blocks + 1) offsets of each latent block's pairs
+    int32_t *blk_tok;     // (rows (k + k_aux)) token, ascending within a block (AuxK pairs offset by rows)
+    int32_t *blk_lat;     // (rows (k + k_aux)) latent
+    float *blk_coef;      // (rows (k + k_aux)) code value
+    float *acc;           // (1 << lat_shift, 2 d) gradient rows of one latent block
+    double *blk_gbe;      // (1 << lat_shift) b_enc gradient of one latent block
+    double *bdec_acc;     // (2 d) b_dec gradient parts: encoder-input path, decoder path
+    int bw_rows;          /* local rows of the batch the backward works on */
     unsigned char *fired; // (n + 1) fired flags; the last byte carries the stop request
     double *dwork;        // (3 d) sums
     float *topk_scratch;  // (4 n) candidate buffers of the top-k selection
@@ -179,8 +189,12 @@ rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src);
 /* Loss and gradient (into t->g, unprojected) of the global batch whose local share is x.
  * rows is this rank's share; the dead set comes from t->since_fired. Fills t->fired (global). */
 rs_err rs_sae_trainer_loss_grad(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x /*(rows,d)*/, int rows);
-/* One optimizer step on global batch t->step: read, loss_grad, project, allreduce, Adam, renorm,
- * dead bookkeeping. */
+/* Apply the (summed) gradient in t->g: project the decoder gradient, Adam, renormalize the decoder
+ * rows, update the dead-latent counters, advance the step. */
+void rs_sae_trainer_update(rs_sae_trainer *t);
+/* One optimizer step on global batch t->step: read, loss_grad, allreduce, update. On one rank the
+ * update is fused into the backward (same result, one pass less over the slabs), and t->g then
+ * holds only the bias gradients. */
 rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_source src);
 
 /* Checkpoint: parameters, Adam moments, step, RNG, fired counters, data cursor; written by rank 0

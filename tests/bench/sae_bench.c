@@ -12,6 +12,7 @@
 
 #include "resae/log.h"
 #include "resae/sae.h"
+#include "resae/util.h"
 #include "sae/sae_synth.h"
 
 typedef struct pool {
@@ -147,6 +148,8 @@ int main(int argc, char **argv) {
     printf("standalone SGEMM %dx%dx%d: %.1f GFLOP/s by CPU time (%.1f by wall time); the step's GEMM ran at "
            "%.0f%% of it\n", batch, n, d, flop / gemm_cpu * 1e-9, flop / gemm_s * 1e-9, 100 * gemm_cpu / g_all);
     (void)g_cpu;
+    /* changes meant to be exact must leave this unchanged */
+    printf("final parameters: FNV-1a %016llx\n", (unsigned long long)rs_hash64(RS_HASH64_INIT, sae.slab, sizeof(float) * sae.n_params));
     snprintf(path, sizeof path, "%s/c_result.txt", dir);
     FILE *f = fopen(path, "w");
     if (f) {

@@ -4,6 +4,7 @@ resae_add_unit(test_sae_grad SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_gr
 resae_add_unit(test_sae_learn SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_learn.c LABELS sae)
 resae_add_unit(test_sae_ckpt SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_ckpt.c LABELS sae)
 resae_add_unit(test_sae_torch SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_torch.c LABELS sae)
+resae_add_unit(test_sae_blocks SOURCES ${PROJECT_SOURCE_DIR}/tests/sae/test_sae_blocks.c LABELS sae)
 
 foreach(prog test_sae_ranks sae_resume_driver)
   add_executable(${prog} ${PROJECT_SOURCE_DIR}/tests/sae/${prog}.c)

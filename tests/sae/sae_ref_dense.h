@@ -41,7 +41,7 @@ static inline double ref_loss(const ref_sae *m, const double *x, int B, const un
     double *eh = calloc((size_t)B * d, sizeof(double)), *G = calloc((size_t)B * d, sizeof(double));
     double *H = calloc((size_t)B * d, sizeof(double)), *gpre = calloc((size_t)B * n, sizeof(double));
     unsigned char *mk = calloc((size_t)n, 1), *ma = calloc((size_t)B * n, 1), *mz = calloc((size_t)B * n, 1);
-    double mu[64] = {0}, mue[64] = {0};
+    double *mu = calloc((size_t)d, sizeof(double)), *mue = calloc((size_t)d, sizeof(double));
     for (int t = 0; t < B; t++)
         for (int i = 0; i < d; i++) {
             xc[t * d + i] = x[t * d + i] - m->bd[i];
@@ -131,7 +131,7 @@ static inline double ref_loss(const ref_sae *m, const double *x, int B, const un
         }
     }
     free(xc); free(pre); free(z); free(a); free(xh); free(e); free(eh); free(G); free(H); free(gpre);
-    free(mk); free(ma); free(mz);
+    free(mk); free(ma); free(mz); free(mu); free(mue);
     return *fvu + alpha * *auxk;
 }
 

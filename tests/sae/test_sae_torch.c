@@ -168,7 +168,8 @@ int main(int argc, char **argv) {
         CHECK(fabs(st.fvu - L[1]) <= 2e-6 * fabs(L[1]), "step %d fvu %.9g vs %.9g", s, st.fvu, L[1]);
         CHECK(fabs(st.auxk - L[2]) <= 2e-6 * fabs(L[2]), "step %d auxk %.9g vs %.9g", s, st.auxk, L[2]);
         CHECK(st.n_dead > 0 && L[2] > 0, "step %d: the fixture must exercise AuxK", s);
-        /* t->g holds the projected gradient now; compare the raw one by recomputing it below */
+        /* after a step t->g is not the raw gradient (projected, or on one rank only the biases); the raw
+         * one is recomputed below */
         compare("params", sae.slab, fx.slab + (size_t)s * np, d, n, 2e-5, 0);
         int same = !memcmp(tr.since_fired, fx.since + (size_t)s * n, sizeof(int64_t) * n);
         CHECK(same, "step %d: fired counters differ from the reference", s);
