@@ -211,42 +211,6 @@ static rs_err journal_append(int fd, const char *path, const char *text, size_t 
  * one batch
  * ---------------------------------------------------------------------------------------------- */
 
-/* 1 if every |x| < limit (NaN fails the comparison); branch-free so it vectorizes. */
-static int all_below(const float *restrict x, size_t n, float limit) {
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= !(fabsf(x[i]) < limit);
-    return !bad;
-}
-
-/* Every produced value must be finite; float16 stores also need the stored rows in range.
- * The fast scan decides; the slow one only runs to name the first bad value. */
-static rs_err check_values(const float *x /* (n_seq*T, d) */, const rs_harvest_batch *b, int layer, int f16,
-                           int skip_pos0) {
-    const size_t rl = (size_t)b->d, n = (size_t)b->n_seq * b->T * rl;
-    int ok = all_below(x, n, INFINITY);
-    if (ok && f16)
-        for (int s = 0; s < b->n_seq && ok; s++)
-            ok = all_below(x + ((size_t)s * b->T + (size_t)skip_pos0) * rl, (size_t)(b->T - skip_pos0) * rl, 65520.0f);
-    if (ok) return RS_OK;
-    for (int s = 0; s < b->n_seq; s++)
-        for (int t = 0; t < b->T; t++) {
-            const float *row = x + ((size_t)s * b->T + t) * b->d;
-            for (int j = 0; j < b->d; j++) {
-                float v = row[j];
-                int bad = !isfinite(v);
-                int range = !bad && f16 && !(skip_pos0 && t == 0) && fabsf(v) >= 65520.0f;
-                if (bad || range)
-                    RS_FAIL(RS_ERR_NUMERIC,
-                            "harvest: %s value %g produced for split %s, layer %d, sequence %d (batch %lld), "
-                            "position %d, dim %d; nothing of this batch was stored%s",
-                            bad ? "non-finite" : "out-of-float16-range", (double)v, rs_split_name(b->split), layer,
-                            b->seq_ids[s], (long long)b->batch, t, j,
-                            range ? " (use dtype float32 for this model)" : "");
-            }
-        }
-    RS_FAIL(RS_ERR_INTERNAL, "harvest: value check disagrees with itself");
-}
-
 static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *bufs, const rs_splits *splits,
                         int split, int64_t batch, rs_harvest_produce_fn produce, void *ctx) {
     const rs_actstore_identity *id = &st->id;
@@ -257,20 +221,18 @@ static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *
                           .T = id->T, .n_layers = id->n_layers, .layers = id->layers, .d = id->d};
     double t0 = rs_now();
     RS_TRY(produce(ctx, bufs, &b));
-    double t1 = rs_now();
-    for (int i = 0; i < id->n_layers; i++)
-        RS_TRY(check_values(bufs[i], &b, id->layers[i], id->dtype == RS_DTYPE_F16, id->skip_pos0));
-    const size_t d = (size_t)id->d;
-    const int tps = id->T - id->skip_pos0;
-    for (int i = 0; i < id->n_layers; i++) {
-        float *x = bufs[i];
-        if (id->skip_pos0) /* compact (n_seq*T, d) -> (n_seq*(T-1), d); destination never passes source */
-            for (int s = 0; s < n_seq; s++)
-                memmove(x + (size_t)s * tps * d, x + ((size_t)s * id->T + 1) * d, (size_t)tps * d * sizeof *x);
-        RS_TRY(rs_actstore_write_batch(st, split, id->layers[i], batch, x, (int64_t)n_seq * tps));
-    }
-    stats->produce_s += t1 - t0;
-    stats->write_s += rs_now() - t1;
+    stats->produce_s += rs_now() - t0;
+    /* the store checks, packs and sums every layer in one pass and writes only if all are valid */
+    rs_actstore_bad bad;
+    rs_err err = rs_actstore_write_batch_layers(st, &bad, split, batch, bufs, n_seq);
+    if (err == RS_ERR_NUMERIC)
+        RS_FAIL(RS_ERR_NUMERIC,
+                "harvest: %s value %g produced for split %s, layer %d, sequence %d (batch %lld), "
+                "position %d, dim %d; nothing of this batch was stored%s",
+                bad.out_of_range ? "out-of-float16-range" : "non-finite", (double)bad.value, rs_split_name(split),
+                id->layers[bad.layer_index], b.seq_ids[bad.seq], (long long)batch, bad.pos, bad.dim,
+                bad.out_of_range ? " (use dtype float32 for this model)" : "");
+    RS_TRY(err);
     stats->my_batches++;
     return RS_OK;
 }
@@ -280,23 +242,63 @@ static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *
  * ---------------------------------------------------------------------------------------------- */
 
 static void report_ranks(const rs_harvest_stats *stats, MPI_Comm comm, int rank, int size) {
-    double mine[4] = {(double)stats->my_batches, stats->produce_s, stats->write_s, stats->sync_s};
-    double *all = rank == 0 ? malloc((size_t)size * 4 * sizeof *all) : NULL;
-    MPI_Gather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, comm);
+    enum { NV = 7 };
+    double mine[NV] = {(double)stats->my_batches, stats->produce_s, stats->pack_s, stats->io_s,
+                       stats->wait_s,             stats->flush_s,   stats->loop_s};
+    double *all = rank == 0 ? malloc((size_t)size * NV * sizeof *all) : NULL;
+    MPI_Gather(mine, NV, MPI_DOUBLE, all, NV, MPI_DOUBLE, 0, comm);
     if (rank != 0 || !all) return;
     double busy_max = 0, busy_sum = 0;
     for (int r = 0; r < size; r++) {
-        double *v = all + 4 * r;
-        double busy = v[1] + v[2];
+        double *v = all + NV * r;
+        double busy = v[1] + v[2] + v[3];
         busy_max = busy > busy_max ? busy : busy_max;
         busy_sum += busy;
-        RS_INFO("harvest rank %d: %.0f batches, produce %.2fs, write %.2fs, flush+wait %.2fs", r, v[0], v[1], v[2],
-                v[3]);
+        double store = v[2] + v[3] + v[5];
+        RS_INFO("harvest rank %d: %.0f batches in %.2fs: produce %.2fs, store %.2fs (%.1f%%: check+pack+stats %.2fs, "
+                "write %.2fs, flush+journal %.2fs), waiting for other ranks %.2fs",
+                r, v[0], v[6], v[1], store, v[6] > 0 ? 100.0 * store / v[6] : 0.0, v[2], v[3], v[5], v[4]);
     }
     if (busy_sum > 0)
         RS_INFO("harvest balance: busiest rank %.2fs, mean %.2fs (max/mean %.2f)", busy_max, busy_sum / size,
                 busy_max / (busy_sum / size));
     free(all);
+}
+
+/* Flush the store on every rank, then record todo[*pending, upto) in the journal (rank 0). */
+static rs_err checkpoint(rs_harvest_stats *stats, rs_actstore *st, int jfd, const char *jpath, char *jbuf,
+                         const int64_t *todo, const batch_map *map, int64_t *pending, int64_t upto, MPI_Comm comm,
+                         int rank) {
+    rs_err err = rs_actstore_flush(st);
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL(RS_ERR_IO, "harvest: flush failed on another rank");
+        return err;
+    }
+    /* the data since the last flush is durable: record it */
+    if (rank == 0) {
+        size_t used = 0;
+        for (int64_t k = *pending; k < upto; k++) {
+            int s;
+            int64_t b;
+            global_to_local(&s, &b, map, todo[k]);
+            used += (size_t)sprintf(jbuf + used, "done %s %lld\n", rs_split_name(s), (long long)b);
+        }
+        err = journal_append(jfd, jpath, jbuf, used);
+    }
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL(RS_ERR_IO, "harvest: rank 0 could not append to the journal");
+        return err;
+    }
+    for (int64_t k = *pending; k < upto; k++) {
+        int s;
+        int64_t b, r0, nr;
+        global_to_local(&s, &b, map, todo[k]);
+        rs_actstore_batch_rows(&r0, &nr, st, s, b);
+        stats->tokens_run += nr;
+    }
+    stats->batches_run += upto - *pending;
+    *pending = upto;
+    return RS_OK;
 }
 
 rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg, const rs_splits *splits,
@@ -421,14 +423,21 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         free(jbuf);
         RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for the journal buffer");
     }
+    /* Each rank starts the round's agreement (errors, stop request, rank 0's flush decision) without
+     * waiting and completes it only after its next round: ranks never wait for each other at a round
+     * end unless one falls a whole round behind, and a checkpoint acts on the previous round's
+     * agreement. A flush covers every batch written so far, but the journal records only the
+     * rounds whose agreement said that no rank failed. */
     double t_loop = rs_now();
-    int64_t tokens_done = 0;
     int64_t pending = 0; /* first todo index not yet journaled */
     double t_flush = rs_now();
+    MPI_Request req = MPI_REQUEST_NULL;
+    int req_in[4], req_out[4]; /* the outstanding agreement's buffers: untouched until it completes */
+    int64_t req_last = 0;      /* end (todo index) of the round it covers */
+    rs_err my_err = RS_OK;     /* once a rank failed it runs no more batches, only the collectives */
     for (int64_t r = 0; r < n_rounds && !err; r++) {
         const int64_t first = r * per_global_round;
         const int64_t last = first + per_global_round < n_todo ? first + per_global_round : n_todo;
-        rs_err my_err = RS_OK;
         for (int j = 0; j < per_round && !my_err; j++) {
             int64_t k = first + (int64_t)j * size + rank;
             if (k >= n_todo) break;
@@ -437,55 +446,48 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             global_to_local(&s, &b, &map, todo[k]);
             my_err = run_batch(&stats, &st, bufs, splits, s, b, produce, ctx);
         }
-        /* every rank reaches this point each round, with or without a batch; rank 0's clock
-         * decides when to flush so that all ranks agree */
+        /* every rank reaches this point each round, with or without a batch */
         double t_sync = rs_now();
-        int flush_now = rank == 0 && (last == n_todo || t_sync - t_flush >= cfg->flush_seconds);
-        int in[4] = {my_err, cfg->stop ? (int)*cfg->stop : 0, my_err ? rank : -1, flush_now}, agreed[4];
-        MPI_Allreduce(in, agreed, 4, MPI_INT, MPI_MAX, comm);
-        if (agreed[0]) {
-            if (my_err) err = my_err;
-            else err = rs_err_set(agreed[0], __FILE__, __LINE__, __func__,
-                                  "harvest stopped: rank %d failed (its error is printed above)", agreed[2]);
+        int prev[4] = {0, 0, -1, 0};
+        int64_t prev_last = pending;
+        if (req != MPI_REQUEST_NULL) {
+            MPI_Wait(&req, MPI_STATUS_IGNORE);
+            memcpy(prev, req_out, sizeof prev);
+            prev_last = req_last;
+        }
+        double t_waited = rs_now();
+        stats.wait_s += t_waited - t_sync;
+        if (prev[0]) {
+            err = my_err ? my_err
+                         : rs_err_set(prev[0], __FILE__, __LINE__, __func__,
+                                      "harvest stopped: rank %d failed (its error is printed above)", prev[2]);
             break;
         }
-        if (!agreed[3] && !agreed[1]) {
-            stats.sync_s += rs_now() - t_sync;
-            continue;
-        }
-        err = rs_actstore_flush(&st);
-        if (rs_mpi_agree(err, comm)) {
-            if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: flush failed on another rank");
-            break;
-        }
-        /* the data since the last flush is durable: record it */
-        if (rank == 0) {
-            size_t used = 0;
-            for (int64_t k = pending; k < last; k++) {
-                int s;
-                int64_t b;
-                global_to_local(&s, &b, &map, todo[k]);
-                used += (size_t)sprintf(jbuf + used, "done %s %lld\n", rs_split_name(s), (long long)b);
+        /* rank 0's clock decides when to flush, so that all ranks agree */
+        req_in[0] = my_err;
+        req_in[1] = cfg->stop ? (int)*cfg->stop : 0;
+        req_in[2] = my_err ? rank : -1;
+        req_in[3] = rank == 0 && t_sync - t_flush >= cfg->flush_seconds;
+        MPI_Iallreduce(req_in, req_out, 4, MPI_INT, MPI_MAX, comm, &req);
+        req_last = last;
+        if (!prev[3] && !prev[1]) continue;
+        if (prev[1]) {
+            /* a stop: settle this round too, so that the checkpoint keeps everything written */
+            MPI_Wait(&req, MPI_STATUS_IGNORE);
+            if (req_out[0]) {
+                err = my_err ? my_err
+                             : rs_err_set(req_out[0], __FILE__, __LINE__, __func__,
+                                          "harvest stopped: rank %d failed (its error is printed above)", req_out[2]);
+                break;
             }
-            err = journal_append(jfd, jpath, jbuf, used);
+            prev_last = last;
         }
-        if (rs_mpi_agree(err, comm)) {
-            if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not append to the journal");
-            break;
-        }
+        err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, prev_last, comm, rank);
         t_flush = rs_now();
-        stats.sync_s += t_flush - t_sync;
-        for (int64_t k = pending; k < last; k++) {
-            int s;
-            int64_t b, r0, nr;
-            global_to_local(&s, &b, &map, todo[k]);
-            rs_actstore_batch_rows(&r0, &nr, &st, s, b);
-            tokens_done += nr;
-        }
-        stats.batches_run += last - pending;
-        pending = last;
-        rs_progress_update(&prog, (double)tokens_done);
-        if (agreed[1] && last < n_todo) {
+        stats.flush_s += t_flush - t_waited;
+        if (err) break;
+        rs_progress_update(&prog, (double)stats.tokens_run);
+        if (prev[1] && pending < n_todo) {
             RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues",
                     (long long)(stats.batches_skipped + stats.batches_run), (long long)total);
             err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
@@ -493,17 +495,43 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             break;
         }
     }
+    /* the last round's agreement, then the final checkpoint; after a failed flush every rank is
+     * here with the same request outstanding */
+    if (req != MPI_REQUEST_NULL) {
+        double t_sync = rs_now();
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+        double t_waited = rs_now();
+        stats.wait_s += t_waited - t_sync;
+        if (!err && req_out[0])
+            err = my_err ? my_err
+                         : rs_err_set(req_out[0], __FILE__, __LINE__, __func__,
+                                      "harvest stopped: rank %d failed (its error is printed above)", req_out[2]);
+        if (!err && pending < req_last) {
+            err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, req_last, comm, rank);
+            stats.flush_s += rs_now() - t_waited;
+        }
+    }
     free(jbuf);
     stats.seconds = rs_now() - t_loop;
-    stats.tokens_run = tokens_done;
+    stats.loop_s = stats.seconds;
+    stats.pack_s = st.pack_s;
+    stats.io_s = st.io_s;
     if (!err) {
+        rs_progress_update(&prog, (double)stats.tokens_run);
         rs_progress_finish(&prog);
         report_ranks(&stats, comm, rank, size);
+        double t_fin = rs_now();
         RS_TRY_GOTO(rs_actstore_finalize(&st), out);
         if (rank == 0) err = journal_append(jfd, jpath, "complete\n", 9);
         if (rs_mpi_agree(err, comm) && !err)
             err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not complete the journal");
-        if (!err) RS_INFO("harvest: %s complete", store_path);
+        stats.finalize_s = rs_now() - t_fin;
+        if (!err)
+            RS_INFO("harvest: %s complete; %lld tok in %.2fs including the statistics and the last flush "
+                    "(finalize %.2fs): %.1f tok/s",
+                    store_path, (long long)stats.tokens_run, stats.seconds + stats.finalize_s, stats.finalize_s,
+                    stats.seconds + stats.finalize_s > 0 ? (double)stats.tokens_run / (stats.seconds + stats.finalize_s)
+                                                         : 0.0);
     }
 out:
     if (jfd >= 0) close(jfd);

@@ -64,10 +64,16 @@ typedef struct rs_harvest_stats {
     int64_t batches_skipped;  /* already done before this run */
     int64_t batches_run;      /* by every rank in this run */
     int64_t tokens_run;       /* stored rows per layer written in this run, all ranks */
-    double seconds;           /* wall time of the batch loop */
+    double seconds;           /* wall time of the batch loop (with the last checkpoint) */
+    double finalize_s;        /* summing the statistics, the final flushes and the journal's last line */
     /* this rank */
     int64_t my_batches;
-    double produce_s, write_s, sync_s;
+    double loop_s;            /* = seconds */
+    double produce_s;         /* the producer (the model forward with its capture copies) */
+    double pack_s;            /* checking, packing/converting and summing the batch statistics */
+    double io_s;              /* the store's writes (HDF5 independent writes, starting write-back) */
+    double wait_s;            /* waiting for the other ranks' round agreements */
+    double flush_s;           /* checkpoints: collective flushes and the journal */
 } rs_harvest_stats;
 
 /* Content hashes for the store's identity (FNV-1a 64 over the bytes, streamed).
