@@ -883,10 +883,72 @@ static int all_half_finite(const uint16_t *restrict h, size_t n) {
     return !bad;
 }
 
-/* Halves of one conversion block, rounded up so that the float row after them is aligned. */
+/* Batch statistics of nr rows (nr, d), float32 or float16 (the stored values), added to sum and sq
+ * row by row in row order: every sum[j] and sq[j] sees exactly the additions of accumulate_row, in
+ * the same order, so the results are bitwise those of the scalar code (no FMA: products are
+ * rounded before they are added). */
+static void accumulate_rows_scalar(double *sum, double *sq, const void *rows, int f16, int nr, int d) {
+    float back[256];
+    for (int r = 0; r < nr; r++) {
+        if (!f16) {
+            accumulate_row(sum, sq, (const float *)rows + (size_t)r * d, d);
+            continue;
+        }
+        const uint16_t *h = (const uint16_t *)rows + (size_t)r * d;
+        for (int j0 = 0; j0 < d; j0 += 256) {
+            int m = d - j0 < 256 ? d - j0 : 256;
+            for (int j = 0; j < m; j++) back[j] = f16_to_f32(h[j0 + j]);
+            accumulate_row(sum + j0, sq + j0, back, m);
+        }
+    }
+}
+
+#ifdef RS_HAVE_F16C_PATH
+/* The same with AVX: eight columns at a time held in registers over all rows. */
+__attribute__((target("avx,f16c"))) static void accumulate_rows_hw(double *sum, double *sq, const void *rows, int f16,
+                                                                     int nr, int d) {
+    int j = 0;
+    for (; j + 8 <= d; j += 8) {
+        __m256d s0 = _mm256_loadu_pd(sum + j), s1 = _mm256_loadu_pd(sum + j + 4);
+        __m256d q0 = _mm256_loadu_pd(sq + j), q1 = _mm256_loadu_pd(sq + j + 4);
+        for (int r = 0; r < nr; r++) {
+            __m256 f = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)rows + (size_t)r * d + j)))
+                           : _mm256_loadu_ps((const float *)rows + (size_t)r * d + j);
+            __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+            s0 = _mm256_add_pd(s0, lo);
+            s1 = _mm256_add_pd(s1, hi);
+            q0 = _mm256_add_pd(q0, _mm256_mul_pd(lo, lo));
+            q1 = _mm256_add_pd(q1, _mm256_mul_pd(hi, hi));
+        }
+        _mm256_storeu_pd(sum + j, s0);
+        _mm256_storeu_pd(sum + j + 4, s1);
+        _mm256_storeu_pd(sq + j, q0);
+        _mm256_storeu_pd(sq + j + 4, q1);
+    }
+    for (; j < d; j++)
+        for (int r = 0; r < nr; r++) {
+            size_t i = (size_t)r * d + j;
+            double v = f16 ? (double)f16_to_f32(((const uint16_t *)rows)[i]) : (double)((const float *)rows)[i];
+            sum[j] += v;
+            sq[j] += v * v;
+        }
+}
+#endif
+
+static void accumulate_rows(double *sum, double *sq, const void *rows, int f16, int nr, int d) {
+#ifdef RS_HAVE_F16C_PATH
+    if (cpu_has_f16c()) {
+        accumulate_rows_hw(sum, sq, rows, f16, nr, d);
+        return;
+    }
+#endif
+    accumulate_rows_scalar(sum, sq, rows, f16, nr, d);
+}
+
+/* Halves of one conversion block. */
 static size_t block_halves(int d) {
     size_t rows = PACK_BLOCK / d > 0 ? PACK_BLOCK / d : 1;
-    return (rows * (size_t)d + 1) & ~(size_t)1;
+    return rows * (size_t)d;
 }
 
 /* One layer of a batch, in place: x (n_seq*T, d) -> packed stored rows at the front of x.
@@ -897,7 +959,6 @@ static int pack_layer(rs_actstore *st, rs_actstore_bad *bad, double *sum /* (d) 
     const int f16 = st->id.dtype == RS_DTYPE_F16;
     const int block_rows = PACK_BLOCK / d > 0 ? PACK_BLOCK / d : 1;
     uint16_t *h16 = st->scratch; /* (block_rows * d) */
-    float *back = (float *)(st->scratch + block_halves(d)); /* (d) stored values of a row */
     unsigned char *out = (unsigned char *)x;
     const size_t out_row = (size_t)d * (f16 ? sizeof(uint16_t) : sizeof(float));
     for (int s = 0; s < n_seq; s++) {
@@ -924,13 +985,10 @@ static int pack_layer(rs_actstore *st, rs_actstore_bad *bad, double *sum /* (d) 
             }
             unsigned char *dst = out + ((size_t)s * tps + (size_t)(t0 - skip)) * out_row;
             if (f16) {
-                for (int r = 0; r < nr; r++) { /* statistics of what is stored */
-                    rs_f16_to_f32_n(back, h16 + (size_t)r * d, (size_t)d);
-                    accumulate_row(sum, sq, back, d);
-                }
+                accumulate_rows(sum, sq, h16, 1, nr, d); /* statistics of what is stored */
                 memcpy(dst, h16, nv * sizeof *h16);
             } else {
-                for (int r = 0; r < nr; r++) accumulate_row(sum, sq, src + (size_t)r * d, d);
+                accumulate_rows(sum, sq, src, 0, nr, d);
                 if ((const unsigned char *)src != dst) memmove(dst, src, nv * sizeof *src);
             }
         }
@@ -959,7 +1017,7 @@ rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int
         RS_FAIL(RS_ERR_INTERNAL, "%s: batch %lld of %s has %lld rows, %d sequences given", st->path, (long long)batch,
                 rs_split_name(split), (long long)nb, n_seq);
     const int d = st->id.d, nl = st->id.n_layers;
-    const size_t need = block_halves(d) + 2 * (size_t)d; /* halves of a block, then one float row */
+    const size_t need = block_halves(d); /* halves of a conversion block */
     if (st->scratch_n < need) {
         free(st->scratch);
         st->scratch = rs_calloc_aligned(need, sizeof *st->scratch);

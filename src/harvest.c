@@ -301,6 +301,16 @@ static rs_err checkpoint(rs_harvest_stats *stats, rs_actstore *st, int jfd, cons
     return RS_OK;
 }
 
+/* A rank failed in the round starting at todo index first (agreed: out[0] its code, out[2] its
+ * rank): keep the rounds before it, whose agreements found no error, then return the failure. */
+static rs_err failed_round(rs_harvest_stats *stats, rs_actstore *st, int jfd, const char *jpath, char *jbuf,
+                           const int64_t *todo, const batch_map *map, int64_t *pending, int64_t first, MPI_Comm comm,
+                           int rank, rs_err my_err, const int *out) {
+    if (*pending < first) RS_TRY(checkpoint(stats, st, jfd, jpath, jbuf, todo, map, pending, first, comm, rank));
+    if (my_err) return my_err; /* its message is still the current one */
+    RS_FAIL(out[0], "harvest stopped: rank %d failed (its error is printed above)", out[2]);
+}
+
 rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg, const rs_splits *splits,
                       rs_harvest_produce_fn produce, void *ctx, MPI_Comm comm) {
     rs_err err = RS_OK;
@@ -425,16 +435,18 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
     }
     /* Each rank starts the round's agreement (errors, stop request, rank 0's flush decision) without
      * waiting and completes it only after its next round: ranks never wait for each other at a round
-     * end unless one falls a whole round behind, and a checkpoint acts on the previous round's
-     * agreement. A flush covers every batch written so far, but the journal records only the
-     * rounds whose agreement said that no rank failed. */
+     * end unless one falls a whole round behind. When the previous round's agreement asks for a
+     * checkpoint (or a stop), the ranks also complete the current round's agreement, flush and
+     * journal every batch written so far: the journal only records rounds that an agreement found
+     * free of errors. */
     double t_loop = rs_now();
     int64_t pending = 0; /* first todo index not yet journaled */
     double t_flush = rs_now();
     MPI_Request req = MPI_REQUEST_NULL;
     int req_in[4], req_out[4]; /* the outstanding agreement's buffers: untouched until it completes */
-    int64_t req_last = 0;      /* end (todo index) of the round it covers */
+    int64_t req_first = 0, req_last = 0; /* the todo indices of the round it covers */
     rs_err my_err = RS_OK;     /* once a rank failed it runs no more batches, only the collectives */
+    const int every_round = cfg->flush_seconds <= 0; /* the same on every rank: checkpoint after each round */
     for (int64_t r = 0; r < n_rounds && !err; r++) {
         const int64_t first = r * per_global_round;
         const int64_t last = first + per_global_round < n_todo ? first + per_global_round : n_todo;
@@ -449,11 +461,9 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         /* every rank reaches this point each round, with or without a batch */
         double t_sync = rs_now();
         int prev[4] = {0, 0, -1, 0};
-        int64_t prev_last = pending;
         if (req != MPI_REQUEST_NULL) {
             MPI_Wait(&req, MPI_STATUS_IGNORE);
             memcpy(prev, req_out, sizeof prev);
-            prev_last = req_last;
         }
         double t_waited = rs_now();
         stats.wait_s += t_waited - t_sync;
@@ -469,25 +479,24 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         req_in[2] = my_err ? rank : -1;
         req_in[3] = rank == 0 && t_sync - t_flush >= cfg->flush_seconds;
         MPI_Iallreduce(req_in, req_out, 4, MPI_INT, MPI_MAX, comm, &req);
+        req_first = first;
         req_last = last;
-        if (!prev[3] && !prev[1]) continue;
-        if (prev[1]) {
-            /* a stop: settle this round too, so that the checkpoint keeps everything written */
-            MPI_Wait(&req, MPI_STATUS_IGNORE);
-            if (req_out[0]) {
-                err = my_err ? my_err
-                             : rs_err_set(req_out[0], __FILE__, __LINE__, __func__,
-                                          "harvest stopped: rank %d failed (its error is printed above)", req_out[2]);
-                break;
-            }
-            prev_last = last;
+        if (!prev[3] && !prev[1] && !every_round) continue;
+        /* a checkpoint (or a stop): settle this round's agreement too, so that the journal records
+         * everything written so far; only checkpoints wait for the slowest rank */
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+        if (req_out[0]) {
+            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, first, comm, rank, my_err, req_out);
+            break;
         }
-        err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, prev_last, comm, rank);
+        double t_settled = rs_now();
+        stats.wait_s += t_settled - t_waited;
+        err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, last, comm, rank);
         t_flush = rs_now();
-        stats.flush_s += t_flush - t_waited;
+        stats.flush_s += t_flush - t_settled;
         if (err) break;
         rs_progress_update(&prog, (double)stats.tokens_run);
-        if (prev[1] && pending < n_todo) {
+        if ((prev[1] || req_out[1]) && pending < n_todo) {
             RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues",
                     (long long)(stats.batches_skipped + stats.batches_run), (long long)total);
             err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
@@ -503,9 +512,8 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         double t_waited = rs_now();
         stats.wait_s += t_waited - t_sync;
         if (!err && req_out[0])
-            err = my_err ? my_err
-                         : rs_err_set(req_out[0], __FILE__, __LINE__, __func__,
-                                      "harvest stopped: rank %d failed (its error is printed above)", req_out[2]);
+            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, req_first, comm, rank, my_err,
+                               req_out);
         if (!err && pending < req_last) {
             err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, req_last, comm, rank);
             stats.flush_s += rs_now() - t_waited;

@@ -3,7 +3,7 @@
  * 3 interrupted (SIGTERM/SIGUSR1 after a checkpoint).
  *
  *   test_harvest_driver RUN_DIR [--dtype float32|float16] [--sleep-us N] [--per-round K]
- *       [--batch B] [--flush-seconds S] [--train-tokens N] [--calib-tokens N] [--model-hash H] [--force] [--nan SEQ,POS,LAYER]
+ *       [--batch B] [--d D] [--flush-seconds S] [--train-tokens N] [--calib-tokens N] [--model-hash H] [--force] [--nan SEQ,POS,LAYER]
  *       [--pid-dir DIR] [--check] [--keep-pos0] */
 #include <signal.h>
 #include <stdio.h>
@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--sleep-us")) fp.sleep_us = atol(argv[++i]);
         else if (v && !strcmp(a, "--per-round")) t.per_round = atoi(argv[++i]);
         else if (v && !strcmp(a, "--batch")) t.batch_seqs = atoi(argv[++i]);
+        else if (v && !strcmp(a, "--d")) t.d = atoi(argv[++i]);
         else if (v && !strcmp(a, "--flush-seconds")) flush_s = atof(argv[++i]);
         else if (v && !strcmp(a, "--train-tokens")) t.budget[RS_SPLIT_TRAIN] = atoll(argv[++i]);
         else if (v && !strcmp(a, "--calib-tokens")) t.budget[RS_SPLIT_CALIB] = atoll(argv[++i]);
