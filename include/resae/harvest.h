@@ -4,13 +4,19 @@
  *
  * Work unit: a global batch of batch_seqs consecutive sequences of one split (fixed boundaries in
  * split order, so the values never depend on the rank count). The batches not yet done are dealt
- * round-robin over the ranks, batches_per_round per rank per round. After a round (every round, or
- * the first one flush_seconds after the previous flush) the ranks flush the store collectively
- * (durable data), then rank 0 appends the ids of the batches written since the last flush to
- * <run_dir>/harvest.journal and fsyncs it: a batch is recorded only after its data is durable.
- * A restart skips the recorded batches, so a harvest killed at any instant and restarted ends
- * with a store identical to an uninterrupted run. When all batches are done the per-batch
- * statistics are summed (rs_actstore_finalize) and the journal gets its "complete" line.
+ * round-robin over the ranks, batches_per_round per rank per round. Each batch is checked, packed
+ * and written by its rank alone (rs_actstore_write_batch_layers, independent I/O, write-back to
+ * disk started at once). At the end of a round every rank starts a non-blocking agreement (errors,
+ * stop request, rank 0's flush decision) and completes it after its next round, so ranks wait for
+ * each other only when one falls a whole round behind. A checkpoint (after every round when
+ * flush_seconds <= 0, else after the round following the first one that ended flush_seconds after
+ * the previous checkpoint; also on a stop request) completes the current round's agreement too, then
+ * the ranks flush the store collectively (durable data), then rank 0 appends the ids of the batches
+ * written since the last checkpoint to <run_dir>/harvest.journal and fsyncs it: a batch is recorded
+ * only after its data is durable and an agreement found its round free of errors. A restart skips
+ * the recorded batches, so a harvest killed at any instant and restarted ends with a store
+ * identical to an uninterrupted run. When all batches are done the per-batch statistics are summed
+ * (rs_actstore_finalize) and the journal gets its "complete" line.
  *
  * Journal format (text, one record per line; a torn last line is dropped on restart):
  *   resae-harvest-journal 1 <identity hash, 16 hex digits>
@@ -53,8 +59,8 @@ typedef struct rs_harvest_config {
     rs_actstore_identity id;    /* model/data identity, layers, d, dtype, batch_seqs, chunk_rows;
                                    the split fields are filled from the splits */
     int batches_per_round;      /* per rank per round (>= 1) */
-    double flush_seconds;       /* flush + journal after the first round ending this long after the
-                                   previous flush (0: after every round); bounds the work a kill loses */
+    double flush_seconds;       /* checkpoint (flush + journal) about this often (0: after every
+                                   round); bounds the work a kill loses */
     int force;                  /* recreate a store whose identity differs */
     volatile sig_atomic_t *stop; /* optional: nonzero asks for a clean stop at the next round */
 } rs_harvest_config;
