@@ -951,15 +951,15 @@ static size_t block_halves(int d) {
     return rows * (size_t)d;
 }
 
-/* One layer of a batch, in place: x (n_seq*T, d) -> packed stored rows at the front of x.
- * Returns 0, or 1 with *bad filled (nothing of x is changed from the bad block on). */
+/* One layer of a batch: x (n_seq*T, d) -> the packed stored rows at out, which is x itself (packed
+ * in place) or does not overlap it. Returns 0, or 1 with *bad filled (nothing of x is changed from
+ * the bad block on), or -1 if the float16 conversion disagrees with the range check. */
 static int pack_layer(rs_actstore *st, rs_actstore_bad *bad, double *sum /* (d) */, double *sq /* (d) */,
-                      float *x, int n_seq) {
+                      unsigned char *out, const float *x, int n_seq) {
     const int d = st->id.d, T = st->id.T, skip = st->id.skip_pos0, tps = T - skip;
     const int f16 = st->id.dtype == RS_DTYPE_F16;
     const int block_rows = PACK_BLOCK / d > 0 ? PACK_BLOCK / d : 1;
     uint16_t *h16 = st->scratch; /* (block_rows * d) */
-    unsigned char *out = (unsigned char *)x;
     const size_t out_row = (size_t)d * (f16 ? sizeof(uint16_t) : sizeof(float));
     for (int s = 0; s < n_seq; s++) {
         const float *seq = x + (size_t)s * T * d;
@@ -973,8 +973,8 @@ static int pack_layer(rs_actstore *st, rs_actstore_bad *bad, double *sum /* (d) 
             const int nr = T - t0 < block_rows ? T - t0 : block_rows;
             const float *src = seq + (size_t)t0 * d;
             const size_t nv = (size_t)nr * d;
-            /* the source block is read completely before its packed rows are stored: a packed row
-             * never lies past its source row, so later blocks are never overwritten early */
+            /* in place, the source block is read completely before its packed rows are stored: a
+             * packed row never lies past its source row, so later blocks are never overwritten early */
             int ok = f16 ? (rs_f32_to_f16_n(h16, src, nv), all_half_finite(h16, nv)) : all_finite(src, nv);
             if (!ok) {
                 int r = 0, j = 0;
@@ -1006,8 +1006,54 @@ static void start_writeback(const rs_actstore *st) {
 static void start_writeback(const rs_actstore *st) { (void)st; }
 #endif
 
-rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int split, int64_t batch,
-                                      float *const *bufs, int n_seq) {
+static rs_err pack_prepare(rs_actstore *st) {
+    const int d = st->id.d;
+    const size_t need = block_halves(d); /* halves of a conversion block */
+    if (st->scratch_n < need) {
+        free(st->scratch);
+        st->scratch = rs_calloc_aligned(need, sizeof *st->scratch);
+        st->scratch_n = st->scratch ? need : 0;
+        if (!st->scratch) RS_FAIL(RS_ERR_NOMEM, "activation store: out of memory for a conversion block");
+    }
+    if (!st->stat_buf) {
+        st->stat_buf = malloc((size_t)st->id.n_layers * (2 * (size_t)d + 1) * sizeof *st->stat_buf);
+        RS_CHECK_ALLOC(st->stat_buf);
+    }
+    return RS_OK;
+}
+
+rs_err rs_actstore_pack_layer(rs_actstore *st, rs_actstore_bad *bad, int layer_index, void *dst, const float *src,
+                              int n_seq) {
+    if (layer_index < 0 || layer_index >= st->id.n_layers)
+        RS_FAIL(RS_ERR_INVAL, "activation store: layer index %d out of range", layer_index);
+    if (!st->writable) RS_FAIL(RS_ERR_INVAL, "%s: opened read-only", st->path);
+    RS_TRY(pack_prepare(st));
+    const int d = st->id.d;
+    double t0 = rs_now();
+    double *sum = st->stat_buf + (size_t)layer_index * (2 * (size_t)d + 1), *sq = sum + d;
+    memset(sum, 0, (2 * (size_t)d + 1) * sizeof *sum);
+    st->packed[layer_index] = 0;
+    rs_actstore_bad b;
+    int rc = pack_layer(st, &b, sum, sq, dst, src, n_seq);
+    st->pack_s += rs_now() - t0;
+    if (rc < 0) RS_FAIL(RS_ERR_INTERNAL, "%s: the float16 conversion and the range check disagree", st->path);
+    if (rc) {
+        b.layer_index = layer_index;
+        if (bad) *bad = b;
+        RS_FAIL(RS_ERR_NUMERIC, "%s: %s value %g for layer %d (sequence %d of the batch, position %d)", st->path,
+                b.out_of_range ? "out-of-float16-range" : "non-finite", (double)b.value, st->id.layers[layer_index],
+                b.seq, b.pos);
+    }
+    /* per-dimension sums of squares added in dimension order: fixed, so deterministic */
+    double sqn = 0.0;
+    for (int j = 0; j < d; j++) sqn += sq[j];
+    sum[2 * (size_t)d] = sqn;
+    st->packed[layer_index] = 1;
+    st->packed_n_seq = n_seq;
+    return RS_OK;
+}
+
+rs_err rs_actstore_write_packed(rs_actstore *st, int split, int64_t batch, const void *const *packed, int n_seq) {
     if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
     if (st->file <= 0) RS_FAIL(RS_ERR_INVAL, "activation store: not open");
     if (!st->writable) RS_FAIL(RS_ERR_INVAL, "%s: opened read-only", st->path);
@@ -1017,55 +1063,34 @@ rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int
         RS_FAIL(RS_ERR_INTERNAL, "%s: batch %lld of %s has %lld rows, %d sequences given", st->path, (long long)batch,
                 rs_split_name(split), (long long)nb, n_seq);
     const int d = st->id.d, nl = st->id.n_layers;
-    const size_t need = block_halves(d); /* halves of a conversion block */
-    if (st->scratch_n < need) {
-        free(st->scratch);
-        st->scratch = rs_calloc_aligned(need, sizeof *st->scratch);
-        st->scratch_n = st->scratch ? need : 0;
-        if (!st->scratch) RS_FAIL(RS_ERR_NOMEM, "activation store: out of memory for a conversion block");
-    }
-    const size_t stride = 2 * (size_t)d + 1; /* sum (d), sq (d), sqnorm */
-    if (!st->stat_buf) {
-        st->stat_buf = malloc((size_t)nl * stride * sizeof *st->stat_buf);
-        RS_CHECK_ALLOC(st->stat_buf);
-    }
-    double t0 = rs_now();
-    memset(st->stat_buf, 0, (size_t)nl * stride * sizeof *st->stat_buf);
-    for (int i = 0; i < nl; i++) {
-        double *sum = st->stat_buf + (size_t)i * stride, *sq = sum + d;
-        rs_actstore_bad b;
-        int rc = pack_layer(st, &b, sum, sq, bufs[i], n_seq);
-        if (rc < 0) RS_FAIL(RS_ERR_INTERNAL, "%s: the float16 conversion and the range check disagree", st->path);
-        if (rc) {
-            b.layer_index = i;
-            if (bad) *bad = b;
-            st->pack_s += rs_now() - t0;
-            RS_FAIL(RS_ERR_NUMERIC, "%s: %s value %g for layer %d of batch %lld of %s; nothing of the batch was written",
-                    st->path, b.out_of_range ? "out-of-float16-range" : "non-finite", (double)b.value, st->id.layers[i],
-                    (long long)batch, rs_split_name(split));
-        }
-        /* per-dimension sums of squares added in dimension order: fixed, so deterministic */
-        double sqn = 0.0;
-        for (int j = 0; j < d; j++) sqn += sq[j];
-        sum[2 * (size_t)d] = sqn;
-    }
+    for (int i = 0; i < nl; i++)
+        if (!st->packed[i] || st->packed_n_seq != n_seq)
+            RS_FAIL(RS_ERR_INTERNAL, "%s: layer %d of batch %lld was not packed before the write", st->path,
+                    st->id.layers[i], (long long)batch);
     double t1 = rs_now();
+    const size_t stride = 2 * (size_t)d + 1; /* sum (d), sq (d), sqnorm */
     const hid_t mtype = st->id.dtype == RS_DTYPE_F16 ? st->half_type : H5T_NATIVE_FLOAT;
     herr_t e = 0;
     int li = 0;
     for (; li < nl && e >= 0; li++) {
         const double *sum = st->stat_buf + (size_t)li * stride;
-        e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)nb, (hsize_t)d, bufs[li]);
+        e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)nb, (hsize_t)d, packed[li]);
         if (e >= 0) e = dset_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)batch, 1, (hsize_t)d, sum);
         if (e >= 0) e = dset_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)batch, 1, 1, sum + 2 * d);
     }
+    memset(st->packed, 0, sizeof st->packed);
     if (e >= 0) start_writeback(st);
-    st->pack_s += t1 - t0;
     st->io_s += rs_now() - t1;
     if (e < 0)
         RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
                 rs_split_name(split), st->id.layers[li - 1]);
     return RS_OK;
+}
+
+rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int split, int64_t batch,
+                                      float *const *bufs, int n_seq) {
+    for (int i = 0; i < st->id.n_layers; i++) RS_TRY(rs_actstore_pack_layer(st, bad, i, bufs[i], bufs[i], n_seq));
+    return rs_actstore_write_packed(st, split, batch, (const void *const *)bufs, n_seq);
 }
 
 rs_err rs_actstore_flush(rs_actstore *st) {

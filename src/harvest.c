@@ -211,28 +211,62 @@ static rs_err journal_append(int fd, const char *path, const char *text, size_t 
  * one batch
  * ---------------------------------------------------------------------------------------------- */
 
+/* The batch's put: pack layer i from the producer's stream into bufs[i]. */
+typedef struct put_ctx {
+    rs_actstore *st;
+    float *const *bufs;
+    int n_seq;
+    unsigned char put[RS_ACTSTORE_MAX_LAYERS]; /* layer i was put */
+    int has_bad;
+    rs_actstore_bad bad;
+} put_ctx;
+
+static rs_err put_layer(void *vctx, int i, const float *h) {
+    put_ctx *c = vctx;
+    if (i < 0 || i >= c->st->id.n_layers || c->put[i])
+        RS_FAIL(RS_ERR_INTERNAL, "harvest: producer put layer index %d twice or out of range", i);
+    rs_err err = rs_actstore_pack_layer(c->st, &c->bad, i, c->bufs[i], h, c->n_seq);
+    c->has_bad = err == RS_ERR_NUMERIC;
+    c->put[i] = !err;
+    return err;
+}
+
 static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *bufs, const rs_splits *splits,
                         int split, int64_t batch, rs_harvest_produce_fn produce, void *ctx) {
     const rs_actstore_identity *id = &st->id;
     const rs_split *sp = &splits->split[split];
     int64_t s0 = batch * id->batch_seqs;
     int n_seq = (int)(sp->n_seq - s0 < id->batch_seqs ? sp->n_seq - s0 : id->batch_seqs);
+    put_ctx pc;
+    memset(&pc, 0, sizeof pc);
+    pc.st = st;
+    pc.bufs = bufs;
+    pc.n_seq = n_seq;
     rs_harvest_batch b = {.split = split, .batch = batch, .seq_ids = sp->seq_ids + s0, .n_seq = n_seq,
-                          .T = id->T, .n_layers = id->n_layers, .layers = id->layers, .d = id->d};
-    double t0 = rs_now();
-    RS_TRY(produce(ctx, bufs, &b));
-    stats->produce_s += rs_now() - t0;
-    /* the store checks, packs and sums every layer in one pass and writes only if all are valid */
-    rs_actstore_bad bad;
-    rs_err err = rs_actstore_write_batch_layers(st, &bad, split, batch, bufs, n_seq);
-    if (err == RS_ERR_NUMERIC)
+                          .T = id->T, .n_layers = id->n_layers, .layers = id->layers, .d = id->d,
+                          .put = put_layer, .put_ctx = &pc};
+    double t0 = rs_now(), pack0 = st->pack_s;
+    rs_err err = produce(ctx, bufs, &b);
+    /* the packing inside the producer's puts is the store's time, not the producer's */
+    stats->produce_s += rs_now() - t0 - (st->pack_s - pack0);
+    /* the layers not put are checked, packed and summed in place; nothing is written unless every
+     * layer is valid */
+    for (int i = 0; !err && i < id->n_layers; i++)
+        if (!pc.put[i]) {
+            err = rs_actstore_pack_layer(st, &pc.bad, i, bufs[i], bufs[i], n_seq);
+            pc.has_bad = err == RS_ERR_NUMERIC;
+        }
+    if (err == RS_ERR_NUMERIC && pc.has_bad) {
+        const rs_actstore_bad *bad = &pc.bad;
         RS_FAIL(RS_ERR_NUMERIC,
                 "harvest: %s value %g produced for split %s, layer %d, sequence %d (batch %lld), "
                 "position %d, dim %d; nothing of this batch was stored%s",
-                bad.out_of_range ? "out-of-float16-range" : "non-finite", (double)bad.value, rs_split_name(split),
-                id->layers[bad.layer_index], b.seq_ids[bad.seq], (long long)batch, bad.pos, bad.dim,
-                bad.out_of_range ? " (use dtype float32 for this model)" : "");
+                bad->out_of_range ? "out-of-float16-range" : "non-finite", (double)bad->value, rs_split_name(split),
+                id->layers[bad->layer_index], b.seq_ids[bad->seq], (long long)batch, bad->pos, bad->dim,
+                bad->out_of_range ? " (use dtype float32 for this model)" : "");
+    }
     RS_TRY(err);
+    RS_TRY(rs_actstore_write_packed(st, split, batch, (const void *const *)bufs, n_seq));
     stats->my_batches++;
     return RS_OK;
 }

@@ -102,7 +102,9 @@ typedef struct rs_actstore {
     hid_t complete;
     uint16_t *scratch; /* f16 conversion buffer for writes */
     size_t scratch_n;
-    double *stat_buf;  /* (n_layers, 2d + 1) batch statistics of rs_actstore_write_batch_layers */
+    double *stat_buf;  /* (n_layers, 2d + 1) batch statistics of the layers packed for the next write */
+    unsigned char packed[RS_ACTSTORE_MAX_LAYERS]; /* layer packed since the last write */
+    int packed_n_seq;
     int wb_fd;         /* a plain descriptor of the file for starting write-back early; -1: none */
     double pack_s, io_s; /* seconds spent checking/packing/summing and in the writes (this rank) */
 } rs_actstore;
@@ -157,6 +159,15 @@ typedef struct rs_actstore_bad {
  * order) in *bad. The bytes written equal those of rs_actstore_write_batch on the packed rows. */
 rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int split, int64_t batch,
                                       float *const *bufs /* (n_layers) of (n_seq*T, d) */, int n_seq);
+/* The two halves of rs_actstore_write_batch_layers, for writers that pack each layer as soon as it
+ * exists (while it is still in cache). rs_actstore_pack_layer: check, pack and sum layer id.layers[i]
+ * of a batch of n_seq sequences, src (n_seq*T, d) -> dst (n_seq*tokens_per_seq, d) in the stored
+ * type; dst is src itself (packed in place) or does not overlap it; the statistics stay in the store
+ * for the write. RS_ERR_NUMERIC with *bad on a value that cannot be stored. rs_actstore_write_packed:
+ * write the packed rows of every layer (packed[i] from rs_actstore_pack_layer for this batch, every
+ * layer packed since the last write) and their statistics. */
+rs_err rs_actstore_pack_layer(rs_actstore *st, rs_actstore_bad *bad, int i, void *dst, const float *src, int n_seq);
+rs_err rs_actstore_write_packed(rs_actstore *st, int split, int64_t batch, const void *const *packed, int n_seq);
 /* Make every write so far durable (H5Fflush, which syncs the MPI-IO file). Collective. */
 rs_err rs_actstore_flush(rs_actstore *st);
 /* Sum the per-batch statistics in batch order, write the means and mean squared norms, make them

@@ -45,13 +45,20 @@ typedef struct rs_harvest_batch {
     int n_layers;
     const int *layers;       /* (n_layers) model layers; -1 = embedding output */
     int d;
+    /* Instead of filling out[i], a producer may hand layer i's stream h (n_seq*T, d, laid out like
+     * out[i], only read during the call) to put(put_ctx, i, h) as soon as it exists: the driver
+     * checks, packs and sums it at once, while it is still in cache, and out[i] is not read. A
+     * nonzero return (RS_ERR_NUMERIC for a value that cannot be stored) must be returned by the
+     * producer. */
+    rs_err (*put)(void *put_ctx, int i, const float *h);
+    void *put_ctx;
 } rs_harvest_batch;
 
 /* Fill out[i] (n_seq*T, d), row s*T + t, with the residual stream after layers[i] at position t of
- * sequence seq_ids[s]. The buffers belong to the driver (allocated once, sized for a full batch).
- * A model forward over the batch's tokens that stops after the last needed block and whose
- * capture hook copies the stream after each needed block (and the embedding output for -1) into
- * out[i] is a producer; ctx carries the model and the token data. */
+ * sequence seq_ids[s] (or hand it to b->put). The buffers belong to the driver (allocated once,
+ * sized for a full batch). A model forward over the batch's tokens that stops after the last
+ * needed block and whose capture hook passes the stream after each needed block (and the
+ * embedding output for -1) to put is a producer; ctx carries the model and the token data. */
 typedef rs_err (*rs_harvest_produce_fn)(void *ctx, float *const *out, const rs_harvest_batch *b);
 
 typedef struct rs_harvest_config {

@@ -271,6 +271,31 @@ int main(int argc, char **argv) {
         EXPECT(all_sum(e == RS_ERR_NUMERIC) == g_size && named == 1, "float16 range: %s", rs_err_msg());
     }
 
+    /* 6c. the same through the producer's put (packing while the stream is still in cache) */
+    {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/nan_put", base);
+        fake_producer_init(&fp);
+        fp.use_put = 1;
+        fp.nan_seq = victim;
+        fp.nan_pos = 7;
+        fp.nan_layer = 1;
+        e = harvest(&hs, &t, &sp, dir, &fp);
+        snprintf(want, sizeof want,
+                 "non-finite value nan produced for split eval, layer 1, sequence %d (batch 1), position 7, dim 12",
+                 (int)victim);
+        named = all_sum(strstr(rs_err_msg(), want) != NULL);
+        EXPECT(all_sum(e == RS_ERR_NUMERIC) == g_size && named == 1, "NaN through put: %s", rs_err_msg());
+        test_setup tr = t16;
+        tr.force = 1;
+        fake_producer_init(&fp);
+        fp.use_put = 1;
+        snprintf(dir, sizeof dir, "%s/f16_put", base);
+        e = harvest(&hs, &tr, &sp, dir, &fp);
+        EXPECT(!e, "f16 harvest through put: %s", rs_err_msg());
+        compare_stores(d_f16, dir, &t16);
+    }
+
     /* 7. a foreign HDF5 file in the store's place is never overwritten without force */
     {
         char dir[700], p[800];
