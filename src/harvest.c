@@ -345,6 +345,59 @@ static rs_err failed_round(rs_harvest_stats *stats, rs_actstore *st, int jfd, co
     RS_FAIL(out[0], "harvest stopped: rank %d failed (its error is printed above)", out[2]);
 }
 
+/* The round agreements in flight (non-blocking MPI_MAX allreduces), oldest first. */
+enum { AGREE_LAG = 4 }; /* rounds a rank may run ahead of the slowest one */
+typedef struct agreement {
+    MPI_Request req;
+    int in[4];  /* my error, stop requested, my rank if I failed (else -1), rank 0 wants a checkpoint */
+    int out[4]; /* the maxima over the ranks */
+    int64_t first, last; /* the todo indices of the round */
+} agreement;
+typedef struct agreements {
+    agreement a[AGREE_LAG + 1];
+    int head, n;
+} agreements;
+
+static void agree_start(agreements *g, rs_err my_err, int stop, int rank, int flush, int64_t first, int64_t last,
+                        MPI_Comm comm) {
+    agreement *x = &g->a[(g->head + g->n) % (AGREE_LAG + 1)];
+    x->in[0] = my_err;
+    x->in[1] = stop;
+    x->in[2] = my_err ? rank : -1;
+    x->in[3] = flush;
+    x->first = first;
+    x->last = last;
+    MPI_Iallreduce(x->in, x->out, 4, MPI_INT, MPI_MAX, comm, &x->req);
+    g->n++;
+}
+
+static void agree_wait_oldest(agreement *done, agreements *g) {
+    agreement *x = &g->a[g->head];
+    MPI_Wait(&x->req, MPI_STATUS_IGNORE);
+    *done = *x;
+    g->head = (g->head + 1) % (AGREE_LAG + 1);
+    g->n--;
+}
+
+/* Complete every outstanding agreement. *sum: out[0], out[2] and first of the earliest round in
+ * which a rank failed (from prev too, if given), out[1] any stop, last of the newest round. */
+static void agree_settle(agreement *sum, agreements *g, const agreement *prev) {
+    agreement acc = {.out = {0, 0, -1, 0}};
+    if (prev) acc = *prev;
+    while (g->n) {
+        agreement x;
+        agree_wait_oldest(&x, g);
+        if (!acc.out[0] && x.out[0]) {
+            acc.out[0] = x.out[0];
+            acc.out[2] = x.out[2];
+            acc.first = x.first;
+        }
+        acc.out[1] |= x.out[1];
+        acc.last = x.last;
+    }
+    *sum = acc;
+}
+
 rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg, const rs_splits *splits,
                       rs_harvest_produce_fn produce, void *ctx, MPI_Comm comm) {
     rs_err err = RS_OK;
@@ -468,18 +521,17 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for the journal buffer");
     }
     /* Each rank starts the round's agreement (errors, stop request, rank 0's flush decision) without
-     * waiting and completes it only after its next round: ranks never wait for each other at a round
-     * end unless one falls a whole round behind. When the previous round's agreement asks for a
-     * checkpoint (or a stop), the ranks also complete the current round's agreement, flush and
-     * journal every batch written so far: the journal only records rounds that an agreement found
-     * free of errors. */
+     * waiting and completes it AGREE_LAG rounds later: ranks wait for each other only when one falls
+     * that many rounds behind, so the slowdowns of different ranks (other work on shared cores)
+     * overlap instead of adding up. When a completed agreement asks for a checkpoint (or a stop),
+     * the ranks complete every outstanding agreement, flush and journal every batch written so
+     * far: the journal only records rounds that an agreement found free of errors. */
     double t_loop = rs_now();
     int64_t pending = 0; /* first todo index not yet journaled */
     double t_flush = rs_now();
-    MPI_Request req = MPI_REQUEST_NULL;
-    int req_in[4], req_out[4]; /* the outstanding agreement's buffers: untouched until it completes */
-    int64_t req_first = 0, req_last = 0; /* the todo indices of the round it covers */
-    rs_err my_err = RS_OK;     /* once a rank failed it runs no more batches, only the collectives */
+    agreements ag;
+    memset(&ag, 0, sizeof ag);
+    rs_err my_err = RS_OK; /* once a rank failed it runs no more batches, only the collectives */
     const int every_round = cfg->flush_seconds <= 0; /* the same on every rank: checkpoint after each round */
     for (int64_t r = 0; r < n_rounds && !err; r++) {
         const int64_t first = r * per_global_round;
@@ -492,45 +544,29 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             global_to_local(&s, &b, &map, todo[k]);
             my_err = run_batch(&stats, &st, bufs, splits, s, b, produce, ctx);
         }
-        /* every rank reaches this point each round, with or without a batch */
+        /* every rank reaches this point each round, with or without a batch; rank 0's clock decides
+         * when to checkpoint, so that all ranks agree */
         double t_sync = rs_now();
-        int prev[4] = {0, 0, -1, 0};
-        if (req != MPI_REQUEST_NULL) {
-            MPI_Wait(&req, MPI_STATUS_IGNORE);
-            memcpy(prev, req_out, sizeof prev);
-        }
+        agree_start(&ag, my_err, cfg->stop ? (int)*cfg->stop : 0, rank,
+                    rank == 0 && t_sync - t_flush >= cfg->flush_seconds, first, last, comm);
+        agreement prev = {.out = {0, 0, -1, 0}};
+        if (ag.n > AGREE_LAG) agree_wait_oldest(&prev, &ag);
+        agreement settled = {.out = {0, 0, -1, 0}};
+        if (prev.out[0] || prev.out[1] || prev.out[3] || every_round) agree_settle(&settled, &ag, &prev);
         double t_waited = rs_now();
         stats.wait_s += t_waited - t_sync;
-        if (prev[0]) {
-            err = my_err ? my_err
-                         : rs_err_set(prev[0], __FILE__, __LINE__, __func__,
-                                      "harvest stopped: rank %d failed (its error is printed above)", prev[2]);
+        if (settled.out[0]) { /* a rank failed in round settled.first: keep the rounds before it */
+            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, settled.first, comm, rank, my_err,
+                               settled.out);
             break;
         }
-        /* rank 0's clock decides when to flush, so that all ranks agree */
-        req_in[0] = my_err;
-        req_in[1] = cfg->stop ? (int)*cfg->stop : 0;
-        req_in[2] = my_err ? rank : -1;
-        req_in[3] = rank == 0 && t_sync - t_flush >= cfg->flush_seconds;
-        MPI_Iallreduce(req_in, req_out, 4, MPI_INT, MPI_MAX, comm, &req);
-        req_first = first;
-        req_last = last;
-        if (!prev[3] && !prev[1] && !every_round) continue;
-        /* a checkpoint (or a stop): settle this round's agreement too, so that the journal records
-         * everything written so far; only checkpoints wait for the slowest rank */
-        MPI_Wait(&req, MPI_STATUS_IGNORE);
-        if (req_out[0]) {
-            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, first, comm, rank, my_err, req_out);
-            break;
-        }
-        double t_settled = rs_now();
-        stats.wait_s += t_settled - t_waited;
+        if (!prev.out[1] && !prev.out[3] && !every_round) continue;
         err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, last, comm, rank);
         t_flush = rs_now();
-        stats.flush_s += t_flush - t_settled;
+        stats.flush_s += t_flush - t_waited;
         if (err) break;
         rs_progress_update(&prog, (double)stats.tokens_run);
-        if ((prev[1] || req_out[1]) && pending < n_todo) {
+        if (settled.out[1] && pending < n_todo) {
             RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues",
                     (long long)(stats.batches_skipped + stats.batches_run), (long long)total);
             err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
@@ -538,18 +574,19 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             break;
         }
     }
-    /* the last round's agreement, then the final checkpoint; after a failed flush every rank is
-     * here with the same request outstanding */
-    if (req != MPI_REQUEST_NULL) {
+    /* the outstanding agreements, then the final checkpoint; after a failed flush every rank is
+     * here with the same agreements outstanding */
+    if (ag.n) {
         double t_sync = rs_now();
-        MPI_Wait(&req, MPI_STATUS_IGNORE);
+        agreement settled = {.out = {0, 0, -1, 0}};
+        agree_settle(&settled, &ag, NULL);
         double t_waited = rs_now();
         stats.wait_s += t_waited - t_sync;
-        if (!err && req_out[0])
-            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, req_first, comm, rank, my_err,
-                               req_out);
-        if (!err && pending < req_last) {
-            err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, req_last, comm, rank);
+        if (!err && settled.out[0])
+            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, settled.first, comm, rank, my_err,
+                               settled.out);
+        if (!err && pending < settled.last) {
+            err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, settled.last, comm, rank);
             stats.flush_s += rs_now() - t_waited;
         }
     }
