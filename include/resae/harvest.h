@@ -5,13 +5,14 @@
  * Work unit: a global batch of batch_seqs consecutive sequences of one split (fixed boundaries in
  * split order, so the values never depend on the rank count). The batches not yet done are dealt
  * round-robin over the ranks, batches_per_round per rank per round. Each batch is checked, packed
- * and written by its rank alone (rs_actstore_write_batch_layers, independent I/O, write-back to
- * disk started at once). At the end of a round every rank starts a non-blocking agreement (errors,
- * stop request, rank 0's flush decision) and completes it after its next round, so ranks wait for
- * each other only when one falls a whole round behind. A checkpoint (after every round when
- * flush_seconds <= 0, else after the round following the first one that ended flush_seconds after
- * the previous checkpoint; also on a stop request) completes the current round's agreement too, then
- * the ranks flush the store collectively (durable data), then rank 0 appends the ids of the batches
+ * and written by its rank alone (rs_actstore_pack_layer, as the producer puts each layer, and
+ * rs_actstore_write_packed: independent I/O, write-back to disk started at once). At the end of a
+ * round every rank starts a non-blocking agreement (errors, stop request, rank 0's flush decision)
+ * and completes it up to 4 rounds later, so ranks wait for each other only when one falls that far
+ * behind. A checkpoint (after every round when flush_seconds <= 0; else once an agreement reports
+ * that rank 0 saw flush_seconds pass since the previous checkpoint; also on a stop request)
+ * completes every outstanding agreement, then the ranks flush the store collectively (durable
+ * data), then rank 0 appends the ids of the batches
  * written since the last checkpoint to <run_dir>/harvest.journal and fsyncs it: a batch is recorded
  * only after its data is durable and an agreement found its round free of errors. A restart skips
  * the recorded batches, so a harvest killed at any instant and restarted ends with a store
