@@ -1,13 +1,16 @@
 /* Activation store on parallel HDF5 (layout: docs/store.md). */
+#define _GNU_SOURCE /* sync_file_range */
 #include "resae/actstore.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "resae/log.h"
 #include "resae/mpi_util.h"
@@ -383,6 +386,7 @@ static hid_t fapl_mpio(MPI_Comm comm) {
 
 static void store_reset(rs_actstore *st) {
     memset(st, 0, sizeof *st);
+    st->wb_fd = -1;
     st->file = st->half_type = -1;
     st->complete = -1;
     for (int s = 0; s < RS_SPLIT_COUNT; s++) {
@@ -596,6 +600,16 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
     return RS_OK;
 }
 
+/* A second, plain descriptor of the store for sync_file_range: HDF5's MPI-IO driver does not
+ * expose one. Only a hint (starting write-back early); without it every flush still syncs. */
+static void open_writeback(rs_actstore *st) {
+#ifdef SYNC_FILE_RANGE_WRITE
+    st->wb_fd = open(st->path, O_RDONLY | O_CLOEXEC);
+#else
+    st->wb_fd = -1;
+#endif
+}
+
 static void store_init_common(rs_actstore *st, const char *path, MPI_Comm comm) {
     store_reset(st);
     st->comm = comm;
@@ -624,6 +638,7 @@ rs_err rs_actstore_create(rs_actstore *st, const char *path, const rs_actstore_i
     RS_TRY_COLL(write_identity(st->file, id), comm);
     RS_TRY_COLL(open_objects(st, 1, splits), comm);
     RS_TRY_COLL(rs_actstore_flush(st), comm);
+    open_writeback(st);
     return RS_OK;
 fail:
     rs_actstore_close(st);
@@ -657,6 +672,7 @@ rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Com
     if (!err) err = open_objects(st, 0, NULL);
     H5Eset_auto2(H5E_DEFAULT, fn, fn_data);
     if (err) goto fail;
+    if (writable) open_writeback(st);
     return RS_OK;
 fail:
     rs_actstore_close(st);
@@ -733,7 +749,9 @@ void rs_actstore_close(rs_actstore *st) {
     if (st->complete > 0) H5Dclose(st->complete);
     if (st->file > 0) H5Fclose(st->file);
     if (st->half_type > 0) H5Tclose(st->half_type);
+    if (st->wb_fd > 0) close(st->wb_fd); /* > 0: a zeroed store holds 0, never a descriptor of ours */
     free(st->scratch);
+    free(st->stat_buf);
     MPI_Comm comm = st->comm;
     store_reset(st);
     st->comm = comm;
@@ -802,7 +820,7 @@ rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t ba
     if (st->id.dtype == RS_DTYPE_F16) {
         if (st->scratch_n < count) {
             free(st->scratch);
-            st->scratch = malloc(count * sizeof *st->scratch);
+            st->scratch = rs_calloc_aligned(count, sizeof *st->scratch);
             st->scratch_n = st->scratch ? count : 0;
             if (!st->scratch) {
                 free(acc);
@@ -831,6 +849,248 @@ rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t ba
         RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
                 rs_split_name(split), layer);
     return RS_OK;
+}
+
+/* ---- harvest's batch write: check, pack and sum in one pass, then write ------------------------ */
+
+enum { PACK_BLOCK = 8192 }; /* values per block: the converted block stays in L1/L2 */
+
+/* First bad value of rows (n, d) in row order: non-finite, or (range) finite but >= 65520 in magnitude. */
+static int find_bad(int *row, int *dim, const float *x, int n, int d, int range) {
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < d; j++) {
+            float v = x[(size_t)r * d + j];
+            if (!isfinite(v) || (range && fabsf(v) >= 65520.0f)) {
+                *row = r;
+                *dim = j;
+                return 1;
+            }
+        }
+    return 0;
+}
+
+/* 1 if every value is finite (NaN fails the comparison); branch-free so it vectorizes. */
+static int all_finite(const float *restrict x, size_t n) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= !(fabsf(x[i]) < INFINITY);
+    return !bad;
+}
+
+/* 1 if no half is infinite or NaN (exponent all ones): exactly the floats below 65520 in magnitude. */
+static int all_half_finite(const uint16_t *restrict h, size_t n) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (h[i] & 0x7c00u) == 0x7c00u;
+    return !bad;
+}
+
+/* Batch statistics of nr rows (nr, d), float32 or float16 (the stored values), added to sum and sq
+ * row by row in row order: every sum[j] and sq[j] sees exactly the additions of accumulate_row, in
+ * the same order, so the results are bitwise those of the scalar code (no FMA: products are
+ * rounded before they are added). */
+static void accumulate_rows_scalar(double *sum, double *sq, const void *rows, int f16, int nr, int d) {
+    float back[256];
+    for (int r = 0; r < nr; r++) {
+        if (!f16) {
+            accumulate_row(sum, sq, (const float *)rows + (size_t)r * d, d);
+            continue;
+        }
+        const uint16_t *h = (const uint16_t *)rows + (size_t)r * d;
+        for (int j0 = 0; j0 < d; j0 += 256) {
+            int m = d - j0 < 256 ? d - j0 : 256;
+            for (int j = 0; j < m; j++) back[j] = f16_to_f32(h[j0 + j]);
+            accumulate_row(sum + j0, sq + j0, back, m);
+        }
+    }
+}
+
+#ifdef RS_HAVE_F16C_PATH
+/* The same with AVX: eight columns at a time held in registers over all rows. */
+__attribute__((target("avx,f16c"))) static void accumulate_rows_hw(double *sum, double *sq, const void *rows, int f16,
+                                                                     int nr, int d) {
+    int j = 0;
+    for (; j + 8 <= d; j += 8) {
+        __m256d s0 = _mm256_loadu_pd(sum + j), s1 = _mm256_loadu_pd(sum + j + 4);
+        __m256d q0 = _mm256_loadu_pd(sq + j), q1 = _mm256_loadu_pd(sq + j + 4);
+        for (int r = 0; r < nr; r++) {
+            __m256 f = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)rows + (size_t)r * d + j)))
+                           : _mm256_loadu_ps((const float *)rows + (size_t)r * d + j);
+            __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+            s0 = _mm256_add_pd(s0, lo);
+            s1 = _mm256_add_pd(s1, hi);
+            q0 = _mm256_add_pd(q0, _mm256_mul_pd(lo, lo));
+            q1 = _mm256_add_pd(q1, _mm256_mul_pd(hi, hi));
+        }
+        _mm256_storeu_pd(sum + j, s0);
+        _mm256_storeu_pd(sum + j + 4, s1);
+        _mm256_storeu_pd(sq + j, q0);
+        _mm256_storeu_pd(sq + j + 4, q1);
+    }
+    for (; j < d; j++)
+        for (int r = 0; r < nr; r++) {
+            size_t i = (size_t)r * d + j;
+            double v = f16 ? (double)f16_to_f32(((const uint16_t *)rows)[i]) : (double)((const float *)rows)[i];
+            sum[j] += v;
+            sq[j] += v * v;
+        }
+}
+#endif
+
+static void accumulate_rows(double *sum, double *sq, const void *rows, int f16, int nr, int d) {
+#ifdef RS_HAVE_F16C_PATH
+    if (cpu_has_f16c()) {
+        accumulate_rows_hw(sum, sq, rows, f16, nr, d);
+        return;
+    }
+#endif
+    accumulate_rows_scalar(sum, sq, rows, f16, nr, d);
+}
+
+/* Halves of one conversion block. */
+static size_t block_halves(int d) {
+    size_t rows = PACK_BLOCK / d > 0 ? PACK_BLOCK / d : 1;
+    return rows * (size_t)d;
+}
+
+/* One layer of a batch: x (n_seq*T, d) -> the packed stored rows at out, which is x itself (packed
+ * in place) or does not overlap it. Returns 0, or 1 with *bad filled (nothing of x is changed from
+ * the bad block on), or -1 if the float16 conversion disagrees with the range check. */
+static int pack_layer(rs_actstore *st, rs_actstore_bad *bad, double *sum /* (d) */, double *sq /* (d) */,
+                      unsigned char *out, const float *x, int n_seq) {
+    const int d = st->id.d, T = st->id.T, skip = st->id.skip_pos0, tps = T - skip;
+    const int f16 = st->id.dtype == RS_DTYPE_F16;
+    const int block_rows = PACK_BLOCK / d > 0 ? PACK_BLOCK / d : 1;
+    uint16_t *h16 = st->scratch; /* (block_rows * d) */
+    const size_t out_row = (size_t)d * (f16 ? sizeof(uint16_t) : sizeof(float));
+    for (int s = 0; s < n_seq; s++) {
+        const float *seq = x + (size_t)s * T * d;
+        if (skip && !all_finite(seq, (size_t)d)) { /* excluded position 0: only finite */
+            int r = 0, j = 0;
+            find_bad(&r, &j, seq, 1, d, 0);
+            *bad = (rs_actstore_bad){.seq = s, .pos = 0, .dim = j, .value = seq[j]};
+            return 1;
+        }
+        for (int t0 = skip; t0 < T; t0 += block_rows) {
+            const int nr = T - t0 < block_rows ? T - t0 : block_rows;
+            const float *src = seq + (size_t)t0 * d;
+            const size_t nv = (size_t)nr * d;
+            /* in place, the source block is read completely before its packed rows are stored: a
+             * packed row never lies past its source row, so later blocks are never overwritten early */
+            int ok = f16 ? (rs_f32_to_f16_n(h16, src, nv), all_half_finite(h16, nv)) : all_finite(src, nv);
+            if (!ok) {
+                int r = 0, j = 0;
+                if (!find_bad(&r, &j, src, nr, d, f16)) return -1; /* the conversion disagrees with the check */
+                *bad = (rs_actstore_bad){.seq = s, .pos = t0 + r, .dim = j, .value = src[(size_t)r * d + j],
+                                         .out_of_range = isfinite(src[(size_t)r * d + j])};
+                return 1;
+            }
+            unsigned char *dst = out + ((size_t)s * tps + (size_t)(t0 - skip)) * out_row;
+            if (f16) {
+                accumulate_rows(sum, sq, h16, 1, nr, d); /* statistics of what is stored */
+                memcpy(dst, h16, nv * sizeof *h16);
+            } else {
+                accumulate_rows(sum, sq, src, 0, nr, d);
+                if ((const unsigned char *)src != dst) memmove(dst, src, nv * sizeof *src);
+            }
+        }
+    }
+    return 0;
+}
+
+#ifdef SYNC_FILE_RANGE_WRITE
+/* Start write-back of every dirty page of the store without waiting for it: the disk works while
+ * the next batch is computed, and the durability flush (an fsync) finds little left to write. */
+static void start_writeback(const rs_actstore *st) {
+    if (st->wb_fd > 0) (void)sync_file_range(st->wb_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+#else
+static void start_writeback(const rs_actstore *st) { (void)st; }
+#endif
+
+static rs_err pack_prepare(rs_actstore *st) {
+    const int d = st->id.d;
+    const size_t need = block_halves(d); /* halves of a conversion block */
+    if (st->scratch_n < need) {
+        free(st->scratch);
+        st->scratch = rs_calloc_aligned(need, sizeof *st->scratch);
+        st->scratch_n = st->scratch ? need : 0;
+        if (!st->scratch) RS_FAIL(RS_ERR_NOMEM, "activation store: out of memory for a conversion block");
+    }
+    if (!st->stat_buf) {
+        st->stat_buf = malloc((size_t)st->id.n_layers * (2 * (size_t)d + 1) * sizeof *st->stat_buf);
+        RS_CHECK_ALLOC(st->stat_buf);
+    }
+    return RS_OK;
+}
+
+rs_err rs_actstore_pack_layer(rs_actstore *st, rs_actstore_bad *bad, int layer_index, void *dst, const float *src,
+                              int n_seq) {
+    if (layer_index < 0 || layer_index >= st->id.n_layers)
+        RS_FAIL(RS_ERR_INVAL, "activation store: layer index %d out of range", layer_index);
+    if (!st->writable) RS_FAIL(RS_ERR_INVAL, "%s: opened read-only", st->path);
+    RS_TRY(pack_prepare(st));
+    const int d = st->id.d;
+    double t0 = rs_now();
+    double *sum = st->stat_buf + (size_t)layer_index * (2 * (size_t)d + 1), *sq = sum + d;
+    memset(sum, 0, (2 * (size_t)d + 1) * sizeof *sum);
+    st->packed[layer_index] = 0;
+    rs_actstore_bad b;
+    int rc = pack_layer(st, &b, sum, sq, dst, src, n_seq);
+    st->pack_s += rs_now() - t0;
+    if (rc < 0) RS_FAIL(RS_ERR_INTERNAL, "%s: the float16 conversion and the range check disagree", st->path);
+    if (rc) {
+        b.layer_index = layer_index;
+        if (bad) *bad = b;
+        RS_FAIL(RS_ERR_NUMERIC, "%s: %s value %g for layer %d (sequence %d of the batch, position %d)", st->path,
+                b.out_of_range ? "out-of-float16-range" : "non-finite", (double)b.value, st->id.layers[layer_index],
+                b.seq, b.pos);
+    }
+    /* per-dimension sums of squares added in dimension order: fixed, so deterministic */
+    double sqn = 0.0;
+    for (int j = 0; j < d; j++) sqn += sq[j];
+    sum[2 * (size_t)d] = sqn;
+    st->packed[layer_index] = 1;
+    st->packed_n_seq = n_seq;
+    return RS_OK;
+}
+
+rs_err rs_actstore_write_packed(rs_actstore *st, int split, int64_t batch, const void *const *packed, int n_seq) {
+    if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
+    if (st->file <= 0) RS_FAIL(RS_ERR_INVAL, "activation store: not open");
+    if (!st->writable) RS_FAIL(RS_ERR_INVAL, "%s: opened read-only", st->path);
+    int64_t row0 = 0, nb = 0;
+    RS_TRY(rs_actstore_batch_rows(&row0, &nb, st, split, batch));
+    if ((int64_t)n_seq * st->tokens_per_seq != nb)
+        RS_FAIL(RS_ERR_INTERNAL, "%s: batch %lld of %s has %lld rows, %d sequences given", st->path, (long long)batch,
+                rs_split_name(split), (long long)nb, n_seq);
+    const int d = st->id.d, nl = st->id.n_layers;
+    for (int i = 0; i < nl; i++)
+        if (!st->packed[i] || st->packed_n_seq != n_seq)
+            RS_FAIL(RS_ERR_INTERNAL, "%s: layer %d of batch %lld was not packed before the write", st->path,
+                    st->id.layers[i], (long long)batch);
+    double t1 = rs_now();
+    const size_t stride = 2 * (size_t)d + 1; /* sum (d), sq (d), sqnorm */
+    const hid_t mtype = st->id.dtype == RS_DTYPE_F16 ? st->half_type : H5T_NATIVE_FLOAT;
+    herr_t e = 0;
+    int li = 0;
+    for (; li < nl && e >= 0; li++) {
+        const double *sum = st->stat_buf + (size_t)li * stride;
+        e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)nb, (hsize_t)d, packed[li]);
+        if (e >= 0) e = dset_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)batch, 1, (hsize_t)d, sum);
+        if (e >= 0) e = dset_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)batch, 1, 1, sum + 2 * d);
+    }
+    memset(st->packed, 0, sizeof st->packed);
+    if (e >= 0) start_writeback(st);
+    st->io_s += rs_now() - t1;
+    if (e < 0)
+        RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
+                rs_split_name(split), st->id.layers[li - 1]);
+    return RS_OK;
+}
+
+rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int split, int64_t batch,
+                                      float *const *bufs, int n_seq) {
+    for (int i = 0; i < st->id.n_layers; i++) RS_TRY(rs_actstore_pack_layer(st, bad, i, bufs[i], bufs[i], n_seq));
+    return rs_actstore_write_packed(st, split, batch, (const void *const *)bufs, n_seq);
 }
 
 rs_err rs_actstore_flush(rs_actstore *st) {

@@ -370,7 +370,7 @@ int rs_cmd_forward(int argc, char **argv) {
             rs_blas_threads(), rs_blas_corename());
     rs_progress pr;
     rs_progress_init(&pr, "forward", (double)(hi - lo) * T, "tok", rank == 0);
-    const double cpu0 = cpu_seconds();
+    const double cpu0 = cpu_seconds(), t_loop0 = rs_now();
     for (int64_t s0 = lo; s0 < hi && !err; s0 += B) {
         int nb = (int)(hi - s0 < B ? hi - s0 : B);
         err = rs_tokens_read(tok, &tk, s0, nb);
@@ -394,11 +394,18 @@ int rs_cmd_forward(int argc, char **argv) {
         RS_INFO("forward: %.2f s of CPU time in the loop (all threads of rank 0), %.1f tok per CPU second", cpu,
                 cpu > 0 ? (double)(hi - lo) * T / cpu : 0.0);
     }
+    /* the loop of the slowest rank: the time all sequences took (start-up and output excluded) */
+    double t_loop = rs_now() - t_loop0;
     if (use_mpi) {
         err = agreed(err, comm);
         double local = ce_sum;
         MPI_Allreduce(&local, &ce_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
+        local = t_loop;
+        MPI_Allreduce(&local, &t_loop, 1, MPI_DOUBLE, MPI_MAX, comm);
     }
+    if (!err)
+        RS_INFO("forward: %lld tok on %d rank(s) in %.2fs (the slowest rank's loop): %.1f tok/s", (long long)n_seq * T,
+                size, t_loop, t_loop > 0 ? (double)n_seq * T / t_loop : 0.0);
     if (!err) {
         double mean = ce_sum / ((double)n_seq * (T - 1));
         long long ns = (long long)n_seq;

@@ -211,40 +211,24 @@ static rs_err journal_append(int fd, const char *path, const char *text, size_t 
  * one batch
  * ---------------------------------------------------------------------------------------------- */
 
-/* 1 if every |x| < limit (NaN fails the comparison); branch-free so it vectorizes. */
-static int all_below(const float *restrict x, size_t n, float limit) {
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= !(fabsf(x[i]) < limit);
-    return !bad;
-}
+/* The batch's put: pack layer i from the producer's stream into bufs[i]. */
+typedef struct put_ctx {
+    rs_actstore *st;
+    float *const *bufs;
+    int n_seq;
+    unsigned char put[RS_ACTSTORE_MAX_LAYERS]; /* layer i was put */
+    int has_bad;
+    rs_actstore_bad bad;
+} put_ctx;
 
-/* Every produced value must be finite; float16 stores also need the stored rows in range.
- * The fast scan decides; the slow one only runs to name the first bad value. */
-static rs_err check_values(const float *x /* (n_seq*T, d) */, const rs_harvest_batch *b, int layer, int f16,
-                           int skip_pos0) {
-    const size_t rl = (size_t)b->d, n = (size_t)b->n_seq * b->T * rl;
-    int ok = all_below(x, n, INFINITY);
-    if (ok && f16)
-        for (int s = 0; s < b->n_seq && ok; s++)
-            ok = all_below(x + ((size_t)s * b->T + (size_t)skip_pos0) * rl, (size_t)(b->T - skip_pos0) * rl, 65520.0f);
-    if (ok) return RS_OK;
-    for (int s = 0; s < b->n_seq; s++)
-        for (int t = 0; t < b->T; t++) {
-            const float *row = x + ((size_t)s * b->T + t) * b->d;
-            for (int j = 0; j < b->d; j++) {
-                float v = row[j];
-                int bad = !isfinite(v);
-                int range = !bad && f16 && !(skip_pos0 && t == 0) && fabsf(v) >= 65520.0f;
-                if (bad || range)
-                    RS_FAIL(RS_ERR_NUMERIC,
-                            "harvest: %s value %g produced for split %s, layer %d, sequence %d (batch %lld), "
-                            "position %d, dim %d; nothing of this batch was stored%s",
-                            bad ? "non-finite" : "out-of-float16-range", (double)v, rs_split_name(b->split), layer,
-                            b->seq_ids[s], (long long)b->batch, t, j,
-                            range ? " (use dtype float32 for this model)" : "");
-            }
-        }
-    RS_FAIL(RS_ERR_INTERNAL, "harvest: value check disagrees with itself");
+static rs_err put_layer(void *vctx, int i, const float *h) {
+    put_ctx *c = vctx;
+    if (i < 0 || i >= c->st->id.n_layers || c->put[i])
+        RS_FAIL(RS_ERR_INTERNAL, "harvest: producer put layer index %d twice or out of range", i);
+    rs_err err = rs_actstore_pack_layer(c->st, &c->bad, i, c->bufs[i], h, c->n_seq);
+    c->has_bad = err == RS_ERR_NUMERIC;
+    c->put[i] = !err;
+    return err;
 }
 
 static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *bufs, const rs_splits *splits,
@@ -253,24 +237,36 @@ static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *
     const rs_split *sp = &splits->split[split];
     int64_t s0 = batch * id->batch_seqs;
     int n_seq = (int)(sp->n_seq - s0 < id->batch_seqs ? sp->n_seq - s0 : id->batch_seqs);
+    put_ctx pc;
+    memset(&pc, 0, sizeof pc);
+    pc.st = st;
+    pc.bufs = bufs;
+    pc.n_seq = n_seq;
     rs_harvest_batch b = {.split = split, .batch = batch, .seq_ids = sp->seq_ids + s0, .n_seq = n_seq,
-                          .T = id->T, .n_layers = id->n_layers, .layers = id->layers, .d = id->d};
-    double t0 = rs_now();
-    RS_TRY(produce(ctx, bufs, &b));
-    double t1 = rs_now();
-    for (int i = 0; i < id->n_layers; i++)
-        RS_TRY(check_values(bufs[i], &b, id->layers[i], id->dtype == RS_DTYPE_F16, id->skip_pos0));
-    const size_t d = (size_t)id->d;
-    const int tps = id->T - id->skip_pos0;
-    for (int i = 0; i < id->n_layers; i++) {
-        float *x = bufs[i];
-        if (id->skip_pos0) /* compact (n_seq*T, d) -> (n_seq*(T-1), d); destination never passes source */
-            for (int s = 0; s < n_seq; s++)
-                memmove(x + (size_t)s * tps * d, x + ((size_t)s * id->T + 1) * d, (size_t)tps * d * sizeof *x);
-        RS_TRY(rs_actstore_write_batch(st, split, id->layers[i], batch, x, (int64_t)n_seq * tps));
+                          .T = id->T, .n_layers = id->n_layers, .layers = id->layers, .d = id->d,
+                          .put = put_layer, .put_ctx = &pc};
+    double t0 = rs_now(), pack0 = st->pack_s;
+    rs_err err = produce(ctx, bufs, &b);
+    /* the packing inside the producer's puts is the store's time, not the producer's */
+    stats->produce_s += rs_now() - t0 - (st->pack_s - pack0);
+    /* the layers not put are checked, packed and summed in place; nothing is written unless every
+     * layer is valid */
+    for (int i = 0; !err && i < id->n_layers; i++)
+        if (!pc.put[i]) {
+            err = rs_actstore_pack_layer(st, &pc.bad, i, bufs[i], bufs[i], n_seq);
+            pc.has_bad = err == RS_ERR_NUMERIC;
+        }
+    if (err == RS_ERR_NUMERIC && pc.has_bad) {
+        const rs_actstore_bad *bad = &pc.bad;
+        RS_FAIL(RS_ERR_NUMERIC,
+                "harvest: %s value %g produced for split %s, layer %d, sequence %d (batch %lld), "
+                "position %d, dim %d; nothing of this batch was stored%s",
+                bad->out_of_range ? "out-of-float16-range" : "non-finite", (double)bad->value, rs_split_name(split),
+                id->layers[bad->layer_index], b.seq_ids[bad->seq], (long long)batch, bad->pos, bad->dim,
+                bad->out_of_range ? " (use dtype float32 for this model)" : "");
     }
-    stats->produce_s += t1 - t0;
-    stats->write_s += rs_now() - t1;
+    RS_TRY(err);
+    RS_TRY(rs_actstore_write_packed(st, split, batch, (const void *const *)bufs, n_seq));
     stats->my_batches++;
     return RS_OK;
 }
@@ -280,23 +276,126 @@ static rs_err run_batch(rs_harvest_stats *stats, rs_actstore *st, float *const *
  * ---------------------------------------------------------------------------------------------- */
 
 static void report_ranks(const rs_harvest_stats *stats, MPI_Comm comm, int rank, int size) {
-    double mine[4] = {(double)stats->my_batches, stats->produce_s, stats->write_s, stats->sync_s};
-    double *all = rank == 0 ? malloc((size_t)size * 4 * sizeof *all) : NULL;
-    MPI_Gather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, comm);
+    enum { NV = 7 };
+    double mine[NV] = {(double)stats->my_batches, stats->produce_s, stats->pack_s, stats->io_s,
+                       stats->wait_s,             stats->flush_s,   stats->loop_s};
+    double *all = rank == 0 ? malloc((size_t)size * NV * sizeof *all) : NULL;
+    MPI_Gather(mine, NV, MPI_DOUBLE, all, NV, MPI_DOUBLE, 0, comm);
     if (rank != 0 || !all) return;
     double busy_max = 0, busy_sum = 0;
     for (int r = 0; r < size; r++) {
-        double *v = all + 4 * r;
-        double busy = v[1] + v[2];
+        double *v = all + NV * r;
+        double busy = v[1] + v[2] + v[3];
         busy_max = busy > busy_max ? busy : busy_max;
         busy_sum += busy;
-        RS_INFO("harvest rank %d: %.0f batches, produce %.2fs, write %.2fs, flush+wait %.2fs", r, v[0], v[1], v[2],
-                v[3]);
+        double store = v[2] + v[3] + v[5];
+        RS_INFO("harvest rank %d: %.0f batches in %.2fs: produce %.2fs, store %.2fs (%.1f%%: check+pack+stats %.2fs, "
+                "write %.2fs, flush+journal %.2fs), waiting for other ranks %.2fs",
+                r, v[0], v[6], v[1], store, v[6] > 0 ? 100.0 * store / v[6] : 0.0, v[2], v[3], v[5], v[4]);
     }
     if (busy_sum > 0)
         RS_INFO("harvest balance: busiest rank %.2fs, mean %.2fs (max/mean %.2f)", busy_max, busy_sum / size,
                 busy_max / (busy_sum / size));
     free(all);
+}
+
+/* Flush the store on every rank, then record todo[*pending, upto) in the journal (rank 0). */
+static rs_err checkpoint(rs_harvest_stats *stats, rs_actstore *st, int jfd, const char *jpath, char *jbuf,
+                         const int64_t *todo, const batch_map *map, int64_t *pending, int64_t upto, MPI_Comm comm,
+                         int rank) {
+    rs_err err = rs_actstore_flush(st);
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL(RS_ERR_IO, "harvest: flush failed on another rank");
+        return err;
+    }
+    /* the data since the last flush is durable: record it */
+    if (rank == 0) {
+        size_t used = 0;
+        for (int64_t k = *pending; k < upto; k++) {
+            int s;
+            int64_t b;
+            global_to_local(&s, &b, map, todo[k]);
+            used += (size_t)sprintf(jbuf + used, "done %s %lld\n", rs_split_name(s), (long long)b);
+        }
+        err = journal_append(jfd, jpath, jbuf, used);
+    }
+    if (rs_mpi_agree(err, comm)) {
+        if (!err) RS_FAIL(RS_ERR_IO, "harvest: rank 0 could not append to the journal");
+        return err;
+    }
+    for (int64_t k = *pending; k < upto; k++) {
+        int s;
+        int64_t b, r0, nr;
+        global_to_local(&s, &b, map, todo[k]);
+        rs_actstore_batch_rows(&r0, &nr, st, s, b);
+        stats->tokens_run += nr;
+    }
+    stats->batches_run += upto - *pending;
+    *pending = upto;
+    return RS_OK;
+}
+
+/* A rank failed in the round starting at todo index first (agreed: out[0] its code, out[2] its
+ * rank): keep the rounds before it, whose agreements found no error, then return the failure. */
+static rs_err failed_round(rs_harvest_stats *stats, rs_actstore *st, int jfd, const char *jpath, char *jbuf,
+                           const int64_t *todo, const batch_map *map, int64_t *pending, int64_t first, MPI_Comm comm,
+                           int rank, rs_err my_err, const int *out) {
+    if (*pending < first) RS_TRY(checkpoint(stats, st, jfd, jpath, jbuf, todo, map, pending, first, comm, rank));
+    if (my_err) return my_err; /* its message is still the current one */
+    RS_FAIL(out[0], "harvest stopped: rank %d failed (its error is printed above)", out[2]);
+}
+
+/* The round agreements in flight (non-blocking MPI_MAX allreduces), oldest first. */
+enum { AGREE_LAG = 4 }; /* rounds a rank may run ahead of the slowest one */
+typedef struct agreement {
+    MPI_Request req;
+    int in[4];  /* my error, stop requested, my rank if I failed (else -1), rank 0 wants a checkpoint */
+    int out[4]; /* the maxima over the ranks */
+    int64_t first, last; /* the todo indices of the round */
+} agreement;
+typedef struct agreements {
+    agreement a[AGREE_LAG + 1];
+    int head, n;
+} agreements;
+
+static void agree_start(agreements *g, rs_err my_err, int stop, int rank, int flush, int64_t first, int64_t last,
+                        MPI_Comm comm) {
+    agreement *x = &g->a[(g->head + g->n) % (AGREE_LAG + 1)];
+    x->in[0] = my_err;
+    x->in[1] = stop;
+    x->in[2] = my_err ? rank : -1;
+    x->in[3] = flush;
+    x->first = first;
+    x->last = last;
+    MPI_Iallreduce(x->in, x->out, 4, MPI_INT, MPI_MAX, comm, &x->req);
+    g->n++;
+}
+
+static void agree_wait_oldest(agreement *done, agreements *g) {
+    agreement *x = &g->a[g->head];
+    MPI_Wait(&x->req, MPI_STATUS_IGNORE);
+    *done = *x;
+    g->head = (g->head + 1) % (AGREE_LAG + 1);
+    g->n--;
+}
+
+/* Complete every outstanding agreement. *sum: out[0], out[2] and first of the earliest round in
+ * which a rank failed (from prev too, if given), out[1] any stop, last of the newest round. */
+static void agree_settle(agreement *sum, agreements *g, const agreement *prev) {
+    agreement acc = {.out = {0, 0, -1, 0}};
+    if (prev) acc = *prev;
+    while (g->n) {
+        agreement x;
+        agree_wait_oldest(&x, g);
+        if (!acc.out[0] && x.out[0]) {
+            acc.out[0] = x.out[0];
+            acc.out[2] = x.out[2];
+            acc.first = x.first;
+        }
+        acc.out[1] |= x.out[1];
+        acc.last = x.last;
+    }
+    *sum = acc;
 }
 
 rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg, const rs_splits *splits,
@@ -421,14 +520,22 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
         free(jbuf);
         RS_FAIL_GOTO(out, RS_ERR_NOMEM, "harvest: out of memory for the journal buffer");
     }
+    /* Each rank starts the round's agreement (errors, stop request, rank 0's flush decision) without
+     * waiting and completes it AGREE_LAG rounds later: ranks wait for each other only when one falls
+     * that many rounds behind, so the slowdowns of different ranks (other work on shared cores)
+     * overlap instead of adding up. When a completed agreement asks for a checkpoint (or a stop),
+     * the ranks complete every outstanding agreement, flush and journal every batch written so
+     * far: the journal only records rounds that an agreement found free of errors. */
     double t_loop = rs_now();
-    int64_t tokens_done = 0;
     int64_t pending = 0; /* first todo index not yet journaled */
     double t_flush = rs_now();
+    agreements ag;
+    memset(&ag, 0, sizeof ag);
+    rs_err my_err = RS_OK; /* once a rank failed it runs no more batches, only the collectives */
+    const int every_round = cfg->flush_seconds <= 0; /* the same on every rank: checkpoint after each round */
     for (int64_t r = 0; r < n_rounds && !err; r++) {
         const int64_t first = r * per_global_round;
         const int64_t last = first + per_global_round < n_todo ? first + per_global_round : n_todo;
-        rs_err my_err = RS_OK;
         for (int j = 0; j < per_round && !my_err; j++) {
             int64_t k = first + (int64_t)j * size + rank;
             if (k >= n_todo) break;
@@ -437,55 +544,29 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             global_to_local(&s, &b, &map, todo[k]);
             my_err = run_batch(&stats, &st, bufs, splits, s, b, produce, ctx);
         }
-        /* every rank reaches this point each round, with or without a batch; rank 0's clock
-         * decides when to flush so that all ranks agree */
+        /* every rank reaches this point each round, with or without a batch; rank 0's clock decides
+         * when to checkpoint, so that all ranks agree */
         double t_sync = rs_now();
-        int flush_now = rank == 0 && (last == n_todo || t_sync - t_flush >= cfg->flush_seconds);
-        int in[4] = {my_err, cfg->stop ? (int)*cfg->stop : 0, my_err ? rank : -1, flush_now}, agreed[4];
-        MPI_Allreduce(in, agreed, 4, MPI_INT, MPI_MAX, comm);
-        if (agreed[0]) {
-            if (my_err) err = my_err;
-            else err = rs_err_set(agreed[0], __FILE__, __LINE__, __func__,
-                                  "harvest stopped: rank %d failed (its error is printed above)", agreed[2]);
+        agree_start(&ag, my_err, cfg->stop ? (int)*cfg->stop : 0, rank,
+                    rank == 0 && t_sync - t_flush >= cfg->flush_seconds, first, last, comm);
+        agreement prev = {.out = {0, 0, -1, 0}};
+        if (ag.n > AGREE_LAG) agree_wait_oldest(&prev, &ag);
+        agreement settled = {.out = {0, 0, -1, 0}};
+        if (prev.out[0] || prev.out[1] || prev.out[3] || every_round) agree_settle(&settled, &ag, &prev);
+        double t_waited = rs_now();
+        stats.wait_s += t_waited - t_sync;
+        if (settled.out[0]) { /* a rank failed in round settled.first: keep the rounds before it */
+            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, settled.first, comm, rank, my_err,
+                               settled.out);
             break;
         }
-        if (!agreed[3] && !agreed[1]) {
-            stats.sync_s += rs_now() - t_sync;
-            continue;
-        }
-        err = rs_actstore_flush(&st);
-        if (rs_mpi_agree(err, comm)) {
-            if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: flush failed on another rank");
-            break;
-        }
-        /* the data since the last flush is durable: record it */
-        if (rank == 0) {
-            size_t used = 0;
-            for (int64_t k = pending; k < last; k++) {
-                int s;
-                int64_t b;
-                global_to_local(&s, &b, &map, todo[k]);
-                used += (size_t)sprintf(jbuf + used, "done %s %lld\n", rs_split_name(s), (long long)b);
-            }
-            err = journal_append(jfd, jpath, jbuf, used);
-        }
-        if (rs_mpi_agree(err, comm)) {
-            if (!err) err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not append to the journal");
-            break;
-        }
+        if (!prev.out[1] && !prev.out[3] && !every_round) continue;
+        err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, last, comm, rank);
         t_flush = rs_now();
-        stats.sync_s += t_flush - t_sync;
-        for (int64_t k = pending; k < last; k++) {
-            int s;
-            int64_t b, r0, nr;
-            global_to_local(&s, &b, &map, todo[k]);
-            rs_actstore_batch_rows(&r0, &nr, &st, s, b);
-            tokens_done += nr;
-        }
-        stats.batches_run += last - pending;
-        pending = last;
-        rs_progress_update(&prog, (double)tokens_done);
-        if (agreed[1] && last < n_todo) {
+        stats.flush_s += t_flush - t_waited;
+        if (err) break;
+        rs_progress_update(&prog, (double)stats.tokens_run);
+        if (settled.out[1] && pending < n_todo) {
             RS_INFO("harvest: stop requested; %lld of %lld batches done, the next run continues",
                     (long long)(stats.batches_skipped + stats.batches_run), (long long)total);
             err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
@@ -493,17 +574,43 @@ rs_err rs_harvest_run(rs_harvest_stats *stats_out, const rs_harvest_config *cfg,
             break;
         }
     }
+    /* the outstanding agreements, then the final checkpoint; after a failed flush every rank is
+     * here with the same agreements outstanding */
+    if (ag.n) {
+        double t_sync = rs_now();
+        agreement settled = {.out = {0, 0, -1, 0}};
+        agree_settle(&settled, &ag, NULL);
+        double t_waited = rs_now();
+        stats.wait_s += t_waited - t_sync;
+        if (!err && settled.out[0])
+            err = failed_round(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, settled.first, comm, rank, my_err,
+                               settled.out);
+        if (!err && pending < settled.last) {
+            err = checkpoint(&stats, &st, jfd, jpath, jbuf, todo, &map, &pending, settled.last, comm, rank);
+            stats.flush_s += rs_now() - t_waited;
+        }
+    }
     free(jbuf);
     stats.seconds = rs_now() - t_loop;
-    stats.tokens_run = tokens_done;
+    stats.loop_s = stats.seconds;
+    stats.pack_s = st.pack_s;
+    stats.io_s = st.io_s;
     if (!err) {
+        rs_progress_update(&prog, (double)stats.tokens_run);
         rs_progress_finish(&prog);
         report_ranks(&stats, comm, rank, size);
+        double t_fin = rs_now();
         RS_TRY_GOTO(rs_actstore_finalize(&st), out);
         if (rank == 0) err = journal_append(jfd, jpath, "complete\n", 9);
         if (rs_mpi_agree(err, comm) && !err)
             err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "harvest: rank 0 could not complete the journal");
-        if (!err) RS_INFO("harvest: %s complete", store_path);
+        stats.finalize_s = rs_now() - t_fin;
+        if (!err)
+            RS_INFO("harvest: %s complete; %lld tok in %.2fs including the statistics and the last flush "
+                    "(finalize %.2fs): %.1f tok/s",
+                    store_path, (long long)stats.tokens_run, stats.seconds + stats.finalize_s, stats.finalize_s,
+                    stats.seconds + stats.finalize_s > 0 ? (double)stats.tokens_run / (stats.seconds + stats.finalize_s)
+                                                         : 0.0);
     }
 out:
     if (jfd >= 0) close(jfd);

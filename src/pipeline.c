@@ -153,7 +153,10 @@ typedef struct harvest_ctx {
 static rs_err capture_hook(void *vctx, int layer, float *h, int B, int T, int d) {
     harvest_ctx *c = vctx;
     for (int i = 0; i < c->b->n_layers; i++)
-        if (c->b->layers[i] == layer) memcpy(c->out[i], h, sizeof(float) * (size_t)B * (size_t)T * (size_t)d);
+        if (c->b->layers[i] == layer) {
+            if (c->b->put) return c->b->put(c->b->put_ctx, i, h); /* packed into the store's buffer at once */
+            memcpy(c->out[i], h, sizeof(float) * (size_t)B * (size_t)T * (size_t)d);
+        }
     return RS_OK;
 }
 

@@ -102,6 +102,11 @@ typedef struct rs_actstore {
     hid_t complete;
     uint16_t *scratch; /* f16 conversion buffer for writes */
     size_t scratch_n;
+    double *stat_buf;  /* (n_layers, 2d + 1) batch statistics of the layers packed for the next write */
+    unsigned char packed[RS_ACTSTORE_MAX_LAYERS]; /* layer packed since the last write */
+    int packed_n_seq;
+    int wb_fd;         /* a plain descriptor of the file for starting write-back early; -1: none */
+    double pack_s, io_s; /* seconds spent checking/packing/summing and in the writes (this rank) */
 } rs_actstore;
 
 /* Create (truncate) the store at path for this identity and splits. Collective. */
@@ -132,6 +137,37 @@ rs_err rs_actstore_batch_rows(int64_t *row0, int64_t *n, const rs_actstore *st, 
  * with them. Values must be finite (and within float16 range for float16 stores). */
 rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t batch,
                                const float *rows /* (n, d) */, int64_t n);
+/* Where rs_actstore_write_batch_layers found a value it cannot store. */
+typedef struct rs_actstore_bad {
+    int layer_index;  /* into id.layers */
+    int seq;          /* sequence within the batch */
+    int pos;          /* position within the sequence (0 .. T-1, position 0 included) */
+    int dim;
+    float value;
+    int out_of_range; /* finite, but it would round to infinity in float16 */
+} rs_actstore_bad;
+
+/* Harvest's write: every stored layer of one batch at once, straight from a producer's buffers.
+ * bufs[i] (n_seq * T, d) holds layer id.layers[i] at all T positions of the batch's n_seq sequences
+ * (n_seq must be the batch's). One pass over each buffer checks every value (finite everywhere,
+ * below 65520 in magnitude at the stored positions of a float16 store), packs the stored rows (position 0
+ * left out when the store excludes it) to the front of the buffer in the stored type and sums the
+ * batch statistics of the stored values; the buffers are overwritten. Only when every layer passed
+ * are the rows and statistics written (independent I/O), and write-back of the new data to disk is
+ * started without waiting, so that a later flush finds little left to do. A bad value writes
+ * nothing and returns RS_ERR_NUMERIC with the first bad value (in layer, sequence, position, dim
+ * order) in *bad. The bytes written equal those of rs_actstore_write_batch on the packed rows. */
+rs_err rs_actstore_write_batch_layers(rs_actstore *st, rs_actstore_bad *bad, int split, int64_t batch,
+                                      float *const *bufs /* (n_layers) of (n_seq*T, d) */, int n_seq);
+/* The two halves of rs_actstore_write_batch_layers, for writers that pack each layer as soon as it
+ * exists (while it is still in cache). rs_actstore_pack_layer: check, pack and sum layer id.layers[i]
+ * of a batch of n_seq sequences, src (n_seq*T, d) -> dst (n_seq*tokens_per_seq, d) in the stored
+ * type; dst is src itself (packed in place) or does not overlap it; the statistics stay in the store
+ * for the write. RS_ERR_NUMERIC with *bad on a value that cannot be stored. rs_actstore_write_packed:
+ * write the packed rows of every layer (packed[i] from rs_actstore_pack_layer for this batch, every
+ * layer packed since the last write) and their statistics. */
+rs_err rs_actstore_pack_layer(rs_actstore *st, rs_actstore_bad *bad, int i, void *dst, const float *src, int n_seq);
+rs_err rs_actstore_write_packed(rs_actstore *st, int split, int64_t batch, const void *const *packed, int n_seq);
 /* Make every write so far durable (H5Fflush, which syncs the MPI-IO file). Collective. */
 rs_err rs_actstore_flush(rs_actstore *st);
 /* Sum the per-batch statistics in batch order, write the means and mean squared norms, make them

@@ -4,13 +4,20 @@
  *
  * Work unit: a global batch of batch_seqs consecutive sequences of one split (fixed boundaries in
  * split order, so the values never depend on the rank count). The batches not yet done are dealt
- * round-robin over the ranks, batches_per_round per rank per round. After a round (every round, or
- * the first one flush_seconds after the previous flush) the ranks flush the store collectively
- * (durable data), then rank 0 appends the ids of the batches written since the last flush to
- * <run_dir>/harvest.journal and fsyncs it: a batch is recorded only after its data is durable.
- * A restart skips the recorded batches, so a harvest killed at any instant and restarted ends
- * with a store identical to an uninterrupted run. When all batches are done the per-batch
- * statistics are summed (rs_actstore_finalize) and the journal gets its "complete" line.
+ * round-robin over the ranks, batches_per_round per rank per round. Each batch is checked, packed
+ * and written by its rank alone (rs_actstore_pack_layer, as the producer puts each layer, and
+ * rs_actstore_write_packed: independent I/O, write-back to disk started at once). At the end of a
+ * round every rank starts a non-blocking agreement (errors, stop request, rank 0's flush decision)
+ * and completes it up to 4 rounds later, so ranks wait for each other only when one falls that far
+ * behind. A checkpoint (after every round when flush_seconds <= 0; else once an agreement reports
+ * that rank 0 saw flush_seconds pass since the previous checkpoint; also on a stop request)
+ * completes every outstanding agreement, then the ranks flush the store collectively (durable
+ * data), then rank 0 appends the ids of the batches
+ * written since the last checkpoint to <run_dir>/harvest.journal and fsyncs it: a batch is recorded
+ * only after its data is durable and an agreement found its round free of errors. A restart skips
+ * the recorded batches, so a harvest killed at any instant and restarted ends with a store
+ * identical to an uninterrupted run. When all batches are done the per-batch statistics are summed
+ * (rs_actstore_finalize) and the journal gets its "complete" line.
  *
  * Journal format (text, one record per line; a torn last line is dropped on restart):
  *   resae-harvest-journal 1 <identity hash, 16 hex digits>
@@ -39,13 +46,20 @@ typedef struct rs_harvest_batch {
     int n_layers;
     const int *layers;       /* (n_layers) model layers; -1 = embedding output */
     int d;
+    /* Instead of filling out[i], a producer may hand layer i's stream h (n_seq*T, d, laid out like
+     * out[i], only read during the call) to put(put_ctx, i, h) as soon as it exists: the driver
+     * checks, packs and sums it at once, while it is still in cache, and out[i] is not read. A
+     * nonzero return (RS_ERR_NUMERIC for a value that cannot be stored) must be returned by the
+     * producer. */
+    rs_err (*put)(void *put_ctx, int i, const float *h);
+    void *put_ctx;
 } rs_harvest_batch;
 
 /* Fill out[i] (n_seq*T, d), row s*T + t, with the residual stream after layers[i] at position t of
- * sequence seq_ids[s]. The buffers belong to the driver (allocated once, sized for a full batch).
- * A model forward over the batch's tokens that stops after the last needed block and whose
- * capture hook copies the stream after each needed block (and the embedding output for -1) into
- * out[i] is a producer; ctx carries the model and the token data. */
+ * sequence seq_ids[s] (or hand it to b->put). The buffers belong to the driver (allocated once,
+ * sized for a full batch). A model forward over the batch's tokens that stops after the last
+ * needed block and whose capture hook passes the stream after each needed block (and the
+ * embedding output for -1) to put is a producer; ctx carries the model and the token data. */
 typedef rs_err (*rs_harvest_produce_fn)(void *ctx, float *const *out, const rs_harvest_batch *b);
 
 typedef struct rs_harvest_config {
@@ -53,8 +67,8 @@ typedef struct rs_harvest_config {
     rs_actstore_identity id;    /* model/data identity, layers, d, dtype, batch_seqs, chunk_rows;
                                    the split fields are filled from the splits */
     int batches_per_round;      /* per rank per round (>= 1) */
-    double flush_seconds;       /* flush + journal after the first round ending this long after the
-                                   previous flush (0: after every round); bounds the work a kill loses */
+    double flush_seconds;       /* checkpoint (flush + journal) about this often (0: after every
+                                   round); bounds the work a kill loses */
     int force;                  /* recreate a store whose identity differs */
     volatile sig_atomic_t *stop; /* optional: nonzero asks for a clean stop at the next round */
 } rs_harvest_config;
@@ -64,10 +78,16 @@ typedef struct rs_harvest_stats {
     int64_t batches_skipped;  /* already done before this run */
     int64_t batches_run;      /* by every rank in this run */
     int64_t tokens_run;       /* stored rows per layer written in this run, all ranks */
-    double seconds;           /* wall time of the batch loop */
+    double seconds;           /* wall time of the batch loop (with the last checkpoint) */
+    double finalize_s;        /* summing the statistics, the final flushes and the journal's last line */
     /* this rank */
     int64_t my_batches;
-    double produce_s, write_s, sync_s;
+    double loop_s;            /* = seconds */
+    double produce_s;         /* the producer (the model forward with its capture copies) */
+    double pack_s;            /* checking, packing/converting and summing the batch statistics */
+    double io_s;              /* the store's writes (HDF5 independent writes, starting write-back) */
+    double wait_s;            /* waiting for the other ranks' round agreements */
+    double flush_s;           /* checkpoints: collective flushes and the journal */
 } rs_harvest_stats;
 
 /* Content hashes for the store's identity (FNV-1a 64 over the bytes, streamed).

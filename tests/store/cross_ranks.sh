@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stores harvested at 1, 2 and 4 ranks are identical (h5diff and a bitwise dataset comparison),
 # hold the producer's values (--check), and their statistics agree with the rows (store_info.py
-# --verify), also with position 0 kept and an empty split. The float16 store equals numpy's float16 rounding of the float32 store, bit for bit.
+# --verify), also with position 0 kept and an empty split, with the scalar code instead of F16C/AVX,
+# and with the layers handed to the driver's put. The float16 store equals numpy's float16 rounding of the float32 store, bit for bit.
 # usage: cross_ranks.sh DRIVER MPIEXEC OUT_DIR SRC_DIR
 set -euo pipefail
 driver=$1 mpiexec=$2 out=$3/cross_ranks src=$4
@@ -15,7 +16,11 @@ run() { # ranks dir args...
 }
 for dt in float32 float16; do
   for n in 1 2 4; do run "$n" "$out/$dt-np$n" --dtype "$dt" --per-round $((n == 2 ? 3 : 1)); done
-  for n in 2 4; do
+  # the scalar conversion and statistics code (no F16C/AVX) writes the same bytes
+  RESAE_NO_F16C=1 run 2 "$out/$dt-np2-scalar" --dtype "$dt"
+  # layers handed over through the driver's put (packed out of place) instead of the buffers
+  run 2 "$out/$dt-np2-put" --dtype "$dt" --put
+  for n in 2 4 2-scalar 2-put; do
     h5diff "$out/$dt-np1/activations.h5" "$out/$dt-np$n/activations.h5" \
       || { echo "FAIL: h5diff $dt np1 vs np$n"; exit 1; }
     "$py" "$src/analysis/store_info.py" "$out/$dt-np1" --compare "$out/$dt-np$n" >/dev/null \
@@ -23,6 +28,14 @@ for dt in float32 float16; do
   done
   "$py" "$src/analysis/store_info.py" "$out/$dt-np2" --verify | tail -1 | grep -q "store check: ok" \
     || { "$py" "$src/analysis/store_info.py" "$out/$dt-np2" --verify; echo "FAIL: verify $dt"; exit 1; }
+done
+# a width that is not a multiple of the SIMD width, checkpoints every 10 ms (round agreements that
+# complete a round later, ranks drifting apart by a 5 ms batch), the scalar code at 4 ranks
+run 1 "$out/d13-np1" --dtype float16 --d 13
+run 4 "$out/d13-np4" --dtype float16 --d 13 --flush-seconds 0.01 --sleep-us 5000
+RESAE_NO_F16C=1 run 4 "$out/d13-np4-scalar" --dtype float16 --d 13 --flush-seconds 0.02 --put
+for v in np4 np4-scalar; do
+  h5diff "$out/d13-np1/activations.h5" "$out/d13-$v/activations.h5" || { echo "FAIL: h5diff d13 np1 vs $v"; exit 1; }
 done
 # position 0 kept and an empty calibration split
 for n in 1 4; do run "$n" "$out/keep0-np$n" --keep-pos0 --calib-tokens 0; done

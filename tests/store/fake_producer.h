@@ -1,11 +1,13 @@
 /* A deterministic stand-in for the model: value(seq, pos, layer, dim) from a hash, so any rank can
  * recompute what belongs at any row. Values lie in [-4, 4] + 0.25 * (layer + 2) (a nonzero mean per
  * layer, well inside float16 range). Optional: a per-batch sleep (to let kills land mid-run), a NaN
- * at one (seq, pos, layer), a failure at the n-th call, and a call counter. */
+ * at one (seq, pos, layer), a failure at the n-th call, a call counter, and handing the layers to the
+ * driver's put instead of filling its buffers. */
 #ifndef RESAE_TEST_FAKE_PRODUCER_H
 #define RESAE_TEST_FAKE_PRODUCER_H
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -31,6 +33,7 @@ typedef struct fake_producer {
     float bad_value;    /* what is planted at (nan_seq, nan_pos, nan_layer); NaN by default */
     long fail_at_call;  /* 1-based call that fails; 0: never */
     long calls;
+    int use_put;        /* hand the layers to b->put instead of filling out[] */
 } fake_producer;
 
 static inline void fake_producer_init(fake_producer *p) {
@@ -40,6 +43,7 @@ static inline void fake_producer_init(fake_producer *p) {
     p->bad_value = (float)NAN;
     p->fail_at_call = 0;
     p->calls = 0;
+    p->use_put = 0;
 }
 
 static inline rs_err fake_produce(void *ctx, float *const *out, const rs_harvest_batch *b) {
@@ -51,14 +55,25 @@ static inline rs_err fake_produce(void *ctx, float *const *out, const rs_harvest
         struct timespec ts = {p->sleep_us / 1000000, (p->sleep_us % 1000000) * 1000};
         nanosleep(&ts, NULL);
     }
-    for (int i = 0; i < b->n_layers; i++)
+    /* with use_put, each layer goes through b->put from a buffer of its own, as a model's hook would */
+    float *own = p->use_put && b->put ? malloc(sizeof(float) * (size_t)b->n_seq * b->T * b->d) : NULL;
+    if (p->use_put && b->put && !own) RS_FAIL(RS_ERR_NOMEM, "fake producer: out of memory");
+    for (int i = 0; i < b->n_layers; i++) {
+        float *x = own ? own : out[i];
         for (int s = 0; s < b->n_seq; s++)
             for (int t = 0; t < b->T; t++) {
-                float *row = out[i] + ((size_t)s * b->T + t) * b->d;
+                float *row = x + ((size_t)s * b->T + t) * b->d;
                 for (int j = 0; j < b->d; j++) row[j] = fake_value(b->seq_ids[s], t, b->layers[i], j);
                 if (b->seq_ids[s] == p->nan_seq && t == p->nan_pos && b->layers[i] == p->nan_layer)
                     row[b->d / 2] = p->bad_value;
             }
+        rs_err err = own ? b->put(b->put_ctx, i, own) : RS_OK;
+        if (err) {
+            free(own);
+            return err;
+        }
+    }
+    free(own);
     return RS_OK;
 }
 

@@ -3,8 +3,8 @@
  * 3 interrupted (SIGTERM/SIGUSR1 after a checkpoint).
  *
  *   test_harvest_driver RUN_DIR [--dtype float32|float16] [--sleep-us N] [--per-round K]
- *       [--batch B] [--flush-seconds S] [--train-tokens N] [--calib-tokens N] [--model-hash H] [--force] [--nan SEQ,POS,LAYER]
- *       [--pid-dir DIR] [--check] [--keep-pos0] */
+ *       [--batch B] [--d D] [--flush-seconds S] [--train-tokens N] [--calib-tokens N] [--model-hash H] [--force] [--nan SEQ,POS,LAYER]
+ *       [--pid-dir DIR] [--check] [--keep-pos0] [--put] */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +42,12 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--force")) t.force = 1;
         else if (!strcmp(a, "--keep-pos0")) t.skip_pos0 = 0;
+        else if (!strcmp(a, "--put")) fp.use_put = 1;
         else if (v && !strcmp(a, "--dtype")) t.dtype = rs_dtype_from_name(argv[++i]);
         else if (v && !strcmp(a, "--sleep-us")) fp.sleep_us = atol(argv[++i]);
         else if (v && !strcmp(a, "--per-round")) t.per_round = atoi(argv[++i]);
         else if (v && !strcmp(a, "--batch")) t.batch_seqs = atoi(argv[++i]);
+        else if (v && !strcmp(a, "--d")) t.d = atoi(argv[++i]);
         else if (v && !strcmp(a, "--flush-seconds")) flush_s = atof(argv[++i]);
         else if (v && !strcmp(a, "--train-tokens")) t.budget[RS_SPLIT_TRAIN] = atoll(argv[++i]);
         else if (v && !strcmp(a, "--calib-tokens")) t.budget[RS_SPLIT_CALIB] = atoll(argv[++i]);

@@ -192,6 +192,27 @@ int main(int argc, char **argv) {
     EXPECT(first_calls >= hs.batches_skipped, "more batches journaled than produced");
     compare_stores(d_f32, d_resume, &t);
 
+    /* 4b. the same with a checkpoint interval: agreements complete some rounds late, and a rank
+     *     failing in round 2 (its 5th batch, 2 per round) still leaves rounds 0 and 1 recorded */
+    {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/resume_lag", base);
+        fake_producer_init(&fp);
+        if (g_rank == g_size - 1) fp.fail_at_call = 5;
+        rs_harvest_config cfg;
+        test_config(&cfg, &t, dir);
+        cfg.flush_seconds = 1e-9;
+        e = rs_harvest_run(&hs, &cfg, &sp, fake_produce, &fp, MPI_COMM_WORLD);
+        EXPECT(all_sum(e != RS_OK) == g_size, "failing producer not reported on every rank");
+        if (g_rank == g_size - 1) EXPECT(strstr(rs_err_msg(), "failing on purpose at call 5"), "message: %s", rs_err_msg());
+        fake_producer_init(&fp);
+        e = rs_harvest_run(&hs, &cfg, &sp, fake_produce, &fp, MPI_COMM_WORLD);
+        EXPECT(!e, "resume after a lagged failure: %s", rs_err_msg());
+        EXPECT(hs.batches_skipped == 4L * g_size, "skipped %lld, expected %d", (long long)hs.batches_skipped, 4 * g_size);
+        EXPECT(all_sum(fp.calls) == 25 - hs.batches_skipped, "resume ran %ld batches", all_sum(fp.calls));
+        compare_stores(d_f32, dir, &t);
+    }
+
     /* 5. another identity is refused with the field and the fix; --force recreates */
     test_setup tm = t;
     tm.model_hash = 0xabcdef;
@@ -269,6 +290,31 @@ int main(int argc, char **argv) {
                  "(batch 2), position 16", (int)fp.nan_seq);
         named = all_sum(strstr(rs_err_msg(), want) != NULL && strstr(rs_err_msg(), "use dtype float32") != NULL);
         EXPECT(all_sum(e == RS_ERR_NUMERIC) == g_size && named == 1, "float16 range: %s", rs_err_msg());
+    }
+
+    /* 6c. the same through the producer's put (packing while the stream is still in cache) */
+    {
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/nan_put", base);
+        fake_producer_init(&fp);
+        fp.use_put = 1;
+        fp.nan_seq = victim;
+        fp.nan_pos = 7;
+        fp.nan_layer = 1;
+        e = harvest(&hs, &t, &sp, dir, &fp);
+        snprintf(want, sizeof want,
+                 "non-finite value nan produced for split eval, layer 1, sequence %d (batch 1), position 7, dim 12",
+                 (int)victim);
+        named = all_sum(strstr(rs_err_msg(), want) != NULL);
+        EXPECT(all_sum(e == RS_ERR_NUMERIC) == g_size && named == 1, "NaN through put: %s", rs_err_msg());
+        test_setup tr = t16;
+        tr.force = 1;
+        fake_producer_init(&fp);
+        fp.use_put = 1;
+        snprintf(dir, sizeof dir, "%s/f16_put", base);
+        e = harvest(&hs, &tr, &sp, dir, &fp);
+        EXPECT(!e, "f16 harvest through put: %s", rs_err_msg());
+        compare_stores(d_f16, dir, &t16);
     }
 
     /* 7. a foreign HDF5 file in the store's place is never overwritten without force */
