@@ -6,7 +6,8 @@
 #   e.g. tests/pipeline/kill_grid.sh build/resae configs/demo.yaml 10 2 /tmp/demo-kill
 #
 # 1. An uninterrupted reference run (its wall time T sets the kill delays).
-# 2. KILLS times: start the run and SIGKILL it at a random moment, either every rank at once or
+# 2. KILLS times: start the run and, once its ranks are past MPI_Init (first log line), SIGKILL it
+#    at a random moment, either every rank at once or
 #    one random rank (a lost node; mpirun then takes the others down). The moments: the first kill
 #    after a random delay in [DMIN, DMIN + T/10] (RESAE_KILL_DMIN, default 1.5 s: start-up and
 #    harvest); each later one once the run directory holds a random number of task files (KILLS - 1
@@ -68,6 +69,9 @@ while [ "$done_kills" -lt "$kills" ]; do
     want=${thresholds[$((done_kills - 1))]}
     delay=$("$py" -c "import random; random.seed($seed + $attempt); print(f'{random.uniform(0, $T / $n_files):.2f}')")
   fi
+  # kills land after MPI_Init (the first log line): a rank killed inside MPI_Init can leave Open
+  # MPI's launcher hanging (PMIx "UNREACHABLE"), which is the launcher's failure, not resae's
+  for _ in $(seq 1 600); do grep -q " INFO " "$log" 2>/dev/null && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   # wait for the task-file count (polling every 50 ms), then the delay
   while kill -0 "$pid" 2>/dev/null && [ "$(ntask)" -lt "$want" ]; do sleep 0.05; done
   sleep "$delay"
@@ -85,8 +89,14 @@ while [ "$done_kills" -lt "$kills" ]; do
   else
     victim=${pids[$((RANDOM % ${#pids[@]}))]}; how="one rank (pid $victim)"; kill -KILL "$victim"
   fi
+  # the launcher takes the other ranks down; give it 60 s
+  for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
+    fail "the launcher did not end within 60 s of the kill of attempt $attempt ($log)"
+  fi
   wait "$pid"; rc=$?
-  # mpirun takes the other ranks down; make sure none is left before the restart
+  # make sure no rank is left before the restart
   for _ in $(seq 1 100); do pgrep -f "$pat" >/dev/null || break; sleep 0.1; done
   pgrep -f "$pat" >/dev/null && { pkill -KILL -f "$pat"; fail "ranks still alive 10 s after the kill of attempt $attempt"; }
   done_kills=$((done_kills + 1))

@@ -80,6 +80,8 @@ kill)
   for i in 1 2 3 4; do
     mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
     pid=$!
+    # after MPI_Init (a rank killed inside it can hang Open MPI's launcher; see kill_grid.sh)
+    for _ in $(seq 1 600); do grep -q " INFO " "$dir/run$i.log" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
     delay=$(( (RANDOM % 40) + 5 ))      # 0.5 .. 4.4 s
     sleep "$((delay / 10)).$((delay % 10))"
     pkill -KILL -f "^$resae run $dir/run.yaml" 2>/dev/null
