@@ -19,22 +19,7 @@
 
 enum { D = 512, N = 600, K = 8, B = 600, KAUX = 16, STEPS = 4 };
 
-static uint64_t g_s = 99;
-static double urand(void) {
-    g_s = g_s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return ((g_s >> 11) + 0.5) * 0x1.0p-53;
-}
-static double nrand(void) { return sqrt(-2 * log(urand())) * cos(6.283185307179586 * urand()); }
 
-static double rel_err(const float *a, const double *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (e > num) num = e;
-        if (fabs(b[i]) > den) den = fabs(b[i]);
-    }
-    return den > 0 ? num / den : num;
-}
 
 static void config(rs_sae_config *c) {
     rs_sae_config_default(c, D, N, K);
@@ -50,6 +35,7 @@ static void config(rs_sae_config *c) {
 }
 
 int main(void) {
+    ref_rng_state = 99ULL;
     rs_log_init(0);
     rs_sae sae;
     if (rs_sae_init(&sae, D, N, K)) return 1;
@@ -58,16 +44,16 @@ int main(void) {
         double s = 0;
         float *wd = sae.p.W_dec + (size_t)j * D;
         for (int i = 0; i < D; i++) {
-            wd[i] = (float)nrand();
+            wd[i] = (float)ref_nrand();
             s += (double)wd[i] * wd[i];
         }
         for (int i = 0; i < D; i++) wd[i] = (float)(wd[i] / sqrt(s));
-        for (int i = 0; i < D; i++) sae.p.W_enc[(size_t)j * D + i] = (float)(nrand() / sqrt(D));
-        sae.p.b_enc[j] = (float)(0.1 * nrand());
+        for (int i = 0; i < D; i++) sae.p.W_enc[(size_t)j * D + i] = (float)(ref_nrand() / sqrt(D));
+        sae.p.b_enc[j] = (float)(0.1 * ref_nrand());
     }
-    for (int i = 0; i < D; i++) sae.p.b_dec[i] = (float)(0.2 * nrand());
+    for (int i = 0; i < D; i++) sae.p.b_dec[i] = (float)(0.2 * ref_nrand());
     float *x = malloc(sizeof(float) * B * D);
-    for (size_t q = 0; q < (size_t)B * D; q++) x[q] = (float)(nrand() + 0.3);
+    for (size_t q = 0; q < (size_t)B * D; q++) x[q] = (float)(ref_nrand() + 0.3);
 
     rs_sae_config cfg;
     config(&cfg);
@@ -95,13 +81,9 @@ int main(void) {
     CHECK(auxk > 0.01 && st.n_dead == (N + 2) / 3, "the test needs active dead latents (auxk %g, %d dead)", auxk,
           st.n_dead);
     CHECK(fabs(st.loss - L) <= 1e-5 * fabs(L), "loss %.9g vs reference %.9g", st.loss, L);
-    const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
-    size_t off[] = {0, (size_t)N * D, (size_t)N * D + N, 2 * (size_t)N * D + N, np};
-    for (int b = 0; b < 4; b++) {
-        double e = rel_err(tr.grad_slab + off[b], gd + off[b], off[b + 1] - off[b]);
-        printf("grad %-5s: max rel err %.3g\n", names[b], e);
-        CHECK(e < 1e-4, "blocked gradient of %s differs from the dense reference: %.3g", names[b], e);
-    }
+    double gerr[4];
+    ref_grad_block_errors(gerr, tr.grad_slab, gd, N, D);
+    for (int b = 0; b < 4; b++) CHECK(gerr[b] < 1e-4, "blocked gradient of %s differs from the dense reference: %.3g", ref_block_names[b], gerr[b]);
     rs_sae_trainer_free(&tr);
     free(pd), free(gd), free(xd);
 

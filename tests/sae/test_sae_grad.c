@@ -20,43 +20,28 @@
 #include "check.h"
 
 
-static uint64_t g_s = 12345;
-static double urand(void) {
-    g_s = g_s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return ((g_s >> 11) + 0.5) * 0x1.0p-53;
-}
-static double nrand(void) { return sqrt(-2 * log(urand())) * cos(6.283185307179586 * urand()); }
 
 enum { D = 6, N = 24, K = 3, B = 16 };
 
-/* max |a - b| / max |b| */
-static double rel_err(const float *a, const double *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (e > num) num = e;
-        if (fabs(b[i]) > den) den = fabs(b[i]);
-    }
-    return den > 0 ? num / den : num;
-}
 
 int main(void) {
+    ref_rng_state = 12345ULL;
     rs_sae sae;
     if (rs_sae_init(&sae, D, N, K)) return 1;
     /* untied random parameters (W_dec unit rows) so the encoder and decoder paths differ */
     for (int j = 0; j < N; j++) {
         double s = 0;
         for (int i = 0; i < D; i++) {
-            sae.p.W_dec[j * D + i] = (float)nrand();
+            sae.p.W_dec[j * D + i] = (float)ref_nrand();
             s += sae.p.W_dec[j * D + i] * sae.p.W_dec[j * D + i];
         }
         for (int i = 0; i < D; i++) sae.p.W_dec[j * D + i] /= (float)sqrt(s);
-        for (int i = 0; i < D; i++) sae.p.W_enc[j * D + i] = (float)(0.6 * nrand());
-        sae.p.b_enc[j] = (float)(0.3 * nrand());
+        for (int i = 0; i < D; i++) sae.p.W_enc[j * D + i] = (float)(0.6 * ref_nrand());
+        sae.p.b_enc[j] = (float)(0.3 * ref_nrand());
     }
-    for (int i = 0; i < D; i++) sae.p.b_dec[i] = (float)(0.2 * nrand());
+    for (int i = 0; i < D; i++) sae.p.b_dec[i] = (float)(0.2 * ref_nrand());
     float x[B * D];
-    for (int q = 0; q < B * D; q++) x[q] = (float)(nrand() + 0.5);
+    for (int q = 0; q < B * D; q++) x[q] = (float)(ref_nrand() + 0.5);
 
     rs_sae_config cfg;
     rs_sae_config_default(&cfg, D, N, K);
@@ -114,13 +99,9 @@ int main(void) {
     CHECK(fd_err <= 1e-6 * gmax + 1e-9, "reference gradient differs from finite differences by %.3g", fd_err);
 
     /* 3. sparse float backward against the dense reference */
-    const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
-    size_t off[] = {0, (size_t)N * D, (size_t)N * D + N, 2 * (size_t)N * D + N, np};
-    for (int b = 0; b < 4; b++) {
-        double e = rel_err(tr.grad_slab + off[b], gd + off[b], off[b + 1] - off[b]);
-        printf("grad %-5s: max rel err %.3g\n", names[b], e);
-        CHECK(e < 2e-5, "sparse gradient of %s differs from the dense reference: %.3g", names[b], e);
-    }
+    double gerr[4];
+    ref_grad_block_errors(gerr, tr.grad_slab, gd, N, D);
+    for (int b = 0; b < 4; b++) CHECK(gerr[b] < 2e-5, "sparse gradient of %s differs from the dense reference: %.3g", ref_block_names[b], gerr[b]);
     /* the dead latents receive AuxK gradient */
     double dead_g = 0;
     for (int j = 0; j < N; j += 2) dead_g += fabs(gd[N * D + j]);
@@ -171,10 +152,10 @@ int main(void) {
         float tv[KW], hint = 0.0f;
         int bad = 0;
         for (int r = 0; r < RW && row && bias && scr && ord; r++) {
-            double scale = exp(4.0 * (urand() - 0.5)); /* 0.14x .. 7.4x */
+            double scale = exp(4.0 * (ref_urand() - 0.5)); /* 0.14x .. 7.4x */
             int quant = r % 3 == 0;
             for (int j = 0; j < NW; j++) {
-                double v = scale * nrand() - (r % 7 == 0 ? 3.5 * scale : 0.0); /* some rows: < k positives */
+                double v = scale * ref_nrand() - (r % 7 == 0 ? 3.5 * scale : 0.0); /* some rows: < k positives */
                 row[j] = quant ? (float)(floor(v * 4) / 4) : (float)v;
                 bias[j] = 0.0f;
             }
