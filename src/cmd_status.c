@@ -246,7 +246,6 @@ int rs_cmd_status(int argc, char **argv) {
     /* ablation baselines (pipeline_eval.c): one per distinct set */
     if (rs_pipeline_ablate_needed(&p)) {
         int b_done = 0, b_total = 0;
-        double b_secs = 0;
         for (int i = 0; i < p.grid.n_sets; i++) {
             if (p.grid.sets[i].same_as >= 0) continue;
             char path[4096];
@@ -254,7 +253,8 @@ int rs_cmd_status(int argc, char **argv) {
             b_total++;
             b_done += rs_file_exists(path);
         }
-        line("ablate", b_done, 0, b_total, "sets", b_secs, have_ss ? &sn[4] : NULL, ng);
+        /* ablation files record no seconds: no per-task rate, so no ETA */
+        line("ablate", b_done, 0, b_total, "sets", 0, have_ss ? &sn[4] : NULL, ng);
         complete_all &= b_done == b_total;
     }
     /* evaluation tasks (pipeline_eval.c): one per unique evaluation */

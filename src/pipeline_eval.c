@@ -103,12 +103,12 @@ static void inputs_free(eval_inputs *in) {
     free(in->mu_f);
 }
 
-static rs_err inputs_load(eval_inputs *in, const rs_pipeline *p, const rs_actstore *st, const rs_grid_eval *e) {
-    const rs_grid_set *s = &p->grid.sets[e->set];
+/* The set's layers and their eval means (no SAEs yet: scale 1, identity reconstructions). */
+static rs_err inputs_set(eval_inputs *in, const rs_pipeline *p, const rs_actstore *st, const rs_grid_set *s, int variant) {
     int d = p->mc.d_model;
     if (s->n > RS_EVAL_MAX_LAYERS)
         RS_FAIL(RS_ERR_CONFIG, "set %s has %d layers; evaluation supports at most %d", s->name, s->n, RS_EVAL_MAX_LAYERS);
-    in->es.variant = e->variant;
+    in->es.variant = variant;
     in->es.M = s->n;
     in->es.d = d;
     in->mu_h = malloc(sizeof(double) * (size_t)s->n * (size_t)d);
@@ -116,9 +116,22 @@ static rs_err inputs_load(eval_inputs *in, const rs_pipeline *p, const rs_actsto
     RS_CHECK_ALLOC(in->mu_h);
     RS_CHECK_ALLOC(in->mu_f);
     for (int m = 0; m < s->n; m++) {
-        const rs_grid_sae *g = &p->grid.saes[p->grid.eval_sae[e->sae_off + m]];
         rs_eval_layer *L = &in->es.L[m];
         L->layer = s->layers[m];
+        L->scale = 1.0;
+        double msq;
+        RS_TRY(rs_actstore_stats(st, in->mu_h + (size_t)m * (size_t)d, &msq, RS_SPLIT_EVAL, L->layer));
+        for (int i = 0; i < d; i++) in->mu_f[(size_t)m * (size_t)d + (size_t)i] = (float)in->mu_h[(size_t)m * (size_t)d + (size_t)i];
+    }
+    return RS_OK;
+}
+
+static rs_err inputs_load(eval_inputs *in, const rs_pipeline *p, const rs_actstore *st, const rs_grid_eval *e) {
+    const rs_grid_set *s = &p->grid.sets[e->set];
+    RS_TRY(inputs_set(in, p, st, s, e->variant));
+    for (int m = 0; m < s->n; m++) {
+        const rs_grid_sae *g = &p->grid.saes[p->grid.eval_sae[e->sae_off + m]];
+        rs_eval_layer *L = &in->es.L[m];
         RS_TRY(rs_pipeline_load_sae(&in->sae[m], &L->scale, p, g));
         char spath[4096];
         rs_pipeline_sae_path(spath, sizeof spath, p, g);
@@ -134,9 +147,6 @@ static rs_err inputs_load(eval_inputs *in, const rs_pipeline *p, const rs_actsto
             RS_TRY(rs_pipeline_load_affine(&in->map[m], p, g->pred, g->layer));
             L->map = &in->map[m];
         }
-        double msq;
-        RS_TRY(rs_actstore_stats(st, in->mu_h + (size_t)m * (size_t)d, &msq, RS_SPLIT_EVAL, L->layer));
-        for (int i = 0; i < d; i++) in->mu_f[(size_t)m * (size_t)d + (size_t)i] = (float)in->mu_h[(size_t)m * (size_t)d + (size_t)i];
     }
     return RS_OK;
 }
@@ -486,44 +496,27 @@ void rs_pipeline_ablate_path(char *out, size_t n, const rs_pipeline *p, int set)
 rs_err rs_pipeline_ablate_task(const rs_pipeline *p, int set, const rs_model *model, rs_tokens *tk) {
     if (!rs_pipeline_ablate_needed(p)) RS_FAIL(RS_ERR_INTERNAL, "ablation task without eval.ce and ablations");
     const rs_grid_set *s = &p->grid.sets[set];
-    int d = p->mc.d_model, M = s->n;
-    if (M > RS_EVAL_MAX_LAYERS)
-        RS_FAIL(RS_ERR_CONFIG, "set %s has %d layers; evaluation supports at most %d", s->name, M, RS_EVAL_MAX_LAYERS);
-    char apath[4096], spath[4096];
-    ablate_path(apath, sizeof apath, p, s);
+    char spath[4096];
     snprintf(spath, sizeof spath, "%s/%s", p->cfg.run_dir, RS_ACTSTORE_FILE);
     eval_inputs in;
     memset(&in, 0, sizeof in);
     rs_actstore st;
     memset(&st, 0, sizeof st);
-    rs_eval_ce_result *cer = calloc((size_t)rs_eval_n_passes(M), sizeof *cer);
-    in.mu_h = malloc(sizeof(double) * (size_t)M * (size_t)d);
-    in.mu_f = malloc(sizeof(float) * (size_t)M * (size_t)d);
-    rs_err err = cer && in.mu_h && in.mu_f ? RS_OK : rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory");
+    rs_eval_ce_result *cer = calloc((size_t)rs_eval_n_passes(s->n), sizeof *cer);
+    rs_err err = cer ? RS_OK : rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory");
     RS_TRY_GOTO(agree(p, err), done);
     RS_TRY_GOTO(rs_actstore_open(&st, spath, 0, p->comm), done);
     /* no SAEs: the ablation passes only read the clean streams and the eval means */
-    in.es.variant = RS_VARIANT_RAW;
-    in.es.M = M;
-    in.es.d = d;
-    for (int m = 0; m < M && !err; m++) {
-        in.es.L[m].layer = s->layers[m];
-        in.es.L[m].scale = 1.0;
-        double msq;
-        err = rs_actstore_stats(&st, in.mu_h + (size_t)m * (size_t)d, &msq, RS_SPLIT_EVAL, s->layers[m]);
-        for (int i = 0; i < d && !err; i++) in.mu_f[(size_t)m * (size_t)d + (size_t)i] = (float)in.mu_h[(size_t)m * (size_t)d + (size_t)i];
-    }
-    RS_TRY_GOTO(agree(p, err), done);
+    RS_TRY_GOTO(agree(p, inputs_set(&in, p, &st, s, RS_VARIANT_RAW)), done);
     double t0 = rs_now(), secs[4] = {0, 0, 0, 0};
     /* eval_ce writes the ablation file (rank 0) once the passes are summed */
     RS_TRY_GOTO(eval_ce(cer, secs, p, &st, model, tk, &in, s, 1), done);
     RS_INFO("ablate %s: zero/mean ablation baselines at %d layers in %.2fs (rank 0: clean %.0f, ablations %.0f "
-            "block-tokens/s)", s->name, M, rs_now() - t0, secs[0] > 0 ? secs[2] / secs[0] : 0,
+            "block-tokens/s)", s->name, s->n, rs_now() - t0, secs[0] > 0 ? secs[2] / secs[0] : 0,
             secs[1] > 0 ? secs[3] / secs[1] : 0);
 done:
     rs_actstore_close(&st);
-    free(in.mu_h);
-    free(in.mu_f);
+    inputs_free(&in);
     free(cer);
     return err;
 }
