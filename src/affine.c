@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "resae/blacs.h"
+#include "resae/blas.h"
 #include "resae/log.h"
 #include "resae/mpi_util.h"
 #include "resae/util.h"
@@ -475,6 +476,8 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
     int nblk_max = nblk_x > nblk_y ? nblk_x : nblk_y;
     if (nprow > nblk_x) nprow = nblk_x;
     if (npcol > nblk_max) npcol = nblk_max;
+    /* the kernels this solve runs, checked on this grid shape against plain C (a few ms) */
+    RS_TRY(rs_blas_selftest_pdposv(comm, nprow, npcol));
     RS_TRY(rs_blacs_grid_init(&w.grid, comm, nprow, npcol));
 
     rs_err local = map_alloc(m, dx, dy);

@@ -11,7 +11,8 @@
 int rs_cmd_version(int argc, char **argv) {
     if (rs_cli_wants_help(argc, argv)) {
         printf("usage: resae version\n\nPrints the resae version, the libraries it was built with, the CPU's\n"
-               "vector level and the OpenBLAS kernel set in use (and how the BLAS guard chose it).\n");
+               "vector level and the OpenBLAS kernel set in use (and how the BLAS guard chose it, and whether\n"
+               "the kernel self-test passed).\n");
         return RS_EXIT_OK;
     }
     unsigned maj, min, rel;
@@ -25,7 +26,8 @@ int rs_cmd_version(int argc, char **argv) {
             break;
         }
     printf("resae %s (store schema %d)\n", RESAE_VERSION, RESAE_SCHEMA_VERSION);
-    printf("cpu: %s\n", rs_cpu_level_name(rs_cpu_level()));
+    enum rs_isa cpu = rs_cpu_isa();
+    printf("cpu: %s (best OpenBLAS kernel set: %s)\n", rs_isa_name(cpu), rs_blas_best_core(cpu));
     printf("blas: OpenBLAS kernels %s [%s]\n", rs_blas_corename(), rs_blas_guard_status());
     printf("hdf5: %u.%u.%u (parallel)\n", maj, min, rel);
     printf("mpi: %s\n", mpiv);

@@ -21,7 +21,7 @@ rs_err rs_mpi_begin(int *argc, char ***argv) {
     MPI_Comm_size(node, &local);
     MPI_Comm_free(&node);
     rs_blas_set_threads_for_ranks(local);
-    RS_INFO("MPI: %d rank(s), %d on this node; BLAS kernels %s (%s), %d thread(s) per rank", g_size, local,
+    RS_INFO("MPI: %d rank(s), %d on this node; BLAS kernels %s [%s], %d thread(s) per rank", g_size, local,
             rs_blas_corename(), rs_blas_guard_status(), rs_blas_threads());
     return RS_OK;
 }
