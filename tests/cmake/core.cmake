@@ -1,7 +1,7 @@
 resae_add_unit(test_core SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/test_core.c)
 
 add_executable(test_mpi_smoke ${PROJECT_SOURCE_DIR}/tests/unit/test_mpi_smoke.c)
-target_link_libraries(test_mpi_smoke PRIVATE resae_core)
+target_link_libraries(test_mpi_smoke PRIVATE resae_lib)
 resae_add_mpi(mpi_smoke TARGET test_mpi_smoke RANKS 1 2 4)
 
 # BLAS guard: the decision in every case (synthetic CPUs), the self-test, and resae version end to end
@@ -13,7 +13,7 @@ target_link_libraries(blas_fault PRIVATE ${CMAKE_DL_LIBS})
 resae_add_cmd(blas_guard_cases LABELS blas COMMAND bash ${PROJECT_SOURCE_DIR}/tests/blas/guard_cases.sh
   $<TARGET_FILE:resae> $<TARGET_FILE:blas_fault> PASS_REGEX "blas guard cases: [0-9]+ passed, 0 failed")
 add_executable(test_pdposv_selftest ${PROJECT_SOURCE_DIR}/tests/blas/test_pdposv_selftest.c)
-target_link_libraries(test_pdposv_selftest PRIVATE resae_core)
+target_link_libraries(test_pdposv_selftest PRIVATE resae_lib)
 resae_add_mpi(blas_pdposv_selftest TARGET test_pdposv_selftest ARGS ok LABELS blas)
 foreach(np 1 2 4)
   add_test(NAME blas_pdposv_selftest_fault_np${np}
@@ -29,5 +29,5 @@ resae_add_cmd(cli_no_args COMMAND $<TARGET_FILE:resae> WILL_FAIL)
 
 # Benchmark (not a test): tests/bench/blas_guard_bench.sh
 add_executable(bench_sgemm ${PROJECT_SOURCE_DIR}/tests/bench/bench_sgemm.c)
-target_link_libraries(bench_sgemm PRIVATE resae_core)
+target_link_libraries(bench_sgemm PRIVATE resae_lib)
 set_target_properties(bench_sgemm PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/bench)

@@ -5,7 +5,7 @@ resae_add_unit(test_runtime_kernels SOURCES ${PROJECT_SOURCE_DIR}/tests/runtime/
 resae_add_unit(test_runtime_files SOURCES ${PROJECT_SOURCE_DIR}/tests/runtime/test_files.c LABELS runtime)
 
 add_executable(test_runtime_forward ${PROJECT_SOURCE_DIR}/tests/runtime/test_forward.c)
-target_link_libraries(test_runtime_forward PRIVATE resae_core)
+target_link_libraries(test_runtime_forward PRIVATE resae_lib)
 foreach(fx ${RESAE_RUNTIME_FIXTURES})
   add_test(NAME runtime_forward_${fx} COMMAND test_runtime_forward ${fx})
   set_tests_properties(runtime_forward_${fx} PROPERTIES ENVIRONMENT "${RESAE_TEST_ENV}" LABELS "serial;runtime")

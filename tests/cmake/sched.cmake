@@ -1,6 +1,6 @@
 # The scheduler on a synthetic task graph (tests/sched/).
 add_executable(test_sched ${PROJECT_SOURCE_DIR}/tests/sched/test_sched.c)
-target_link_libraries(test_sched PRIVATE resae_core)
+target_link_libraries(test_sched PRIVATE resae_lib)
 
 # group size 0 = automatic (one rank per group here: every task prefers one rank)
 foreach(np 1 2 4)

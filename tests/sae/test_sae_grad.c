@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/sae_kern.h"
+#include "../../src/sae/sae_kern.h"
 #include "resae/sae.h"
 #include "sae/sae_ref_dense.h"
 
