@@ -1,7 +1,16 @@
-/* Error convention: every fallible function returns an rs_err (0 = success).
- * RS_FAIL records a message with file/line; RS_TRY propagates and appends a traceback frame.
- * Inside an MPI collective a failure must not leave the collective early: use RS_TRY_COLL,
- * which prints the error and calls MPI_Abort on the given communicator. */
+/* Errors: every fallible function returns an rs_err (0 = success); the message and a traceback live in
+ * thread-local storage (rs_err_msg, rs_err_trace). Three tiers:
+ *
+ *   local   RS_FAIL / RS_ERR / RS_CHECK record a message with file:line; RS_TRY and RS_TRY_GOTO
+ *           propagate it and append a traceback frame. Never re-wrap a propagated error with
+ *           RS_FAIL(err, "...: %s", rs_err_msg()): that drops the traceback; use RS_TRY, or
+ *           rs_err_prefix to add context in front of the message while keeping the frames.
+ *   agreed  Code that runs on every rank of a communicator ends a collective phase with
+ *           RS_AGREE(local, comm, "what") or rs_agree (resae/mpi_util.h): every rank learns the lowest failing rank's
+ *           code and, on the ranks that did not fail, the message says "rank R failed in WHAT". No
+ *           rank leaves the phase early, so the scheduler can retry the task.
+ *   abort   Code that cannot return inside a collective (rare) calls RS_TRY_COLL, which prints the
+ *           error and MPI_Aborts the communicator. */
 #ifndef RESAE_ERR_H
 #define RESAE_ERR_H
 
@@ -36,7 +45,19 @@ void rs_err_clear(void);
 /* Print "error: MSG" (and the traceback when RESAE_TRACEBACK=1 or verbose) to stderr. */
 void rs_err_print(void);
 
+/* Put CTX in front of the current message ("CTX: message"), keeping the traceback; returns code. */
+rs_err rs_err_prefix(rs_err code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The expression form: records the error and evaluates to code (for `err = RS_ERR(...)`). */
+#define RS_ERR(code, ...) rs_err_set((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
+
 #define RS_FAIL(code, ...) return rs_err_set((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
+
+/* Fail with code and the message unless cond holds (after PETSc's PetscCheck). */
+#define RS_CHECK(cond, code, ...)                                                                            \
+    do {                                                                                                     \
+        if (!(cond)) return rs_err_set((code), __FILE__, __LINE__, __func__, __VA_ARGS__);                   \
+    } while (0)
 
 #define RS_TRY(expr)                                                         \
     do {                                                                     \

@@ -41,6 +41,24 @@ rs_err rs_err_push(rs_err code, const char *file, int line, const char *func) {
     return code;
 }
 
+rs_err rs_err_prefix(rs_err code, const char *fmt, ...) {
+    char ctx[512], old[RS_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    snprintf(old, sizeof old, "%s", g_msg[0] ? g_msg : rs_err_name(code));
+    size_t n = strlen(ctx);
+    if (n > sizeof g_msg - 3) n = sizeof g_msg - 3;
+    memcpy(g_msg, ctx, n);
+    memcpy(g_msg + n, ": ", 2);
+    size_t room = sizeof g_msg - n - 2, m = strlen(old);
+    if (m >= room) m = room - 1;
+    memcpy(g_msg + n + 2, old, m);
+    g_msg[n + 2 + m] = '\0';
+    return code;
+}
+
 const char *rs_err_msg(void) { return g_msg; }
 const char *rs_err_trace(void) { return g_trace; }
 

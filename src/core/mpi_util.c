@@ -1,5 +1,6 @@
 #include "resae/mpi_util.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 #include "resae/blacs.h"
@@ -42,4 +43,27 @@ rs_err rs_mpi_agree(rs_err err, MPI_Comm comm) {
     /* MAX picks some failing code; every rank learns that some rank failed */
     MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, comm);
     return out;
+}
+
+rs_err rs_agree_at(rs_err local, MPI_Comm comm, const char *what, const char *file, int line, const char *func) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    /* MINLOC over (failed ? rank : INT_MAX) finds the lowest failing rank; it then sends its code */
+    struct {
+        int key, rank;
+    } in = {local ? rank : INT_MAX, rank}, out = {INT_MAX, -1};
+    if (MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MINLOC, comm) != MPI_SUCCESS)
+        return rs_err_set(RS_ERR_MPI, file, line, func, "MPI_Allreduce failed agreeing on %s", what);
+    if (out.key == INT_MAX) return RS_OK;
+    int code = local;
+    if (MPI_Bcast(&code, 1, MPI_INT, out.key, comm) != MPI_SUCCESS)
+        return rs_err_set(RS_ERR_MPI, file, line, func, "MPI_Bcast failed agreeing on %s", what);
+    if (local) return rs_err_push(local, file, line, func);
+    return rs_err_set(code ? code : RS_ERR_INTERNAL, file, line, func, "rank %d failed in %s (its error is in its log)",
+                      out.key, what);
+}
+
+void rs_range_share(int64_t *lo, int64_t *hi, int64_t n, int rank, int size) {
+    *lo = n * rank / size;
+    *hi = n * (rank + 1) / size;
 }

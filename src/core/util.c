@@ -57,3 +57,13 @@ void *rs_calloc_aligned(size_t n, size_t size) {
     if (p) memset(p, 0, bytes);
     return p;
 }
+
+rs_err rs_path_join(char *out, size_t cap, const char *dir, const char *name) {
+    int n = dir && *dir ? snprintf(out, cap, "%s/%s", dir, name) : snprintf(out, cap, "%s", name);
+    if (n < 0 || (size_t)n >= cap) {
+        if (cap) out[0] = '\0';
+        RS_FAIL(RS_ERR_INVAL, "path '%s/%s' is longer than %zu bytes; use a shorter run directory", dir ? dir : "",
+                name, cap ? cap - 1 : 0);
+    }
+    return RS_OK;
+}

@@ -10,6 +10,7 @@
 
 #include "resae/err.h"
 #include "resae/log.h"
+#include "resae/rng.h"
 #include "resae/util.h"
 
 static rs_err inner(int x) {
@@ -106,11 +107,61 @@ static void test_aligned(void **state) {
     assert_null(rs_calloc_aligned(SIZE_MAX / 2, 4));
 }
 
+static rs_err checked(int x) {
+    RS_CHECK(x > 0, RS_ERR_INVAL, "x = %d must be positive", x);
+    return RS_OK;
+}
+
+static rs_err prefixed(void) {
+    rs_err e = checked(-1);
+    if (e) return rs_err_prefix(e, "reading %s", "f.yaml");
+    return RS_OK;
+}
+
+static void test_err_forms(void **state) {
+    (void)state;
+    assert_int_equal(checked(1), RS_OK);
+    assert_int_equal(checked(-2), RS_ERR_INVAL);
+    assert_string_equal(rs_err_msg(), "x = -2 must be positive");
+    rs_err e = RS_ERR(RS_ERR_IO, "disk %s", "gone");
+    assert_int_equal(e, RS_ERR_IO);
+    assert_string_equal(rs_err_msg(), "disk gone");
+    assert_int_equal(prefixed(), RS_ERR_INVAL);
+    assert_string_equal(rs_err_msg(), "reading f.yaml: x = -1 must be positive");
+    assert_non_null(strstr(rs_err_trace(), "checked")); /* the frame of the origin survives */
+}
+
+static void test_path_join(void **state) {
+    (void)state;
+    char out[16];
+    assert_int_equal(rs_path_join(out, sizeof out, "runs", "a.h5"), RS_OK);
+    assert_string_equal(out, "runs/a.h5");
+    assert_int_equal(rs_path_join(out, sizeof out, "", "a.h5"), RS_OK);
+    assert_string_equal(out, "a.h5");
+    assert_int_equal(rs_path_join(out, sizeof out, "runs/demo", "ab.h5"), RS_OK); /* 15 bytes fit */
+    assert_int_equal(rs_path_join(out, sizeof out, "runs/demo", "abc.h5"), RS_ERR_INVAL);
+    assert_string_equal(out, "");
+    assert_non_null(strstr(rs_err_msg(), "longer than 15 bytes"));
+}
+
+static void test_rng(void **state) {
+    (void)state;
+    /* published splitmix64 outputs for seed 0 (the first two of the reference generator) */
+    uint64_t s = 0;
+    assert_true(rs_splitmix64_next(&s) == 0xe220a8397b1dcdafULL);
+    assert_true(rs_splitmix64_next(&s) == 0x6e789e6aa1b965f4ULL);
+    assert_true(rs_splitmix64(0) == 0xe220a8397b1dcdafULL);
+    uint64_t x[4] = {1, 2, 3, 4};
+    assert_true(rs_xoshiro256ss_next(x) == 11520ULL); /* rotl(2 * 5, 7) * 9 */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_propagates_with_trace), cmocka_unit_test(test_err_goto_cleanup),
         cmocka_unit_test(test_fmt_duration),              cmocka_unit_test(test_hash),
         cmocka_unit_test(test_read_file),                 cmocka_unit_test(test_aligned),
+        cmocka_unit_test(test_err_forms),                 cmocka_unit_test(test_path_join),
+        cmocka_unit_test(test_rng),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
