@@ -7,9 +7,7 @@ set -euo pipefail
 build=${1:-$(cd "$(dirname "$0")/../.." && pwd)/build}
 bench=$build/tests/bench/bench_affine
 [ -x "$bench" ] || { echo "no $bench: build first (cmake --build $build)" >&2; exit 1; }
-case "$(grep -m1 -o 'avx512bw' /proc/cpuinfo || true)" in
-  avx512bw) export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX} ;;
-esac
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$(RESAE_NO_BLAS_GUARD=1 "$build/resae" version | sed -n 's/^cpu: .*best OpenBLAS kernel set: \([A-Za-z]*\).*/\1/p')}
 export OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 RESAE_LOG_LEVEL=warn
 mpi=(mpirun --oversubscribe --bind-to none --mca btl self,vader --mca mpi_yield_when_idle 1)
 "${mpi[@]}" -n 1 "$bench" gram 1024 65536

@@ -12,7 +12,7 @@ build=${1:-$here/../../build}
 steps=${2:-30}
 threads=${3:-1}
 d=512 n=8192 k=64 batch=4096
-export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX} OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$(RESAE_NO_BLAS_GUARD=1 "$build/resae" version | sed -n 's/^cpu: .*best OpenBLAS kernel set: \([A-Za-z]*\).*/\1/p')} OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 out=$(mktemp -d /tmp/sae_bench.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 echo "== C trainer ($steps steps, $threads thread(s))"
