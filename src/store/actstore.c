@@ -394,6 +394,9 @@ rs_err rs_actstore_create(rs_actstore *st, const char *path, const rs_actstore_i
                           const rs_splits *splits, MPI_Comm comm) {
     rs_err err = RS_OK;
     store_init_common(st, path, comm);
+    if (strlen(path) >= sizeof st->path)
+        RS_FAIL_GOTO(fail, RS_ERR_INVAL, "%s: the activation store's path is longer than %zu bytes", path,
+                     sizeof st->path - 1);
     RS_TRY_GOTO(rs_actstore_identity_check(id), fail);
     st->id = *id;
     st->writable = 1;
@@ -420,6 +423,9 @@ rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Com
     rs_err err = RS_OK;
     store_init_common(st, path, comm);
     st->writable = writable;
+    if (strlen(path) >= sizeof st->path)
+        RS_FAIL_GOTO(fail, RS_ERR_INVAL, "%s: the activation store's path is longer than %zu bytes", path,
+                     sizeof st->path - 1);
     if (st->half_type < 0) RS_FAIL_GOTO(fail, RS_ERR_IO, "HDF5: cannot build the float16 type");
     struct stat sb;
     if (stat(path, &sb)) RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: no activation store here (%s)", path, strerror(errno));
