@@ -16,6 +16,13 @@
 rs_err rs_h5_write(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims, const void *data);
 /* Whole-dataset read into data; the dataset must have exactly n_elems elements. */
 rs_err rs_h5_read(hid_t loc, const char *name, hid_t mem_type, void *data, size_t n_elems, const char *file);
+/* Create dataset name of file type `type` and shape dims (rank 0: a scalar). prealloc: storage
+ * allocated at creation and never filled, no timestamps, so later raw writes never touch the
+ * file's metadata (what a parallel writer that may be killed needs); chunk_rows > 0 (with
+ * prealloc, rank 2) chunks it by (chunk_rows, dims[1]). Otherwise HDF5's defaults. Returns the
+ * dataset, or a negative id (the caller names the file in its message). */
+hid_t rs_h5_dataset_create(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, int prealloc,
+                           hsize_t chunk_rows);
 /* Rows [row0, row0 + n) of a dataset (n_rows, ...) from or into a contiguous buffer of n full rows
  * (every trailing dimension); independent transfer, so one rank may write its rows alone. n == 0
  * does nothing. */

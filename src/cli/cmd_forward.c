@@ -153,13 +153,6 @@ typedef struct {
     int T, d;
 } out_file;
 
-static hid_t make_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims) {
-    hid_t sp = H5Screate_simple(rank, dims, NULL);
-    hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Sclose(sp);
-    return ds;
-}
-
 static rs_err write_hook(void *ctx, int layer, float *h, int B, int T, int d) {
     out_file *o = ctx;
     if (layer + 1 < 0 || layer + 1 > o->L || o->resid[layer + 1] < 0) return RS_OK;
@@ -185,7 +178,7 @@ static rs_err out_create(out_file *o, const char *path, const int *want, int L, 
     H5Pclose(fapl);
     if (o->file < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create the output file (directory missing or not writable?)", path);
     hsize_t dce[2] = {(hsize_t)n_seq, (hsize_t)(T - 1)};
-    o->ce = make_dataset(o->file, "ce", 2, dce);
+    o->ce = rs_h5_dataset_create(o->file, "ce", H5T_IEEE_F32LE, 2, dce, 0, 0);
     if (o->ce < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /ce", path);
     int any = 0;
     for (int i = 0; i <= L; i++) any |= want[i];
@@ -197,7 +190,7 @@ static rs_err out_create(out_file *o, const char *path, const int *want, int L, 
             if (!want[i]) continue;
             char name[32];
             snprintf(name, sizeof name, "%d", i - 1);
-            o->resid[i] = make_dataset(g, name, 3, dr);
+            o->resid[i] = rs_h5_dataset_create(g, name, H5T_IEEE_F32LE, 3, dr, 0, 0);
             if (o->resid[i] < 0) {
                 H5Gclose(g);
                 RS_FAIL(RS_ERR_IO, "%s: cannot create /resid/%s", path, name);
@@ -207,7 +200,7 @@ static rs_err out_create(out_file *o, const char *path, const int *want, int L, 
     }
     if (logits) {
         hsize_t dl[3] = {(hsize_t)n_seq, (hsize_t)T, (hsize_t)V};
-        o->logits = make_dataset(o->file, "logits", 3, dl);
+        o->logits = rs_h5_dataset_create(o->file, "logits", H5T_IEEE_F32LE, 3, dl, 0, 0);
         if (o->logits < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /logits", path);
     }
     return RS_OK;

@@ -7,6 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* ------------------------------------------------------------------------------------------------
+ * whole datasets
+ * ---------------------------------------------------------------------------------------------- */
+
 rs_err rs_h5_write(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims, const void *data) {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     if (sp < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot create the dataspace of '%s'", name);
@@ -33,6 +37,34 @@ rs_err rs_h5_read(hid_t loc, const char *name, hid_t mem_type, void *data, size_
     H5Dclose(ds);
     if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot read dataset '%s'", file, name);
     return RS_OK;
+}
+
+hid_t rs_h5_dataset_create(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, int prealloc,
+                           hsize_t chunk_rows) {
+    hid_t sp = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
+    if (sp < 0) return sp;
+    hid_t dcpl = H5P_DEFAULT;
+    if (prealloc) {
+        dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        if (dcpl < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+            H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 || H5Pset_obj_track_times(dcpl, 0) < 0) {
+            if (dcpl >= 0) H5Pclose(dcpl);
+            H5Sclose(sp);
+            return -1;
+        }
+        if (chunk_rows && rank == 2 && dims[0] > 0) {
+            hsize_t c[2] = {chunk_rows < dims[0] ? chunk_rows : dims[0], dims[1]};
+            if (H5Pset_chunk(dcpl, 2, c) < 0) {
+                H5Pclose(dcpl);
+                H5Sclose(sp);
+                return -1;
+            }
+        }
+    }
+    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl != H5P_DEFAULT) H5Pclose(dcpl);
+    H5Sclose(sp);
+    return d;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -69,7 +101,8 @@ static rs_err rows_io(hid_t dset, hid_t mem_type, int64_t row0, int64_t n, void 
     hid_t fs = H5Dget_space(dset), ms = -1;
     herr_t e = fs < 0 || row0 < 0 || n < 0 ? -1 : select_rows(&ms, fs, row0, n);
     if (e >= 0)
-        e = wbuf ? H5Dwrite(dset, mem_type, ms, fs, H5P_DEFAULT, wbuf) : H5Dread(dset, mem_type, ms, fs, H5P_DEFAULT, rbuf);
+        e = wbuf ? H5Dwrite(dset, mem_type, ms, fs, H5P_DEFAULT, wbuf)
+                 : H5Dread(dset, mem_type, ms, fs, H5P_DEFAULT, rbuf);
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     if (e < 0) {

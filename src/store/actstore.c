@@ -152,27 +152,8 @@ void rs_actstore_layer_name(char *out, size_t n, int layer) {
 }
 
 /* ------------------------------------------------------------------------------------------------
- * HDF5 objects (attributes and row ranges go through resae/h5util.h)
+ * HDF5 objects (datasets, attributes and row ranges go through resae/h5util.h)
  * ---------------------------------------------------------------------------------------------- */
-
-/* Dataset with storage allocated at creation and never filled: later raw writes do not touch
- * metadata. chunk_rows 0 means contiguous. rank 1 or 2 (or 0 = scalar). */
-static hid_t dset_create(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
-                         hsize_t chunk_rows) {
-    hid_t sp = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    H5Pset_obj_track_times(dcpl, 0);
-    if (chunk_rows && rank == 2 && dims[0] > 0) {
-        hsize_t c[2] = {chunk_rows < dims[0] ? chunk_rows : dims[0], dims[1]};
-        H5Pset_chunk(dcpl, 2, c);
-    }
-    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Pclose(dcpl);
-    H5Sclose(sp);
-    return d;
-}
 
 static hid_t fapl_mpio(MPI_Comm comm) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -307,13 +288,13 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
             RS_TRY(rs_h5_attr_i64(st->grp[s], "n_rows", st->n_rows[s]));
             RS_TRY(rs_h5_attr_i64(st->grp[s], "n_batches", st->n_batches[s]));
             hsize_t n = (hsize_t)st->n_seq[s];
-            st->seq_ids[s] = dset_create(st->grp[s], "seq_ids", H5T_STD_I32LE, 1, &n, 0);
+            st->seq_ids[s] = rs_h5_dataset_create(st->grp[s], "seq_ids", H5T_STD_I32LE, 1, &n, 1, 0);
             if (st->seq_ids[s] < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /%s/seq_ids", st->path, sname);
             if (splits->split[s].labels) {
-                hid_t ld = dset_create(st->grp[s], "labels", H5T_STD_I32LE, 1, &n, 0);
+                hid_t ld = rs_h5_dataset_create(st->grp[s], "labels", H5T_STD_I32LE, 1, &n, 1, 0);
                 if (ld < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /%s/labels", st->path, sname);
-                rs_err e = st->rank == 0 ? rs_h5_write_rows(ld, H5T_NATIVE_INT32, 0, st->n_seq[s], splits->split[s].labels)
-                                         : RS_OK;
+                const int32_t *labels = splits->split[s].labels;
+                rs_err e = st->rank == 0 ? rs_h5_write_rows(ld, H5T_NATIVE_INT32, 0, st->n_seq[s], labels) : RS_OK;
                 H5Dclose(ld);
                 RS_TRY(e);
             }
@@ -350,7 +331,8 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
             };
             for (int o = 0; o < 5; o++) {
                 snprintf(name, sizeof name, "%s%s", base, objs[o].suffix);
-                *objs[o].h = create ? dset_create(st->grp[s], name, objs[o].type, objs[o].rank, objs[o].dims, objs[o].chunk)
+                *objs[o].h = create ? rs_h5_dataset_create(st->grp[s], name, objs[o].type, objs[o].rank,
+                                                           objs[o].dims, 1, objs[o].chunk)
                                     : H5Dopen2(st->grp[s], name, H5P_DEFAULT);
                 if (*objs[o].h < 0)
                     RS_FAIL(create ? RS_ERR_IO : RS_ERR_FORMAT, "%s: cannot %s dataset /%s/%s", st->path,
@@ -359,7 +341,7 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
         }
     }
     if (create) {
-        st->complete = dset_create(st->file, "complete", H5T_STD_I32LE, 0, NULL, 0);
+        st->complete = rs_h5_dataset_create(st->file, "complete", H5T_STD_I32LE, 0, NULL, 1, 0);
         if (st->complete < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /complete", st->path);
         int32_t zero = 0;
         if (st->rank == 0 && H5Dwrite(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &zero) < 0)
@@ -473,9 +455,7 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
         char what[RS_ACTSTORE_PATH_MAX + 32];
         snprintf(what, sizeof what, "opening %s", path);
         rs_err err = rs_agree(mine, comm, what);
-        if (err && !mine) rs_actstore_close(st);
-        char why[1024]; /* this rank's error, or which rank failed */
-        snprintf(why, sizeof why, "%s", err ? rs_err_msg() : "");
+        if (err && !mine) rs_actstore_close(st); /* the record says why: this rank's error, or which rank failed */
         if (!err) {
             char diff[2048];
             int differs = rs_actstore_identity_diff(diff, sizeof diff, &st->id, id);
@@ -499,14 +479,16 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
             rs_actstore_close(st);
         } else if (err == RS_ERR_UNSUPPORTED && !force) {
             /* another schema, or not ours at all: never overwrite it silently */
-            RS_FAIL(RS_ERR_CONFIG, "%s (pass --force to replace it)", why);
+            RS_TRY(rs_err_prefix(RS_ERR_CONFIG, "%s is not replaced without --force (pass --force to replace it)",
+                                 path));
         } else if (reuse && !force) {
-            RS_FAIL(RS_ERR_FORMAT,
-                    "%s cannot be opened although the harvest journal records finished batches (%s): the file "
-                    "is damaged. Delete the run directory (or use a new run_dir), or pass --force to recreate it",
-                    path, why);
+            RS_TRY(rs_err_prefix(RS_ERR_FORMAT,
+                                 "%s cannot be opened although the harvest journal records finished batches: the "
+                                 "file is damaged. Delete the run directory (or use a new run_dir), or pass --force "
+                                 "to recreate it",
+                                 path));
         } else {
-            RS_DEBUG("%s: unusable store (%s); recreating it", path, why);
+            RS_DEBUG("%s: unusable store (%s); recreating it", path, rs_err_msg());
         }
     }
     RS_TRY(rs_actstore_create(st, path, id, splits, comm));
