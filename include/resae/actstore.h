@@ -34,18 +34,7 @@
 #define RS_ACTSTORE_MAX_LAYERS 128
 #define RS_ACTSTORE_PATH_MAX 1024
 
-/* "float32" / "float16" (as numpy names them); rs_dtype_from_name returns -1 if unknown. */
-const char *rs_dtype_name(int dtype);
-int rs_dtype_from_name(const char *name);
-
-/* IEEE 754 binary16 conversion: round to nearest, ties to even; overflow gives inf, NaN stays NaN. */
-uint16_t rs_f32_to_f16(float f);
-float rs_f16_to_f32(uint16_t h);
-#define RS_F16_MAX 65504.0f
-/* The same conversions over arrays, with the CPU's F16C instructions when present (identical
- * results; RESAE_NO_F16C=1 forces the scalar code). dst and src must not overlap. */
-void rs_f32_to_f16_n(uint16_t *dst, const float *src, size_t n);
-void rs_f16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+/* The storage types and their float16 conversions are in resae/dtype.h (included above). */
 
 /* Everything that determines the store's content. Two stores with equal identities hold the same
  * bytes. The paths are provenance only: a changed path with an equal hash is accepted (warned). */

@@ -12,6 +12,7 @@
 
 #include "resae/blas.h"
 #include "resae/cli.h"
+#include "resae/h5util.h"
 #include "resae/log.h"
 #include "resae/model.h"
 #include "resae/mpi_util.h"
@@ -152,56 +153,11 @@ typedef struct {
     int T, d;
 } out_file;
 
-static hid_t make_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims) {
-    hid_t sp = H5Screate_simple(rank, dims, NULL);
-    hid_t ds = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Sclose(sp);
-    return ds;
-}
-
-/* Rows [s0, s0+B) of a dataset [n_seq, ...] from buf. */
-static rs_err write_rows(hid_t ds, int64_t s0, int B, const float *buf, const char *what) {
-    hid_t fs = H5Dget_space(ds);
-    int rank = H5Sget_simple_extent_ndims(fs);
-    hsize_t dims[3], start[3] = {(hsize_t)s0, 0, 0}, count[3];
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    count[0] = (hsize_t)B;
-    for (int i = 1; i < rank; i++) count[i] = dims[i];
-    hid_t ms = H5Screate_simple(rank, count, NULL);
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (e >= 0) e = H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    if (e < 0) RS_FAIL(RS_ERR_IO, "writing %s for sequences %lld..%lld failed", what, (long long)s0, (long long)(s0 + B - 1));
-    return RS_OK;
-}
-
 static rs_err write_hook(void *ctx, int layer, float *h, int B, int T, int d) {
     out_file *o = ctx;
     if (layer + 1 < 0 || layer + 1 > o->L || o->resid[layer + 1] < 0) return RS_OK;
-    char what[64];
-    snprintf(what, sizeof what, "/resid/%d", layer);
-    RS_TRY(write_rows(o->resid[layer + 1], o->s0, B, h, what));
+    RS_TRY(rs_h5_write_rows(o->resid[layer + 1], H5T_NATIVE_FLOAT, o->s0, B, h));
     return RS_OK;
-}
-
-static void attr_str(hid_t loc, const char *name, const char *val) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(val) + 1);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, t, val);
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(t);
-}
-
-static void attr_num(hid_t loc, const char *name, hid_t type, const void *val) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, type, val);
-    H5Aclose(a);
-    H5Sclose(sp);
 }
 
 /* Collective when comm != NULL: every rank creates the same objects. */
@@ -222,7 +178,7 @@ static rs_err out_create(out_file *o, const char *path, const int *want, int L, 
     H5Pclose(fapl);
     if (o->file < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create the output file (directory missing or not writable?)", path);
     hsize_t dce[2] = {(hsize_t)n_seq, (hsize_t)(T - 1)};
-    o->ce = make_dataset(o->file, "ce", 2, dce);
+    o->ce = rs_h5_dataset_create(o->file, "ce", H5T_IEEE_F32LE, 2, dce, 0, 0);
     if (o->ce < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /ce", path);
     int any = 0;
     for (int i = 0; i <= L; i++) any |= want[i];
@@ -234,7 +190,7 @@ static rs_err out_create(out_file *o, const char *path, const int *want, int L, 
             if (!want[i]) continue;
             char name[32];
             snprintf(name, sizeof name, "%d", i - 1);
-            o->resid[i] = make_dataset(g, name, 3, dr);
+            o->resid[i] = rs_h5_dataset_create(g, name, H5T_IEEE_F32LE, 3, dr, 0, 0);
             if (o->resid[i] < 0) {
                 H5Gclose(g);
                 RS_FAIL(RS_ERR_IO, "%s: cannot create /resid/%s", path, name);
@@ -244,7 +200,7 @@ static rs_err out_create(out_file *o, const char *path, const int *want, int L, 
     }
     if (logits) {
         hsize_t dl[3] = {(hsize_t)n_seq, (hsize_t)T, (hsize_t)V};
-        o->logits = make_dataset(o->file, "logits", 3, dl);
+        o->logits = rs_h5_dataset_create(o->file, "logits", H5T_IEEE_F32LE, 3, dl, 0, 0);
         if (o->logits < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /logits", path);
     }
     return RS_OK;
@@ -272,16 +228,157 @@ static double cpu_seconds(void) {
            1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
-/* After rs_mpi_agree: a rank that failed has the message; the others say why they stop. */
-static rs_err agreed(rs_err local, MPI_Comm comm) {
-    rs_err err = rs_mpi_agree(local, comm);
-    if (err && !local)
-        rs_err_set(err, __FILE__, __LINE__, __func__, "stopped: another rank failed (its message is above)");
+static int under_mpi_launcher(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_STEP_ID");
+}
+
+/* Everything one run of the command holds; fwd_free releases it. */
+typedef struct {
+    rs_model m;
+    rs_run_state s;
+    rs_tokens tk;
+    out_file out;
+    int *want;                  /* (L+1) layers to save, index layer + 1 */
+    int32_t *tok;               /* (B, T) */
+    float *ce;                  /* (B, T-1) */
+    float *logits;              /* (B, T, V) with --logits, else NULL */
+    int64_t n_seq, lo, hi;      /* sequences used; this rank's share [lo, hi) */
+    int T, B;
+    double ce_sum, t_loop;      /* this rank's CE sum; its loop time (after fwd_run: the slowest rank's) */
+} fwd;
+
+static void fwd_reset(fwd *f) {
+    memset(f, 0, sizeof *f);
+    f->tk.file = f->tk.dset = -1;
+    f->tk.fd = -1;
+    f->out.file = f->out.ce = f->out.logits = -1;
+}
+
+static void fwd_free(fwd *f) {
+    out_close(&f->out);
+    rs_tokens_close(&f->tk);
+    free(f->tok);
+    free(f->ce);
+    free(f->logits);
+    free(f->want);
+    rs_run_state_free(&f->s);
+    rs_model_free(&f->m);
+    fwd_reset(f);
+}
+
+/* Load the model and the tokens, size the batch and create the output file. Every step ends with
+ * an agreement when comm is given, so all ranks stop at the same step. */
+static rs_err fwd_open(fwd *f, const opts *o, const MPI_Comm *comm, int rank, int size) {
+    rs_err err = rs_model_load(&f->m, o->model);
+    if (comm) err = rs_agree(err, *comm, "loading the model");
+    if (err) return err;
+    const int L = f->m.cfg.n_layers, d = f->m.cfg.d_model, V = f->m.cfg.vocab_size;
+    f->want = calloc((size_t)L + 1, sizeof *f->want);
+    err = f->want ? parse_layers(f->want, o->layers, L) : RS_ERR(RS_ERR_NOMEM, "out of memory");
+    if (!err) {
+        rs_tokens_opts to = {.format = o->format, .seq_len = o->seq_len, .vocab = V, .comm = comm};
+        err = rs_tokens_open(&f->tk, o->tokens, &to);
+    }
+    if (comm) err = rs_agree(err, *comm, "opening the tokens");
+    if (err) return err;
+    const int T = f->T = f->tk.seq_len;
+    f->n_seq = f->tk.n_seq;
+    if (o->max_seqs > 0 && o->max_seqs < f->n_seq) f->n_seq = o->max_seqs;
+    /* replicated values: every rank decides the same */
+    RS_CHECK(T >= 2, RS_ERR_INVAL, "%s: sequences of %d token(s) have no next-token CE", o->tokens, T);
+    int B = o->batch ? o->batch : (T >= 4096 ? 1 : 4096 / T);
+    rs_range_share(&f->lo, &f->hi, f->n_seq, rank, size); /* this rank's contiguous share of the sequences */
+    if (B > f->hi - f->lo && f->hi > f->lo) B = (int)(f->hi - f->lo);
+    if (B < 1) B = 1;
+    f->B = B;
+    err = rs_run_state_init(&f->s, &f->m, B, T);
+    if (!err) {
+        f->tok = malloc((size_t)B * T * sizeof *f->tok);
+        f->ce = malloc((size_t)B * (T - 1) * sizeof *f->ce);
+        if (o->logits) f->logits = malloc((size_t)B * T * V * sizeof *f->logits);
+        if (!f->tok || !f->ce || (o->logits && !f->logits))
+            err = RS_ERR(RS_ERR_NOMEM, "out of memory for a batch of %d x %d", B, T);
+    }
+    if (comm) err = rs_agree(err, *comm, "allocating the batch");
+    if (err) return err;
+    err = out_create(&f->out, o->out, f->want, L, f->n_seq, T, d, V, o->logits, comm);
+    if (comm) err = rs_agree(err, *comm, "creating the output file");
     return err;
 }
 
-static int under_mpi_launcher(void) {
-    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_STEP_ID");
+/* This rank's sequences, batch by batch: forward, then its rows of /ce, /logits and /resid. */
+static rs_err fwd_loop(fwd *f, int rank) {
+    const int T = f->T, B = f->B;
+    rs_err err = RS_OK;
+    rs_progress pr;
+    rs_progress_init(&pr, "forward", (double)(f->hi - f->lo) * T, "tok", rank == 0);
+    const double cpu0 = cpu_seconds(), t_loop0 = rs_now();
+    for (int64_t s0 = f->lo; s0 < f->hi && !err; s0 += B) {
+        int nb = (int)(f->hi - s0 < B ? f->hi - s0 : B);
+        err = rs_tokens_read(f->tok, &f->tk, s0, nb);
+        if (err) break;
+        f->out.s0 = s0;
+        rs_forward_args a = RS_FORWARD_ARGS_INIT;
+        a.tokens = f->tok;
+        a.hook = write_hook;
+        a.hook_ctx = &f->out;
+        a.ce = f->ce;
+        a.logits = f->logits;
+        err = rs_model_forward(&f->m, &f->s, &a, nb, T);
+        if (!err) err = rs_h5_write_rows(f->out.ce, H5T_NATIVE_FLOAT, s0, nb, f->ce);
+        if (!err && f->logits) err = rs_h5_write_rows(f->out.logits, H5T_NATIVE_FLOAT, s0, nb, f->logits);
+        for (size_t i = 0; !err && i < (size_t)nb * (T - 1); i++) f->ce_sum += f->ce[i];
+        rs_progress_update(&pr, (double)(s0 + nb - f->lo) * T);
+    }
+    if (!err) {
+        rs_progress_finish(&pr);
+        double cpu = cpu_seconds() - cpu0;
+        RS_INFO("forward: %.2f s of CPU time in the loop (all threads of rank 0), %.1f tok per CPU second", cpu,
+                cpu > 0 ? (double)(f->hi - f->lo) * T / cpu : 0.0);
+    }
+    f->t_loop = rs_now() - t_loop0;
+    return err;
+}
+
+/* The file's attributes (collective under MPI: every rank writes the same values). */
+static rs_err fwd_attrs(const fwd *f, const opts *o, double mean) {
+    hid_t file = f->out.file;
+    RS_TRY(rs_h5_attr_str(file, "model", o->model));
+    RS_TRY(rs_h5_attr_str(file, "tokens", o->tokens));
+    RS_TRY(rs_h5_attr_str(file, "format", rs_tokens_format_name(f->tk.format)));
+    RS_TRY(rs_h5_attr_str(file, "arch", f->m.cfg.arch_name));
+    RS_TRY(rs_h5_attr_str(file, "resae_version", RESAE_VERSION));
+    RS_TRY(rs_h5_attr_i64(file, "n_seq", f->n_seq));
+    RS_TRY(rs_h5_attr_i32(file, "seq_len", f->T));
+    RS_TRY(rs_h5_attr_f64(file, "mean_ce", mean));
+    return RS_OK;
+}
+
+/* Open, loop, reduce the CE and the loop time over the ranks, write the attributes. */
+static rs_err fwd_run(fwd *f, const opts *o, const MPI_Comm *comm, int rank, int size) {
+    RS_TRY(fwd_open(f, o, comm, rank, size));
+    const int T = f->T;
+    RS_INFO("forward: %s (%s, %d layers, d=%d) over %lld sequences of %d tokens from %s; batch %d, %d rank(s), "
+            "%d BLAS thread(s), kernels %s", o->model, f->m.cfg.arch_name, f->m.cfg.n_layers, f->m.cfg.d_model,
+            (long long)f->n_seq, T, o->tokens, f->B, size, rs_blas_threads(), rs_blas_corename());
+    rs_err err = fwd_loop(f, rank);
+    /* the loop of the slowest rank: the time all sequences took (start-up and output excluded) */
+    if (comm) {
+        err = rs_agree(err, *comm, "the forward loop");
+        double local = f->ce_sum;
+        MPI_Allreduce(&local, &f->ce_sum, 1, MPI_DOUBLE, MPI_SUM, *comm);
+        local = f->t_loop;
+        MPI_Allreduce(&local, &f->t_loop, 1, MPI_DOUBLE, MPI_MAX, *comm);
+    }
+    if (err) return err;
+    RS_INFO("forward: %lld tok on %d rank(s) in %.2fs (the slowest rank's loop): %.1f tok/s", (long long)f->n_seq * T,
+            size, f->t_loop, f->t_loop > 0 ? (double)f->n_seq * T / f->t_loop : 0.0);
+    double mean = f->ce_sum / ((double)f->n_seq * (T - 1));
+    err = fwd_attrs(f, o, mean);
+    if (comm) err = rs_agree(err, *comm, "writing the output attributes");
+    if (err) return err;
+    RS_INFO("forward: mean CE %.6f over %lld x %d positions; wrote %s", mean, (long long)f->n_seq, T - 1, o->out);
+    return RS_OK;
 }
 
 int rs_cmd_forward(int argc, char **argv) {
@@ -305,129 +402,10 @@ int rs_cmd_forward(int argc, char **argv) {
     }
     if (o.threads) openblas_set_num_threads(o.threads);
 
-    rs_err err = RS_OK;
-    rs_model m;
-    rs_run_state s;
-    rs_tokens tk;
-    out_file out;
-    memset(&m, 0, sizeof m);
-    memset(&s, 0, sizeof s);
-    memset(&tk, 0, sizeof tk);
-    tk.file = tk.dset = -1;
-    tk.fd = -1;
-    memset(&out, 0, sizeof out);
-    out.file = out.ce = out.logits = -1;
-    int32_t *tok = NULL;
-    float *ce = NULL, *logits = NULL;
-    int *want = NULL;
-    double ce_sum = 0;
-
-    err = rs_model_load(&m, o.model);
-    if (use_mpi) err = agreed(err, comm);
-    if (err) goto done;
-    const int L = m.cfg.n_layers, d = m.cfg.d_model, V = m.cfg.vocab_size;
-    want = calloc((size_t)L + 1, sizeof *want);
-    if (!want) {
-        err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory");
-        goto done;
-    }
-    err = parse_layers(want, o.layers, L);
-    if (!err) {
-        rs_tokens_opts to = {.format = o.format, .seq_len = o.seq_len, .vocab = V, .comm = use_mpi ? &comm : NULL};
-        err = rs_tokens_open(&tk, o.tokens, &to);
-    }
-    if (use_mpi) err = agreed(err, comm);
-    if (err) goto done;
-    const int T = tk.seq_len;
-    int64_t n_seq = tk.n_seq;
-    if (o.max_seqs > 0 && o.max_seqs < n_seq) n_seq = o.max_seqs;
-    if (T < 2) {
-        err = rs_err_set(RS_ERR_INVAL, __FILE__, __LINE__, __func__, "%s: sequences of %d token(s) have no next-token CE",
-                         o.tokens, T);
-        goto done;
-    }
-    int B = o.batch ? o.batch : (T >= 4096 ? 1 : 4096 / T);
-    /* this rank's contiguous share of the sequences */
-    const int64_t lo = n_seq * rank / size, hi = n_seq * (rank + 1) / size;
-    if (B > hi - lo && hi > lo) B = (int)(hi - lo);
-    if (B < 1) B = 1;
-    err = rs_run_state_init(&s, &m, B, T);
-    if (!err) {
-        tok = malloc((size_t)B * T * sizeof *tok);
-        ce = malloc((size_t)B * (T - 1) * sizeof *ce);
-        if (o.logits) logits = malloc((size_t)B * T * V * sizeof *logits);
-        if (!tok || !ce || (o.logits && !logits))
-            err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory for a batch of %d x %d", B, T);
-    }
-    if (use_mpi) err = agreed(err, comm);
-    if (err) goto done;
-    err = out_create(&out, o.out, want, L, n_seq, T, d, V, o.logits, use_mpi ? &comm : NULL);
-    if (use_mpi) err = agreed(err, comm);
-    if (err) goto done;
-
-    RS_INFO("forward: %s (%s, %d layers, d=%d) over %lld sequences of %d tokens from %s; batch %d, %d rank(s), "
-            "%d BLAS thread(s), kernels %s", o.model, m.cfg.arch_name, L, d, (long long)n_seq, T, o.tokens, B, size,
-            rs_blas_threads(), rs_blas_corename());
-    rs_progress pr;
-    rs_progress_init(&pr, "forward", (double)(hi - lo) * T, "tok", rank == 0);
-    const double cpu0 = cpu_seconds(), t_loop0 = rs_now();
-    for (int64_t s0 = lo; s0 < hi && !err; s0 += B) {
-        int nb = (int)(hi - s0 < B ? hi - s0 : B);
-        err = rs_tokens_read(tok, &tk, s0, nb);
-        if (err) break;
-        out.s0 = s0;
-        rs_forward_args a = RS_FORWARD_ARGS_INIT;
-        a.tokens = tok;
-        a.hook = write_hook;
-        a.hook_ctx = &out;
-        a.ce = ce;
-        a.logits = logits;
-        err = rs_model_forward(&m, &s, &a, nb, T);
-        if (!err) err = write_rows(out.ce, s0, nb, ce, "/ce");
-        if (!err && logits) err = write_rows(out.logits, s0, nb, logits, "/logits");
-        for (size_t i = 0; !err && i < (size_t)nb * (T - 1); i++) ce_sum += ce[i];
-        rs_progress_update(&pr, (double)(s0 + nb - lo) * T);
-    }
-    if (!err) {
-        rs_progress_finish(&pr);
-        double cpu = cpu_seconds() - cpu0;
-        RS_INFO("forward: %.2f s of CPU time in the loop (all threads of rank 0), %.1f tok per CPU second", cpu,
-                cpu > 0 ? (double)(hi - lo) * T / cpu : 0.0);
-    }
-    /* the loop of the slowest rank: the time all sequences took (start-up and output excluded) */
-    double t_loop = rs_now() - t_loop0;
-    if (use_mpi) {
-        err = agreed(err, comm);
-        double local = ce_sum;
-        MPI_Allreduce(&local, &ce_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
-        local = t_loop;
-        MPI_Allreduce(&local, &t_loop, 1, MPI_DOUBLE, MPI_MAX, comm);
-    }
-    if (!err)
-        RS_INFO("forward: %lld tok on %d rank(s) in %.2fs (the slowest rank's loop): %.1f tok/s", (long long)n_seq * T,
-                size, t_loop, t_loop > 0 ? (double)n_seq * T / t_loop : 0.0);
-    if (!err) {
-        double mean = ce_sum / ((double)n_seq * (T - 1));
-        long long ns = (long long)n_seq;
-        attr_str(out.file, "model", o.model);
-        attr_str(out.file, "tokens", o.tokens);
-        attr_str(out.file, "format", rs_tokens_format_name(tk.format));
-        attr_str(out.file, "arch", m.cfg.arch_name);
-        attr_str(out.file, "resae_version", RESAE_VERSION);
-        attr_num(out.file, "n_seq", H5T_NATIVE_LLONG, &ns);
-        attr_num(out.file, "seq_len", H5T_NATIVE_INT, &T);
-        attr_num(out.file, "mean_ce", H5T_NATIVE_DOUBLE, &mean);
-        RS_INFO("forward: mean CE %.6f over %lld x %d positions; wrote %s", mean, ns, T - 1, o.out);
-    }
-done:
-    out_close(&out);
-    rs_tokens_close(&tk);
-    free(tok);
-    free(ce);
-    free(logits);
-    free(want);
-    rs_run_state_free(&s);
-    rs_model_free(&m);
+    fwd f;
+    fwd_reset(&f);
+    rs_err err = fwd_run(&f, &o, use_mpi ? &comm : NULL, rank, size);
+    fwd_free(&f);
     if (use_mpi) rs_mpi_end();
     return err ? rs_cli_fail() : RS_EXIT_OK;
 }

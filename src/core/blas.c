@@ -410,7 +410,7 @@ rs_err rs_blas_selftest_pdposv(MPI_Comm comm, int nprow, int npcol) {
     int flags[2] = {bad_alloc, info != 0}, any[2] = {0, 0};
     MPI_Allreduce(flags, any, 2, MPI_INT, MPI_MAX, comm);
     rs_err err = RS_OK;
-    if (any[0]) err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory in the PDPOSV self-test");
+    if (any[0]) err = RS_ERR(RS_ERR_NOMEM, "out of memory in the PDPOSV self-test");
     else {
         if (x) MPI_Allreduce(MPI_IN_PLACE, x, N * R, MPI_DOUBLE, MPI_SUM, comm);
         check ck = {0};
@@ -495,7 +495,7 @@ rs_err rs_blas_guard(int argc, char **argv) {
     unsetenv("RESAE_BLAS_REEXEC"); /* not inherited by anything this process starts */
     if (v.action == RS_BLAS_REFUSE) {
         snprintf(g_status, sizeof g_status, "refused: %s", v.status);
-        result = rs_err_set(RS_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__, "%s", v.msg);
+        result = RS_ERR(RS_ERR_UNSUPPORTED, "%s", v.msg);
         return result;
     }
     if (v.action == RS_BLAS_WARN && launcher_rank0()) {

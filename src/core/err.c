@@ -42,7 +42,7 @@ rs_err rs_err_push(rs_err code, const char *file, int line, const char *func) {
 }
 
 rs_err rs_err_prefix(rs_err code, const char *fmt, ...) {
-    char ctx[512], old[RS_ERR_MSG_MAX];
+    char ctx[RS_ERR_MSG_MAX], old[RS_ERR_MSG_MAX]; /* ctx may hold a path (up to 1024 bytes) and a hint */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx, sizeof ctx, fmt, ap);

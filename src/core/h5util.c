@@ -7,6 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* ------------------------------------------------------------------------------------------------
+ * whole datasets
+ * ---------------------------------------------------------------------------------------------- */
+
 rs_err rs_h5_write(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims, const void *data) {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     if (sp < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot create the dataspace of '%s'", name);
@@ -35,52 +39,193 @@ rs_err rs_h5_read(hid_t loc, const char *name, hid_t mem_type, void *data, size_
     return RS_OK;
 }
 
-static rs_err attr_put(hid_t loc, const char *name, hid_t type, const void *v) {
-    if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+hid_t rs_h5_dataset_create(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, int prealloc,
+                           hsize_t chunk_rows) {
+    hid_t sp = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
+    if (sp < 0) return sp;
+    hid_t dcpl = H5P_DEFAULT;
+    if (prealloc) {
+        dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        if (dcpl < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+            H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 || H5Pset_obj_track_times(dcpl, 0) < 0) {
+            if (dcpl >= 0) H5Pclose(dcpl);
+            H5Sclose(sp);
+            return -1;
+        }
+        if (chunk_rows && rank == 2 && dims[0] > 0) {
+            hsize_t c[2] = {chunk_rows < dims[0] ? chunk_rows : dims[0], dims[1]};
+            if (H5Pset_chunk(dcpl, 2, c) < 0) {
+                H5Pclose(dcpl);
+                H5Sclose(sp);
+                return -1;
+            }
+        }
+    }
+    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl != H5P_DEFAULT) H5Pclose(dcpl);
     H5Sclose(sp);
-    if (a < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot create attribute '%s'", name);
-    herr_t e = H5Awrite(a, type, v);
-    H5Aclose(a);
-    if (e < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot write attribute '%s'", name);
+    return d;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * row ranges
+ * ---------------------------------------------------------------------------------------------- */
+
+/* The file (and object) an id belongs to, for messages: "file:/object". */
+static void where(char *out, size_t n, hid_t id) {
+    char file[1024] = "?", obj[512] = "";
+    if (H5Fget_name(id, file, sizeof file) < 0) snprintf(file, sizeof file, "?");
+    if (H5Iget_name(id, obj, sizeof obj) < 0) obj[0] = '\0';
+    snprintf(out, n, "%s%s%s", file, obj[0] ? ":" : "", obj);
+}
+
+enum { ROWS_MAX_RANK = 4 };
+
+/* Select rows [row0, row0 + n) with every trailing dimension in the file space fs, and make the
+ * matching memory space *ms. Returns < 0 on failure. */
+static herr_t select_rows(hid_t *ms, hid_t fs, int64_t row0, int64_t n) {
+    *ms = -1;
+    int rank = H5Sget_simple_extent_ndims(fs);
+    if (rank < 1 || rank > ROWS_MAX_RANK) return -1;
+    hsize_t dims[ROWS_MAX_RANK], start[ROWS_MAX_RANK] = {(hsize_t)row0}, count[ROWS_MAX_RANK];
+    if (H5Sget_simple_extent_dims(fs, dims, NULL) < 0) return -1;
+    count[0] = (hsize_t)n;
+    for (int i = 1; i < rank; i++) count[i] = dims[i];
+    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0) return -1;
+    *ms = H5Screate_simple(rank, count, NULL);
+    return *ms < 0 ? -1 : 0;
+}
+
+static rs_err rows_io(hid_t dset, hid_t mem_type, int64_t row0, int64_t n, void *rbuf, const void *wbuf) {
+    if (n == 0) return RS_OK;
+    hid_t fs = H5Dget_space(dset), ms = -1;
+    herr_t e = fs < 0 || row0 < 0 || n < 0 ? -1 : select_rows(&ms, fs, row0, n);
+    if (e >= 0)
+        e = wbuf ? H5Dwrite(dset, mem_type, ms, fs, H5P_DEFAULT, wbuf)
+                 : H5Dread(dset, mem_type, ms, fs, H5P_DEFAULT, rbuf);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (e < 0) {
+        char w[1600];
+        where(w, sizeof w, dset);
+        return RS_ERR(RS_ERR_IO, "%s: cannot %s rows [%lld, %lld)%s", w, wbuf ? "write" : "read", (long long)row0,
+                      (long long)(row0 + n), wbuf ? " (disk full?)" : "");
+    }
     return RS_OK;
 }
 
-rs_err rs_h5_attr_f64(hid_t loc, const char *name, double v) { return attr_put(loc, name, H5T_NATIVE_DOUBLE, &v); }
-rs_err rs_h5_attr_i64(hid_t loc, const char *name, int64_t v) { return attr_put(loc, name, H5T_NATIVE_INT64, &v); }
+rs_err rs_h5_write_rows(hid_t dset, hid_t mem_type, int64_t row0, int64_t n, const void *buf) {
+    return rows_io(dset, mem_type, row0, n, NULL, buf);
+}
+
+rs_err rs_h5_read_rows(void *buf, hid_t dset, hid_t mem_type, int64_t row0, int64_t n) {
+    return rows_io(dset, mem_type, row0, n, buf, NULL);
+}
+
+hid_t rs_h5_type_f16(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return t;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0 ||
+        H5Tset_precision(t, 16) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * attributes
+ * ---------------------------------------------------------------------------------------------- */
+
+/* n == 0: a scalar attribute; else 1-D of n values. */
+static rs_err attr_put(hid_t loc, const char *name, hid_t type, const void *v, size_t n) {
+    if (H5Aexists(loc, name) > 0 && H5Adelete(loc, name) < 0) {
+        char w[1600];
+        where(w, sizeof w, loc);
+        RS_FAIL(RS_ERR_IO, "%s: cannot replace attribute '%s'", w, name);
+    }
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = n ? H5Screate_simple(1, &dim, NULL) : H5Screate(H5S_SCALAR);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    if (sp >= 0) H5Sclose(sp);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0) H5Aclose(a);
+    if (e < 0) {
+        char w[1600];
+        where(w, sizeof w, loc);
+        RS_FAIL(RS_ERR_IO, "%s: cannot %s attribute '%s'", w, a < 0 ? "create" : "write", name);
+    }
+    return RS_OK;
+}
+
+rs_err rs_h5_attr_f64(hid_t loc, const char *name, double v) { return attr_put(loc, name, H5T_NATIVE_DOUBLE, &v, 0); }
+rs_err rs_h5_attr_i64(hid_t loc, const char *name, int64_t v) { return attr_put(loc, name, H5T_NATIVE_INT64, &v, 0); }
+rs_err rs_h5_attr_i32(hid_t loc, const char *name, int32_t v) { return attr_put(loc, name, H5T_NATIVE_INT32, &v, 0); }
+rs_err rs_h5_attr_u64(hid_t loc, const char *name, uint64_t v) { return attr_put(loc, name, H5T_NATIVE_UINT64, &v, 0); }
+
+rs_err rs_h5_attr_array(hid_t loc, const char *name, hid_t mem_type, const void *v, size_t n) {
+    if (n == 0) RS_FAIL(RS_ERR_INTERNAL, "HDF5: attribute '%s' would have no values", name);
+    return attr_put(loc, name, mem_type, v, n);
+}
 
 rs_err rs_h5_attr_str(hid_t loc, const char *name, const char *s) {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(s) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    rs_err err = attr_put(loc, name, t, s);
+    if (t < 0 || H5Tset_size(t, strlen(s) + 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLTERM) < 0 ||
+        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        if (t >= 0) H5Tclose(t);
+        RS_FAIL(RS_ERR_IO, "HDF5: cannot build the string type of attribute '%s'", name);
+    }
+    rs_err err = attr_put(loc, name, t, s, 0);
     H5Tclose(t);
     return err;
 }
 
-static rs_err attr_get(hid_t loc, const char *name, hid_t type, void *v, const char *file) {
+/* At most cap values (scalar or 1-D) into v; *n = the count. */
+static rs_err attr_get(void *v, size_t *n, size_t cap, hid_t type, hid_t loc, const char *name, const char *file) {
     if (H5Aexists(loc, name) <= 0) RS_FAIL(RS_ERR_FORMAT, "%s: attribute '%s' is missing", file, name);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Aread(a, type, v);
-    if (a >= 0) H5Aclose(a);
+    if (a < 0) RS_FAIL(RS_ERR_FORMAT, "%s: attribute '%s' cannot be opened", file, name);
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5Sclose(sp);
+    if (np < 0 || (size_t)np > cap) {
+        H5Aclose(a);
+        RS_FAIL(RS_ERR_FORMAT, "%s: attribute '%s' has %lld values, expected at most %zu", file, name, (long long)np,
+                cap);
+    }
+    herr_t e = H5Aread(a, type, v);
+    H5Aclose(a);
     if (e < 0) RS_FAIL(RS_ERR_FORMAT, "%s: cannot read attribute '%s'", file, name);
+    if (n) *n = (size_t)np;
     return RS_OK;
 }
 
 rs_err rs_h5_attr_get_f64(double *v, hid_t loc, const char *name, const char *file) {
-    return attr_get(loc, name, H5T_NATIVE_DOUBLE, v, file);
+    return attr_get(v, NULL, 1, H5T_NATIVE_DOUBLE, loc, name, file);
 }
 rs_err rs_h5_attr_get_i64(int64_t *v, hid_t loc, const char *name, const char *file) {
-    return attr_get(loc, name, H5T_NATIVE_INT64, v, file);
+    return attr_get(v, NULL, 1, H5T_NATIVE_INT64, loc, name, file);
+}
+rs_err rs_h5_attr_get_i32(int32_t *v, hid_t loc, const char *name, const char *file) {
+    return attr_get(v, NULL, 1, H5T_NATIVE_INT32, loc, name, file);
+}
+rs_err rs_h5_attr_get_u64(uint64_t *v, hid_t loc, const char *name, const char *file) {
+    return attr_get(v, NULL, 1, H5T_NATIVE_UINT64, loc, name, file);
+}
+rs_err rs_h5_attr_get_array(void *v, size_t *n, size_t cap, hid_t mem_type, hid_t loc, const char *name,
+                            const char *file) {
+    return attr_get(v, n, cap, mem_type, loc, name, file);
 }
 
 rs_err rs_h5_attr_get_str(char *out, size_t n, hid_t loc, const char *name, const char *file) {
     if (H5Aexists(loc, name) <= 0) RS_FAIL(RS_ERR_FORMAT, "%s: attribute '%s' is missing", file, name);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     hid_t ft = a < 0 ? -1 : H5Aget_type(a);
-    if (ft < 0 || H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) > 0) {
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5Sclose(sp);
+    /* ASCII (older files) and UTF-8 alike: the memory type is the file's own */
+    if (ft < 0 || H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) > 0 || np != 1) {
         if (ft >= 0) H5Tclose(ft);
         if (a >= 0) H5Aclose(a);
         RS_FAIL(RS_ERR_FORMAT, "%s: attribute '%s' is not a fixed-length string", file, name);
@@ -89,11 +234,11 @@ rs_err rs_h5_attr_get_str(char *out, size_t n, hid_t loc, const char *name, cons
     char buf[8192];
     rs_err err = RS_OK;
     if (len >= sizeof buf) {
-        err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s: attribute '%s' is too long", file, name);
+        err = RS_ERR(RS_ERR_FORMAT, "%s: attribute '%s' is too long", file, name);
     } else {
         hid_t mt = H5Tcopy(ft);
         if (H5Aread(a, mt, buf) < 0)
-            err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s: cannot read attribute '%s'", file, name);
+            err = RS_ERR(RS_ERR_FORMAT, "%s: cannot read attribute '%s'", file, name);
         buf[len] = '\0';
         H5Tclose(mt);
         snprintf(out, n, "%s", buf);

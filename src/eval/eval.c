@@ -223,7 +223,9 @@ rs_err rs_eval_redundancy(double *mean_max, double *mean_absmax, const float *Wb
         MPI_Comm_size(comm, &size);
     }
     if (block < 1) block = 1;
-    int j0 = (int)((int64_t)nb * rank / size), j1 = (int)((int64_t)nb * (rank + 1) / size);
+    int64_t lo = 0, hi = 0;
+    rs_range_share(&lo, &hi, nb, rank, size); /* this rank's rows of Wb */
+    const int j0 = (int)lo, j1 = (int)hi;
     float *ia = malloc(sizeof(float) * (size_t)(na > 0 ? na : 1));
     float *ib = malloc(sizeof(float) * (size_t)(nb > 0 ? nb : 1));
     float *C = malloc(sizeof(float) * (size_t)block * (size_t)block);
@@ -231,7 +233,7 @@ rs_err rs_eval_redundancy(double *mean_max, double *mean_absmax, const float *Wb
     rs_err err = RS_OK;
     double sums[2] = {0, 0};
     if (!ia || !ib || !C || !rmax || !rabs) {
-        err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "out of memory for redundancy blocks of %d", block);
+        err = RS_ERR(RS_ERR_NOMEM, "out of memory for redundancy blocks of %d", block);
     } else {
         inv_norms(ia, Wa, na, d);
         inv_norms(ib, Wb + (size_t)j0 * (size_t)d, j1 - j0, d);
@@ -267,8 +269,7 @@ rs_err rs_eval_redundancy(double *mean_max, double *mean_absmax, const float *Wb
     free(rmax);
     free(rabs);
     if (comm != MPI_COMM_NULL) {
-        rs_err all = rs_mpi_agree(err, comm);
-        if (all) return err ? err : rs_err_set(all, __FILE__, __LINE__, __func__, "another rank failed");
+        RS_AGREE(err, comm, "the decoder redundancy measure");
         RS_MPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, comm));
     } else if (err) {
         return err;

@@ -192,8 +192,8 @@ rs_err rs_affine_stats_merge(rs_affine_stats *a, const rs_affine_stats *b) {
 rs_err rs_affine_stats_allreduce(rs_affine_stats *s, MPI_Comm comm) {
     int dx = s->dx, dy = s->dy;
     /* a second reduction would count every token once per rank; refuse on every rank alike */
-    if (rs_mpi_agree(s->reduced ? RS_ERR_INVAL : RS_OK, comm))
-        RS_FAIL(RS_ERR_INVAL, "affine stats allreduce: the statistics were already reduced (on some rank)");
+    RS_AGREE(s->reduced ? RS_ERR(RS_ERR_INVAL, "affine stats allreduce: the statistics were already reduced") : RS_OK,
+             comm, "the affine statistics allreduce");
     int64_t n_all = 0;
     RS_MPI(MPI_Allreduce(&s->n, &n_all, 1, MPI_INT64_T, MPI_SUM, comm));
     if (n_all == 0) { /* nothing anywhere: leave zeros, the solve reports it */
@@ -203,10 +203,10 @@ rs_err rs_affine_stats_allreduce(rs_affine_stats *s, MPI_Comm comm) {
     /* global means first: weighted sum of the rank means (dx + dy doubles) */
     size_t nmu = (size_t)dx + (size_t)dy;
     double *mu = malloc(sizeof(double) * nmu);
-    rs_err err = mu ? RS_OK : RS_ERR_NOMEM;
-    if (rs_mpi_agree(err, comm)) {
+    rs_err err = mu ? RS_OK : RS_ERR(RS_ERR_NOMEM, "affine stats allreduce: out of memory (%zu doubles)", nmu);
+    if ((err = rs_agree(err, comm, "the affine statistics allreduce"))) {
         free(mu);
-        RS_FAIL(RS_ERR_NOMEM, "affine stats allreduce: out of memory on some rank (%zu doubles)", nmu);
+        return err;
     }
     double frac = (double)s->n / (double)n_all;
     for (int j = 0; j < dx; j++) mu[j] = s->mu_x[j] * frac;
@@ -441,9 +441,10 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
     /* local statistics on a multi-rank group would give every rank a different matrix */
     int gsize = 1;
     RS_MPI(MPI_Comm_size(comm, &gsize));
-    if (rs_mpi_agree(gsize > 1 && !g->reduced ? RS_ERR_INVAL : RS_OK, comm))
-        RS_FAIL(RS_ERR_INVAL, "affine solve: the statistics are not reduced across the group's %d ranks (call "
-                "rs_affine_stats_allreduce first)", gsize);
+    RS_AGREE(gsize > 1 && !g->reduced ? RS_ERR(RS_ERR_INVAL, "affine solve: the statistics are not reduced across "
+                                               "the group's %d ranks (call rs_affine_stats_allreduce first)", gsize)
+                                      : RS_OK,
+             comm, "the affine solve's input check");
     /* checks on replicated values: every rank decides the same */
     if (o.block < 1) RS_FAIL(RS_ERR_INVAL, "affine solve: block size %d must be >= 1 (affine.block)", o.block);
     if (!(o.lambda_rel >= 0.0) || !isfinite(o.lambda_rel))
@@ -491,9 +492,8 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
         descinit_(L->desc_a, &dx, &dx, &o.block, &o.block, &zero, &zero, &w.grid.ctxt, &L->lld, &info_a);
         descinit_(L->desc_b, &dx, &dy, &o.block, &o.block, &zero, &zero, &w.grid.ctxt, &L->lld, &info_b);
         if (info_a || info_b) {
-            local = rs_err_set(RS_ERR_INTERNAL, __FILE__, __LINE__, __func__,
-                               "affine solve: descinit failed (info %d, %d) for dx=%d, dy=%d, block %d", info_a,
-                               info_b, dx, dy, o.block);
+            local = RS_ERR(RS_ERR_INTERNAL, "affine solve: descinit failed (info %d, %d) for dx=%d, dy=%d, block %d",
+                           info_a, info_b, dx, dy, o.block);
         } else {
             size_t na = (size_t)L->lld * (size_t)(L->nloc_a > 0 ? L->nloc_a : 1);
             size_t nbb = (size_t)L->lld * (size_t)(L->nloc_b > 0 ? L->nloc_b : 1);
@@ -501,12 +501,11 @@ rs_err rs_affine_solve(rs_affine_map *m, const rs_affine_stats *g, const rs_affi
             w.bloc = malloc(sizeof(double) * nbb);
             w.rloc = o.check ? malloc(sizeof(double) * nbb) : NULL;
             if (!w.aloc || !w.bloc || (o.check && !w.rloc))
-                local = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__,
-                                   "affine solve: out of memory for the local blocks (%zu + %zu doubles)", na, nbb);
+                local = RS_ERR(RS_ERR_NOMEM, "affine solve: out of memory for the local blocks (%zu + %zu doubles)",
+                               na, nbb);
         }
     }
-    if ((err = rs_mpi_agree(local, comm))) {
-        if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine solve: another rank failed to set up");
+    if ((err = rs_agree(local, comm, "the affine solve's set-up"))) {
         ws_free(&w);
         rs_affine_map_free(m);
         return err;
@@ -605,9 +604,8 @@ rs_err rs_affine_fit(rs_affine_map *m, const rs_affine_source *calib, int dx, in
     RS_MPI(MPI_Comm_rank(comm, &crank));
     rs_err local = rs_affine_stats_init(&s, dx, dy, o.chunk_rows);
     if (!local) local = accumulate_source(&s, calib, crank == 0);
-    rs_err err = rs_mpi_agree(local, comm);
+    rs_err err = rs_agree(local, comm, "the affine fit's accumulation");
     if (err) {
-        if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine fit: accumulation failed on another rank");
         rs_affine_stats_free(&s);
         return err;
     }
@@ -619,8 +617,7 @@ rs_err rs_affine_fit(rs_affine_map *m, const rs_affine_source *calib, int dx, in
     m->t_gram = t_gram;
     if (o.scale_pass && calib->rewind) {
         local = calib->rewind(calib->ctx);
-        if ((err = rs_mpi_agree(local, comm))) {
-            if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine fit: rewind failed on another rank");
+        if ((err = rs_agree(local, comm, "rewinding the affine calibration source"))) {
             rs_affine_map_free(m);
             return err;
         }
@@ -706,13 +703,8 @@ rs_err rs_affine_scale(double *s, int64_t *n_out, const rs_affine_source *src, c
     if (m) d = m->dy;
     double ss = 0.0;
     int64_t cnt = 0;
-    rs_err local = d >= 1 ? sumsq_source(&ss, &cnt, src, m, d)
-                          : rs_err_set(RS_ERR_INVAL, __FILE__, __LINE__, __func__, "affine scale: d=%d", d);
-    rs_err err = rs_mpi_agree(local, comm);
-    if (err) {
-        if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine scale: another rank failed");
-        return err;
-    }
+    rs_err local = d >= 1 ? sumsq_source(&ss, &cnt, src, m, d) : RS_ERR(RS_ERR_INVAL, "affine scale: d=%d", d);
+    RS_AGREE(local, comm, "the affine scale pass");
     double buf[2] = {ss, (double)cnt};
     RS_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, 2, MPI_DOUBLE, MPI_SUM, comm));
     if (buf[1] < 1) RS_FAIL(RS_ERR_INVAL, "affine scale: no tokens in the group");
@@ -807,9 +799,8 @@ rs_err rs_affine_eval(rs_affine_map *m, const rs_affine_source *eval, MPI_Comm c
         if (local || n <= 0) break;
         local = rs_affine_evalacc_add(&a, m, x, y, n);
     }
-    rs_err err = rs_mpi_agree(local, comm);
+    rs_err err = rs_agree(local, comm, "the affine evaluation");
     if (err) {
-        if (!local) rs_err_set(err, __FILE__, __LINE__, __func__, "affine eval: another rank failed");
         rs_affine_evalacc_free(&a);
         return err;
     }

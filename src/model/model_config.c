@@ -95,7 +95,7 @@ static rs_err parse_neox(rs_model_config *c, const cJSON *root, const char *path
 rs_err rs_model_config_load(rs_model_config *c, const char *dir) {
     memset(c, 0, sizeof *c);
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    RS_TRY(rs_path_join(path, sizeof path, dir, "config.json"));
     char *text = NULL;
     size_t len = 0;
     RS_TRY(rs_read_file(&text, &len, path, 1 << 20));

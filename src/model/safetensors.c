@@ -319,7 +319,7 @@ static rs_err open_sharded(rs_safetensors *st, int *cap, const char *dir, const 
     if (!n_names) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: weight_map is empty", index_path);
     for (int i = 0; i < n_names; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        RS_TRY_GOTO(rs_path_join(path, sizeof path, dir, names[i]), done);
         RS_TRY_GOTO(add_file(st, cap, path), done);
     }
     RS_TRY_GOTO(finish(st), done);
@@ -343,8 +343,8 @@ done:
 rs_err rs_safetensors_open_dir(rs_safetensors *st, const char *dir) {
     memset(st, 0, sizeof *st);
     char index[4096], single[4096];
-    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
-    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    RS_TRY(rs_path_join(index, sizeof index, dir, "model.safetensors.index.json"));
+    RS_TRY(rs_path_join(single, sizeof single, dir, "model.safetensors"));
     int cap = 0;
     rs_err err = RS_OK;
     if (access(index, F_OK) == 0) {

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "resae/h5util.h"
 #include "resae/log.h"
 #include "resae/mpi_util.h"
 #include "resae/util.h"
@@ -20,133 +21,13 @@
 #define STORE_KIND "resae-activations"
 
 /* ------------------------------------------------------------------------------------------------
- * float16
+ * float16 (the conversions are in core/dtype.c; the AVX statistics kernel below needs these)
  * ---------------------------------------------------------------------------------------------- */
 
-const char *rs_dtype_name(int dtype) {
-    switch (dtype) {
-    case RS_DTYPE_F32: return "float32";
-    case RS_DTYPE_F16: return "float16";
-    default: return "unknown";
-    }
-}
-
-int rs_dtype_from_name(const char *name) {
-    if (!strcmp(name, "float32") || !strcmp(name, "f32")) return RS_DTYPE_F32;
-    if (!strcmp(name, "float16") || !strcmp(name, "f16")) return RS_DTYPE_F16;
-    return -1;
-}
-
-static inline __attribute__((always_inline)) uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) /* inf, or NaN kept quiet with its top payload bits */
-        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
-    if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal or zero */
-        if (ax <= 0x33000000u) return (uint16_t)sign;          /* <= 2^-25 rounds (ties even) to 0 */
-        uint32_t e = ax >> 23;
-        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e; /* value / 2^-24 = m * 2^(e-126) */
-        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t r = ax - 0x38000000u; /* rebias the exponent from 127 to 15 */
-    uint32_t q = r >> 13, rem = r & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++;
-    return (uint16_t)(sign | q);
-}
-
-uint16_t rs_f32_to_f16(float f) { return f32_to_f16(f); }
-
-static inline __attribute__((always_inline)) float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
-    float f;
-    if (e == 0) {
-        f = (float)m * 0x1p-24f;
-        memcpy(&x, &f, sizeof x);
-        x |= sign;
-    } else if (e == 31) {
-        x = sign | 0x7f800000u | (m << 13);
-    } else {
-        x = sign | ((e + 112u) << 23) | (m << 13);
-    }
-    memcpy(&f, &x, sizeof f);
-    return f;
-}
-
-float rs_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
-
-/* Bulk conversion: the F16C instructions when the CPU has them (same rounding: nearest even),
- * the scalar code otherwise. The software path is the reference the tests compare against. */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define RS_HAVE_F16C_PATH 1
-static int cpu_has_f16c(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        unsigned a, b, c, d;
-        cached = 0;
-        if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && (c & (1u << 28)) && (c & (1u << 27))) {
-            unsigned lo, hi;
-            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-            cached = (lo & 6u) == 6u; /* the OS saves the SSE and AVX state */
-        }
-        if (getenv("RESAE_NO_F16C")) cached = 0;
-    }
-    return cached;
-}
-
-__attribute__((target("avx,f16c"))) static void f32_to_f16_hw(uint16_t *dst, const float *src, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
-}
-
-__attribute__((target("avx,f16c"))) static void f16_to_f32_hw(float *dst, const uint16_t *src, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
-}
 #endif
-
-void rs_f32_to_f16_n(uint16_t *dst, const float *src, size_t n) {
-#ifdef RS_HAVE_F16C_PATH
-    if (cpu_has_f16c()) {
-        f32_to_f16_hw(dst, src, n);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
-}
-
-void rs_f16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
-#ifdef RS_HAVE_F16C_PATH
-    if (cpu_has_f16c()) {
-        f16_to_f32_hw(dst, src, n);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
-}
-
-/* An IEEE binary16 HDF5 type (little endian) that h5py maps to numpy.float16. */
-static hid_t make_half_type(void) {
-    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
-    if (t < 0) return t;
-    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0 ||
-        H5Tset_precision(t, 16) < 0) {
-        H5Tclose(t);
-        return -1;
-    }
-    return t;
-}
 
 /* ------------------------------------------------------------------------------------------------
  * identity
@@ -271,112 +152,8 @@ void rs_actstore_layer_name(char *out, size_t n, int layer) {
 }
 
 /* ------------------------------------------------------------------------------------------------
- * HDF5 helpers
+ * HDF5 objects (datasets, attributes and row ranges go through resae/h5util.h)
  * ---------------------------------------------------------------------------------------------- */
-
-static rs_err attr_write(hid_t loc, const char *name, hid_t type, const void *data, hsize_t n) {
-    hid_t sp = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Awrite(a, type, data);
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    if (e < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot write attribute '%s'", name);
-    return RS_OK;
-}
-
-static rs_err attr_write_str(hid_t loc, const char *name, const char *s) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(s) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    rs_err err = attr_write(loc, name, t, s, 0);
-    H5Tclose(t);
-    return err;
-}
-
-static rs_err attr_read(hid_t loc, const char *name, hid_t mem_type, void *data, hsize_t n_expect) {
-    if (H5Aexists(loc, name) <= 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' is missing", name);
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' cannot be opened", name);
-    hid_t sp = H5Aget_space(a);
-    hssize_t np = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    if (np < 0 || (hsize_t)np > (n_expect ? n_expect : 1)) {
-        H5Aclose(a);
-        RS_FAIL(RS_ERR_FORMAT, "attribute '%s' has %lld values, expected at most %llu", name, (long long)np,
-                (unsigned long long)(n_expect ? n_expect : 1));
-    }
-    herr_t e = H5Aread(a, mem_type, data);
-    H5Aclose(a);
-    if (e < 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' cannot be read", name);
-    return RS_OK;
-}
-
-static rs_err attr_read_str(hid_t loc, const char *name, char *out, size_t n) {
-    if (H5Aexists(loc, name) <= 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' is missing", name);
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    hid_t ft = a < 0 ? -1 : H5Aget_type(a);
-    size_t sz = ft < 0 ? 0 : H5Tget_size(ft);
-    if (ft >= 0) H5Tclose(ft);
-    if (a < 0 || sz == 0 || sz > n) {
-        if (a >= 0) H5Aclose(a);
-        RS_FAIL(RS_ERR_FORMAT, "attribute '%s' is not a string of at most %zu bytes", name, n);
-    }
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, sz);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    memset(out, 0, n);
-    herr_t e = H5Aread(a, t, out);
-    H5Tclose(t);
-    H5Aclose(a);
-    if (e < 0) RS_FAIL(RS_ERR_FORMAT, "attribute '%s' cannot be read", name);
-    out[n - 1] = '\0';
-    return RS_OK;
-}
-
-/* Dataset with storage allocated at creation and never filled: later raw writes do not touch
- * metadata. chunk_rows 0 means contiguous. rank 1 or 2 (or 0 = scalar). */
-static hid_t dset_create(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
-                         hsize_t chunk_rows) {
-    hid_t sp = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    H5Pset_obj_track_times(dcpl, 0);
-    if (chunk_rows && rank == 2 && dims[0] > 0) {
-        hsize_t c[2] = {chunk_rows < dims[0] ? chunk_rows : dims[0], dims[1]};
-        H5Pset_chunk(dcpl, 2, c);
-    }
-    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Pclose(dcpl);
-    H5Sclose(sp);
-    return d;
-}
-
-/* Write rows [row0, row0+n) of a (rows, cols) or (rows) dataset from a contiguous buffer. */
-static herr_t dset_write_rows(hid_t d, hid_t mem_type, int rank, hsize_t row0, hsize_t n, hsize_t cols,
-                              const void *buf) {
-    if (n == 0) return 0;
-    hid_t fs = H5Dget_space(d);
-    hsize_t start[2] = {row0, 0}, count[2] = {n, cols};
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    hid_t ms = H5Screate_simple(rank, count, NULL);
-    if (e >= 0) e = H5Dwrite(d, mem_type, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    return e;
-}
-
-static herr_t dset_read_rows(hid_t d, hid_t mem_type, int rank, hsize_t row0, hsize_t n, hsize_t cols, void *buf) {
-    if (n == 0) return 0;
-    hid_t fs = H5Dget_space(d);
-    hsize_t start[2] = {row0, 0}, count[2] = {n, cols};
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    hid_t ms = H5Screate_simple(rank, count, NULL);
-    if (e >= 0) e = H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    return e;
-}
 
 static hid_t fapl_mpio(MPI_Comm comm) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -412,46 +189,32 @@ static hid_t stored_type(const rs_actstore *st) {
  * create / open / close
  * ---------------------------------------------------------------------------------------------- */
 
+/* The identity as root attributes (names and types are the store's schema: docs/store.md). */
 static rs_err write_identity(hid_t f, const rs_actstore_identity *id) {
-    int32_t i32;
-    int64_t i64;
-    uint64_t u64;
-    RS_TRY(attr_write_str(f, "kind", STORE_KIND));
-    i32 = id->schema_version;
-    RS_TRY(attr_write(f, "schema_version", H5T_NATIVE_INT32, &i32, 0));
-    RS_TRY(attr_write_str(f, "resae_version", RESAE_VERSION));
-    RS_TRY(attr_write_str(f, "model_path", id->model_path));
-    u64 = id->model_hash;
-    RS_TRY(attr_write(f, "model_hash", H5T_NATIVE_UINT64, &u64, 0));
-    RS_TRY(attr_write_str(f, "data_path", id->data_path));
-    u64 = id->data_hash;
-    RS_TRY(attr_write(f, "data_hash", H5T_NATIVE_UINT64, &u64, 0));
-    i64 = id->n_seq_data;
-    RS_TRY(attr_write(f, "n_seq_data", H5T_NATIVE_INT64, &i64, 0));
-    i32 = id->T;
-    RS_TRY(attr_write(f, "seq_len", H5T_NATIVE_INT32, &i32, 0));
-    i32 = id->skip_pos0;
-    RS_TRY(attr_write(f, "skip_pos0", H5T_NATIVE_INT32, &i32, 0));
-    i32 = id->T - id->skip_pos0;
-    RS_TRY(attr_write(f, "tokens_per_seq", H5T_NATIVE_INT32, &i32, 0));
-    u64 = id->split_seed;
-    RS_TRY(attr_write(f, "split_seed", H5T_NATIVE_UINT64, &u64, 0));
+    RS_TRY(rs_h5_attr_str(f, "kind", STORE_KIND));
+    RS_TRY(rs_h5_attr_i32(f, "schema_version", id->schema_version));
+    RS_TRY(rs_h5_attr_str(f, "resae_version", RESAE_VERSION));
+    RS_TRY(rs_h5_attr_str(f, "model_path", id->model_path));
+    RS_TRY(rs_h5_attr_u64(f, "model_hash", id->model_hash));
+    RS_TRY(rs_h5_attr_str(f, "data_path", id->data_path));
+    RS_TRY(rs_h5_attr_u64(f, "data_hash", id->data_hash));
+    RS_TRY(rs_h5_attr_i64(f, "n_seq_data", id->n_seq_data));
+    RS_TRY(rs_h5_attr_i32(f, "seq_len", id->T));
+    RS_TRY(rs_h5_attr_i32(f, "skip_pos0", id->skip_pos0));
+    RS_TRY(rs_h5_attr_i32(f, "tokens_per_seq", id->T - id->skip_pos0));
+    RS_TRY(rs_h5_attr_u64(f, "split_seed", id->split_seed));
     for (int s = 0; s < RS_SPLIT_COUNT; s++) {
         char name[32];
         snprintf(name, sizeof name, "budget_%s", rs_split_name(s));
-        i64 = id->budget[s];
-        RS_TRY(attr_write(f, name, H5T_NATIVE_INT64, &i64, 0));
+        RS_TRY(rs_h5_attr_i64(f, name, id->budget[s]));
     }
     int32_t layers[RS_ACTSTORE_MAX_LAYERS];
     for (int i = 0; i < id->n_layers; i++) layers[i] = id->layers[i];
-    RS_TRY(attr_write(f, "layers", H5T_NATIVE_INT32, layers, (hsize_t)id->n_layers));
-    i32 = id->d;
-    RS_TRY(attr_write(f, "d", H5T_NATIVE_INT32, &i32, 0));
-    RS_TRY(attr_write_str(f, "dtype", rs_dtype_name(id->dtype)));
-    i32 = id->batch_seqs;
-    RS_TRY(attr_write(f, "batch_seqs", H5T_NATIVE_INT32, &i32, 0));
-    i32 = id->chunk_rows;
-    RS_TRY(attr_write(f, "chunk_rows", H5T_NATIVE_INT32, &i32, 0));
+    RS_TRY(rs_h5_attr_array(f, "layers", H5T_NATIVE_INT32, layers, (size_t)id->n_layers));
+    RS_TRY(rs_h5_attr_i32(f, "d", id->d));
+    RS_TRY(rs_h5_attr_str(f, "dtype", rs_dtype_name(id->dtype)));
+    RS_TRY(rs_h5_attr_i32(f, "batch_seqs", id->batch_seqs));
+    RS_TRY(rs_h5_attr_i32(f, "chunk_rows", id->chunk_rows));
     return RS_OK;
 }
 
@@ -461,64 +224,55 @@ static rs_err read_identity(rs_actstore_identity *id, hid_t f, const char *path)
     int32_t i32;
     int64_t i64;
     uint64_t u64;
-    rs_err err = attr_read_str(f, "kind", kind, sizeof kind);
+    rs_err err = rs_h5_attr_get_str(kind, sizeof kind, f, "kind", path);
     if (err || strcmp(kind, STORE_KIND))
         RS_FAIL(RS_ERR_UNSUPPORTED, "%s: not a resae activation store (root attribute kind != '%s')", path, STORE_KIND);
-#define RD(name, type, var) \
-    do {                                                                                        \
-        rs_err e_ = attr_read(f, name, type, &var, 0);                                          \
-        if (e_) {                                                                               \
-            char m_[512];                                                                       \
-            snprintf(m_, sizeof m_, "%s", rs_err_msg());                                        \
-            RS_FAIL(e_, "%s: %s (the store is damaged or of another schema)", path, m_);        \
-        }                                                                                       \
+#define RD(get, name, var)                                                                                   \
+    do {                                                                                                     \
+        rs_err e_ = get(&var, f, name, path);                                                                \
+        if (e_) RS_TRY(rs_err_prefix(e_, "damaged activation store, or one of another schema"));             \
     } while (0)
-    RD("schema_version", H5T_NATIVE_INT32, i32);
+    RD(rs_h5_attr_get_i32, "schema_version", i32);
     id->schema_version = i32;
     if (i32 != RESAE_SCHEMA_VERSION) return RS_OK; /* the caller reports the version difference */
-    RD("model_hash", H5T_NATIVE_UINT64, u64);
+    RD(rs_h5_attr_get_u64, "model_hash", u64);
     id->model_hash = u64;
-    RD("data_hash", H5T_NATIVE_UINT64, u64);
+    RD(rs_h5_attr_get_u64, "data_hash", u64);
     id->data_hash = u64;
-    RD("n_seq_data", H5T_NATIVE_INT64, i64);
+    RD(rs_h5_attr_get_i64, "n_seq_data", i64);
     id->n_seq_data = i64;
-    RD("seq_len", H5T_NATIVE_INT32, i32);
+    RD(rs_h5_attr_get_i32, "seq_len", i32);
     id->T = i32;
-    RD("skip_pos0", H5T_NATIVE_INT32, i32);
+    RD(rs_h5_attr_get_i32, "skip_pos0", i32);
     id->skip_pos0 = i32;
-    RD("split_seed", H5T_NATIVE_UINT64, u64);
+    RD(rs_h5_attr_get_u64, "split_seed", u64);
     id->split_seed = u64;
     for (int s = 0; s < RS_SPLIT_COUNT; s++) {
         char name[32];
         snprintf(name, sizeof name, "budget_%s", rs_split_name(s));
-        RD(name, H5T_NATIVE_INT64, i64);
+        RD(rs_h5_attr_get_i64, name, i64);
         id->budget[s] = i64;
     }
-    RD("d", H5T_NATIVE_INT32, i32);
+    RD(rs_h5_attr_get_i32, "d", i32);
     id->d = i32;
-    RD("batch_seqs", H5T_NATIVE_INT32, i32);
+    RD(rs_h5_attr_get_i32, "batch_seqs", i32);
     id->batch_seqs = i32;
-    RD("chunk_rows", H5T_NATIVE_INT32, i32);
+    RD(rs_h5_attr_get_i32, "chunk_rows", i32);
     id->chunk_rows = i32;
 #undef RD
-    {
-        hid_t a = H5Aopen(f, "layers", H5P_DEFAULT);
-        hid_t sp = a < 0 ? -1 : H5Aget_space(a);
-        hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
-        if (sp >= 0) H5Sclose(sp);
-        if (a >= 0) H5Aclose(a);
-        if (np < 1 || np > RS_ACTSTORE_MAX_LAYERS) RS_FAIL(RS_ERR_FORMAT, "%s: attribute 'layers' is missing or invalid", path);
-        int32_t layers[RS_ACTSTORE_MAX_LAYERS];
-        RS_TRY(attr_read(f, "layers", H5T_NATIVE_INT32, layers, RS_ACTSTORE_MAX_LAYERS));
-        id->n_layers = (int)np;
-        for (int i = 0; i < id->n_layers; i++) id->layers[i] = layers[i];
-    }
+    int32_t layers[RS_ACTSTORE_MAX_LAYERS];
+    size_t nl = 0;
+    RS_TRY(rs_h5_attr_get_array(layers, &nl, RS_ACTSTORE_MAX_LAYERS, H5T_NATIVE_INT32, f, "layers", path));
+    if (nl < 1) RS_FAIL(RS_ERR_FORMAT, "%s: attribute 'layers' is empty", path);
+    id->n_layers = (int)nl;
+    for (int i = 0; i < id->n_layers; i++) id->layers[i] = layers[i];
+    /* strings: UTF-8 since the writer moved to h5util, ASCII in older stores; both read */
     char dt[32];
-    RS_TRY(attr_read_str(f, "dtype", dt, sizeof dt));
+    RS_TRY(rs_h5_attr_get_str(dt, sizeof dt, f, "dtype", path));
     id->dtype = rs_dtype_from_name(dt);
     if (id->dtype < 0) RS_FAIL(RS_ERR_FORMAT, "%s: unknown dtype '%s'", path, dt);
-    RS_TRY(attr_read_str(f, "model_path", id->model_path, sizeof id->model_path));
-    RS_TRY(attr_read_str(f, "data_path", id->data_path, sizeof id->data_path));
+    RS_TRY(rs_h5_attr_get_str(id->model_path, sizeof id->model_path, f, "model_path", path));
+    RS_TRY(rs_h5_attr_get_str(id->data_path, sizeof id->data_path, f, "data_path", path));
     return rs_actstore_identity_check(id);
 }
 
@@ -530,29 +284,27 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
         if (create) {
             st->grp[s] = H5Gcreate2(st->file, sname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             if (st->grp[s] < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create group /%s", st->path, sname);
-            int64_t v[3] = {st->n_seq[s], st->n_rows[s], st->n_batches[s]};
-            RS_TRY(attr_write(st->grp[s], "n_seq", H5T_NATIVE_INT64, &v[0], 0));
-            RS_TRY(attr_write(st->grp[s], "n_rows", H5T_NATIVE_INT64, &v[1], 0));
-            RS_TRY(attr_write(st->grp[s], "n_batches", H5T_NATIVE_INT64, &v[2], 0));
+            RS_TRY(rs_h5_attr_i64(st->grp[s], "n_seq", st->n_seq[s]));
+            RS_TRY(rs_h5_attr_i64(st->grp[s], "n_rows", st->n_rows[s]));
+            RS_TRY(rs_h5_attr_i64(st->grp[s], "n_batches", st->n_batches[s]));
             hsize_t n = (hsize_t)st->n_seq[s];
-            st->seq_ids[s] = dset_create(st->grp[s], "seq_ids", H5T_STD_I32LE, 1, &n, 0);
+            st->seq_ids[s] = rs_h5_dataset_create(st->grp[s], "seq_ids", H5T_STD_I32LE, 1, &n, 1, 0);
             if (st->seq_ids[s] < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /%s/seq_ids", st->path, sname);
             if (splits->split[s].labels) {
-                hid_t ld = dset_create(st->grp[s], "labels", H5T_STD_I32LE, 1, &n, 0);
+                hid_t ld = rs_h5_dataset_create(st->grp[s], "labels", H5T_STD_I32LE, 1, &n, 1, 0);
                 if (ld < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /%s/labels", st->path, sname);
-                herr_t e = 0;
-                if (st->rank == 0) e = dset_write_rows(ld, H5T_NATIVE_INT32, 1, 0, n, 1, splits->split[s].labels);
+                const int32_t *labels = splits->split[s].labels;
+                rs_err e = st->rank == 0 ? rs_h5_write_rows(ld, H5T_NATIVE_INT32, 0, st->n_seq[s], labels) : RS_OK;
                 H5Dclose(ld);
-                if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot write /%s/labels", st->path, sname);
+                RS_TRY(e);
             }
-            if (st->rank == 0 &&
-                dset_write_rows(st->seq_ids[s], H5T_NATIVE_INT32, 1, 0, n, 1, splits->split[s].seq_ids) < 0)
-                RS_FAIL(RS_ERR_IO, "%s: cannot write /%s/seq_ids", st->path, sname);
+            if (st->rank == 0)
+                RS_TRY(rs_h5_write_rows(st->seq_ids[s], H5T_NATIVE_INT32, 0, st->n_seq[s], splits->split[s].seq_ids));
         } else {
             st->grp[s] = H5Gopen2(st->file, sname, H5P_DEFAULT);
             if (st->grp[s] < 0) RS_FAIL(RS_ERR_FORMAT, "%s: group /%s is missing", st->path, sname);
             int64_t nseq = 0;
-            RS_TRY(attr_read(st->grp[s], "n_seq", H5T_NATIVE_INT64, &nseq, 0));
+            RS_TRY(rs_h5_attr_get_i64(&nseq, st->grp[s], "n_seq", st->path));
             st->n_seq[s] = nseq;
             st->seq_ids[s] = H5Dopen2(st->grp[s], "seq_ids", H5P_DEFAULT);
             if (st->seq_ids[s] < 0) RS_FAIL(RS_ERR_FORMAT, "%s: /%s/seq_ids is missing", st->path, sname);
@@ -579,7 +331,8 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
             };
             for (int o = 0; o < 5; o++) {
                 snprintf(name, sizeof name, "%s%s", base, objs[o].suffix);
-                *objs[o].h = create ? dset_create(st->grp[s], name, objs[o].type, objs[o].rank, objs[o].dims, objs[o].chunk)
+                *objs[o].h = create ? rs_h5_dataset_create(st->grp[s], name, objs[o].type, objs[o].rank,
+                                                           objs[o].dims, 1, objs[o].chunk)
                                     : H5Dopen2(st->grp[s], name, H5P_DEFAULT);
                 if (*objs[o].h < 0)
                     RS_FAIL(create ? RS_ERR_IO : RS_ERR_FORMAT, "%s: cannot %s dataset /%s/%s", st->path,
@@ -588,7 +341,7 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
         }
     }
     if (create) {
-        st->complete = dset_create(st->file, "complete", H5T_STD_I32LE, 0, NULL, 0);
+        st->complete = rs_h5_dataset_create(st->file, "complete", H5T_STD_I32LE, 0, NULL, 1, 0);
         if (st->complete < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create /complete", st->path);
         int32_t zero = 0;
         if (st->rank == 0 && H5Dwrite(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &zero) < 0)
@@ -616,13 +369,16 @@ static void store_init_common(rs_actstore *st, const char *path, MPI_Comm comm) 
     MPI_Comm_rank(comm, &st->rank);
     MPI_Comm_size(comm, &st->size);
     snprintf(st->path, sizeof st->path, "%s", path);
-    st->half_type = make_half_type();
+    st->half_type = rs_h5_type_f16();
 }
 
 rs_err rs_actstore_create(rs_actstore *st, const char *path, const rs_actstore_identity *id,
                           const rs_splits *splits, MPI_Comm comm) {
     rs_err err = RS_OK;
     store_init_common(st, path, comm);
+    if (strlen(path) >= sizeof st->path)
+        RS_FAIL_GOTO(fail, RS_ERR_INVAL, "%s: the activation store's path is longer than %zu bytes", path,
+                     sizeof st->path - 1);
     RS_TRY_GOTO(rs_actstore_identity_check(id), fail);
     st->id = *id;
     st->writable = 1;
@@ -649,6 +405,9 @@ rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Com
     rs_err err = RS_OK;
     store_init_common(st, path, comm);
     st->writable = writable;
+    if (strlen(path) >= sizeof st->path)
+        RS_FAIL_GOTO(fail, RS_ERR_INVAL, "%s: the activation store's path is longer than %zu bytes", path,
+                     sizeof st->path - 1);
     if (st->half_type < 0) RS_FAIL_GOTO(fail, RS_ERR_IO, "HDF5: cannot build the float16 type");
     struct stat sb;
     if (stat(path, &sb)) RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: no activation store here (%s)", path, strerror(errno));
@@ -665,10 +424,10 @@ rs_err rs_actstore_open(rs_actstore *st, const char *path, int writable, MPI_Com
     }
     err = read_identity(&st->id, st->file, path);
     if (!err && st->id.schema_version != RESAE_SCHEMA_VERSION)
-        err = rs_err_set(RS_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,
-                         "%s: store schema version %d, this resae reads version %d: delete the run directory "
-                         "(or use a new run_dir) to harvest again",
-                         path, st->id.schema_version, RESAE_SCHEMA_VERSION);
+        err = RS_ERR(RS_ERR_UNSUPPORTED,
+                     "%s: store schema version %d, this resae reads version %d: delete the run directory (or use a "
+                     "new run_dir) to harvest again",
+                     path, st->id.schema_version, RESAE_SCHEMA_VERSION);
     if (!err) err = open_objects(st, 0, NULL);
     H5Eset_auto2(H5E_DEFAULT, fn, fn_data);
     if (err) goto fail;
@@ -692,11 +451,11 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
     MPI_Bcast(&exists, 1, MPI_INT, 0, comm);
     if (exists) {
         rs_err mine = rs_actstore_open(st, path, 1, comm);
-        char why[1024];
-        snprintf(why, sizeof why, "%s", mine ? rs_err_msg() : "it cannot be opened on every rank");
         /* decide on the agreed code so that every rank takes the same branch */
-        rs_err err = rs_mpi_agree(mine, comm);
-        if (err && !mine) rs_actstore_close(st);
+        char what[RS_ACTSTORE_PATH_MAX + 32];
+        snprintf(what, sizeof what, "opening %s", path);
+        rs_err err = rs_agree(mine, comm, what);
+        if (err && !mine) rs_actstore_close(st); /* the record says why: this rank's error, or which rank failed */
         if (!err) {
             char diff[2048];
             int differs = rs_actstore_identity_diff(diff, sizeof diff, &st->id, id);
@@ -720,14 +479,16 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
             rs_actstore_close(st);
         } else if (err == RS_ERR_UNSUPPORTED && !force) {
             /* another schema, or not ours at all: never overwrite it silently */
-            RS_FAIL(RS_ERR_CONFIG, "%s (pass --force to replace it)", why);
+            RS_TRY(rs_err_prefix(RS_ERR_CONFIG, "%s is not replaced without --force (pass --force to replace it)",
+                                 path));
         } else if (reuse && !force) {
-            RS_FAIL(RS_ERR_FORMAT,
-                    "%s cannot be opened although the harvest journal records finished batches (%s): the file "
-                    "is damaged. Delete the run directory (or use a new run_dir), or pass --force to recreate it",
-                    path, why);
+            RS_TRY(rs_err_prefix(RS_ERR_FORMAT,
+                                 "%s cannot be opened although the harvest journal records finished batches: the "
+                                 "file is damaged. Delete the run directory (or use a new run_dir), or pass --force "
+                                 "to recreate it",
+                                 path));
         } else {
-            RS_DEBUG("%s: unusable store (%s); recreating it", path, why);
+            RS_DEBUG("%s: unusable store (%s); recreating it", path, rs_err_msg());
         }
     }
     RS_TRY(rs_actstore_create(st, path, id, splits, comm));
@@ -841,13 +602,11 @@ rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t ba
     /* per-dimension sums of squares added in dimension order: fixed, so deterministic */
     double sqn = 0.0;
     for (int j = 0; j < d; j++) sqn += sq[j];
-    herr_t e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)d, buf);
-    if (e >= 0) e = dset_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)batch, 1, (hsize_t)d, sum);
-    if (e >= 0) e = dset_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)batch, 1, 1, &sqn);
+    rs_err e = rs_h5_write_rows(st->dset[split][li], mtype, row0, n, buf);
+    if (!e) e = rs_h5_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, batch, 1, sum);
+    if (!e) e = rs_h5_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, batch, 1, &sqn);
     free(acc);
-    if (e < 0)
-        RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
-                rs_split_name(split), layer);
+    if (e) RS_TRY(rs_err_prefix(e, "batch %lld", (long long)batch));
     return RS_OK;
 }
 
@@ -897,7 +656,7 @@ static void accumulate_rows_scalar(double *sum, double *sq, const void *rows, in
         const uint16_t *h = (const uint16_t *)rows + (size_t)r * d;
         for (int j0 = 0; j0 < d; j0 += 256) {
             int m = d - j0 < 256 ? d - j0 : 256;
-            for (int j = 0; j < m; j++) back[j] = f16_to_f32(h[j0 + j]);
+            rs_f16_to_f32_n(back, h + j0, (size_t)m);
             accumulate_row(sum + j0, sq + j0, back, m);
         }
     }
@@ -928,7 +687,7 @@ __attribute__((target("avx,f16c"))) static void accumulate_rows_hw(double *sum, 
     for (; j < d; j++)
         for (int r = 0; r < nr; r++) {
             size_t i = (size_t)r * d + j;
-            double v = f16 ? (double)f16_to_f32(((const uint16_t *)rows)[i]) : (double)((const float *)rows)[i];
+            double v = f16 ? (double)rs_f16_to_f32(((const uint16_t *)rows)[i]) : (double)((const float *)rows)[i];
             sum[j] += v;
             sq[j] += v * v;
         }
@@ -937,7 +696,7 @@ __attribute__((target("avx,f16c"))) static void accumulate_rows_hw(double *sum, 
 
 static void accumulate_rows(double *sum, double *sq, const void *rows, int f16, int nr, int d) {
 #ifdef RS_HAVE_F16C_PATH
-    if (cpu_has_f16c()) {
+    if (rs_dtype_f16c()) {
         accumulate_rows_hw(sum, sq, rows, f16, nr, d);
         return;
     }
@@ -1070,20 +829,17 @@ rs_err rs_actstore_write_packed(rs_actstore *st, int split, int64_t batch, const
     double t1 = rs_now();
     const size_t stride = 2 * (size_t)d + 1; /* sum (d), sq (d), sqnorm */
     const hid_t mtype = st->id.dtype == RS_DTYPE_F16 ? st->half_type : H5T_NATIVE_FLOAT;
-    herr_t e = 0;
-    int li = 0;
-    for (; li < nl && e >= 0; li++) {
+    rs_err e = RS_OK;
+    for (int li = 0; li < nl && !e; li++) {
         const double *sum = st->stat_buf + (size_t)li * stride;
-        e = dset_write_rows(st->dset[split][li], mtype, 2, (hsize_t)row0, (hsize_t)nb, (hsize_t)d, packed[li]);
-        if (e >= 0) e = dset_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)batch, 1, (hsize_t)d, sum);
-        if (e >= 0) e = dset_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)batch, 1, 1, sum + 2 * d);
+        e = rs_h5_write_rows(st->dset[split][li], mtype, row0, nb, packed[li]);
+        if (!e) e = rs_h5_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, batch, 1, sum);
+        if (!e) e = rs_h5_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, batch, 1, sum + 2 * d);
     }
     memset(st->packed, 0, sizeof st->packed);
-    if (e >= 0) start_writeback(st);
+    if (!e) start_writeback(st);
     st->io_s += rs_now() - t1;
-    if (e < 0)
-        RS_FAIL(RS_ERR_IO, "%s: writing batch %lld of /%s/L%d failed (disk full?)", st->path, (long long)batch,
-                rs_split_name(split), st->id.layers[li - 1]);
+    if (e) RS_TRY(rs_err_prefix(e, "batch %lld", (long long)batch));
     return RS_OK;
 }
 
@@ -1105,7 +861,7 @@ rs_err rs_actstore_finalize(rs_actstore *st) {
     double *buf = malloc((size_t)block * (size_t)d * sizeof *buf);
     double *acc = malloc((size_t)d * sizeof *acc);
     double *sq = malloc((size_t)block * sizeof *sq);
-    if (!buf || !acc || !sq) err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "finalize: out of memory");
+    if (!buf || !acc || !sq) err = RS_ERR(RS_ERR_NOMEM, "%s: finalize: out of memory", st->path);
     /* (split, layer) pairs dealt round-robin; each pair is summed by one rank in batch order */
     int task = 0;
     for (int s = 0; s < RS_SPLIT_COUNT && !err; s++) {
@@ -1115,11 +871,9 @@ rs_err rs_actstore_finalize(rs_actstore *st) {
             double sqn = 0.0;
             for (int64_t b0 = 0; b0 < st->n_batches[s] && !err; b0 += block) {
                 int64_t nb = st->n_batches[s] - b0 < block ? st->n_batches[s] - b0 : block;
-                if (dset_read_rows(st->bsum[s][li], H5T_NATIVE_DOUBLE, 2, (hsize_t)b0, (hsize_t)nb, (hsize_t)d, buf) < 0 ||
-                    dset_read_rows(st->bsqn[s][li], H5T_NATIVE_DOUBLE, 1, (hsize_t)b0, (hsize_t)nb, 1, sq) < 0) {
-                    err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: cannot read batch statistics", st->path);
-                    break;
-                }
+                err = rs_h5_read_rows(buf, st->bsum[s][li], H5T_NATIVE_DOUBLE, b0, nb);
+                if (!err) err = rs_h5_read_rows(sq, st->bsqn[s][li], H5T_NATIVE_DOUBLE, b0, nb);
+                if (err) break;
                 for (int64_t b = 0; b < nb; b++) {
                     for (int j = 0; j < d; j++) acc[j] += buf[(size_t)b * d + j];
                     sqn += sq[b];
@@ -1129,23 +883,24 @@ rs_err rs_actstore_finalize(rs_actstore *st) {
             double inv = st->n_rows[s] ? 1.0 / (double)st->n_rows[s] : 0.0;
             for (int j = 0; j < d; j++) acc[j] *= inv;
             sqn *= inv;
-            if (dset_write_rows(st->mean[s][li], H5T_NATIVE_DOUBLE, 1, 0, (hsize_t)d, 1, acc) < 0 ||
-                H5Dwrite(st->sqn[s][li], H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &sqn) < 0)
-                err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "%s: cannot write statistics", st->path);
+            err = rs_h5_write_rows(st->mean[s][li], H5T_NATIVE_DOUBLE, 0, d, acc);
+            if (!err && H5Dwrite(st->sqn[s][li], H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &sqn) < 0)
+                err = RS_ERR(RS_ERR_IO, "%s: cannot write the statistics of /%s/L%d", st->path, rs_split_name(s),
+                             st->id.layers[li]);
         }
     }
     free(buf);
     free(acc);
     free(sq);
-    rs_err any = rs_mpi_agree(err, st->comm);
-    if (err) RS_TRY(err);
-    if (any) RS_FAIL(any, "%s: finalizing statistics failed on another rank", st->path);
+    char what[RS_ACTSTORE_PATH_MAX + 64];
+    snprintf(what, sizeof what, "finalizing the statistics of %s", st->path);
+    RS_AGREE(err, st->comm, what);
     RS_TRY(rs_actstore_flush(st)); /* statistics durable before the completion mark */
     int32_t one = 1;
-    herr_t e = 0;
-    if (st->rank == 0) e = H5Dwrite(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one);
-    err = rs_mpi_agree(e < 0 ? RS_ERR_IO : RS_OK, st->comm);
-    if (err) RS_FAIL(err, "%s: cannot write /complete", st->path);
+    if (st->rank == 0 && H5Dwrite(st->complete, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one) < 0)
+        err = RS_ERR(RS_ERR_IO, "%s: cannot write /complete", st->path);
+    snprintf(what, sizeof what, "marking %s complete", st->path);
+    RS_AGREE(err, st->comm, what);
     RS_TRY(rs_actstore_flush(st));
     return RS_OK;
 }
@@ -1169,8 +924,7 @@ rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int l
                 (long long)(row0 + n), rs_split_name(split), (long long)st->n_rows[split]);
     const size_t count = (size_t)n * (size_t)st->id.d;
     if (st->id.dtype == RS_DTYPE_F32) {
-        if (dset_read_rows(st->dset[split][li], H5T_NATIVE_FLOAT, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)st->id.d, dst) < 0)
-            RS_FAIL(RS_ERR_IO, "%s: reading rows of /%s/L%d failed", st->path, rs_split_name(split), layer);
+        RS_TRY(rs_h5_read_rows(dst, st->dset[split][li], H5T_NATIVE_FLOAT, row0, n));
         return RS_OK;
     }
     /* float16: read into the upper half of dst, then widen front to back in blocks copied out
@@ -1178,8 +932,7 @@ rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int l
      * block (they start at 2*count + 2(i+B) >= 4i + 4B while i + B <= count) */
     unsigned char *bytes = (unsigned char *)dst;
     unsigned char *halves = bytes + 2 * count;
-    if (dset_read_rows(st->dset[split][li], st->half_type, 2, (hsize_t)row0, (hsize_t)n, (hsize_t)st->id.d, halves) < 0)
-        RS_FAIL(RS_ERR_IO, "%s: reading rows of /%s/L%d failed", st->path, rs_split_name(split), layer);
+    RS_TRY(rs_h5_read_rows(halves, st->dset[split][li], st->half_type, row0, n));
     enum { BLOCK = 1024 };
     uint16_t tmp[BLOCK];
     for (size_t i = 0; i < count; i += BLOCK) {
@@ -1210,8 +963,7 @@ rs_err rs_actstore_stats(const rs_actstore *st, double *mean, double *mean_sqnor
 
 rs_err rs_actstore_read_seq_ids(const rs_actstore *st, int32_t *dst, int split) {
     if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
-    if (dset_read_rows(st->seq_ids[split], H5T_NATIVE_INT32, 1, 0, (hsize_t)st->n_seq[split], 1, dst) < 0)
-        RS_FAIL(RS_ERR_IO, "%s: cannot read /%s/seq_ids", st->path, rs_split_name(split));
+    RS_TRY(rs_h5_read_rows(dst, st->seq_ids[split], H5T_NATIVE_INT32, 0, st->n_seq[split]));
     return RS_OK;
 }
 
@@ -1220,9 +972,10 @@ rs_err rs_actstore_read_labels(const rs_actstore *st, int32_t *dst, int *has, in
     if (split < 0 || split >= RS_SPLIT_COUNT) RS_FAIL(RS_ERR_INVAL, "activation store: split %d does not exist", split);
     if (H5Lexists(st->grp[split], "labels", H5P_DEFAULT) <= 0) return RS_OK;
     hid_t d = H5Dopen2(st->grp[split], "labels", H5P_DEFAULT);
-    herr_t e = d < 0 ? -1 : dset_read_rows(d, H5T_NATIVE_INT32, 1, 0, (hsize_t)st->n_seq[split], 1, dst);
-    if (d >= 0) H5Dclose(d);
-    if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot read /%s/labels", st->path, rs_split_name(split));
+    if (d < 0) RS_FAIL(RS_ERR_IO, "%s: cannot open /%s/labels", st->path, rs_split_name(split));
+    rs_err e = rs_h5_read_rows(dst, d, H5T_NATIVE_INT32, 0, st->n_seq[split]);
+    H5Dclose(d);
+    RS_TRY(e);
     *has = 1;
     return RS_OK;
 }

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "resae/rng.h"
+
 static const char *const SPLIT_NAMES[RS_SPLIT_COUNT] = {"calib", "train", "eval"};
 
 const char *rs_split_name(int split) {
@@ -15,14 +17,7 @@ int rs_split_from_name(const char *name) {
     return -1;
 }
 
-static uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-uint64_t rs_splits_key(uint64_t seed, int64_t seq_id) { return splitmix64(seed ^ splitmix64((uint64_t)seq_id)); }
+uint64_t rs_splits_key(uint64_t seed, int64_t seq_id) { return rs_splitmix64(seed ^ rs_splitmix64((uint64_t)seq_id)); }
 
 typedef struct {
     uint64_t key;

@@ -1,4 +1,4 @@
-/* Token splits and float16 conversion (serial). */
+/* Token splits, float16 conversion and the HDF5 helpers under the store (serial). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "resae/actstore.h"
+#include "resae/h5util.h"
 #include "resae/harvest.h"
 #include "resae/util.h"
 #include "resae/splits.h"
@@ -286,6 +287,113 @@ static void test_content_hashes(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* The split key is splitmix64 of rng.h; these are the outputs of the copy splits.c had before it
+ * used rng.h, so every stored split stays what its seed meant. */
+static uint64_t old_splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void test_splits_key_bits(void **state) {
+    (void)state;
+    const uint64_t seeds[] = {0, 1, 7, 0x9e3779b97f4a7c15ULL, UINT64_MAX};
+    for (size_t k = 0; k < sizeof seeds / sizeof seeds[0]; k++)
+        for (int64_t id = -2; id < 1000; id += 37)
+            assert_true(rs_splits_key(seeds[k], id) == old_splitmix64(seeds[k] ^ old_splitmix64((uint64_t)id)));
+}
+
+/* rs_h5_*: typed and 1-D attributes, strings written as UTF-8 and read back whether UTF-8 or ASCII
+ * (stores written before the writer moved to h5util), row ranges, the float16 type, and errors
+ * that name the file. */
+static void test_h5util_attrs_rows(void **state) {
+    (void)state;
+    char path[300];
+    const char *out = getenv("RESAE_TEST_OUT");
+    snprintf(path, sizeof path, "%s/h5util_%d.h5", out ? out : "/tmp", (int)getpid());
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_int_equal(rs_h5_attr_i32(f, "i32", -5), RS_OK);
+    assert_int_equal(rs_h5_attr_u64(f, "u64", UINT64_MAX - 1), RS_OK);
+    assert_int_equal(rs_h5_attr_i64(f, "i64", INT64_MIN), RS_OK);
+    assert_int_equal(rs_h5_attr_f64(f, "f64", 0.25), RS_OK);
+    assert_int_equal(rs_h5_attr_str(f, "s", "float16"), RS_OK);
+    assert_int_equal(rs_h5_attr_str(f, "s", "float32"), RS_OK); /* replaced */
+    const int32_t layers[3] = {-1, 2, 5};
+    assert_int_equal(rs_h5_attr_array(f, "layers", H5T_NATIVE_INT32, layers, 3), RS_OK);
+    { /* an ASCII string as the store wrote them before */
+        hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+        H5Tset_size(t, 8);
+        H5Tset_strpad(t, H5T_STR_NULLTERM);
+        hid_t a = H5Acreate2(f, "ascii", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        assert_true(H5Awrite(a, t, "float16") >= 0);
+        H5Aclose(a);
+        H5Sclose(sp);
+        H5Tclose(t);
+    }
+    int32_t i32 = 0;
+    uint64_t u64 = 0;
+    int64_t i64 = 0;
+    double f64 = 0;
+    char str[32];
+    assert_int_equal(rs_h5_attr_get_i32(&i32, f, "i32", path), RS_OK);
+    assert_int_equal(i32, -5);
+    assert_int_equal(rs_h5_attr_get_u64(&u64, f, "u64", path), RS_OK);
+    assert_true(u64 == UINT64_MAX - 1);
+    assert_int_equal(rs_h5_attr_get_i64(&i64, f, "i64", path), RS_OK);
+    assert_true(i64 == INT64_MIN);
+    assert_int_equal(rs_h5_attr_get_f64(&f64, f, "f64", path), RS_OK);
+    assert_true(f64 == 0.25);
+    assert_int_equal(rs_h5_attr_get_str(str, sizeof str, f, "s", path), RS_OK);
+    assert_string_equal(str, "float32");
+    assert_int_equal(rs_h5_attr_get_str(str, sizeof str, f, "ascii", path), RS_OK);
+    assert_string_equal(str, "float16");
+    int32_t back[8] = {0};
+    size_t n = 0;
+    assert_int_equal(rs_h5_attr_get_array(back, &n, 8, H5T_NATIVE_INT32, f, "layers", path), RS_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(back, layers, sizeof layers);
+    /* a scalar reader never overruns on an array, and errors name the file */
+    assert_int_equal(rs_h5_attr_get_i32(&i32, f, "layers", path), RS_ERR_FORMAT);
+    assert_non_null(strstr(rs_err_msg(), path));
+    assert_int_equal(rs_h5_attr_get_i32(&i32, f, "missing", path), RS_ERR_FORMAT);
+    assert_non_null(strstr(rs_err_msg(), "'missing'"));
+
+    /* rows of a (6, 3) float16 dataset and a (6) int32 one */
+    hid_t half = rs_h5_type_f16();
+    assert_true(half >= 0);
+    const hsize_t dims[2] = {6, 3};
+    hid_t d2 = rs_h5_dataset_create(f, "x", half, 2, dims, 1, 4);
+    hid_t d1 = rs_h5_dataset_create(f, "ids", H5T_STD_I32LE, 1, dims, 1, 0);
+    assert_true(d2 >= 0 && d1 >= 0);
+    float rows[6][3];
+    uint16_t h[6][3];
+    for (int r = 0; r < 6; r++)
+        for (int j = 0; j < 3; j++) rows[r][j] = (float)(r * 3 + j) * 0.5f;
+    rs_f32_to_f16_n(&h[0][0], &rows[0][0], 18);
+    assert_int_equal(rs_h5_write_rows(d2, half, 0, 2, h[0]), RS_OK);
+    assert_int_equal(rs_h5_write_rows(d2, half, 2, 4, h[2]), RS_OK);
+    assert_int_equal(rs_h5_write_rows(d2, half, 6, 0, h[0]), RS_OK); /* nothing */
+    const int32_t ids[6] = {3, 1, 4, 1, 5, 9};
+    assert_int_equal(rs_h5_write_rows(d1, H5T_NATIVE_INT32, 0, 6, ids), RS_OK);
+    float got[4][3];
+    assert_int_equal(rs_h5_read_rows(got, d2, H5T_NATIVE_FLOAT, 1, 4), RS_OK); /* HDF5 widens to float */
+    assert_memory_equal(got, rows[1], sizeof got);
+    int32_t gid[2];
+    assert_int_equal(rs_h5_read_rows(gid, d1, H5T_NATIVE_INT32, 4, 2), RS_OK);
+    assert_true(gid[0] == 5 && gid[1] == 9);
+    H5E_BEGIN_TRY { assert_int_equal(rs_h5_read_rows(got, d2, H5T_NATIVE_FLOAT, 5, 2), RS_ERR_IO); }
+    H5E_END_TRY;
+    assert_non_null(strstr(rs_err_msg(), path));
+    assert_non_null(strstr(rs_err_msg(), "/x"));
+    H5Dclose(d1);
+    H5Dclose(d2);
+    H5Tclose(half);
+    H5Fclose(f);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_splits_disjoint_budgets),
@@ -297,6 +405,8 @@ int main(void) {
         cmocka_unit_test(test_half_bulk_matches_scalar),
         cmocka_unit_test(test_identity_diff),
         cmocka_unit_test(test_content_hashes),
+        cmocka_unit_test(test_splits_key_bits),
+        cmocka_unit_test(test_h5util_attrs_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,7 +14,7 @@ import re
 import sys
 
 LAYERS = ["core", "model", "store", "fit", "sae", "config", "eval", "run", "cli"]
-HEADER_ONLY = {"dtype": "core", "version": "core", "rng": "core", "cli": "cli"}
+HEADER_ONLY = {"version": "core", "rng": "core", "cli": "cli"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
