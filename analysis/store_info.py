@@ -1,45 +1,23 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Summarize (and optionally verify or compare) a resae activation store.
 
-usage: store_info.py RUN_DIR|activations.h5 [--verify] [--compare OTHER] [--json]
+usage: /usr/bin/python3 analysis/store_info.py RUN_DIR|activations.h5 [--verify] [--compare OTHER] [--json]
 
   --verify   recompute every dataset's mean and E||h||^2 from its rows in float64 and compare with
              the stored statistics (relative 1e-10); check shapes, dtypes and the completion flag
-  --compare  require OTHER to hold bitwise identical rows and statistics and the same identity
+  --compare  require OTHER to hold bitwise identical rows and statistics and the same identity (every
+             root attribute but the provenance ones: resae_store.PROVENANCE_ATTRS)
   --json     print the summary as JSON
 
-Layout: docs/store.md (schema version 1). Exit status 1 on any failed check.
+Layout: docs/store.md; the store is opened (kind and schema version checked) by analysis/resae_store.py.
+Exit status 1 on any failed check, or when a store cannot be opened (the message says why).
 """
 import json
-import os
 import sys
 
-import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
-SPLITS = ("calib", "train", "eval")
-IDENTITY = ("schema_version", "model_hash", "data_hash", "n_seq_data", "seq_len", "skip_pos0", "split_seed",
-            "budget_calib", "budget_train", "budget_eval", "layers", "d", "dtype", "batch_seqs", "chunk_rows")
-
-
-def text(v):
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def layer_name(layer):
-    return "Lemb" if layer == -1 else "L%d" % layer
-
-
-def open_store(path):
-    if os.path.isdir(path):
-        path = os.path.join(path, "activations.h5")
-    f = h5py.File(path, "r")
-    if text(f.attrs.get("kind", b"")) != "resae-activations":
-        raise SystemExit("%s: not a resae activation store" % path)
-    if int(f.attrs["schema_version"]) != SCHEMA_VERSION:
-        raise SystemExit("%s: schema version %d, this script reads %d" % (path, f.attrs["schema_version"], SCHEMA_VERSION))
-    return f
+from resae_store import SPLITS, StoreError, layer_name, open_activations, text
 
 
 def summarize(f):
@@ -101,13 +79,21 @@ def verify(f):
     return errors
 
 
-def compare(f, g):
+def compare(st, other):
     errors = []
-    for k in IDENTITY:
-        if not np.array_equal(np.asarray(f.attrs[k]), np.asarray(g.attrs[k])):
-            errors.append("attribute %s differs: %r vs %r" % (k, f.attrs[k], g.attrs[k]))
+    a, b = st.identity(), other.identity()
+    for k in sorted(set(a) | set(b)):
+        if k not in a or k not in b:
+            errors.append("attribute %s only in %s" % (k, (st if k in a else other).path))
+        elif not np.array_equal(np.asarray(a[k]), np.asarray(b[k])):
+            errors.append("attribute %s differs: %r vs %r" % (k, a[k], b[k]))
+    f, g = st.h5, other.h5
     for s in SPLITS:
+        for key in sorted(set(f[s]) ^ set(g[s])):
+            errors.append("/%s/%s only in %s" % (s, key, st.path if key in f[s] else other.path))
         for key in f[s]:
+            if key not in g[s]:
+                continue
             x, y = f[s][key][()], g[s][key][()]
             if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
                 errors.append("/%s/%s differs" % (s, key))
@@ -121,7 +107,17 @@ def main(argv):
     if not args or "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0 if args else 2
-    f = open_store(args[0])
+    try:
+        with open_activations(args[0]) as st:
+            return show(st, argv)
+    except StoreError as e:
+        print(e, file=sys.stderr)
+        return 1
+
+
+def show(st, argv):
+    """Print the summary and run the checks argv asks for; return the exit status."""
+    f = st.h5
     info = summarize(f)
     if "--json" in argv:
         print(json.dumps(info, indent=1, default=str))
@@ -141,8 +137,8 @@ def main(argv):
     if "--verify" in argv:
         errors += verify(f)
     if "--compare" in argv:
-        other = argv[argv.index("--compare") + 1]
-        errors += compare(f, open_store(other))
+        with open_activations(argv[argv.index("--compare") + 1]) as other:
+            errors += compare(st, other)
     for e in errors:
         print("MISMATCH: " + e)
     if "--verify" in argv or "--compare" in argv:
