@@ -27,7 +27,9 @@ def datasets(f):
 
 
 def table_mask(f, group, tol=0.0):
-    cols = f[group].attrs["table_columns"].decode().split(",")
+    t = f[group + "/table"]
+    attr = t.attrs["columns"] if "columns" in t.attrs else f[group].attrs["table_columns"]
+    cols = (attr.decode() if isinstance(attr, bytes) else str(attr)).split(",")
     skip = TIMING_COLS | (GRID_COLS if tol > 0 else set())
     return np.array([c.split("(")[0] not in skip for c in cols])
 
