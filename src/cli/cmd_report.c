@@ -8,8 +8,8 @@
 
 #include "resae/cli.h"
 #include "resae/h5util.h"
-#include "resae/pipeline.h"
-#include "resae/pipeline_eval.h"
+#include "resae/results.h"
+#include "resae/util.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resae report RUN_DIR\n\n"
@@ -69,7 +69,10 @@ static void set_name(char *out, size_t n, const char *list, int i) {
     out[len] = 0;
 }
 
-static const char *variant(double v) { return v == 0 ? "raw" : "resae"; }
+static const char *variant(double v) {
+    int i = (int)v;
+    return i >= 0 && i < RS_VARIANT_COUNT && i == v ? rs_variant_names[i] : "?";
+}
 
 static void fmt(char *out, size_t n, double v) {
     if (isnan(v)) snprintf(out, n, "-");
@@ -86,7 +89,7 @@ int rs_cmd_report(int argc, char **argv) {
         return RS_EXIT_USAGE;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", argv[1], RS_RESULTS_FILE);
+    if (rs_path_join(path, sizeof path, argv[1], RS_RESULTS_FILE)) return rs_cli_fail();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (!rs_file_exists(path)) {
         fprintf(stderr, "error: %s not found: %s is not a finished run directory (run `resae run CONFIG`)\n", path, argv[1]);
@@ -178,7 +181,7 @@ int rs_cmd_report(int argc, char **argv) {
         fmt(a[2], 32, q[10]);
         fmt(a[3], 32, q[11]);
         printf("%-12s %-6s %5.0f %5.0f %-7s %6s %9.4f %9.4f %9s %9s %9s %9s\n", sn, variant(q[1]), q[2], q[3],
-               mode >= 0 && mode < 6 ? rs_eval_ce_row_names[mode] : "?", layer, q[6], q[7], a[0], a[1], a[2], a[3]);
+               mode >= 0 && mode < RS_CE_ROW_COUNT ? rs_eval_ce_row_names[mode] : "?", layer, q[6], q[7], a[0], a[1], a[2], a[3]);
     }
     code = RS_EXIT_OK;
 done:

@@ -6,7 +6,7 @@
 #include "resae/cli.h"
 #include "resae/log.h"
 #include "resae/mpi_util.h"
-#include "resae/pipeline.h"
+#include "resae/run.h"
 
 static volatile sig_atomic_t g_stop;
 
@@ -37,20 +37,18 @@ int rs_cmd_run(int argc, char **argv) {
         return RS_EXIT_OK;
     }
     const char *config = NULL;
-    int force = 0, until = -1;
-    static const char *const stages[] = {"harvest", "affine", "train", "evaluate"};
+    rs_run_opts opts = {0, RS_STAGE_EVAL, &g_stop};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--force")) {
-            force = 1;
+            opts.force = 1;
         } else if (!strcmp(argv[i], "--until")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "resae run: --until needs a stage (harvest, affine, train, evaluate)\n");
                 return RS_EXIT_USAGE;
             }
             i++;
-            for (int s = 0; s < 4; s++)
-                if (!strcmp(argv[i], stages[s])) until = s;
-            if (until < 0) {
+            if (rs_stage_parse(&opts.until, argv[i])) {
+                rs_err_clear();
                 fprintf(stderr, "resae run: unknown stage '%s' for --until (harvest, affine, train, evaluate)\n", argv[i]);
                 return RS_EXIT_USAGE;
             }
@@ -77,24 +75,21 @@ int rs_cmd_run(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    rs_pipeline p;
-    rs_err local = rs_pipeline_init(&p, config, MPI_COMM_WORLD);
-    rs_err err = rs_mpi_agree(local, MPI_COMM_WORLD);
-    if (err && !local) rs_pipeline_free(&p);
+    rs_run run;
+    rs_err local = rs_run_init(&run, config, &opts, NULL);
+    rs_err err = rs_agree(local, MPI_COMM_WORLD, "loading the config");
+    if (err && !local) rs_run_free(&run);
     int code = RS_EXIT_OK;
     if (!err) {
-        p.force = force;
-        p.until = until;
-        p.stop = &g_stop;
-        err = rs_pipeline_run(&p);
-        rs_pipeline_free(&p);
+        err = rs_run_exec(&run, MPI_COMM_WORLD);
+        rs_run_free(&run);
     }
     if (err == RS_ERR_INTERRUPTED) {
         RS_WARN("interrupted: state is checkpointed; run the same command again to continue");
         code = RS_EXIT_INCOMPLETE;
     } else if (err) {
         /* rank 0 prints its error; another rank prints only an error of its own that rank 0 lacks */
-        int own = strcmp(rs_err_msg(), RS_PIPELINE_OTHER_RANK) != 0 && (local || err);
+        int own = !rs_run_err_is_remote() && (local || err);
         int root_own = own;
         MPI_Bcast(&root_own, 1, MPI_INT, 0, MPI_COMM_WORLD);
         if (rs_mpi_rank() == 0 || (own && !root_own)) rs_err_print();

@@ -22,3 +22,6 @@ resae_add_cmd(pipeline_kill_grid COMMAND bash ${RESAE_PIPE} killgrid
   PASS_REGEX "killed 10 times \\(SIGKILL\\) and restarted: results identical" TIMEOUT 900 LABELS pipeline)
 resae_add_cmd(pipeline_changed_config COMMAND bash ${RESAE_PIPE} changed
   PASS_REGEX "changed config: only new tasks ran" TIMEOUT 600 LABELS pipeline)
+# --until takes the names of enum rs_stage (src/run/stage.c)
+resae_add_cmd(pipeline_until_unknown COMMAND $<TARGET_FILE:resae> run --until bogus config.yaml
+  PASS_REGEX "unknown stage 'bogus' for --until \\(harvest, affine, train, evaluate\\)" LABELS pipeline)
