@@ -13,6 +13,7 @@
 
 #include "resae/log.h"
 #include "resae/mpi_util.h"
+#include "resae/rng.h"
 #include "resae/sae.h"
 #include "resae/util.h"
 #include "sae_kern.h"
@@ -83,29 +84,9 @@ uint64_t rs_sae_config_hash(const rs_sae_config *c) {
     return h;
 }
 
-/* ============================== RNG (xoshiro256**) ============================== */
+/* ============================== RNG (xoshiro256**, resae/rng.h) ============================== */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-static uint64_t rng_next(uint64_t s[4]) {
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static double rng_uniform(uint64_t s[4]) { return ((double)(rng_next(s) >> 11) + 0.5) * 0x1.0p-53; }
+static double rng_uniform(uint64_t s[4]) { return ((double)(rs_xoshiro256ss_next(s) >> 11) + 0.5) * 0x1.0p-53; }
 
 static double rng_normal(uint64_t s[4]) {
     double u1 = rng_uniform(s), u2 = rng_uniform(s);
@@ -120,11 +101,6 @@ static double cpu_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void share(int64_t *lo, int64_t *hi, int64_t total, int rank, int size) {
-    *lo = total * rank / size;
-    *hi = total * (rank + 1) / size;
 }
 
 rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *cfg, MPI_Comm comm) {
@@ -150,7 +126,7 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     t->sae = sae;
     int d = sae->d, n = sae->n_latents, k = sae->k;
     int64_t lo, hi;
-    share(&lo, &hi, cfg->batch, t->rank, t->size);
+    rs_range_share(&lo, &hi, cfg->batch, t->rank, t->size);
     t->rows_max = (int)(hi - lo);
     t->k_aux = cfg_k_aux(cfg);
     size_t rows = (size_t)(t->rows_max > 0 ? t->rows_max : 1);
@@ -212,7 +188,7 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
         RS_FAIL(RS_ERR_NOMEM, "out of memory for SAE trainer buffers (d=%d, n_latents=%d, %zu local rows)", d, n, rows);
     }
     uint64_t s = cfg->seed;
-    for (int i = 0; i < 4; i++) t->rng[i] = splitmix64(&s);
+    for (int i = 0; i < 4; i++) t->rng[i] = rs_splitmix64_next(&s);
     return RS_OK;
 }
 
@@ -282,10 +258,10 @@ rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src) {
     float *xs = malloc((size_t)m * (size_t)d * sizeof(float));
     RS_CHECK_ALLOC(xs);
     rs_err err = src.read(src.ctx, xs, 0, m);
-    if (t->size > 1) err = rs_mpi_agree(err, t->comm);
+    if (t->size > 1) err = rs_agree(err, t->comm, "reading the b_dec init sample");
     if (err) {
         free(xs);
-        RS_FAIL(err, "reading the %d-token sample for the b_dec init failed: %s", m, rs_err_msg());
+        return rs_err_prefix(err, "reading the %d-token sample for the b_dec init", m);
     }
     double *mu = t->dwork, *y = t->dwork + d, *num = t->dwork + 2 * d;
     memset(mu, 0, (size_t)d * sizeof(double));
@@ -315,20 +291,29 @@ rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src) {
     return RS_OK;
 }
 
-/* ============================== loss and sparse backward ============================== */
+/* ============================== forward: loss and what the backward needs ============================== */
 
-/* Loss of the batch x and everything the backward needs: codes, G = dL/dx_hat, H = dL/de_hat, pair lists. */
-static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, int rows) {
-    rs_sae *sae = t->sae;
-    const rs_sae_params *p = &sae->p;
-    int d = sae->d, n = sae->n_latents, k = sae->k;
-    if (rows > t->rows_max) RS_FAIL(RS_ERR_INVAL, "%d local rows exceed the %d the trainer was sized for", rows, t->rows_max);
-    double *dw = t->dwork;
+/* The forward pass in phases, each its own function: batch_center (global mean, FVU denominator,
+ * xc = x - b_dec), dead_set, encode_topk (chunked GEMM, top-k and dead top-k_aux per row),
+ * pairs_bucket (latent-major pair lists), decode_resid (r = x_hat - x), auxk_forward (e_hat of the
+ * dead latents), fired_reduce, grad_scale (G = dL/dx_hat, H = dL/de_hat) and pairs_bucket again
+ * (the latent-block lists of the backward). Phases that end in an allreduce are collective. */
+
+/* What one forward pass knows about the global batch (the same on every rank). */
+typedef struct fwd_batch {
+    double ntok;   /* tokens in the global batch */
+    double D_x;    /* sum_t ||x_t - mean x||^2, the FVU denominator */
+    float gs;      /* G = dL/dx_hat = gs r, gs = 2 / D_x */
+    int ka;        /* AuxK codes per row this step (0: AuxK off) */
+} fwd_batch;
+
+/* Global mean of x (into t->pre, borrowed: the chunk buffer is free until the GEMM), the FVU
+ * denominator, and xc = x - b_dec into the xc half of the gx rows. Collective. */
+static rs_err batch_center(fwd_batch *b, rs_sae_trainer *t, const float *x /* (rows, d) */, int rows) {
+    const rs_sae_params *p = &t->sae->p;
+    int d = t->sae->d;
     const size_t ld = 2 * (size_t)d; /* row stride of the interleaved [G | xc] buffer */
-    memset(st, 0, sizeof *st);
-    double tp = cpu_now();
-
-    /* ---- global batch mean of x (for the FVU denominator) ---- */
+    double tp = cpu_now(), *dw = t->dwork;
     memset(dw, 0, ((size_t)d + 1) * sizeof(double));
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * (size_t)d;
@@ -337,8 +322,8 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
     dw[d] = rows;
     RS_TRY(allreduce_double(t, dw, d + 1));
     double ntok = dw[d];
-    if (ntok < 1) RS_FAIL(RS_ERR_INVAL, "empty global batch");
-    float *mu = t->pre; /* borrow: the first chunk row is free until the GEMM */
+    RS_CHECK(ntok >= 1, RS_ERR_INVAL, "empty global batch");
+    float *mu = t->pre;
     for (int i = 0; i < d; i++) mu[i] = (float)(dw[i] / ntok);
     double D_x = 0;
     for (int r = 0; r < rows; r++) {
@@ -348,23 +333,35 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
         for (int i = 0; i < d; i++) cr[i] = xr[i] - p->b_dec[i];
     }
     RS_TRY(allreduce_double(t, &D_x, 1));
-    if (!(D_x > 0) || !isfinite(D_x))
-        RS_FAIL(RS_ERR_NUMERIC, "the global batch has zero or non-finite variance (sum ||x - mean||^2 = %g): FVU is "
-                "undefined; check the activation source", D_x);
-    float gs = (float)(2.0 / D_x); /* G = dL/dx_hat = gs r */
-
+    RS_CHECK(D_x > 0 && isfinite(D_x), RS_ERR_NUMERIC,
+             "the global batch has zero or non-finite variance (sum ||x - mean||^2 = %g): FVU is undefined; check the "
+             "activation source", D_x);
+    b->ntok = ntok;
+    b->D_x = D_x;
+    b->gs = (float)(2.0 / D_x);
     t->t_prep += cpu_now() - tp;
+    return RS_OK;
+}
 
-    /* ---- dead set (identical on every rank: since_fired is global state) ---- */
-    int n_dead = 0;
+/* The dead latents into t->dead (identical on every rank: since_fired is global state); returns
+ * this step's AuxK width. */
+static int dead_set(rs_sae_trainer *t) {
+    int n = t->sae->n_latents, n_dead = 0;
     for (int j = 0; j < n; j++)
         if (t->since_fired[j] >= t->cfg.dead_tokens) t->dead[n_dead++] = j;
     t->n_dead = n_dead;
     int ka = n_dead < t->k_aux ? n_dead : t->k_aux;
     if (!(t->cfg.alpha_aux > 0)) ka = 0;
     t->k_aux_eff = ka;
+    return ka;
+}
 
-    /* ---- encoder: chunked GEMM, then top-k and dead top-k_aux per row ---- */
+/* Encoder over chunks of rows (GEMM into t->pre), then per row the top-k codes and, when ka > 0,
+ * the top-ka codes among the dead latents. */
+static void encode_topk(rs_sae_trainer *t, int rows, int ka) {
+    const rs_sae_params *p = &t->sae->p;
+    int d = t->sae->d, n = t->sae->n_latents, k = t->sae->k;
+    const size_t ld = 2 * (size_t)d;
     int chunk = t->cfg.chunk_rows < t->rows_max ? t->cfg.chunk_rows : t->rows_max;
     float hint = 0.0f;
     for (int r0 = 0; r0 < rows; r0 += chunk) {
@@ -380,46 +377,69 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
                             t->topk_scratch);
             if (ka > 0)
                 rs_sae_topk_sel(t->aux_idx + row * (size_t)ka, t->aux_val + row * (size_t)ka, pr, p->b_enc, t->dead,
-                                n_dead, ka);
+                                t->n_dead, ka);
         }
         t->t_gemm += t1 - t0;
         t->t_select += cpu_now() - t1;
     }
+}
 
-    /* ---- latent-major pair lists of the main codes (counting sort; token order within a latent) ---- */
-    double t0 = cpu_now();
-    int32_t *start = t->pair_start, *cur = t->pair_fill;
-    memset(start, 0, ((size_t)n + 1) * sizeof(int32_t));
-    for (size_t s = 0; s < (size_t)rows * (size_t)k; s++)
-        if (t->top_val[s] > 0) start[t->top_idx[s] + 1]++;
-    for (int j = 0; j < n; j++) start[j + 1] += start[j];
-    memcpy(cur, start, (size_t)n * sizeof(int32_t));
-    for (int r = 0; r < rows; r++)
-        for (int s = 0; s < k; s++) {
-            size_t q = (size_t)r * (size_t)k + (size_t)s;
-            if (t->top_val[q] > 0) {
-                int32_t at = cur[t->top_idx[q]]++;
-                t->pair_tok[at] = r;
-                t->pair_coef[at] = t->top_val[q];
+/* One list of codes: rows x kk (latent, value) slots; slot (r, s) belongs to token tok0 + r. */
+typedef struct code_list {
+    const int32_t *idx; /* (rows, kk) latents */
+    const float *val;   /* (rows, kk) code values; only the ones > 0 make pairs */
+    int rows, kk;
+    int32_t tok0;
+} code_list;
+
+/* Counting sort of the pairs (token, latent, value) of the active codes by bucket = latent >> sh,
+ * stable: within a bucket the pairs keep list order, then token order, then slot order. Bucket b's
+ * pairs land at [start[b], start[b + 1]) of tok, coef and (unless NULL) lat. start (nb + 1),
+ * cur (nb) scratch. */
+static void pairs_bucket(int32_t *start, int32_t *tok, int32_t *lat, float *coef, int32_t *cur,
+                         const code_list *lists, int n_lists, int nb, int sh) {
+    memset(start, 0, ((size_t)nb + 1) * sizeof(int32_t));
+    for (int l = 0; l < n_lists; l++) {
+        const code_list *c = &lists[l];
+        for (size_t s = 0; s < (size_t)c->rows * (size_t)c->kk; s++)
+            if (c->val[s] > 0) start[(c->idx[s] >> sh) + 1]++;
+    }
+    for (int b = 0; b < nb; b++) start[b + 1] += start[b];
+    memcpy(cur, start, (size_t)nb * sizeof(int32_t));
+    for (int l = 0; l < n_lists; l++) {
+        const code_list *c = &lists[l];
+        for (int r = 0; r < c->rows; r++)
+            for (int s = 0; s < c->kk; s++) {
+                size_t q = (size_t)r * (size_t)c->kk + (size_t)s;
+                if (c->val[q] > 0) {
+                    int32_t at = cur[c->idx[q] >> sh]++;
+                    tok[at] = c->tok0 + r;
+                    if (lat) lat[at] = c->idx[q];
+                    coef[at] = c->val[q];
+                }
             }
-        }
-    memset(t->fired, 0, (size_t)n + 1);
-    for (int j = 0; j < n; j++) t->fired[j] = start[j + 1] > start[j];
-    int64_t nfired = start[n];
+    }
+}
 
-    /* ---- decode: r = x_hat - x into the G half of the gx rows ----
-     * Blocks of tokens whose G rows stay in L2; within a block the decoder is swept in latent order
-     * (each row streamed once per block instead of gathered once per code), and every output row
-     * still receives b_dec and then its codes in ascending latent order, as rs_sae_decode_row. */
-    float *G = t->gx, *H = t->hbuf; /* G rows have stride ld, H rows stride d */
-    double *sr = dw; /* (d) sum of r, then [sse, fired count] */
-    memset(dw, 0, ((size_t)d + 2) * sizeof(double));
-    double sse = 0;
-    /* without AuxK nothing needs r itself: G is scaled while the rows are in cache, and the decoder
-     * part of the b_dec gradient, sum_t G[t], summed there too */
+/* r = x_hat - x into the G half of the gx rows, from the latent-major pair lists. Blocks of tokens
+ * whose G rows stay in L2; within a block the decoder is swept in latent order (each row streamed
+ * once per block instead of gathered once per code), and every output row still receives b_dec and
+ * then its codes in ascending latent order, as rs_sae_decode_row. Without AuxK nothing needs r
+ * itself: G = gs r is scaled while the rows are in cache, and the decoder part of the b_dec
+ * gradient, sum_t G[t], summed there too (into bdec_acc + d). Local sums into dwork: (d) sum of r,
+ * then [sse, pair count]. */
+static void decode_resid(rs_sae_trainer *t, const fwd_batch *b, const float *x /* (rows, d) */, int rows) {
+    const rs_sae_params *p = &t->sae->p;
+    int d = t->sae->d, n = t->sae->n_latents;
+    const size_t ld = 2 * (size_t)d;
+    const int32_t *start = t->pair_start;
+    int32_t *cur = t->pair_fill;
+    float *G = t->gx; /* rows of stride ld */
+    double *sr = t->dwork, *gsum = t->bdec_acc + d;
+    memset(t->dwork, 0, ((size_t)d + 2) * sizeof(double));
     memset(t->bdec_acc, 0, 2 * (size_t)d * sizeof(double));
-    double *gsum = t->bdec_acc + d;
     memcpy(cur, start, (size_t)n * sizeof(int32_t));
+    double sse = 0;
     int tb = t->tok_block;
     for (int b0 = 0; b0 < rows; b0 += tb) {
         int b1 = rows - b0 < tb ? rows : b0 + tb;
@@ -439,58 +459,62 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
         for (int r = b0; r < b1; r++) {
             float *gr = G + (size_t)r * ld;
             const float *xr = x + (size_t)r * (size_t)d;
-            sse += ka == 0 ? rs_sae_resid_scale(gr, xr, sr, gs, gsum, d) : rs_sae_resid(gr, xr, sr, d);
+            sse += b->ka == 0 ? rs_sae_resid_scale(gr, xr, sr, b->gs, gsum, d) : rs_sae_resid(gr, xr, sr, d);
         }
     }
-    dw[d] = sse;
-    dw[d + 1] = (double)nfired;
+    t->dwork[d] = sse;
+    t->dwork[d + 1] = (double)start[n];
+}
+
+/* AuxK: e = -r; e_hat from the dead latents' codes into hbuf. sum_r (d) is the global sum of r.
+ * *D_e = sum_t ||e_t - mean e||^2 and *aux_sse = sum_t ||e_hat_t - e_t||^2 over the global batch.
+ * Collective. */
+static rs_err auxk_forward(double *D_e, double *aux_sse, rs_sae_trainer *t, const fwd_batch *b,
+                           const double *sum_r, int rows) {
+    const rs_sae_params *p = &t->sae->p;
+    int d = t->sae->d, ka = b->ka;
+    const size_t ld = 2 * (size_t)d;
+    double t0 = cpu_now();
+    float *mr = t->pre; /* global mean of r, borrowed row */
+    for (int i = 0; i < d; i++) mr[i] = (float)(sum_r[i] / b->ntok);
+    double de_local = 0, asse = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *gr = t->gx + (size_t)r * ld;
+        float *hr = t->hbuf + (size_t)r * (size_t)d;
+        rs_sae_decode_row(hr, p->W_dec, NULL, t->aux_idx + (size_t)r * (size_t)ka, t->aux_val + (size_t)r * (size_t)ka,
+                          ka, d);
+        for (int i = 0; i < d; i++) {
+            double dv = (double)gr[i] - (double)mr[i];
+            de_local += dv * dv;
+            float q = hr[i] + gr[i]; /* e_hat - e */
+            asse += (double)q * q;
+        }
+    }
+    double red[2] = {de_local, asse};
     t->t_decode += cpu_now() - t0;
-    RS_TRY(allreduce_double(t, dw, d + 2));
-    sse = dw[d];
-    st->l0 = dw[d + 1] / ntok;
-    st->fvu = sse / D_x;
+    RS_TRY(allreduce_double(t, red, 2));
+    *D_e = red[0];
+    *aux_sse = red[1];
+    return RS_OK;
+}
 
-    /* ---- AuxK: e = -r; e_hat from the dead latents into hbuf ---- */
-    double D_e = 0, aux_sse = 0;
-    if (ka > 0) {
-        t0 = cpu_now();
-        float *mr = t->pre; /* global mean of r, borrowed row */
-        for (int i = 0; i < d; i++) mr[i] = (float)(sr[i] / ntok);
-        double de_local = 0, asse = 0;
-        for (int r = 0; r < rows; r++) {
-            const float *gr = G + (size_t)r * ld;
-            float *hr = H + (size_t)r * (size_t)d;
-            rs_sae_decode_row(hr, p->W_dec, NULL, t->aux_idx + (size_t)r * (size_t)ka,
-                              t->aux_val + (size_t)r * (size_t)ka, ka, d);
-            for (int i = 0; i < d; i++) {
-                double dv = (double)gr[i] - (double)mr[i];
-                de_local += dv * dv;
-                float q = hr[i] + gr[i]; /* e_hat - e */
-                asse += (double)q * q;
-            }
-        }
-        double red[2] = {de_local, asse};
-        t->t_decode += cpu_now() - t0;
-        RS_TRY(allreduce_double(t, red, 2));
-        D_e = red[0];
-        aux_sse = red[1];
-    }
-    int use_aux = ka > 0 && D_e > 0 && isfinite(D_e);
-    st->auxk = use_aux ? aux_sse / D_e : 0.0;
-    st->loss = st->fvu + t->cfg.alpha_aux * st->auxk;
-    st->n_dead = n_dead;
-    st->dead_frac = (double)n_dead / n;
-
-    /* fired flags are global; the extra byte carries a stop request from any rank */
+/* The fired flags are global; the extra byte carries a stop request from any rank. Collective. */
+static rs_err fired_reduce(rs_sae_trainer *t) {
+    int n = t->sae->n_latents;
     t->fired[n] = (unsigned char)(t->cfg.stop && *t->cfg.stop ? 1 : 0);
-    if (t->size > 1) {
-        double tc = cpu_now();
-        RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->fired, n + 1, MPI_UNSIGNED_CHAR, MPI_MAX, t->comm));
-        t->t_comm += cpu_now() - tc;
-    }
+    if (t->size == 1) return RS_OK;
+    double tc = cpu_now();
+    RS_MPI(MPI_Allreduce(MPI_IN_PLACE, t->fired, n + 1, MPI_UNSIGNED_CHAR, MPI_MAX, t->comm));
+    t->t_comm += cpu_now() - tc;
+    return RS_OK;
+}
 
-    /* ---- output gradients: G = dL/dx_hat = 2 r / D_x, H = dL/de_hat = 2 alpha (e_hat - e) / D_e ---- */
-    t0 = cpu_now();
+/* The output gradients: G = dL/dx_hat = gs r (unless decode_resid scaled it already: ka == 0) and,
+ * with use_aux, H = dL/de_hat = 2 alpha (e_hat - e) / D_e. */
+static void grad_scale(rs_sae_trainer *t, const fwd_batch *b, int use_aux, double D_e, int rows) {
+    int d = t->sae->d;
+    const size_t ld = 2 * (size_t)d;
+    float *G = t->gx, *H = t->hbuf;
     if (use_aux) {
         float hs = (float)(2.0 * t->cfg.alpha_aux / D_e);
         for (int r = 0; r < rows; r++) {
@@ -499,46 +523,51 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x, 
             for (int i = 0; i < d; i++) hr[i] = hs * (hr[i] + gr[i]);
         }
     }
-    if (ka > 0)
-        for (int r = 0; r < rows; r++) rs_sae_scale_sum(G + (size_t)r * ld, gs, gsum, d);
+    if (b->ka > 0)
+        for (int r = 0; r < rows; r++) rs_sae_scale_sum(G + (size_t)r * ld, b->gs, t->bdec_acc + d, d);
+}
 
-    /* ---- latent-block pair lists for the backward: block-major, token order within a block (main
-     * pairs first, then AuxK pairs), so each latent still sees its pairs in token order ---- */
+/* Loss of the batch x and everything the backward needs: codes, G = dL/dx_hat, H = dL/de_hat, pair lists. */
+static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x /* (rows, d) */, int rows) {
+    int d = t->sae->d, n = t->sae->n_latents, k = t->sae->k;
+    RS_CHECK(rows <= t->rows_max, RS_ERR_INVAL, "%d local rows exceed the %d the trainer was sized for", rows,
+             t->rows_max);
+    memset(st, 0, sizeof *st);
+    fwd_batch b = {0};
+    RS_TRY(batch_center(&b, t, x, rows));
+    b.ka = dead_set(t);
+    encode_topk(t, rows, b.ka);
+
+    /* latent-major pair lists of the main codes (token order within a latent), then the decode */
+    double t0 = cpu_now();
+    const code_list main_codes = {t->top_idx, t->top_val, rows, k, 0};
+    pairs_bucket(t->pair_start, t->pair_tok, NULL, t->pair_coef, t->pair_fill, &main_codes, 1, n, 0);
+    memset(t->fired, 0, (size_t)n + 1);
+    for (int j = 0; j < n; j++) t->fired[j] = t->pair_start[j + 1] > t->pair_start[j];
+    decode_resid(t, &b, x, rows);
+    t->t_decode += cpu_now() - t0;
+    double *dw = t->dwork; /* (d) sum of r, sse, pair count */
+    RS_TRY(allreduce_double(t, dw, d + 2));
+    st->l0 = dw[d + 1] / b.ntok;
+    st->fvu = dw[d] / b.D_x;
+
+    double D_e = 0, aux_sse = 0;
+    if (b.ka > 0) RS_TRY(auxk_forward(&D_e, &aux_sse, t, &b, dw, rows));
+    int use_aux = b.ka > 0 && D_e > 0 && isfinite(D_e);
+    st->auxk = use_aux ? aux_sse / D_e : 0.0;
+    st->loss = st->fvu + t->cfg.alpha_aux * st->auxk;
+    st->n_dead = t->n_dead;
+    st->dead_frac = (double)t->n_dead / n;
+    RS_TRY(fired_reduce(t));
+
+    /* the output gradients, then the latent-block pair lists of the backward: block-major, main
+     * pairs before AuxK pairs (tokens offset by rows) within a block, so each latent still sees its
+     * pairs in token order */
+    t0 = cpu_now();
+    grad_scale(t, &b, use_aux, D_e, rows);
+    const code_list bw_codes[2] = {main_codes, {t->aux_idx, t->aux_val, rows, b.ka, rows}};
     int sh = t->lat_shift, nblk = ((n - 1) >> sh) + 1;
-    int32_t *bs = t->blk_start;
-    /* the main pairs of a block are counted by the latent-major offsets already */
-    bs[0] = 0;
-    for (int b = 0; b < nblk; b++) {
-        int j1 = (b + 1) << sh;
-        bs[b + 1] = start[j1 < n ? j1 : n] - start[b << sh];
-    }
-    if (use_aux)
-        for (size_t s = 0; s < (size_t)rows * (size_t)ka; s++)
-            if (t->aux_val[s] > 0) bs[(t->aux_idx[s] >> sh) + 1]++;
-    for (int b = 0; b < nblk; b++) bs[b + 1] += bs[b];
-    memcpy(cur, bs, (size_t)nblk * sizeof(int32_t));
-    for (int r = 0; r < rows; r++)
-        for (int s = 0; s < k; s++) {
-            size_t q = (size_t)r * (size_t)k + (size_t)s;
-            if (t->top_val[q] > 0) {
-                int32_t at = cur[t->top_idx[q] >> sh]++;
-                t->blk_tok[at] = r;
-                t->blk_lat[at] = t->top_idx[q];
-                t->blk_coef[at] = t->top_val[q];
-            }
-        }
-    if (use_aux)
-        for (int r = 0; r < rows; r++)
-            for (int s = 0; s < ka; s++) {
-                size_t q = (size_t)r * (size_t)ka + (size_t)s;
-                if (t->aux_val[q] > 0) {
-                    int32_t at = cur[t->aux_idx[q] >> sh]++;
-                    t->blk_tok[at] = rows + r;
-                    t->blk_lat[at] = t->aux_idx[q];
-                    t->blk_coef[at] = t->aux_val[q];
-                }
-            }
-
+    pairs_bucket(t->blk_start, t->blk_tok, t->blk_lat, t->blk_coef, t->pair_fill, bw_codes, use_aux ? 2 : 1, nblk, sh);
     t->bw_rows = rows;
     t->t_backward += cpu_now() - t0;
     return RS_OK;
@@ -685,14 +714,11 @@ void rs_sae_trainer_update(rs_sae_trainer *t) {
 
 rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_source src) {
     int64_t lo, hi;
-    share(&lo, &hi, t->cfg.batch, t->rank, t->size);
+    rs_range_share(&lo, &hi, t->cfg.batch, t->rank, t->size);
     int rows = (int)(hi - lo);
     rs_err err = rows > 0 ? src.read(src.ctx, t->x, t->step * (int64_t)t->cfg.batch + lo, rows) : RS_OK;
-    if (t->size > 1) {
-        rs_err any = rs_mpi_agree(err, t->comm);
-        if (any && !err) RS_FAIL(any, "another rank failed to read its share of batch %lld", (long long)t->step);
-    }
-    if (err) RS_FAIL(err, "reading training tokens of step %lld failed: %s", (long long)t->step, rs_err_msg());
+    if (t->size > 1) err = rs_agree(err, t->comm, "reading its share of the batch");
+    if (err) return rs_err_prefix(err, "reading the training tokens of step %lld", (long long)t->step);
     RS_TRY(forward(t, st, t->x, rows));
     if (!isfinite(st->loss))
         RS_FAIL(RS_ERR_NUMERIC, "SAE loss is not finite at step %lld (fvu %g, auxk %g); lower the learning rate or "
@@ -823,11 +849,8 @@ fail:
 
 rs_err rs_sae_ckpt_save(const rs_sae_trainer *t, const char *path) {
     rs_err err = t->rank == 0 ? ckpt_write_file(t, path) : RS_OK;
-    if (t->size > 1) {
-        rs_err any = rs_mpi_agree(err, t->comm);
-        if (any && !err) RS_FAIL(any, "rank 0 failed to write checkpoint %s", path);
-    }
-    if (err) return rs_err_push(err, __FILE__, __LINE__, __func__);
+    if (t->size > 1) RS_AGREE(err, t->comm, "writing the SAE checkpoint");
+    RS_TRY(err);
     return RS_OK;
 }
 
@@ -910,11 +933,8 @@ done:
 
 rs_err rs_sae_ckpt_load(rs_sae_trainer *t, const char *path) {
     rs_err err = ckpt_read_file(t, path);
-    if (t->size > 1) {
-        rs_err any = rs_mpi_agree(err, t->comm);
-        if (any && !err) RS_FAIL(any, "another rank failed to load checkpoint %s", path);
-    }
-    if (err) return rs_err_push(err, __FILE__, __LINE__, __func__);
+    if (t->size > 1) RS_AGREE(err, t->comm, "loading the SAE checkpoint");
+    RS_TRY(err);
     return RS_OK;
 }
 
@@ -979,9 +999,8 @@ rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, 
         }
         if (stop && t.step < cfg->steps) {
             RS_INFO("SAE: stop requested; checkpoint at step %lld", (long long)t.step);
-            err = rs_err_set(RS_ERR_INTERRUPTED, __FILE__, __LINE__, __func__,
-                             "SAE training stopped at step %lld of %lld (checkpointed: %s)", (long long)t.step,
-                             (long long)cfg->steps, last_saved == t.step ? "yes" : "no");
+            err = RS_ERR(RS_ERR_INTERRUPTED, "SAE training stopped at step %lld of %lld (checkpointed: %s)",
+                         (long long)t.step, (long long)cfg->steps, last_saved == t.step ? "yes" : "no");
             goto done;
         }
     }
