@@ -45,6 +45,12 @@ void rs_err_clear(void);
 /* Print "error: MSG" (and the traceback when RESAE_TRACEBACK=1 or verbose) to stderr. */
 void rs_err_print(void);
 
+/* Whether the current record only reports another rank's failure (set by rs_agree on the ranks that
+ * did not fail, cleared by the next rs_err_set): such a rank need not print it. rs_err_mark_remote
+ * marks the current record so after rewording it. */
+int rs_err_is_remote(void);
+void rs_err_mark_remote(void);
+
 /* Put CTX in front of the current message ("CTX: message"), keeping the traceback; returns code. */
 rs_err rs_err_prefix(rs_err code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -12,6 +12,7 @@
 static _Thread_local char g_msg[RS_ERR_MSG_MAX];
 static _Thread_local char g_trace[RS_ERR_TRACE_MAX];
 static _Thread_local size_t g_trace_len;
+static _Thread_local int g_remote; /* the record reports another rank's failure */
 
 static void trace_append(const char *file, int line, const char *func) {
     if (g_trace_len >= RS_ERR_TRACE_MAX - 1) return;
@@ -31,9 +32,13 @@ rs_err rs_err_set(rs_err code, const char *file, int line, const char *func, con
     va_end(ap);
     g_trace_len = 0;
     g_trace[0] = '\0';
+    g_remote = 0;
     trace_append(file, line, func);
     return code;
 }
+
+int rs_err_is_remote(void) { return g_remote; }
+void rs_err_mark_remote(void) { g_remote = 1; }
 
 rs_err rs_err_push(rs_err code, const char *file, int line, const char *func) {
     if (!g_msg[0]) snprintf(g_msg, sizeof g_msg, "%s", rs_err_name(code));
@@ -66,6 +71,7 @@ void rs_err_clear(void) {
     g_msg[0] = '\0';
     g_trace[0] = '\0';
     g_trace_len = 0;
+    g_remote = 0;
 }
 
 const char *rs_err_name(rs_err code) {

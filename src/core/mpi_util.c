@@ -59,8 +59,10 @@ rs_err rs_agree_at(rs_err local, MPI_Comm comm, const char *what, const char *fi
     if (MPI_Bcast(&code, 1, MPI_INT, out.key, comm) != MPI_SUCCESS)
         return rs_err_set(RS_ERR_MPI, file, line, func, "MPI_Bcast failed agreeing on %s", what);
     if (local) return rs_err_push(local, file, line, func);
-    return rs_err_set(code ? code : RS_ERR_INTERNAL, file, line, func, "rank %d failed in %s (its error is in its log)",
-                      out.key, what);
+    rs_err_set(code ? code : RS_ERR_INTERNAL, file, line, func, "rank %d failed in %s (its error is in its log)",
+               out.key, what);
+    rs_err_mark_remote();
+    return code ? code : RS_ERR_INTERNAL;
 }
 
 void rs_range_share(int64_t *lo, int64_t *hi, int64_t n, int rank, int size) {

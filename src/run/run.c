@@ -79,12 +79,7 @@ void rs_run_free(rs_run *run) {
     memset(run, 0, sizeof *run);
 }
 
-int rs_run_err_is_remote(void) {
-    const char *m = rs_err_msg();
-    int rank = 0, n = 0;
-    if (!strcmp(m, RS_RUN_OTHER_RANK)) return 1;
-    return sscanf(m, "rank %d failed in %n", &rank, &n) == 1 && n > 0;
-}
+int rs_run_err_is_remote(void) { return rs_err_is_remote(); }
 
 /* Record the resolved config in the run directory (rank 0); a different one there is reported. */
 static rs_err record_config(const rs_task_ctx *c) {
@@ -186,7 +181,10 @@ static rs_err sched_run(void *vctx, const rs_sched_task *st, MPI_Comm comm) {
         rs_log_all(RS_LOG_INFO, "stage %s: first task %s on %d ranks", rs_task_kind_name(t->kind), t->name, tc.size);
     }
     rs_err err = run_task(c, t, &tc);
-    if (err && err != RS_ERR_INTERRUPTED && rs_run_err_is_remote()) err = RS_ERR(err, "%s", RS_RUN_OTHER_RANK);
+    if (err && err != RS_ERR_INTERRUPTED && rs_run_err_is_remote()) {
+        err = RS_ERR(err, "%s", RS_RUN_OTHER_RANK);
+        rs_err_mark_remote();
+    }
     return err;
 }
 

@@ -28,6 +28,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "[rank %d] rs_agree message: %s\n", rank, rs_err_msg());
         fails++;
     }
+    if (rs_err_is_remote() != (rank != bad)) fails++; /* only the others' records report a remote failure */
     if (rs_agree(RS_OK, MPI_COMM_WORLD, "nothing") != RS_OK) fails++;
     int64_t lo = 0, hi = 0, covered = 0;
     rs_range_share(&lo, &hi, 10, rank, size);
