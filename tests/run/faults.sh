@@ -1,5 +1,5 @@
 #!/bin/bash
-# The scheduler under faults, with tests/sched/test_sched.c's synthetic graph.
+# The scheduler under faults, with tests/run/test_sched.c's synthetic graph.
 #
 #   faults.sh kill TEST_SCHED MPIEXEC OUT NP GS   SIGKILL every rank at random moments (5 times,
 #       restarting after each), then run to the end: every task done, none that had finished

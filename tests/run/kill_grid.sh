@@ -2,8 +2,8 @@
 # Kill a whole experiment grid with SIGKILL at random moments, restart it after each kill with the
 # same command, and compare the final results with an uninterrupted run at the same rank count.
 #
-# usage: tests/pipeline/kill_grid.sh RESAE CONFIG KILLS RANKS OUT_DIR [MPIEXEC]
-#   e.g. tests/pipeline/kill_grid.sh build/resae configs/demo.yaml 10 2 /tmp/demo-kill
+# usage: tests/run/kill_grid.sh RESAE CONFIG KILLS RANKS OUT_DIR [MPIEXEC]
+#   e.g. tests/run/kill_grid.sh build/resae configs/demo.yaml 10 2 /tmp/demo-kill
 #
 # 1. An uninterrupted reference run (its wall time T sets the kill delays).
 # 2. KILLS times: start the run and, once its ranks are past MPI_Init (first log line), SIGKILL it
@@ -107,8 +107,8 @@ echo "killed run: $done_kills kills, completed in $(elapsed "$t1" "$(now)")s of 
 
 [ "$done_kills" -ge "$kills" ] || fail "only $done_kills of $kills kills landed before the grid finished"
 ls "$out/run/tasks" "$out/run/ckpt" 2>/dev/null | grep -q '\.tmp$' && fail "a temporary file was left behind"
-"$py" "$src/tests/pipeline/compare_results.py" "$out/run/results.h5" || fail "the killed run's results are incomplete"
-"$py" "$src/tests/pipeline/compare_results.py" "$out/ref/results.h5" "$out/run/results.h5" ||
+"$py" "$src/tests/run/compare_results.py" "$out/run/results.h5" || fail "the killed run's results are incomplete"
+"$py" "$src/tests/run/compare_results.py" "$out/ref/results.h5" "$out/run/results.h5" ||
   fail "results after $done_kills kills differ from the uninterrupted run"
 # no task reported done by one attempt started again in a later one
 "$py" - "$out" <<'PY' || fail "a finished task ran again"

@@ -8,7 +8,7 @@
 #             the final results bitwise with an uninterrupted run at the same rank count
 #   killeval  SIGKILL during the evaluation stage; the restart runs only the unfinished evaluations
 #   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
-#   killgrid  tests/pipeline/kill_grid.sh on a larger grid (4 seeds, 105 tasks in 2 groups): 10
+#   killgrid  tests/run/kill_grid.sh on a larger grid (4 seeds, 105 tasks in 2 groups): 10
 #             SIGKILLs of every rank or of one rank, restarts, results identical, no finished task
 #             re-run
 #   changed   a changed config re-runs only the tasks whose hash changed; results equal a fresh run
@@ -16,7 +16,7 @@
 set -uo pipefail
 resae=$1 mpiexec=$2 out=$3 src=$4 mode=$5 arg=${6:-}
 py=/usr/bin/python3
-check=$src/tests/pipeline/compare_results.py
+check=$src/tests/run/compare_results.py
 data=$src/tests/data/pipeline
 RANDOM=${RESAE_TEST_SEED:-$$}
 
@@ -42,7 +42,7 @@ harvest)
   done
   "$resae" forward --model "$data/model" --tokens "$data/tokens.h5" --out "$dir/forward.h5" --layers 0,1,2,3 \
     >"$dir/forward.log" 2>&1 || { tail "$dir/forward.log"; fail "resae forward"; }
-  "$py" "$src/tests/pipeline/check_store_vs_forward.py" "$dir/np1/activations.h5" "$dir/forward.h5" || fail "store vs forward"
+  "$py" "$src/tests/run/check_store_vs_forward.py" "$dir/np1/activations.h5" "$dir/forward.h5" || fail "store vs forward"
   echo "harvest stores at 1, 2, 4 ranks identical and equal to resae forward"
   ;;
 ranks)
@@ -208,7 +208,7 @@ killgrid)
   printf 'parallel:\n  group_size: 1\n' >>"$dir/grid.yaml"
   sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/grid.yaml"
   grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/grid.yaml" && grep -q 'batch_size: 256' "$dir/grid.yaml" || fail "config edit"
-  RESAE_KILL_DMIN=0.5 bash "$src/tests/pipeline/kill_grid.sh" "$resae" "$dir/grid.yaml" 10 2 "$dir/kill" "$mpiexec"
+  RESAE_KILL_DMIN=0.5 bash "$src/tests/run/kill_grid.sh" "$resae" "$dir/grid.yaml" 10 2 "$dir/kill" "$mpiexec"
   ;;
 changed)
   dir=$out/pipeline_changed; rm -rf "$dir"; mkdir -p "$dir"

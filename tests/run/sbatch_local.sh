@@ -1,6 +1,6 @@
 #!/bin/bash
-# jobs/slurm/resae.sbatch outside Slurm, with stand-ins for srun and scontrol (tests/sched/fake_slurm)
-# and tests/sched/test_sched as the program: SIGUSR1 to the batch script reaches every rank, the
+# jobs/slurm/resae.sbatch outside Slurm, with stand-ins for srun and scontrol (tests/run/fake_slurm)
+# and tests/run/test_sched as the program: SIGUSR1 to the batch script reaches every rank, the
 # program exits with code 3, and the script asks scontrol to requeue the job; run again (as the
 # requeued job would), it completes and exits 0. This checks the script's own logic only.
 #   sbatch_local.sh REPO TEST_SCHED MPIEXEC OUT
@@ -9,7 +9,7 @@ repo=$1 bin=$2 mpiexec=$3 out=$4
 dir=$out/sched_sbatch_local
 rm -rf "$dir"; mkdir -p "$dir"
 fail() { echo "FAIL: $*" >&2; exit 1; }
-export PATH=$repo/tests/sched/fake_slurm:$PATH RESAE_FAKE_MPIEXEC=$mpiexec RESAE_FAKE_NP=2
+export PATH=$repo/tests/run/fake_slurm:$PATH RESAE_FAKE_MPIEXEC=$mpiexec RESAE_FAKE_NP=2
 export RESAE_FAKE_LOG=$dir/scontrol.log RESAE_BIN=$bin SLURM_JOB_ID=4242 RESAE_SRUN_ARGS=
 export RESAE_SCHED_TEST_SCALE=4
 
