@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "check.h"
+#include "testlib.h"
 #include "resae/blas.h"
 
 static rs_blas_verdict decide(enum rs_isa cpu, const char *core, const char *user, int reexeced, int allow) {

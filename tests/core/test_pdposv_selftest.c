@@ -1,11 +1,11 @@
 /* The PDPOSV self-test on every grid shape that fits the communicator, and the affine solve that runs
- * it first. Usage: test_pdposv_selftest ok|fail — "fail" runs under tests/blas/blas_fault.c with
+ * it first. Usage: test_pdposv_selftest ok|fail — "fail" runs under tests/core/blas_fault.c with
  * RESAE_TEST_BLAS_FAULT=pdposv: every rank must report the failure with the kernel set named, and
  * rs_affine_solve must refuse before solving. */
 #include <stdio.h>
 #include <string.h>
 
-#include "check.h"
+#include "testlib.h"
 #include "resae/affine.h"
 #include "resae/blacs.h"
 #include "resae/blas.h"

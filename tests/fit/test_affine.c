@@ -28,7 +28,7 @@
 #include "resae/mpi_util.h"
 #include "resae/util.h"
 
-#include "check.h"
+#include "testlib.h"
 
 
 
@@ -268,14 +268,8 @@ static int ref_solve(ref *r, double lambda) {
     return info;
 }
 
-static double rel_diff(const double *a, const double *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += (a[i] - b[i]) * (a[i] - b[i]);
-        den += b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
+/* ||a - b|| / ||b|| */
+static double rel_diff(const double *a, const double *b, size_t n) { return rs_check_diff_dd(a, b, n).rel_l2; }
 
 /* ||(C + lambda I) X - B||_inf / (||X||_inf ||C + lambda I||_inf eps dx), X = A^T, with the reference C. */
 static double scaled_residual(const ref *r, const double *A, double lambda) {

@@ -16,7 +16,7 @@
 #include "resae/safetensors.h"
 #include "resae/tokens.h"
 
-#include "check.h"
+#include "testlib.h"
 
 static int g_cases = 0;
 static char g_out[4096], g_data[4096];

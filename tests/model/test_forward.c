@@ -15,7 +15,7 @@
 #include "resae/model.h"
 #include "resae/tokens.h"
 
-#include "check.h"
+#include "testlib.h"
 
 #define TRY(expr)                                          \
     do {                                                   \
@@ -43,27 +43,6 @@ static double *read_h5(hid_t f, const char *name, size_t *n_out) {
     H5Dclose(ds);
     *n_out = (size_t)n;
     return buf;
-}
-
-/* max |a - b| / max |b| (or absolute if scale_abs) */
-static double rel_err(const float *a, const double *b, size_t n, double *scale) {
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        double dv = fabs((double)a[i] - b[i]);
-        if (!(dv <= md)) md = dv; /* NaN propagates */
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    if (scale) *scale = mb;
-    return md / (mb > 0 ? mb : 1);
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double md = 0;
-    for (size_t i = 0; i < n; i++) {
-        double dv = fabs((double)a[i] - (double)b[i]);
-        if (!(dv <= md)) md = dv;
-    }
-    return md;
 }
 
 /* ---- hooks ------------------------------------------------------------------------------------- */
@@ -174,26 +153,21 @@ int main(int argc, char **argv) {
     a.ce = ce;
     TRY(rs_model_forward(&m, &s, &a, B, T));
     CHECK(hc.calls == L + 1 && hc.order_ok, "hook called %d times (want %d, in layer order)", hc.calls, L + 1);
-    double scale;
-    double e_logit = rel_err(logits, logit_ref, N * V, &scale);
-    double e_ce = 0;
-    for (size_t i = 0; i < (size_t)B * (T - 1); i++) {
-        double dv = fabs((double)ce[i] - ce_ref[i]);
-        if (!(dv <= e_ce)) e_ce = dv;
-    }
-    printf("%s: logits max|diff|/max|logit| = %.2e (max|logit| %.2f), CE max|diff| = %.2e\n", argv[1], e_logit,
-           scale, e_ce);
-    CHECK(e_logit <= 1e-4, "logits error %.3e > 1e-4", e_logit);
-    CHECK(e_ce <= 1e-5, "CE error %.3e > 1e-5", e_ce);
+    rs_check_diff e_logit = rs_check_diff_fd(logits, logit_ref, N * V);
+    rs_check_diff e_ce = rs_check_diff_fd(ce, ce_ref, (size_t)B * (T - 1));
+    printf("%s: logits max|diff|/max|logit| = %.2e (max|logit| %.2f), CE max|diff| = %.2e\n", argv[1], e_logit.rel,
+           e_logit.max_ref, e_ce.max_abs);
+    CHECK_DIFF(e_logit, rel, 1e-4, "logits");
+    CHECK_DIFF(e_ce, max_abs, 1e-5, "CE");
     for (int l = -1; l < L; l++) {
         char name[32];
         snprintf(name, sizeof name, "resid/%d", l);
         size_t nr;
         double *ref = read_h5(f, name, &nr);
         CHECK(nr == per, "%s has %zu values", name, nr);
-        double e = rel_err(resid + (size_t)(l + 1) * per, ref, per, &scale);
-        printf("  resid %2d: max|diff|/max|h| = %.2e (max|h| %.2f)\n", l, e, scale);
-        CHECK(e <= 1e-5, "residual stream %d error %.3e > 1e-5", l, e);
+        rs_check_diff e = rs_check_diff_fd(resid + (size_t)(l + 1) * per, ref, per);
+        printf("  resid %2d: max|diff|/max|h| = %.2e (max|h| %.2f)\n", l, e.rel, e.max_ref);
+        CHECK_DIFF(e, rel, 1e-5, "residual stream %d", l);
         free(ref);
     }
 
@@ -264,8 +238,8 @@ int main(int argc, char **argv) {
             p.logits = logits2;
             p.ce = ce2;
             TRY(rs_model_forward(&m, &s1, &p, 1, T));
-            double eb = max_abs_diff(logits2, logits + (size_t)b * T * V, (size_t)T * V);
-            double ec = max_abs_diff(ce2, ce + (size_t)b * (T - 1), (size_t)(T - 1));
+            double eb = rs_check_diff_ff(logits2, logits + (size_t)b * T * V, (size_t)T * V).max_abs;
+            double ec = rs_check_diff_ff(ce2, ce + (size_t)b * (T - 1), (size_t)(T - 1)).max_abs;
             if (eb > e_b) e_b = eb;
             if (ec > e_c) e_c = ec;
         }
@@ -282,7 +256,7 @@ int main(int argc, char **argv) {
         p.tokens = tokens;
         p.logits = logits2;
         TRY(rs_model_forward(&m, &s1, &p, 1, T - 3));
-        double ep = max_abs_diff(logits2, logits, (size_t)(T - 3) * V);
+        double ep = rs_check_diff_ff(logits2, logits, (size_t)(T - 3) * V).max_abs;
         CHECK(ep <= 1e-6 * (sc > 1 ? sc : 1), "prefix of length %d differs by %.2e (causal mask broken?)", T - 3, ep);
         rs_run_state_free(&s1);
     }

@@ -9,7 +9,7 @@
 
 #include "resae/kernels.h"
 
-#include "check.h"
+#include "testlib.h"
 
 
 static uint64_t g_rng = 88172645463325252ULL;
@@ -178,10 +178,10 @@ static void test_attention(int nh, int nkv, int window, float softcap, int T) {
     }
     rs_attention_forward(out, scratch, q, k, v, nh * hs, hs, nkv * hs, hs, &a, B, T);
     attention_ref(ref, q, k, v, &a, B, T);
-    double worst = 0;
-    for (size_t i = 0; i < nq; i++) worst = fmax(worst, fabs(out[i] - ref[i]));
-    printf("attention heads %d/%d window %d softcap %g T %d: max |err| %.2e\n", nh, nkv, window, softcap, T, worst);
-    CHECK(worst < 2e-5, "attention error %.3e", worst);
+    rs_check_diff e = rs_check_diff_fd(out, ref, nq);
+    printf("attention heads %d/%d window %d softcap %g T %d: max |err| %.2e\n", nh, nkv, window, softcap, T,
+           e.max_abs);
+    CHECK_DIFF(e, max_abs, 2e-5, "attention heads %d/%d window %d softcap %g T %d", nh, nkv, window, softcap, T);
     free(q);
     free(k);
     free(v);

@@ -36,6 +36,8 @@
 #include "resae/mpi_util.h"
 #include "resae/sched.h"
 
+#include "testlib.h"
+
 #define OTHER "another rank failed"
 #define MAXT 64
 
@@ -258,16 +260,6 @@ typedef struct res {
     double t0, t1;
 } res;
 
-static int g_fail;
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "FAIL: " __VA_ARGS__);                                           \
-            fputc('\n', stderr);                                                             \
-            g_fail = 1;                                                                      \
-        }                                                                                    \
-    } while (0)
-
 static void read_res(res *r, const ctx *c, const char *name) {
     memset(r, 0, sizeof *r);
     char path[4096];
@@ -387,7 +379,7 @@ static void check_table_h5(const rs_sched *s, const ctx *c) {
     H5Tinsert(ty, "attempts", HOFFSET(row, attempts), H5T_NATIVE_INT);
     row rows[MAXT];
     CHECK(ds >= 0 && H5Dread(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) >= 0, "cannot read %s/tasks", path);
-    for (int i = 0; i < s->n_tasks && !g_fail; i++)
+    for (int i = 0; i < s->n_tasks && !rs_check_fails; i++)
         CHECK(!strcmp(rows[i].state, rs_sched_state_name(s->table[i].state)) && rows[i].attempts == s->table[i].attempts,
               "table.h5 row %d: %s/%d, expected %s/%d", i, rows[i].state, rows[i].attempts,
               rs_sched_state_name(s->table[i].state), s->table[i].attempts);
@@ -578,6 +570,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     int rank = rs_mpi_rank(), size = rs_mpi_size();
+    rs_check_rank = rank;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -602,7 +595,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "api")) {
         check_api(rank, size);
         int any = 0;
-        MPI_Allreduce(&g_fail, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(&rs_check_fails, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
         if (rank == 0) printf("api at %d ranks: %s\n", size, any ? "FAILED" : "ok");
         rs_sched_free(&s);
         rs_mpi_end();
@@ -616,12 +609,12 @@ int main(int argc, char **argv) {
             int starts = 0;
             for (int i = 0; i < s.n_tasks; i++) starts += count_starts(&c, s.tasks[i].name);
             printf("check: %d/%d tasks done, %d task starts in all, no finished task ran again: %s\n", n, s.n_tasks,
-                   starts, g_fail ? "FAILED" : "ok");
+                   starts, rs_check_fails ? "FAILED" : "ok");
         }
-        MPI_Bcast(&g_fail, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        MPI_Bcast(&rs_check_fails, 1, MPI_INT, 0, MPI_COMM_WORLD);
         rs_sched_free(&s);
         rs_mpi_end();
-        return g_fail ? 1 : 0;
+        return rs_check_fails ? 1 : 0;
     }
     if (rank == 0 && strcmp(mode, "run")) {
         /* graph and fail start from nothing */
@@ -656,9 +649,9 @@ int main(int argc, char **argv) {
             else check_fail(&s, &c, err, msg, size);
             check_table_h5(&s, &c);
         }
-        MPI_Bcast(&g_fail, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        code = g_fail ? 1 : 0;
-        if (rank == 0) printf("%s at %d ranks: %s\n", mode, size, g_fail ? "FAILED" : "ok");
+        MPI_Bcast(&rs_check_fails, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        code = rs_check_fails ? 1 : 0;
+        if (rank == 0) printf("%s at %d ranks: %s\n", mode, size, rs_check_fails ? "FAILED" : "ok");
     }
     rs_sched_free(&s);
     rs_mpi_end();
