@@ -4,7 +4,7 @@
 usage (command line): /usr/bin/python3 analysis/resae_store.py RUN_DIR|results.h5
     prints the schema, the results layout and every table with its columns and enum names.
 
-usage (library; analysis/report.py, analysis/store_info.py and tests/pipeline/compare_results.py use it):
+usage (library; analysis/report.py, analysis/store_info.py and tests/run/compare_results.py use it):
     import resae_store
     with resae_store.open_results("runs/demo") as r:      # a run directory or a results.h5 path
         sae = r.table("sae")                                # /sae/table

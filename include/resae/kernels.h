@@ -24,7 +24,7 @@ void rs_linear_forward(float *out, const float *inp, const float *w, const float
 void rs_add_forward(float *out, const float *inp, const float *add, size_t n);
 
 /* Exact (erf) GELU, in place allowed: 0.5 x (1 + erf(x / sqrt 2)), evaluated as 0.5 x erfc(-x / sqrt 2)
- * (no cancellation for negative x); |error| < 3e-7 |x| (tests/runtime/test_kernels.c). */
+ * (no cancellation for negative x); |error| < 3e-7 |x| (tests/model/test_kernels.c). */
 void rs_gelu_forward(float *out, const float *inp, size_t n);
 
 /* exp(x) with a relative error of a few ulp for x in [-87, 88] (0 below, clamped above). */

@@ -325,7 +325,7 @@ def test_scripts(d, l1, l2):
     rc, out, err = run(report, os.path.join(d, "absent"))
     check(rc == 1 and "not found (has `resae run` finished a stage yet?)" in err, f"report.py on a missing run: {err}")
 
-    cmp = os.path.join(SRC, "tests", "pipeline", "compare_results.py")
+    cmp = os.path.join(SRC, "tests", "run", "compare_results.py")
     rc, out, err = run(cmp, l1, l2)
     check(rc == 0 and out.rstrip().endswith("results check: ok"), f"compare_results layout 1 vs 2: {out}{err}")
     t = tables()

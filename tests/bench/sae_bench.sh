@@ -16,7 +16,7 @@ export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$(RESAE_NO_BLAS_GUARD=1 "$build/re
 out=$(mktemp -d /tmp/sae_bench.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 echo "== C trainer ($steps steps, $threads thread(s))"
-"$build/tests/sae_bench" "$out" --d $d --n $n --k $k --batch $batch --steps $steps --pool 32768 --write
+"$build/tests/bench/sae_bench" "$out" --d $d --n $n --k $k --batch $batch --steps $steps --pool 32768 --write
 echo "== PyTorch reference"
 /usr/bin/python3 "$here/sae_bench.py" "$out" $d $n $k $batch $steps $threads
 get() { sed -n "s/^$2 //p" "$out/$1"; }

@@ -27,17 +27,10 @@
 #include "resae/mpi_util.h"
 #include "resae/tokens.h"
 
-static int g_fails, g_rank, g_size;
+#include "testlib.h"
 
-#define CHECK(cond, ...)                                                           \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            g_fails++;                                                             \
-            fprintf(stderr, "[rank %d] FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                          \
-            fprintf(stderr, "\n");                                                 \
-        }                                                                          \
-    } while (0)
+static int g_rank, g_size;
+
 #define TRY(e)                                                     \
     do {                                                           \
         if (e) {                                                   \
@@ -320,8 +313,6 @@ static void case_redundancy(void) {
     free(Wb);
 }
 
-static double rel(double a, double b) { return fabs(a - b) / (fabs(b) > 1e-300 ? fabs(b) : 1); }
-
 static void case_partition(void) {
     static const int layers[3] = {0, 2, 3};
     rs_affine_map maps[3];
@@ -339,7 +330,8 @@ static void case_partition(void) {
         run_ce(par, &es, 1, lo, hi, MPI_COMM_WORLD);
         run_ce(ser, &es, 1, 0, NSEQ, MPI_COMM_NULL);
         for (int p = 0; p < RS_PASS_SINGLE + 9; p++)
-            CHECK(rel(par[p].ce, ser[p].ce) < 1e-12 && fabs(par[p].kl - ser[p].kl) < 1e-12 && par[p].n == ser[p].n,
+            CHECK(rs_check_rel(par[p].ce, ser[p].ce) < 1e-12 && fabs(par[p].kl - ser[p].kl) < 1e-12 &&
+                      par[p].n == ser[p].n,
                   "%s pass %d: CE %.17g (%d ranks) vs %.17g (serial)", rs_variant_names[v], p, par[p].ce, g_size, ser[p].ce);
         rs_eval_recon rp[3], rsr[3];
         my_share(&lo, &hi, (int64_t)NSEQ * g_T);
@@ -347,11 +339,12 @@ static void case_partition(void) {
         run_recon(rsr, &es, 0, (int64_t)NSEQ * g_T, MPI_COMM_NULL);
         for (int m = 0; m < 3; m++)
             CHECK(fabs(rp[m].ev_target - rsr[m].ev_target) < 1e-8 && fabs(rp[m].ev_chain - rsr[m].ev_chain) < 1e-8 &&
-                      rel(rp[m].mse, rsr[m].mse) < 1e-8 && rp[m].l0 == rsr[m].l0 && rp[m].dead_frac == rsr[m].dead_frac,
+                      rs_check_rel(rp[m].mse, rsr[m].mse) < 1e-8 && rp[m].l0 == rsr[m].l0 &&
+                      rp[m].dead_frac == rsr[m].dead_frac,
                   "%s layer %d: recon over %d ranks differs from serial: EV %.3e %.3e, MSE %.3e, L0 %g/%g, dead %g/%g",
-                  rs_variant_names[v], layers[m], g_size, rel(rp[m].ev_target, rsr[m].ev_target),
-                  rel(rp[m].ev_chain, rsr[m].ev_chain), rel(rp[m].mse, rsr[m].mse), rp[m].l0, rsr[m].l0, rp[m].dead_frac,
-                  rsr[m].dead_frac);
+                  rs_variant_names[v], layers[m], g_size, rs_check_rel(rp[m].ev_target, rsr[m].ev_target),
+                  rs_check_rel(rp[m].ev_chain, rsr[m].ev_chain), rs_check_rel(rp[m].mse, rsr[m].mse), rp[m].l0,
+                  rsr[m].l0, rp[m].dead_frac, rsr[m].dead_frac);
     }
     for (int m = 0; m < 3; m++) {
         rs_sae_free(&saes[m]);
@@ -364,7 +357,7 @@ int main(int argc, char **argv) {
         rs_err_print();
         return 1;
     }
-    g_rank = rs_mpi_rank();
+    g_rank = rs_check_rank = rs_mpi_rank();
     g_size = rs_mpi_size();
     if (argc < 4) {
         if (g_rank == 0) fprintf(stderr, "usage: test_eval identity|first|redundancy|partition MODEL_DIR TOKENS_H5\n");
@@ -380,7 +373,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(which, "partition")) case_partition();
     else ran = 0;
     int total = 0;
-    MPI_Allreduce(&g_fails, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(&rs_check_fails, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (g_rank == 0) printf("eval %s at %d rank(s): %s\n", which, g_size, !ran ? "USAGE" : total ? "FAILED" : "ok");
     rs_model_free(&g_model);
     free(g_tok);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testlib.h"
+
 typedef struct ref_sae {
     int d, n, k;
     double *We, *be, *Wd, *bd; // (n,d) (n) (n,d) (d)
@@ -147,26 +149,15 @@ static double ref_urand(void) {
 }
 static double ref_nrand(void) { return sqrt(-2 * log(ref_urand())) * cos(6.283185307179586 * ref_urand()); }
 
-/* max |a - b| / max |b| */
-static double ref_rel_err(const float *a, const double *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (e > num) num = e;
-        if (fabs(b[i]) > den) den = fabs(b[i]);
-    }
-    return den > 0 ? num / den : num;
-}
-
 static const char *const ref_block_names[4] = {"W_enc", "b_enc", "W_dec", "b_dec"};
 
-/* err[b]: ref_rel_err of each parameter block of a float gradient slab (W_enc (n, d), b_enc (n),
+/* err[b]: max |g - gd| / max |gd| (rs_check_diff .rel) of each parameter block of a float gradient slab (W_enc (n, d), b_enc (n),
  * W_dec (n, d), b_dec (d)) against the reference gradient gd; prints a line per block. */
 static void ref_grad_block_errors(double err[4], const float *g, const double *gd, int n, int d) {
     size_t N = (size_t)n, D = (size_t)d;
     size_t off[5] = {0, N * D, N * D + N, 2 * N * D + N, 2 * N * D + N + D};
     for (int b = 0; b < 4; b++) {
-        err[b] = ref_rel_err(g + off[b], gd + off[b], off[b + 1] - off[b]);
+        err[b] = rs_check_diff_fd(g + off[b], gd + off[b], off[b + 1] - off[b]).rel;
         printf("grad %-5s: max rel err %.3g\n", ref_block_names[b], err[b]);
     }
 }

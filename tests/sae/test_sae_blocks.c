@@ -15,7 +15,7 @@
 #include "sae/sae_ref_dense.h"
 #include "sae/sae_synth.h"
 
-#include "check.h"
+#include "testlib.h"
 
 enum { D = 512, N = 600, K = 8, B = 600, KAUX = 16, STEPS = 4 };
 

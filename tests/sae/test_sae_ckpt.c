@@ -11,7 +11,7 @@
 #include "resae/sae.h"
 #include "sae/sae_synth.h"
 
-#include "check.h"
+#include "testlib.h"
 
 
 enum { D = 16, N = 64, K = 4 };

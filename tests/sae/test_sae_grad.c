@@ -17,7 +17,7 @@
 #include "resae/sae.h"
 #include "sae/sae_ref_dense.h"
 
-#include "check.h"
+#include "testlib.h"
 
 
 

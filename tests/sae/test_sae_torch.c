@@ -14,7 +14,7 @@
 #include "resae/log.h"
 #include "resae/sae.h"
 
-#include "check.h"
+#include "testlib.h"
 
 
 typedef struct fixture {
@@ -86,13 +86,9 @@ static const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
 static void compare(const char *what, const float *a, const double *b, int d, int n, double tol, int relative) {
     size_t nd = (size_t)n * d, off[] = {0, nd, nd + n, 2 * nd + n, 2 * nd + n + d};
     for (int t = 0; t < 4; t++) {
-        double num = 0, den = 0;
-        for (size_t i = off[t]; i < off[t + 1]; i++) {
-            num = fmax(num, fabs((double)a[i] - b[i]));
-            den = fmax(den, fabs(b[i]));
-        }
-        double e = relative ? (den > 0 ? num / den : num) : num;
-        printf("  %s %-5s: %s err %.2e (max |ref| %.2e)\n", what, names[t], relative ? "rel" : "abs", e, den);
+        rs_check_diff df = rs_check_diff_fd(a + off[t], b + off[t], off[t + 1] - off[t]);
+        double e = relative ? df.rel : df.max_abs;
+        printf("  %s %-5s: %s err %.2e (max |ref| %.2e)\n", what, names[t], relative ? "rel" : "abs", e, df.max_ref);
         CHECK(e <= tol, "%s %s differs from the PyTorch reference: %.3e > %.1e", what, names[t], e, tol);
     }
 }

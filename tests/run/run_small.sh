@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# End-to-end tests of `resae run` on the small fixture experiment (tests/data/pipeline/small.yaml).
+# usage: run_small.sh RESAE MPIEXEC OUT_DIR SRC_DIR MODE [ARG]
+#   ranks N   fresh run at N ranks; the results must be complete and sane, the evaluation tables
+#             must match tests/reference/eval_ref.py; a second run must find everything done and
+#             change nothing
+#   kill      SIGKILL every rank at random moments (4 times, restarting after each) and compare
+#             the final results bitwise with an uninterrupted run at the same rank count
+#   killeval  SIGKILL during the evaluation stage; the restart runs only the unfinished evaluations
+#   term      SIGTERM mid-run: exit code 3 within 30 s, then the same command completes the run
+#   killgrid  tests/run/kill_grid.sh on a larger grid (4 seeds, 105 tasks in 2 groups): 10
+#             SIGKILLs of every rank or of one rank, restarts, results identical, no finished task
+#             re-run
+#   changed   a changed config re-runs only the tasks whose hash changed; results equal a fresh run
+#             of the changed config; a store from other token data is refused unless --force
+set -uo pipefail
+resae=$1 mpiexec=$2 out=$3 src=$4 mode=$5 arg=${6:-}
+py=/usr/bin/python3
+check=$src/tests/run/compare_results.py
+data=$src/tests/data/pipeline
+RANDOM=${RESAE_TEST_SEED:-$$}
+
+mpi() { "$mpiexec" --oversubscribe --bind-to none --mca btl self,vader -n "$@"; }
+# a copy of the config with its own run directory and absolute data paths
+make_config() {
+  sed -e "s#^run_dir:.*#run_dir: $2#" -e "s#path: model#path: $data/model#" \
+      -e "s#tokens: tokens.h5#tokens: $data/tokens.h5#" "$data/small.yaml" >"$1"
+}
+fail() { echo "FAIL: $*"; exit 1; }
+
+case $mode in
+harvest)
+  # stores from 1, 2 and 4 ranks are identical, and equal `resae forward`'s residual streams
+  dir=$out/pipeline_harvest; rm -rf "$dir"; mkdir -p "$dir"
+  for n in 1 2 4; do
+    make_config "$dir/np$n.yaml" "$dir/np$n"
+    mpi "$n" "$resae" run --until harvest "$dir/np$n.yaml" >"$dir/np$n.log" 2>&1 || { tail -30 "$dir/np$n.log"; fail "harvest at $n ranks"; }
+    grep -q "stopped after stage harvest" "$dir/np$n.log" || fail "--until harvest did not stop after the harvest"
+  done
+  for n in 2 4; do
+    h5diff "$dir/np1/activations.h5" "$dir/np$n/activations.h5" || fail "store at $n ranks differs from 1 rank"
+  done
+  "$resae" forward --model "$data/model" --tokens "$data/tokens.h5" --out "$dir/forward.h5" --layers 0,1,2,3 \
+    >"$dir/forward.log" 2>&1 || { tail "$dir/forward.log"; fail "resae forward"; }
+  "$py" "$src/tests/run/check_store_vs_forward.py" "$dir/np1/activations.h5" "$dir/forward.h5" || fail "store vs forward"
+  echo "harvest stores at 1, 2, 4 ranks identical and equal to resae forward"
+  ;;
+ranks)
+  dir=$out/pipeline_np$arg; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/small.yaml" "$dir/run"
+  mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log" 2>&1 || { tail -30 "$dir/log"; fail "run at $arg ranks"; }
+  "$py" "$check" "$dir/run/results.h5" || fail "results check"
+  # every evaluation at 1 rank; at 2 and 4 ranks a raw and a resae one (the reference takes ~1 s each)
+  pick=(); [ "$arg" = 1 ] || pick=(--pick "$((arg - 1)),$((arg + 1))")
+  "$py" "$src/tests/reference/eval_ref.py" "$dir/run" "${pick[@]}" || fail "evaluation differs from the float64 reference"
+  "$resae" report "$dir/run" >"$dir/report.txt" 2>&1 || { cat "$dir/report.txt"; fail "resae report"; }
+  for want in "^Reconstruction" "^Decoder redundancy" "^CE splices" "all +resae +8 +0 +so"; do
+    grep -Eq "$want" "$dir/report.txt" || fail "resae report lacks '$want'"
+  done
+  "$resae" status "$dir/run" >"$dir/status.txt" 2>&1 || { cat "$dir/status.txt"; fail "resae status after a complete run"; }
+  grep -Eq "evaluate +8 / 8 " "$dir/status.txt" || { cat "$dir/status.txt"; fail "resae status does not count 8 finished evaluations"; }
+  cp "$dir/run/results.h5" "$dir/first.h5"
+  mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log2" 2>&1 || { tail -30 "$dir/log2"; fail "second run"; }
+  grep -q "affine: .* 0 to do" "$dir/log2" || fail "second run redid affine fits"
+  grep -q "train: .* 0 to do" "$dir/log2" || fail "second run retrained SAEs"
+  grep -q "evaluate: .* 0 to do" "$dir/log2" || fail "second run redid evaluations"
+  "$py" "$check" "$dir/first.h5" "$dir/run/results.h5" || fail "second run changed the results"
+  echo "pipeline at $arg ranks: ok"
+  ;;
+kill)
+  dir=$out/pipeline_kill; rm -rf "$dir"; mkdir -p "$dir"
+  # the uninterrupted reference reads a copy of the model and tokens elsewhere: results must not
+  # depend on where the data lives
+  mkdir -p "$dir/moved" && cp -r "$data/model" "$data/tokens.h5" "$dir/moved/"
+  make_config "$dir/ref.yaml" "$dir/ref"
+  sed -i -e "s#$data/model#$dir/moved/model#" -e "s#$data/tokens.h5#$dir/moved/tokens.h5#" "$dir/ref.yaml"
+  grep -q "$dir/moved/model" "$dir/ref.yaml" || fail "could not point the reference at the moved data"
+  make_config "$dir/run.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
+  for i in 1 2 3 4; do
+    mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
+    pid=$!
+    # after MPI_Init (a rank killed inside it can hang Open MPI's launcher; see kill_grid.sh)
+    for _ in $(seq 1 600); do grep -q " INFO " "$dir/run$i.log" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+    delay=$(( (RANDOM % 40) + 5 ))      # 0.5 .. 4.4 s
+    sleep "$((delay / 10)).$((delay % 10))"
+    pkill -KILL -f "^$resae run $dir/run.yaml" 2>/dev/null
+    wait $pid; rc=$?
+    echo "kill $i after ${delay}00 ms: exit $rc, $(ls "$dir/run/tasks" 2>/dev/null | grep -c '\.h5$') task files"
+  done
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/final.log" 2>&1 || { tail -30 "$dir/final.log"; fail "final run"; }
+  ls "$dir/run/tasks" | grep -q '\.tmp$' && fail "a temporary task file was left behind"
+  "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "killed and restarted results differ"
+  echo "killed 4 times and restarted: results identical to the uninterrupted run (on moved data)"
+  ;;
+killeval)
+  # SIGKILL inside the evaluation stage: the restart keeps the finished evaluation task files, runs
+  # only the others, and the results equal an uninterrupted run's
+  dir=$out/pipeline_killeval; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/ref.yaml" "$dir/ref"
+  make_config "$dir/run.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
+  mpi 2 "$resae" run --until train "$dir/run.yaml" >"$dir/train.log" 2>&1 || { tail -30 "$dir/train.log"; fail "run --until train"; }
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do grep -q "INFO  eval " "$dir/run1.log" && break; sleep 0.05; done
+  # resae status while the run goes: alive, and the tasks running now are counted
+  "$resae" status "$dir/run" >"$dir/status_live.txt" 2>&1
+  pkill -KILL -f "^$resae run $dir/run.yaml" 2>/dev/null
+  wait $pid
+  grep -q "^last run: running; pid" "$dir/status_live.txt" || { cat "$dir/status_live.txt"; fail "resae status does not see the live run"; }
+  grep -Eq "^  (evaluate|ablate) .* running [1-9]" "$dir/status_live.txt" || { cat "$dir/status_live.txt"; fail "resae status shows no running evaluation"; }
+  # the killed ranks may take a moment to be reaped
+  for _ in $(seq 1 50); do
+    "$resae" status "$dir/run" >"$dir/status_killed.txt" 2>&1
+    grep -q "^last run: killed or lost" "$dir/status_killed.txt" && break
+    sleep 0.1
+  done
+  grep -q "^last run: killed or lost" "$dir/status_killed.txt" || { cat "$dir/status_killed.txt"; fail "resae status does not see that the run was killed"; }
+  grep -Eq "^  (evaluate|ablate) .* [1-9] interrupted" "$dir/status_killed.txt" || { cat "$dir/status_killed.txt"; fail "resae status does not count the interrupted tasks"; }
+  grep -q "^state: incomplete" "$dir/status_killed.txt" || fail "resae status calls a killed run complete"
+  n=$(ls "$dir/run/tasks" | grep -c '^eval_.*\.h5$')
+  echo "killed during evaluation with $n of 8 evaluation task files"
+  [ "$n" -lt 8 ] || fail "the kill came after the evaluation stage"
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run2.log" 2>&1 || { tail -30 "$dir/run2.log"; fail "restart"; }
+  grep -q "evaluate: 8 evaluations (8 unique), $((8 - n)) to do" "$dir/run2.log" || fail "the restart did not resume at the next evaluation"
+  ls "$dir/run/tasks" | grep -q '\.tmp$' && fail "a temporary task file was left behind"
+  "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "results after the restart differ"
+  echo "killed in evaluation and restarted: results identical"
+  ;;
+term)
+  dir=$out/pipeline_term; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/ref.yaml" "$dir/ref"
+  make_config "$dir/run.yaml" "$dir/run"
+  # one group of 2 ranks (tasks one after another) and a larger grid (4 seeds, batch 256: 64 SAEs of
+  # 44 steps), so that a signal always lands while work is left
+  for f in ref run; do
+    printf 'parallel:\n  group_size: 2\n' >>"$dir/$f.yaml"
+    sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/$f.yaml"
+    grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/$f.yaml" && grep -q 'batch_size: 256' "$dir/$f.yaml" || fail "config edit"
+  done
+  mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
+  # 1: SIGTERM to every rank (as srun delivers it); 2: SIGUSR1 to mpirun, which forwards it
+  for i in 1 2; do
+    mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run$i.log" 2>&1 &
+    pid=$!
+    # signal once this attempt has certainly started working (its ranks have their handlers) and
+    # work is left: 1 once an SAE has checkpointed, 2 once this attempt has finished a task
+    ntasks() { ls "$dir/run/tasks" 2>/dev/null | grep -c '\.h5$'; }
+    before=$(ntasks)
+    for _ in $(seq 1 600); do
+      if [ $i = 1 ]; then ls "$dir/run/ckpt" 2>/dev/null | grep -q '\.ckpt$' && break
+      else [ "$(ntasks)" -gt "$before" ] && break; fi
+      kill -0 $pid 2>/dev/null || break
+      sleep 0.05
+    done
+    t0=$(date +%s)
+    if [ $i = 1 ]; then pkill -TERM -f "^$resae run $dir/run.yaml"; sig=TERM
+    else pkill -USR1 -f "^$mpiexec .*$resae run $dir/run.yaml"; sig=USR1; fi
+    wait $pid; rc=$?
+    took=$(( $(date +%s) - t0 ))
+    echo "SIG$sig: exit $rc after ${took}s"
+    [ $rc = 3 ] || { tail -20 "$dir/run$i.log"; fail "SIG$sig should exit with code 3, got $rc"; }
+    [ $took -le 30 ] || fail "SIG$sig took ${took}s to stop (limit 30 s)"
+    grep -q "interrupted: state is checkpointed" "$dir/run$i.log" || fail "no checkpoint message"
+  done
+  mpi 2 "$resae" run "$dir/run.yaml" >"$dir/run3.log" 2>&1 || { tail -30 "$dir/run3.log"; fail "resumed run"; }
+  "$py" "$check" "$dir/ref/results.h5" "$dir/run/results.h5" || fail "resumed results differ"
+  echo "SIGTERM: exit 3, resumed, results identical"
+  ;;
+groups)
+  # N ranks in groups of GS: tasks run on every group (rank 0's too, by the task table); two runs
+  # are bitwise equal; a run with one group of N agrees within 1e-4 (reductions differ)
+  n=$arg gs=${7:?groups needs N and GS}
+  dir=$out/pipeline_groups_np${n}_gs$gs; rm -rf "$dir"; mkdir -p "$dir"
+  for r in a b one; do
+    make_config "$dir/$r.yaml" "$dir/$r"
+    g=$gs; [ $r = one ] && g=$n
+    printf 'parallel:\n  group_size: %s\n' "$g" >>"$dir/$r.yaml"
+    mpi "$n" "$resae" run "$dir/$r.yaml" >"$dir/$r.log" 2>&1 || { tail -30 "$dir/$r.log"; fail "run $r at $n ranks, groups of $g"; }
+  done
+  for r in a b; do
+    "$py" - "$dir/$r/results.h5" "$n" "$gs" <<'PYEOF' || fail "task table of run $r"
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r")
+n, gs = int(sys.argv[2]), int(sys.argv[3])
+t = f["tasks"][:]
+st = [s.decode() for s in t["state"]]
+assert all(s == "done" for s in st), st
+assert f["tasks"].attrs["group_size"] == gs and f["tasks"].attrs["n_groups"] == n // gs
+world = t["group"] == -1
+assert world.sum() == 1 and t["group_size"][world][0] == n, "the harvest runs on the world"
+groups = set(int(g) for g in t["group"][~world])
+assert groups == set(range(n // gs)), f"tasks ran on groups {groups}, want all of 0..{n // gs - 1}"
+assert np.all(t["group_size"][~world] == gs)
+kinds = set(int(k) for k in t["kind"])
+assert kinds == {0, 1, 2, 3, 4}, kinds  # harvest, affine, train, evaluate, ablate
+print(f"task table: {len(t)} tasks on groups {sorted(groups)} of {gs} ranks")
+PYEOF
+  done
+  "$py" "$check" "$dir/a/results.h5" "$dir/b/results.h5" || fail "two runs in groups of $gs differ"
+  "$py" "$check" "$dir/a/results.h5" "$dir/one/results.h5" --tol 1e-4 || fail "groups of $gs vs one group beyond 1e-4"
+  echo "groups of $gs at $n ranks: tasks on every group, repeatable, equal to one group within 1e-4"
+  ;;
+killgrid)
+  dir=$out/pipeline_killgrid; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/grid.yaml" "$dir/unused"
+  printf 'parallel:\n  group_size: 1\n' >>"$dir/grid.yaml"
+  sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/grid.yaml"
+  grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/grid.yaml" && grep -q 'batch_size: 256' "$dir/grid.yaml" || fail "config edit"
+  RESAE_KILL_DMIN=0.5 bash "$src/tests/run/kill_grid.sh" "$resae" "$dir/grid.yaml" 10 2 "$dir/kill" "$mpiexec"
+  ;;
+changed)
+  dir=$out/pipeline_changed; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/a.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/a.yaml" >"$dir/a.log" 2>&1 || { tail -30 "$dir/a.log"; fail "run of config A"; }
+  (cd "$dir/run/tasks" && sha256sum ./*.h5) >"$dir/a.sums"
+  # B: one more k. Only its 8 SAEs (raw and resae, 4 layers) and 4 evaluations are new
+  sed 's/^  k: \[4, 8\]/  k: [4, 8, 12]/' "$dir/a.yaml" >"$dir/b.yaml"
+  grep -q 'k: \[4, 8, 12\]' "$dir/b.yaml" || fail "config edit"
+  mpi 2 "$resae" run "$dir/b.yaml" >"$dir/b.log" 2>&1 || { tail -30 "$dir/b.log"; fail "run of config B on A's run directory"; }
+  grep -q "affine: .* 0 to do" "$dir/b.log" || fail "config B redid affine fits"
+  grep -q "train: 24 SAEs (12 raw, 12 resae), 8 to do" "$dir/b.log" || fail "config B should train only the 8 new SAEs"
+  grep -q "evaluate: 12 evaluations (12 unique), 4 to do" "$dir/b.log" || fail "config B should run only the 4 new evaluations"
+  (cd "$dir/run/tasks" && sha256sum -c --quiet "$dir/a.sums") || fail "config B rewrote task files of config A"
+  make_config "$dir/bfresh.yaml" "$dir/bfresh"
+  sed -i 's/^  k: \[4, 8\]/  k: [4, 8, 12]/' "$dir/bfresh.yaml"
+  mpi 2 "$resae" run "$dir/bfresh.yaml" >"$dir/bfresh.log" 2>&1 || { tail -30 "$dir/bfresh.log"; fail "fresh run of config B"; }
+  "$py" "$check" "$dir/bfresh/results.h5" "$dir/run/results.h5" || fail "A then B differs from a fresh run of B"
+  # C: other eval split sizes: the activation store is for other data: refused at once, nothing changed
+  sed 's/eval: 3000}/eval: 2500}/' "$dir/b.yaml" >"$dir/c.yaml"
+  grep -q 'eval: 2500}' "$dir/c.yaml" || fail "config edit"
+  store_sum=$(sha256sum <"$dir/run/activations.h5")
+  mpi 2 "$resae" run "$dir/c.yaml" >"$dir/c.log" 2>&1 && fail "config C ran on a store harvested for other splits"
+  grep -q "was harvested for a different run: budget_eval is 3000 in the store but 2500 in this run.*--force" "$dir/c.log" ||
+    { tail -5 "$dir/c.log"; fail "config C: no clear refusal naming the field and --force"; }
+  grep -q "harvest (1 attempts" "$dir/c.log" || fail "the refusal was retried"
+  [ "$(sha256sum <"$dir/run/activations.h5")" = "$store_sum" ] || fail "the refused run changed the activation store"
+  "$resae" status "$dir/run" >"$dir/c.status" 2>&1
+  grep -q "failed harvest: .*harvested for a different run" "$dir/c.status" || { cat "$dir/c.status"; fail "resae status does not show the failed harvest"; }
+  mpi 2 "$resae" run --force "$dir/c.yaml" >"$dir/cforce.log" 2>&1 || { tail -30 "$dir/cforce.log"; fail "config C with --force"; }
+  make_config "$dir/cfresh.yaml" "$dir/cfresh"
+  sed -i -e 's/^  k: \[4, 8\]/  k: [4, 8, 12]/' -e 's/eval: 3000}/eval: 2500}/' "$dir/cfresh.yaml"
+  mpi 2 "$resae" run "$dir/cfresh.yaml" >"$dir/cfresh.log" 2>&1 || { tail -30 "$dir/cfresh.log"; fail "fresh run of config C"; }
+  "$py" "$check" "$dir/cfresh/results.h5" "$dir/run/results.h5" || fail "C with --force differs from a fresh run of C"
+  echo "changed config: only new tasks ran, results equal fresh runs, other data refused unless --force"
+  ;;
+*) fail "unknown mode $mode" ;;
+esac
