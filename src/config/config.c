@@ -191,7 +191,7 @@ static const rs_cfg_field affine_fields[] = {
      .doc = "ridge `lambda = lambda_rel * trace(C_xx) / d`"},
     {INT("max_retries", affine.max_retries, 0, 20, 4, HC | H_AFFINE),
      .doc = "times lambda is raised 10x when Cholesky fails"},
-    {INT("block_size", affine.block_size, 1, 4096, 64, HC), .doc = "ScaLAPACK block size (MB = NB)"},
+    {INT("block_size", affine.block_size, 1, 4096, 64, HC), .unhashed = "layout and summation order only", .doc = "ScaLAPACK block size (MB = NB)"},
 };
 static const rs_cfg_section affine_section = {"affine", FIELDS(affine_fields), 0, NULL, NULL};
 
@@ -219,7 +219,8 @@ static const rs_cfg_field train_fields[] = {
      .doc = "a latent inactive this many tokens is dead; auto = `min(10^7, tokens / 10)`"},
     {ENUM("b_dec_init", train.b_dec_init, rs_bdec_init_names, RS_BDEC_GEOMETRIC_MEDIAN, HC | H_SAE),
      .doc = "decoder bias initialization"},
-    {INT("checkpoint_every", train.checkpoint_every, 1, INT32_MAX, 200, 0), .doc = "steps between checkpoints"},
+    {INT("checkpoint_every", train.checkpoint_every, 1, INT32_MAX, 200, 0),
+     .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},
     {INT("shuffle_buffer", train.shuffle_buffer, 1, (int64_t)1 << 34, 65536, HC | H_SAE),
      .doc_range = "[batch_size, 2^34]", .doc = "tokens in the shuffle buffer"},
 };
@@ -252,13 +253,13 @@ static const rs_cfg_field tpp_fields[] = {
 static const rs_cfg_section tpp_section = {"eval.tpp", FIELDS(tpp_fields), 0, tpp_check, NULL};
 
 static const rs_cfg_field eval_fields[] = {
-    {INT("batch_sequences", eval.batch_sequences, 1, 1 << 20, 8, HC), .doc = "sequences per forward batch"},
+    {INT("batch_sequences", eval.batch_sequences, 1, 1 << 20, 8, HC), .unhashed = "summation order only", .doc = "sequences per forward batch"},
     {BOOL("ce", eval.ce, 1, HE), .doc = "run the CE splice evaluations"},
     {WORDS("ce_modes", eval.ce_modes, eval.n_ce_modes, rs_ce_mode_names, RS_CE_MODE_COUNT, "CE mode", HE),
      .doc = "single-layer, joint teacher-forced, joint sequential-online"},
     {WORDS("ablations", eval.ablations, eval.n_ablations, rs_ablation_names, RS_ABLATION_COUNT, "ablation", HE),
      .doc = "ablation baselines for recovered CE"},
-    {INT("redundancy_block", eval.redundancy_block, 1, 1 << 20, 1024, HC),
+    {INT("redundancy_block", eval.redundancy_block, 1, 1 << 20, 1024, HC), .unhashed = "summation order only",
      .doc = "latents per block when streaming decoder cosine maxima"},
     {SECTION("probing", probing_section)},
     {SECTION("tpp", tpp_section)},
@@ -268,21 +269,21 @@ static const rs_cfg_section eval_section = {"eval", FIELDS(eval_fields), 0, NULL
 static const rs_cfg_field store_fields[] = {
     {ENUM("activation_dtype", store.dtype, rs_dtype_names, RS_DTYPE_F32, HIN),
      .doc = "element type of the activation store"},
-    {INT("chunk_rows", store.chunk_rows, 1, 1 << 24, 1024, HC), .doc = "HDF5 chunk rows (tokens)"},
+    {INT("chunk_rows", store.chunk_rows, 1, 1 << 24, 1024, HC), .unhashed = "HDF5 layout only", .doc = "HDF5 chunk rows (tokens)"},
 };
 static const rs_cfg_section store_section = {"store", FIELDS(store_fields), 0, NULL, NULL};
 
 /* how the work is spread and retried: no result depends on it */
 static const rs_cfg_field parallel_fields[] = {
-    {INT("group_size", parallel.group_size, 0, 1 << 24, 0, 0), .doc = "ranks per worker group; 0 = chosen automatically"},
-    {INT("max_task_retries", parallel.max_task_retries, 0, 100, 2, 0), .doc = "retries of a failed task"},
+    {INT("group_size", parallel.group_size, 0, 1 << 24, 0, 0), .unhashed = "how the work is spread", .doc = "ranks per worker group; 0 = chosen automatically"},
+    {INT("max_task_retries", parallel.max_task_retries, 0, 100, 2, 0), .unhashed = "how failures are retried", .doc = "retries of a failed task"},
 };
 static const rs_cfg_section parallel_section = {"parallel", FIELDS(parallel_fields), 0, NULL, NULL};
 
 static const rs_cfg_field root_fields[] = {
     {.name = "name", .kind = CFG_NAME, .off = OFF(name), .hash = HC, .doc_range = "1-63 of `A-Za-z0-9_.-`",
-     .required = "the experiment's name, e.g. 'name: demo'", .doc = "experiment name"},
-    {PATH("run_dir", run_dir, 0), .flags = CFG_NULL, .after = run_dir_default, .doc_default = "`runs/<name>`",
+     .required = "the experiment's name, e.g. 'name: demo'", .unhashed = "it names the run", .doc = "experiment name"},
+    {PATH("run_dir", run_dir, 0), .flags = CFG_NULL, .after = run_dir_default, .unhashed = "where the run is written", .doc_default = "`runs/<name>`",
      .doc = "the run directory (activation store, results, journal)"},
     {INT("seed", seed, 0, INT32_MAX, 0, HC | H_SAE),
      .doc = "base seed mixed into every random stream (SAE init, shuffling)"},

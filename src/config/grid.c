@@ -347,6 +347,35 @@ int rs_grid_find_sae(const rs_grid *g, int kind, int layer, int pred, int k, int
 }
 
 /* ============================================================================================
+ * Trainer settings of one SAE
+ * ========================================================================================== */
+
+uint64_t rs_grid_sae_seed(const rs_grid_sae *s, const rs_config *c) {
+    int64_t v[6] = {c->seed, s->kind, s->layer, s->pred, s->k, s->seed};
+    return rs_hash64(RS_HASH64_INIT, v, sizeof v);
+}
+
+void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c, const rs_grid_sae *s) {
+    rs_sae_config_default(sc, g->d_model, (int)g->n_latents, s->k);
+    sc->batch = (int)c->train.batch_size;
+    sc->steps = g->train_steps;
+    sc->lr = g->lr;
+    sc->warmup_steps = c->train.warmup_steps;
+    sc->decay_frac = c->train.decay_fraction;
+    sc->alpha_aux = c->train.aux_alpha;
+    sc->dead_tokens = g->dead_tokens;
+    sc->beta1 = c->train.beta1;
+    sc->beta2 = c->train.beta2;
+    sc->eps = c->train.eps;
+    sc->seed = rs_grid_sae_seed(s, c);
+    sc->bdec_init = c->train.b_dec_init == RS_BDEC_MEAN   ? RS_SAE_BDEC_MEAN
+                    : c->train.b_dec_init == RS_BDEC_ZERO ? RS_SAE_BDEC_ZERO
+                                                          : RS_SAE_BDEC_GEOMEDIAN;
+    sc->chunk_rows = 1024;
+    sc->ckpt_every = c->train.checkpoint_every;
+}
+
+/* ============================================================================================
  * Cost model (rough, stated in docs/config.md)
  * ========================================================================================== */
 

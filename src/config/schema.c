@@ -142,7 +142,10 @@ static void put_value(FILE *f, const rs_config *c, const rs_cfg_field *fd) {
         else rs_cfg_put_num(f, *CVAL(c, fd, double));
         break;
     case CFG_BOOL: fputs(*CVAL(c, fd, int) ? "true" : "false", f); break;
-    case CFG_ENUM: fputs(fd->names[*CVAL(c, fd, int)], f); break;
+    case CFG_ENUM:
+        if (word && *CVAL(c, fd, int) == fd->def) fputs(word, f);
+        else fputs(fd->names[*CVAL(c, fd, int)], f);
+        break;
     case CFG_STR:
     case CFG_PATH:
         if (*CVAL(c, fd, char *)) rs_cfg_put_str(f, *CVAL(c, fd, char *));
@@ -273,7 +276,7 @@ uint64_t rs_cfg_hash(uint64_t h, const rs_config *c, unsigned which, int64_t n_l
 /* 2^n, 2^31-1 or 10^n where that is how the bound was chosen, else the number. */
 static void fmt_bound(char *out, size_t n, int64_t v) {
     if (v == INT32_MAX) snprintf(out, n, "2^31-1");
-    else if (v >= 1024 && !(v & (v - 1))) snprintf(out, n, "2^%d", __builtin_ctzll((unsigned long long)v));
+    else if (v >= 65536 && !(v & (v - 1))) snprintf(out, n, "2^%d", __builtin_ctzll((unsigned long long)v));
     else if (v == (int64_t)1e15) snprintf(out, n, "10^15");
     else snprintf(out, n, "%lld", (long long)v);
 }
@@ -301,7 +304,7 @@ static void doc_type(char *out, size_t n, const rs_cfg_field *fd) {
 static void doc_default(char *out, size_t n, const rs_config *defaults, const rs_cfg_field *fd) {
     if (fd->doc_default) snprintf(out, n, "%s", fd->doc_default);
     else if (fd->required) snprintf(out, n, "**required**");
-    else if (fd->kind == CFG_BOOL) snprintf(out, n, "%s", fd->def ? "true" : "false");
+    else if (fd->kind == CFG_STR) snprintf(out, n, "`%s`", fd->def_str ? fd->def_str : "");
     else {
         char *buf = NULL;
         size_t len = 0;
@@ -310,8 +313,10 @@ static void doc_default(char *out, size_t n, const rs_config *defaults, const rs
             put_value(m, defaults, fd);
             fclose(m);
         }
-        int code = fd->kind != CFG_INT && fd->kind != CFG_NUM;
-        snprintf(out, n, code ? "`%s`" : "%s", buf ? buf : "");
+        /* numbers, true/false and null as they are; words and lists as code */
+        int plain = fd->kind == CFG_INT || fd->kind == CFG_NUM || fd->kind == CFG_BOOL || (buf && !strcmp(buf, "null"));
+        if (buf && !strcmp(buf, "auto")) plain = 0;
+        snprintf(out, n, plain ? "%s" : "`%s`", buf ? buf : "");
         free(buf);
     }
 }
@@ -340,10 +345,23 @@ static void doc_range(char *out, size_t n, const rs_cfg_field *fd) {
     }
 }
 
+/* The identity hashes a field is in; for one in none, why. */
+static void doc_hashes(char *out, size_t n, const rs_cfg_field *fd) {
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {{H_INPUTS, "inputs"}, {H_AFFINE, "affine"}, {H_SAE, "SAE"}, {H_EVAL, "eval"}, {H_GRID, "grid"}};
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof *names && o < n; i++)
+        if (fd->hash & names[i].bit) o += (size_t)snprintf(out + o, n - o, "%s%s", o ? ", " : "", names[i].name);
+    if (!o) snprintf(out, n, "none: %s", fd->unhashed ? fd->unhashed : "?");
+}
+
 static void keys_rows(FILE *f, const rs_config *defaults, const rs_cfg_section *s, const char *prefix) {
     for (int i = 0; i < s->n; i++) {
         const rs_cfg_field *fd = &s->fields[i];
-        char key[96], type[160], def[160], range[160];
+        char key[96], type[160], def[160], range[160], hashes[160];
         if (prefix[0]) snprintf(key, sizeof key, "%s.%s", prefix, fd->name);
         else snprintf(key, sizeof key, "%s", fd->name);
         if (fd->kind == CFG_SECTION) {
@@ -354,12 +372,13 @@ static void keys_rows(FILE *f, const rs_config *defaults, const rs_cfg_section *
         doc_type(type, sizeof type, fd);
         doc_default(def, sizeof def, defaults, fd);
         doc_range(range, sizeof range, fd);
-        fprintf(f, "| `%s` | %s | %s | %s | %s |\n", key, type, def, range, fd->doc ? fd->doc : "");
+        doc_hashes(hashes, sizeof hashes, fd);
+        fprintf(f, "| `%s` | %s | %s | %s | %s | %s |\n", key, type, def, range, hashes, fd->doc ? fd->doc : "");
     }
 }
 
 static void keys_table(FILE *f, const rs_config *defaults, const char *title, const rs_cfg_section *s) {
-    fprintf(f, "### %s\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n", title);
+    fprintf(f, "### %s\n\n| key | type | default | range | hashes | meaning |\n|---|---|---|---|---|---|\n", title);
     keys_rows(f, defaults, s, "");
     if (s->doc) fprintf(f, "\n%s\n", s->doc);
     fputc('\n', f);

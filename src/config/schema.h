@@ -86,6 +86,8 @@ typedef struct rs_cfg_field {
     /* run after the field is parsed, or found absent (v NULL): checks and resolution */
     rs_err (*after)(yg_parser *p, yaml_node_t *v);
 
+    /* in no task hash: why the field cannot change a result (required then, checked by a test) */
+    const char *unhashed;
     /* docs/config.md: the meaning; overrides of the generated type, default and range */
     const char *doc;
     const char *doc_type, *doc_default, *doc_range;

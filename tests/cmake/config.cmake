@@ -46,3 +46,6 @@ resae_add_cmd(validate_help_dispatch LABELS config
 # unit tests: parsing API, defaults, hashing, hostile input; grid sharing counts
 resae_add_unit(test_config SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/test_config.c LABELS config)
 resae_add_unit(test_grid SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/test_grid.c LABELS config)
+# the schema tables: hash membership of every field, table sanity, docs/config.md's key reference
+resae_add_unit(test_config_table SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/test_config_table.c
+  ARGS ${PROJECT_SOURCE_DIR}/docs/config.md LABELS config)
