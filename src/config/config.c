@@ -110,7 +110,8 @@ static rs_err check_consistency(yg_parser *p, yaml_node_t *n);
 
 #define OFF(m) offsetof(rs_config, m)
 #define LIST(...) (const int64_t[]){__VA_ARGS__}, .def_n = sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)
-#define INT(key, m, l, h, d, hs) .name = key, .kind = CFG_INT, .off = OFF(m), .lo = (l), .hi = (h), .def = (d), .hash = (hs)
+#define INT(key, m, l, h, d, hs)                                                                        \
+    .name = key, .kind = CFG_INT, .off = OFF(m), .lo = (l), .hi = (h), .def = (d), .hash = (hs)
 #define NUM(key, m, l, lo_x, h, hi_x, d, hs)                                                                   \
     .name = key, .kind = CFG_NUM, .off = OFF(m), .num_lo = (l), .lo_open = (lo_x), .num_hi = (h),             \
     .hi_open = (hi_x), .def_num = (d), .hash = (hs)
@@ -191,7 +192,8 @@ static const rs_cfg_field affine_fields[] = {
      .doc = "ridge `lambda = lambda_rel * trace(C_xx) / d`"},
     {INT("max_retries", affine.max_retries, 0, 20, 4, HC | H_AFFINE),
      .doc = "times lambda is raised 10x when Cholesky fails"},
-    {INT("block_size", affine.block_size, 1, 4096, 64, HC), .unhashed = "layout and summation order only", .doc = "ScaLAPACK block size (MB = NB)"},
+    {INT("block_size", affine.block_size, 1, 4096, 64, HC),
+     .unhashed = "layout and summation order only", .doc = "ScaLAPACK block size (MB = NB)"},
 };
 static const rs_cfg_section affine_section = {"affine", FIELDS(affine_fields), 0, NULL, NULL};
 
@@ -253,7 +255,8 @@ static const rs_cfg_field tpp_fields[] = {
 static const rs_cfg_section tpp_section = {"eval.tpp", FIELDS(tpp_fields), 0, tpp_check, NULL};
 
 static const rs_cfg_field eval_fields[] = {
-    {INT("batch_sequences", eval.batch_sequences, 1, 1 << 20, 8, HC), .unhashed = "summation order only", .doc = "sequences per forward batch"},
+    {INT("batch_sequences", eval.batch_sequences, 1, 1 << 20, 8, HC),
+     .unhashed = "summation order only", .doc = "sequences per forward batch"},
     {BOOL("ce", eval.ce, 1, HE), .doc = "run the CE splice evaluations"},
     {WORDS("ce_modes", eval.ce_modes, eval.n_ce_modes, rs_ce_mode_names, RS_CE_MODE_COUNT, "CE mode", HE),
      .doc = "single-layer, joint teacher-forced, joint sequential-online"},
@@ -269,21 +272,25 @@ static const rs_cfg_section eval_section = {"eval", FIELDS(eval_fields), 0, NULL
 static const rs_cfg_field store_fields[] = {
     {ENUM("activation_dtype", store.dtype, rs_dtype_names, RS_DTYPE_F32, HIN),
      .doc = "element type of the activation store"},
-    {INT("chunk_rows", store.chunk_rows, 1, 1 << 24, 1024, HC), .unhashed = "HDF5 layout only", .doc = "HDF5 chunk rows (tokens)"},
+    {INT("chunk_rows", store.chunk_rows, 1, 1 << 24, 1024, HC),
+     .unhashed = "HDF5 layout only", .doc = "HDF5 chunk rows (tokens)"},
 };
 static const rs_cfg_section store_section = {"store", FIELDS(store_fields), 0, NULL, NULL};
 
 /* how the work is spread and retried: no result depends on it */
 static const rs_cfg_field parallel_fields[] = {
-    {INT("group_size", parallel.group_size, 0, 1 << 24, 0, 0), .unhashed = "how the work is spread", .doc = "ranks per worker group; 0 = chosen automatically"},
-    {INT("max_task_retries", parallel.max_task_retries, 0, 100, 2, 0), .unhashed = "how failures are retried", .doc = "retries of a failed task"},
+    {INT("group_size", parallel.group_size, 0, 1 << 24, 0, 0),
+     .unhashed = "how the work is spread", .doc = "ranks per worker group; 0 = chosen automatically"},
+    {INT("max_task_retries", parallel.max_task_retries, 0, 100, 2, 0),
+     .unhashed = "how failures are retried", .doc = "retries of a failed task"},
 };
 static const rs_cfg_section parallel_section = {"parallel", FIELDS(parallel_fields), 0, NULL, NULL};
 
 static const rs_cfg_field root_fields[] = {
     {.name = "name", .kind = CFG_NAME, .off = OFF(name), .hash = HC, .doc_range = "1-63 of `A-Za-z0-9_.-`",
      .required = "the experiment's name, e.g. 'name: demo'", .unhashed = "it names the run", .doc = "experiment name"},
-    {PATH("run_dir", run_dir, 0), .flags = CFG_NULL, .after = run_dir_default, .unhashed = "where the run is written", .doc_default = "`runs/<name>`",
+    {PATH("run_dir", run_dir, 0), .flags = CFG_NULL, .after = run_dir_default,
+     .unhashed = "where the run is written", .doc_default = "`runs/<name>`",
      .doc = "the run directory (activation store, results, journal)"},
     {INT("seed", seed, 0, INT32_MAX, 0, HC | H_SAE),
      .doc = "base seed mixed into every random stream (SAE init, shuffling)"},
@@ -315,8 +322,8 @@ static rs_err parse_set(yg_parser *p, yaml_node_t *n, int idx) {
     int explicit_ = f[1].val != NULL, family = f[2].val || f[3].val || f[4].val;
     if (explicit_ && family)
         YG_FAIL(p, f[f[2].val ? 2 : f[3].val ? 3 : 4].val, key,
-              "a set has either 'layers' (explicit) or 'start'/'gaps'/'count' (a gap family), not both; "
-              "split it into two items");
+                "a set has either 'layers' (explicit) or 'start'/'gaps'/'count' (a gap family), not both; "
+                "split it into two items");
     if (!explicit_ && !family)
         YG_FAIL(p, n, key, "a set needs 'layers: [..]' (explicit) or 'gaps: [..]' with an optional 'start' (a gap family)");
     s->is_family = family;

@@ -298,7 +298,8 @@ static void doc_type(char *out, size_t n, const rs_cfg_field *fd) {
             o += (size_t)snprintf(out + o, n - o, "%s`%s`", i ? ", " : "", fd->names[i]);
         return;
     }
-    snprintf(out, n, "%s%s", kinds[fd->kind], fd->flags & CFG_NULL ? " or null" : fd->flags & CFG_AUTO ? " or `auto`" : "");
+    const char *alt = fd->flags & CFG_NULL ? " or null" : fd->flags & CFG_AUTO ? " or `auto`" : "";
+    snprintf(out, n, "%s%s", kinds[fd->kind], alt);
 }
 
 static void doc_default(char *out, size_t n, const rs_config *defaults, const rs_cfg_field *fd) {

@@ -187,7 +187,7 @@ rs_err yg_map_fields(yg_parser *p, yaml_node_t *map, const char *key, yg_field *
         if (!k || !v) YG_FAIL(p, map, key, "malformed mapping");
         if (k->type != YAML_SCALAR_NODE || yg_is_null(k))
             YG_FAIL(p, k, key, "keys must be plain names, found %s; write 'name: value'",
-                  k->type == YAML_SCALAR_NODE ? "an empty key" : k->type == YAML_SEQUENCE_NODE ? "a list" : "a mapping");
+                    k->type == YAML_SCALAR_NODE ? "an empty key" : k->type == YAML_SEQUENCE_NODE ? "a list" : "a mapping");
         if (strlen(yg_sval(k)) != k->data.scalar.length) YG_FAIL(p, k, key, "a key contains a NUL character");
         char sub[96];
         yg_join_key(sub, sizeof sub, key, yg_sval(k));
@@ -364,11 +364,11 @@ rs_err yg_int_list(yg_parser *p, yaml_node_t *n, const char *key, const char *wh
         for (int j = (flags & YG_LIST_SORTED) && i > 0 ? i - 1 : 0; j < i; j++) {
             if ((flags & YG_LIST_UNIQUE) && out->v[j] == out->v[i])
                 YG_FAIL(p, it, sub, "%s %lld is listed twice (also item %d); list each once", what,
-                      (long long)out->v[i], j);
+                        (long long)out->v[i], j);
         }
         if ((flags & YG_LIST_SORTED) && i > 0 && out->v[i - 1] > out->v[i])
             YG_FAIL(p, it, sub, "%s must be in increasing order: %lld comes after %lld; sort the list", what,
-                  (long long)out->v[i], (long long)out->v[i - 1]);
+                    (long long)out->v[i], (long long)out->v[i - 1]);
     }
     return RS_OK;
 }
@@ -467,7 +467,7 @@ rs_err yg_name(yg_parser *p, yaml_node_t *n, const char *key, char *out) {
         yg_describe(found, sizeof found, n);
         free(s);
         YG_FAIL(p, n, key, "invalid name %s; use 1-%d characters from A-Z a-z 0-9 _ . -", found,
-              RS_CONFIG_NAME_MAX - 1);
+                RS_CONFIG_NAME_MAX - 1);
     }
     memcpy(out, s, len + 1);
     free(s);

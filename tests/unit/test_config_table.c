@@ -188,7 +188,8 @@ static void test_hash_membership(void **state) {
 static void test_gate(void **state) {
     (void)state;
     const char *variants[][2] = {
-        {"eval:\n  probing: {enabled: false, data: p.h5}\n", "eval:\n  probing: {enabled: false, data: p.h5, l2_c: 3}\n"},
+        {"eval:\n  probing: {enabled: false, data: p.h5}\n",
+         "eval:\n  probing: {enabled: false, data: p.h5, l2_c: 3}\n"},
         {"eval:\n  tpp: {enabled: false, data: q.h5}\n", "eval:\n  tpp: {enabled: false, data: q.h5, budgets: [7]}\n"},
     };
     for (int i = 0; i < 2; i++) {
