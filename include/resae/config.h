@@ -181,6 +181,9 @@ rs_err rs_config_check_model(const rs_config *c, const rs_model_config *mc);
 rs_err rs_config_write_yaml(FILE *f, const rs_config *c);
 /* Hash of the resolved config, excluding what does not change results (run_dir, parallel.*). */
 uint64_t rs_config_hash(const rs_config *c);
+/* The key reference of docs/config.md (markdown tables, one per section), printed from the schema
+ * tables in src/config/config.c. */
+void rs_config_write_keys(FILE *f);
 
 /* ---- derived values (the documented "auto" rules) ---- */
 int64_t rs_config_n_latents(const rs_config *c, const rs_model_config *mc);

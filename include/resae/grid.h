@@ -14,6 +14,7 @@
 
 #include "resae/config.h"
 #include "resae/model_config.h"
+#include "resae/sae.h"
 
 /* One expanded layer set. */
 typedef struct rs_grid_set {
@@ -104,6 +105,14 @@ void rs_grid_free(rs_grid *g);
 
 /* Index of the SAE with this identity, or -1. pred is ignored for RS_SAE_RAW. */
 int rs_grid_find_sae(const rs_grid *g, int kind, int layer, int pred, int k, int64_t seed);
+
+/* The seed of SAE S's random streams (initialization; the data order xors a constant into it):
+ * the base seed and the SAE's identity. */
+uint64_t rs_grid_sae_seed(const rs_grid_sae *s, const rs_config *c);
+/* The trainer settings of SAE S: the train.* section with its auto rules resolved (steps, lr,
+ * dead_tokens), the grid's width and S's k and seed (rs_grid_sae_seed). The caller sets ckpt_path
+ * and stop. Every setting read here is in the SAE's identity hash except checkpoint_every. */
+void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c, const rs_grid_sae *s);
 
 /* Rough FLOPs of each stage (forward passes, Gram and solve, SAE steps, evaluation passes). The
  * sequence length is data.seq_len, or the model's max_position_embeddings when read from the file. */

@@ -1,18 +1,22 @@
-/* Experiment configuration: YAML -> typed struct, defaults, checks with FILE:LINE:COL errors,
- * canonical YAML output and hash. Schema and defaults: docs/config.md. */
+/* Experiment configuration: the schema tables (every key declared once: type, range, default,
+ * identity hashes, documentation), the hooks for what a table cannot say (layer sets, the data
+ * format's auto rule, cross-field checks), loading, derived values and the model checks.
+ * The table walkers are in schema.c, the typed YAML getters in yaml_get.c; docs/config.md's key
+ * reference is printed from these tables (rs_config_write_keys). */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "resae/config.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
 #include "resae/util.h"
 #include "resae/version.h"
+#include "schema.h"
+#include "yaml_get.h"
 
 const char *const rs_variant_names[RS_VARIANT_COUNT] = {"raw", "resae"};
 const char *const rs_format_names[3] = {"hdf5", "bin_u16", "bin_u32"};
@@ -22,638 +26,333 @@ const char *const rs_ce_mode_names[RS_CE_MODE_COUNT] = {"single", "tf", "so"};
 const char *const rs_ablation_names[RS_ABLATION_COUNT] = {"zero", "mean"};
 
 #define I64_MAX_TOKENS ((int64_t)1e15)
+#define FORMAT_AUTO 3 /* index of "auto" in format_words */
+static const char *const format_words[] = {"hdf5", "bin_u16", "bin_u32", "auto"};
 
 /* ============================================================================================
- * Locations and error messages
+ * Hooks: what a table entry cannot express
  * ========================================================================================== */
 
-static rs_err loc_record(rs_config *c, const char *key, rs_loc loc) {
-    /* every value read is recorded once, so this bounds what aliases can multiply */
-    if (c->n_locs >= RS_CONFIG_MAX_VALUES)
-        return rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                          "%s:%d:%d: %s: the config holds more than %d values (counting each use of an alias); "
-                          "no experiment needs that many", c->path, loc.line, loc.col, key, RS_CONFIG_MAX_VALUES);
-    if (c->n_locs == c->cap_locs) {
-        int cap = c->cap_locs ? 2 * c->cap_locs : 64;
-        void *p = realloc(c->locs, (size_t)cap * sizeof *c->locs);
-        RS_CHECK_ALLOC(p);
-        c->locs = p;
-        c->cap_locs = cap;
-    }
-    struct rs_config_loc_entry *e = &c->locs[c->n_locs++];
-    snprintf(e->key, sizeof e->key, "%s", key);
-    e->loc = loc;
-    return RS_OK;
+static rs_err run_dir_default(yg_parser *p, yaml_node_t *v) {
+    (void)v;
+    if (p->c->run_dir) return RS_OK;
+    char rel[RS_CONFIG_NAME_MAX + 8];
+    snprintf(rel, sizeof rel, "runs/%s", p->c->name);
+    return yg_resolve_path(p->c, rel, &p->c->run_dir);
 }
 
-rs_loc rs_config_loc(const rs_config *c, const char *key) {
-    char k[96];
-    snprintf(k, sizeof k, "%s", key ? key : "");
-    for (;;) {
-        for (int i = 0; i < c->n_locs; i++)
-            if (!strcmp(c->locs[i].key, k)) return c->locs[i].loc;
-        /* strip the last component: "a.b[3]" -> "a.b" -> "a" */
-        char *dot = strrchr(k, '.'), *br = strrchr(k, '[');
-        char *cut = dot > br ? dot : br;
-        if (!cut) break;
-        *cut = '\0';
-    }
-    return (rs_loc){0, 0};
-}
-
-static rs_err vfail(const rs_config *c, rs_err code, rs_loc loc, const char *key, const char *file, int line,
-                    const char *func, const char *fmt, va_list ap) {
-    char msg[1536];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    const char *path = c && c->path ? c->path : "<config>";
-    if (loc.line > 0 && key && key[0])
-        return rs_err_set(code, file, line, func, "%s:%d:%d: %s: %s", path, loc.line, loc.col, key, msg);
-    if (loc.line > 0) return rs_err_set(code, file, line, func, "%s:%d:%d: %s", path, loc.line, loc.col, msg);
-    if (key && key[0]) return rs_err_set(code, file, line, func, "%s: %s (default): %s", path, key, msg);
-    return rs_err_set(code, file, line, func, "%s: %s", path, msg);
-}
-
-rs_err rs_config_fail_at(const rs_config *c, rs_err code, const char *key, const char *file, int line,
-                         const char *func, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    rs_err e = vfail(c, code, rs_config_loc(c, key), key, file, line, func, fmt, ap);
-    va_end(ap);
-    return e;
-}
-
-/* ============================================================================================
- * YAML node helpers
- * ========================================================================================== */
-
-typedef struct parser {
-    rs_config *c;
-    yaml_document_t *doc;
-} parser;
-
-static rs_loc node_loc(const yaml_node_t *n) {
-    return (rs_loc){(int)n->start_mark.line + 1, (int)n->start_mark.column + 1};
-}
-
-/* Fail at node N (its own position, even if not recorded). */
-static rs_err pfail(parser *p, const yaml_node_t *n, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static rs_err pfail(parser *p, const yaml_node_t *n, const char *key, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    rs_err e = vfail(p->c, RS_ERR_CONFIG, n ? node_loc(n) : rs_config_loc(p->c, key), key, __FILE__, __LINE__,
-                     __func__, fmt, ap);
-    va_end(ap);
-    return e;
-}
-#define PFAIL(...) return pfail(__VA_ARGS__)
-
-static const char *sval(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
-
-static int is_plain(const yaml_node_t *n) {
-    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-}
-
-static int is_null(const yaml_node_t *n) {
-    if (!is_plain(n)) return 0;
-    const char *s = sval(n);
-    return !s[0] || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-/* Keep messages on one line: control characters from the file become '?'. */
-static void sanitize(char *s) {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
-}
-
-/* Describe a node for "found ..." in messages. */
-static void describe(char *out, size_t n, const yaml_node_t *v) {
-    if (v->type == YAML_MAPPING_NODE) snprintf(out, n, "a mapping");
-    else if (v->type == YAML_SEQUENCE_NODE) snprintf(out, n, "a list");
-    else if (is_null(v)) snprintf(out, n, "null");
-    else {
-        const char *s = sval(v);
-        size_t len = strlen(s);
-        if (len > 40) snprintf(out, n, "'%.37s...'", s);
-        else snprintf(out, n, "'%s'", s);
-        sanitize(out);
-    }
-}
-
-static yaml_node_t *get_node(parser *p, yaml_node_item_t i) { return yaml_document_get_node(p->doc, i); }
-
-static void join_key(char *out, size_t n, const char *parent, const char *child) {
-    if (parent && parent[0]) snprintf(out, n, "%s.%s", parent, child);
-    else snprintf(out, n, "%s", child);
-    sanitize(out);
-}
-
-/* Edit distance for "did you mean" hints. */
-static int edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    int d[64][64];
-    for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
-    for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
-    for (size_t i = 1; i <= la; i++)
-        for (size_t j = 1; j <= lb; j++) {
-            int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
-            int m = sub < del ? sub : del;
-            m = m < ins ? m : ins;
-            /* a transposition counts as one edit */
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < m)
-                m = d[i - 2][j - 2] + 1;
-            d[i][j] = m;
-        }
-    return d[la][lb];
-}
-
-/* "did you mean 'x'? (allowed: a, b, c)" or "allowed: a, b, c". */
-static void hint_choices(char *out, size_t n, const char *got, const char *const *names, int count) {
-    int best = -1, bestd = 99;
-    for (int i = 0; i < count; i++) {
-        int dd = edit_distance(got, names[i]);
-        if (dd < bestd) bestd = dd, best = i;
-    }
-    size_t len = strlen(got);
-    int limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
-    size_t o = 0;
-    out[0] = '\0';
-    if (best >= 0 && bestd <= limit) o += (size_t)snprintf(out, n, "did you mean '%s'? (", names[best]);
-    o += (size_t)snprintf(out + (o < n ? o : n - 1), o < n ? n - o : 1, "allowed: ");
-    for (int i = 0; i < count && o < n; i++)
-        o += (size_t)snprintf(out + o, n - o, "%s%s", i ? ", " : "", names[i]);
-    if (best >= 0 && bestd <= limit && o < n) snprintf(out + o, n - o, ")");
-}
-
-/* ---- mappings with a fixed key set ---- */
-
-typedef struct field {
-    const char *name;
-    yaml_node_t *val; /* NULL if absent */
-} field;
-
-static rs_err map_fields(parser *p, yaml_node_t *map, const char *key, field *f, int nf) {
-    if (map->type != YAML_MAPPING_NODE) {
-        char found[64], keys[512];
-        describe(found, sizeof found, map);
-        size_t o = 0;
-        keys[0] = '\0';
-        for (int i = 0; i < nf && o < sizeof keys; i++)
-            o += (size_t)snprintf(keys + o, sizeof keys - o, "%s%s", i ? ", " : "", f[i].name);
-        PFAIL(p, map, key, "expected a mapping (keys: %s), found %s", keys, found);
-    }
-    const char *names[64];
-    for (int i = 0; i < nf && i < 64; i++) names[i] = f[i].name;
-    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = get_node(p, pr->key), *v = get_node(p, pr->value);
-        if (!k || !v) PFAIL(p, map, key, "malformed mapping");
-        if (k->type != YAML_SCALAR_NODE || is_null(k))
-            PFAIL(p, k, key, "keys must be plain names, found %s; write 'name: value'",
-                  k->type == YAML_SCALAR_NODE ? "an empty key" : k->type == YAML_SEQUENCE_NODE ? "a list" : "a mapping");
-        if (strlen(sval(k)) != k->data.scalar.length) PFAIL(p, k, key, "a key contains a NUL character");
-        char sub[96];
-        join_key(sub, sizeof sub, key, sval(k));
-        int hit = -1;
-        for (int i = 0; i < nf; i++)
-            if (!strcmp(f[i].name, sval(k))) hit = i;
-        if (hit < 0) {
-            char hint[600];
-            hint_choices(hint, sizeof hint, sval(k), names, nf);
-            PFAIL(p, k, sub, "unknown key; %s", hint);
-        }
-        if (f[hit].val) {
-            rs_loc first = rs_config_loc(p->c, sub);
-            PFAIL(p, k, sub, "duplicate key (first given at line %d, column %d); keep one", first.line, first.col);
-        }
-        f[hit].val = v;
-        RS_TRY(loc_record(p->c, sub, node_loc(v)));
-    }
-    return RS_OK;
-}
-
-static rs_err require(parser *p, yaml_node_t *map, const char *key, const field *f, const char *what) {
-    if (!f->val) {
-        char sub[96];
-        join_key(sub, sizeof sub, key, f->name);
-        if (map) PFAIL(p, map, key && key[0] ? key : "(top level)", "missing required key '%s' (%s)", f->name, what);
-        RS_CONFIG_FAIL(p->c, sub, "missing required key '%s' (%s)", f->name, what);
-    }
-    return RS_OK;
-}
-
-/* ---- scalars ---- */
-
-/* Parse a plain integer: decimal with optional sign and '_' separators, or a float notation that
- * is an exact integer (1e6, 5.0e5). Returns 0 ok, 1 not an integer, 2 out of int64 range. */
-static int parse_int(const char *s, int64_t *out) {
-    const char *q = s;
-    int neg = 0;
-    if (*q == '+' || *q == '-') neg = (*q++ == '-');
-    if (*q >= '0' && *q <= '9') {
-        uint64_t v = 0;
-        int digits = 0, over = 0;
-        const char *r = q;
-        for (; *r; r++) {
-            if (*r == '_') continue;
-            if (*r < '0' || *r > '9') break;
-            digits++;
-            if (v > (UINT64_MAX - 9) / 10) over = 1;
-            else v = v * 10 + (uint64_t)(*r - '0');
-        }
-        if (!*r && digits) {
-            if (over || v > (uint64_t)INT64_MAX + (uint64_t)neg) return 2;
-            *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-            return 0;
-        }
-    }
-    /* float notation */
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (!end || end == s || *end || !strpbrk(s, "0123456789")) return 1;
-    if (strpbrk(s, "xXpP") || strstr(s, "nan") || strstr(s, "NAN") || strstr(s, "inf") || strstr(s, "INF")) return 1;
-    if (errno == ERANGE || fabs(d) >= 9.2e18) return 2;
-    if (d != floor(d)) return 1;
-    *out = (int64_t)d;
-    return 0;
-}
-
-static rs_err get_int(parser *p, yaml_node_t *n, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    char found[64];
-    describe(found, sizeof found, n);
-    if (!is_plain(n) || is_null(n))
-        PFAIL(p, n, key, "expected an integer in [%lld, %lld], found %s", (long long)lo, (long long)hi, found);
-    int64_t v = 0;
-    int r = parse_int(sval(n), &v);
-    if (r == 1) PFAIL(p, n, key, "expected an integer in [%lld, %lld], found %s", (long long)lo, (long long)hi, found);
-    if (r == 2 || v < lo || v > hi)
-        PFAIL(p, n, key, "%s is out of range; allowed: [%lld, %lld]", found, (long long)lo, (long long)hi);
-    *out = v;
-    return RS_OK;
-}
-
-/* Number in an interval; lo_open/hi_open make the bounds exclusive. */
-static rs_err get_num(parser *p, yaml_node_t *n, const char *key, double lo, int lo_open, double hi, int hi_open,
-                      double *out) {
-    char found[64], range[96];
-    describe(found, sizeof found, n);
-    snprintf(range, sizeof range, "%c%g, %g%c", lo_open ? '(' : '[', lo, hi, hi_open ? ')' : ']');
-    if (!is_plain(n) || is_null(n)) PFAIL(p, n, key, "expected a number in %s, found %s", range, found);
-    const char *s = sval(n);
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (!end || end == s || *end || strpbrk(s, "xXpP") || !strpbrk(s, "0123456789"))
-        PFAIL(p, n, key, "expected a number in %s, found %s", range, found);
-    if (!isfinite(d) || errno == ERANGE || d < lo || d > hi || (lo_open && d == lo) || (hi_open && d == hi))
-        PFAIL(p, n, key, "%s is out of range; allowed: %s", found, range);
-    *out = d;
-    return RS_OK;
-}
-
-static rs_err get_bool(parser *p, yaml_node_t *n, const char *key, int *out) {
-    if (is_plain(n)) {
-        const char *s = sval(n);
-        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")) return *out = 1, RS_OK;
-        if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")) return *out = 0, RS_OK;
-    }
-    char found[64];
-    describe(found, sizeof found, n);
-    PFAIL(p, n, key, "expected true or false, found %s", found);
-}
-
-static rs_err get_str(parser *p, yaml_node_t *n, const char *key, char **out) {
-    if (n->type != YAML_SCALAR_NODE || is_null(n) || !sval(n)[0]) {
-        char found[64];
-        describe(found, sizeof found, n);
-        PFAIL(p, n, key, "expected a non-empty string, found %s", found);
-    }
-    if (strlen(sval(n)) != n->data.scalar.length) PFAIL(p, n, key, "the string contains a NUL character");
-    if (n->data.scalar.length > 4000) PFAIL(p, n, key, "string longer than 4000 characters");
-    char *s = strdup(sval(n));
-    RS_CHECK_ALLOC(s);
-    free(*out);
-    *out = s;
-    return RS_OK;
-}
-
-static rs_err get_enum(parser *p, yaml_node_t *n, const char *key, const char *const *names, int count, int *out) {
-    if (n->type == YAML_SCALAR_NODE && !is_null(n))
-        for (int i = 0; i < count; i++)
-            if (!strcmp(sval(n), names[i])) return *out = i, RS_OK;
-    char found[64], hint[600];
-    describe(found, sizeof found, n);
-    hint_choices(hint, sizeof hint, n->type == YAML_SCALAR_NODE ? sval(n) : "", names, count);
-    PFAIL(p, n, key, "unknown value %s; %s", found, hint);
-}
-
-/* ---- lists ---- */
-
-enum { LIST_UNIQUE = 1, LIST_SORTED = 2, LIST_MAY_BE_EMPTY = 4, LIST_LONG = 8 };
-
-static rs_err seq_check(parser *p, yaml_node_t *n, const char *key, const char *what, int flags, int *len) {
-    if (n->type != YAML_SEQUENCE_NODE) {
-        char found[64];
-        describe(found, sizeof found, n);
-        PFAIL(p, n, key, "expected a list of %s (e.g. [a, b]), found %s", what, found);
-    }
-    ptrdiff_t cnt = n->data.sequence.items.top - n->data.sequence.items.start;
-    if (cnt == 0 && !(flags & LIST_MAY_BE_EMPTY)) PFAIL(p, n, key, "the list is empty; give at least one %s", what);
-    int max = (flags & (LIST_SORTED | LIST_LONG)) ? RS_CONFIG_MAX_LIST : RS_CONFIG_MAX_SHORT_LIST;
-    if (cnt > max) PFAIL(p, n, key, "the list has %td items, more than the %d allowed", cnt, max);
-    *len = (int)cnt;
-    return RS_OK;
-}
-
-static rs_err get_int_list(parser *p, yaml_node_t *n, const char *key, const char *what, int64_t lo, int64_t hi,
-                           int flags, rs_int_list *out) {
-    int cnt = 0;
-    RS_TRY(seq_check(p, n, key, what, flags, &cnt));
-    free(out->v);
-    out->v = NULL;
-    out->n = 0;
-    if (cnt) {
-        out->v = calloc((size_t)cnt, sizeof *out->v);
-        RS_CHECK_ALLOC(out->v);
-    }
-    for (int i = 0; i < cnt; i++) {
-        yaml_node_t *it = get_node(p, n->data.sequence.items.start[i]);
-        char sub[96];
-        snprintf(sub, sizeof sub, "%s[%d]", key, i);
-        if (!it) PFAIL(p, n, sub, "malformed list");
-        RS_TRY(loc_record(p->c, sub, node_loc(it)));
-        RS_TRY(get_int(p, it, sub, lo, hi, &out->v[i]));
-        out->n = i + 1;
-        /* sorted lists only need their neighbour compared; the others are short */
-        for (int j = (flags & LIST_SORTED) && i > 0 ? i - 1 : 0; j < i; j++) {
-            if ((flags & LIST_UNIQUE) && out->v[j] == out->v[i])
-                PFAIL(p, it, sub, "%s %lld is listed twice (also item %d); list each once", what,
-                      (long long)out->v[i], j);
-        }
-        if ((flags & LIST_SORTED) && i > 0 && out->v[i - 1] > out->v[i])
-            PFAIL(p, it, sub, "%s must be in increasing order: %lld comes after %lld; sort the list", what,
-                  (long long)out->v[i], (long long)out->v[i - 1]);
-    }
-    return RS_OK;
-}
-
-static rs_err get_enum_list(parser *p, yaml_node_t *n, const char *key, const char *what, const char *const *names,
-                            int count, int *out, int *n_out) {
-    int cnt = 0;
-    RS_TRY(seq_check(p, n, key, what, 0, &cnt));
-    int seen[8] = {0};
-    *n_out = 0;
-    for (int i = 0; i < cnt; i++) {
-        yaml_node_t *it = get_node(p, n->data.sequence.items.start[i]);
-        char sub[96];
-        snprintf(sub, sizeof sub, "%s[%d]", key, i);
-        if (!it) PFAIL(p, n, sub, "malformed list");
-        RS_TRY(loc_record(p->c, sub, node_loc(it)));
-        int v = 0;
-        RS_TRY(get_enum(p, it, sub, names, count, &v));
-        if (seen[v]) PFAIL(p, it, sub, "%s '%s' is listed twice; list each once", what, names[v]);
-        seen[v] = 1;
-        out[(*n_out)++] = v;
-    }
-    return RS_OK;
-}
-
-/* ============================================================================================
- * Paths and names
- * ========================================================================================== */
-
-/* Lexically drop "." components, "x/.." pairs and repeated or trailing slashes, in place
- * (symbolic links are not followed: the path may not exist yet). */
-static void normalize_path(char *s) {
-    int abs = s[0] == '/';
-    char *q = s, *out = s + abs; /* out: end of the text written so far (never ahead of q) */
-    int kept = 0;                /* components written that ".." may remove */
-    while (*q) {
-        while (*q == '/') q++;
-        if (!*q) break;
-        char *e = q;
-        while (*e && *e != '/') e++;
-        size_t n = (size_t)(e - q);
-        if (n == 1 && q[0] == '.') {
-            /* "." adds nothing */
-        } else if (n == 2 && q[0] == '.' && q[1] == '.') {
-            if (kept > 0) {
-                out--;
-                while (out > s + abs && out[-1] != '/') out--;
-                if (out > s + abs) out--;
-                kept--;
-            } else if (!abs) {
-                if (out > s) *out++ = '/';
-                memmove(out, "..", 2);
-                out += 2;
-            } /* "/.." is "/" */
-        } else {
-            if (out > s + abs) *out++ = '/';
-            memmove(out, q, n);
-            out += n;
-            kept++;
-        }
-        q = e;
-    }
-    if (out == s) *out++ = '.';
-    *out = '\0';
-}
-
-static rs_err resolve_path(const rs_config *c, const char *p, char **out) {
-    char *r = NULL;
-    if (p[0] == '/') r = strdup(p);
-    else {
-        const char *q = p;
-        while (q[0] == '.' && q[1] == '/') q += 2; /* drop leading "./" */
-        size_t n = strlen(c->dir) + strlen(q) + 2;
-        r = malloc(n);
-        if (r) snprintf(r, n, "%s/%s", c->dir, q[0] ? q : ".");
-    }
-    RS_CHECK_ALLOC(r);
-    normalize_path(r);
-    free(*out);
-    *out = r;
-    return RS_OK;
-}
-
-static rs_err get_name(parser *p, yaml_node_t *n, const char *key, char *out) {
-    char *s = NULL;
-    RS_TRY(get_str(p, n, key, &s));
-    size_t len = strlen(s);
-    int ok = len < RS_CONFIG_NAME_MAX;
-    for (size_t i = 0; ok && i < len; i++) {
-        char ch = s[i];
-        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-             ch == '.' || ch == '-';
-    }
-    if (!ok) {
-        char found[64];
-        describe(found, sizeof found, n);
-        free(s);
-        PFAIL(p, n, key, "invalid name %s; use 1-%d characters from A-Z a-z 0-9 _ . -", found,
-              RS_CONFIG_NAME_MAX - 1);
-    }
-    memcpy(out, s, len + 1);
-    free(s);
-    return RS_OK;
-}
-
-/* ============================================================================================
- * Defaults
- * ========================================================================================== */
-
-static rs_err set_defaults(rs_config *c) {
-    c->seed = 0;
-    c->data.format = -1; /* auto until resolved */
-    c->data.dataset = strdup("/tokens");
-    RS_CHECK_ALLOC(c->data.dataset);
-    c->data.exclude_first_position = 1;
-    c->data.calibration = 500000;
-    c->data.train = 10000000;
-    c->data.eval = 1000000;
-    c->layers.regression_auto = 1;
-    c->n_variants = 2;
-    c->variants[0] = RS_VARIANT_RAW;
-    c->variants[1] = RS_VARIANT_RESAE;
-    c->sae.expansion = 8;
-    c->affine.lambda_rel = 1e-4;
-    c->affine.max_retries = 4;
-    c->affine.block_size = 64;
-    c->train.batch_size = 4096;
-    c->train.beta1 = 0.9;
-    c->train.beta2 = 0.999;
-    c->train.eps = 6.25e-10;
-    c->train.warmup_steps = 100;
-    c->train.decay_fraction = 0.2;
-    c->train.aux_alpha = 0.03125;
-    c->train.b_dec_init = RS_BDEC_GEOMETRIC_MEDIAN;
-    c->train.checkpoint_every = 200;
-    c->train.shuffle_buffer = 65536;
-    c->eval.batch_sequences = 8;
-    c->eval.ce = 1;
-    c->eval.n_ce_modes = 3;
-    for (int i = 0; i < 3; i++) c->eval.ce_modes[i] = i;
-    c->eval.n_ablations = 2;
-    c->eval.ablations[0] = RS_ABLATE_ZERO;
-    c->eval.ablations[1] = RS_ABLATE_MEAN;
-    c->eval.redundancy_block = 1024;
-    c->eval.probing.l2_c = 1.0;
-    c->eval.tpp.layer = -1;
-    c->store.dtype = RS_DTYPE_F32;
-    c->store.chunk_rows = 1024;
-    c->parallel.group_size = 0;
-    c->parallel.max_task_retries = 2;
-    static const int64_t k_default[] = {40, 80, 160, 320}, topk_default[] = {1, 2, 5},
-                         budgets_default[] = {10, 20, 50}, seeds_default[] = {0};
-    struct {
-        rs_int_list *l;
-        const int64_t *v;
-        int n;
-    } lists[] = {{&c->sae.k, k_default, 4}, {&c->sae.seeds, seeds_default, 1},
-                 {&c->eval.probing.top_k, topk_default, 3}, {&c->eval.tpp.budgets, budgets_default, 3}};
-    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
-        lists[i].l->v = malloc((size_t)lists[i].n * sizeof(int64_t));
-        RS_CHECK_ALLOC(lists[i].l->v);
-        memcpy(lists[i].l->v, lists[i].v, (size_t)lists[i].n * sizeof(int64_t));
-        lists[i].l->n = lists[i].n;
-    }
-    return RS_OK;
-}
-
-/* ============================================================================================
- * Sections
- * ========================================================================================== */
-
-static rs_err parse_data(parser *p, yaml_node_t *n) {
+/* data.format auto: .h5/.hdf5 is HDF5; a flat file must name its format. */
+static rs_err format_resolve(yg_parser *p, yaml_node_t *v) {
     rs_config *c = p->c;
-    field f[] = {{"tokens", 0}, {"format", 0}, {"dataset", 0}, {"seq_len", 0}, {"exclude_first_position", 0},
-                 {"split_seed", 0}, {"splits", 0}};
-    RS_TRY(map_fields(p, n, "data", f, 7));
-    RS_TRY(require(p, n, "data", &f[0], "the token file: HDF5 with an int32 (n_seq, seq_len) dataset, or flat .bin"));
-    char *tok = NULL;
-    RS_TRY(get_str(p, f[0].val, "data.tokens", &tok));
-    rs_err err = resolve_path(c, tok, &c->data.tokens);
-    free(tok);
-    RS_TRY(err);
-    int fmt = -1;
-    if (f[1].val && !(is_plain(f[1].val) && !strcmp(sval(f[1].val), "auto"))) {
-        static const char *const names[] = {"hdf5", "bin_u16", "bin_u32", "auto"};
-        RS_TRY(get_enum(p, f[1].val, "data.format", names, 4, &fmt));
-        if (fmt == 3) fmt = -1;
-    }
-    if (fmt < 0) {
-        const char *dot = strrchr(c->data.tokens, '.');
-        if (dot && (!strcmp(dot, ".h5") || !strcmp(dot, ".hdf5"))) fmt = RS_FORMAT_HDF5;
-        else RS_CONFIG_FAIL(c, f[1].val ? "data.format" : "data.tokens",
-                            "cannot tell the token format of '%s' from its extension (auto knows .h5/.hdf5); "
-                            "set data.format to hdf5, bin_u16 or bin_u32", c->data.tokens);
-    }
-    c->data.format = fmt;
-    if (f[2].val) RS_TRY(get_str(p, f[2].val, "data.dataset", &c->data.dataset));
-    if (f[3].val && !is_null(f[3].val)) RS_TRY(get_int(p, f[3].val, "data.seq_len", 2, 1 << 20, &c->data.seq_len));
+    if (c->data.format == FORMAT_AUTO) c->data.format = -1;
+    if (c->data.format >= 0) return RS_OK;
+    const char *dot = strrchr(c->data.tokens, '.');
+    if (dot && (!strcmp(dot, ".h5") || !strcmp(dot, ".hdf5"))) c->data.format = RS_FORMAT_HDF5;
+    else RS_CONFIG_FAIL(c, v ? "data.format" : "data.tokens",
+                        "cannot tell the token format of '%s' from its extension (auto knows .h5/.hdf5); "
+                        "set data.format to hdf5, bin_u16 or bin_u32", c->data.tokens);
+    return RS_OK;
+}
+
+static rs_err seq_len_check(yg_parser *p, yaml_node_t *v) {
+    rs_config *c = p->c;
     if (c->data.format != RS_FORMAT_HDF5 && c->data.seq_len == 0)
-        RS_CONFIG_FAIL(c, f[3].val ? "data.seq_len" : "data.format",
+        RS_CONFIG_FAIL(c, v ? "data.seq_len" : "data.format",
                        "flat %s token files need data.seq_len (tokens per sequence); add e.g. 'seq_len: 2048' "
                        "under data", rs_format_names[c->data.format]);
-    if (f[4].val) RS_TRY(get_bool(p, f[4].val, "data.exclude_first_position", &c->data.exclude_first_position));
-    if (f[5].val) RS_TRY(get_int(p, f[5].val, "data.split_seed", 0, INT64_MAX, &c->data.split_seed));
-    if (f[6].val) {
-        field s[] = {{"calibration", 0}, {"train", 0}, {"eval", 0}};
-        RS_TRY(map_fields(p, f[6].val, "data.splits", s, 3));
-        int64_t *dst[] = {&c->data.calibration, &c->data.train, &c->data.eval};
-        for (int i = 0; i < 3; i++)
-            if (s[i].val) {
-                char key[64];
-                snprintf(key, sizeof key, "data.splits.%s", s[i].name);
-                RS_TRY(get_int(p, s[i].val, key, 1, I64_MAX_TOKENS, dst[i]));
-            }
+    return RS_OK;
+}
+
+static rs_err study_check(const rs_config *c, const char *key, int enabled, const char *data) {
+    if (enabled && !data) {
+        char sub[96];
+        yg_join_key(sub, sizeof sub, key, "enabled");
+        RS_CONFIG_FAIL(c, sub, "%s is enabled but %s.data (the labelled sequences) is not set; add it or set "
+                       "enabled: false", key, key);
     }
     return RS_OK;
 }
 
-static rs_err parse_set(parser *p, yaml_node_t *n, int idx) {
+static rs_err probing_check(yg_parser *p, yaml_node_t *n) {
+    (void)n;
+    return study_check(p->c, "eval.probing", p->c->eval.probing.enabled, p->c->eval.probing.data);
+}
+
+static rs_err tpp_check(yg_parser *p, yaml_node_t *n) {
+    (void)n;
+    return study_check(p->c, "eval.tpp", p->c->eval.tpp.enabled, p->c->eval.tpp.data);
+}
+
+/* layers.regression: null = the union of the selected layers (regression_auto), [] = none. */
+static rs_err regression_parse(yg_parser *p, yaml_node_t *v) {
+    if (yg_is_null(v)) return RS_OK;
+    p->c->layers.regression_auto = 0;
+    return yg_int_list(p, v, "layers.regression", "layer", 0, RS_CONFIG_MAX_LAYER,
+                       YG_LIST_UNIQUE | YG_LIST_SORTED | YG_LIST_MAY_BE_EMPTY, &p->c->layers.regression);
+}
+
+static void regression_write(FILE *f, const rs_config *c, int indent) {
+    fprintf(f, "%*sregression: ", indent, "");
+    if (c->layers.regression_auto) fputs("null", f);
+    else rs_cfg_put_list(f, &c->layers.regression);
+    fputc('\n', f);
+}
+
+static void regression_default(rs_config *c) { c->layers.regression_auto = 1; }
+
+static rs_err sets_parse(yg_parser *p, yaml_node_t *v);
+static void sets_write(FILE *f, const rs_config *c, int indent);
+static rs_err check_consistency(yg_parser *p, yaml_node_t *n);
+
+/* ============================================================================================
+ * The schema: one table per section, in the order of the canonical YAML
+ * ========================================================================================== */
+
+#define OFF(m) offsetof(rs_config, m)
+#define LIST(...) (const int64_t[]){__VA_ARGS__}, .def_n = sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)
+#define INT(key, m, l, h, d, hs)                                                                        \
+    .name = key, .kind = CFG_INT, .off = OFF(m), .lo = (l), .hi = (h), .def = (d), .hash = (hs)
+#define NUM(key, m, l, lo_x, h, hi_x, d, hs)                                                                   \
+    .name = key, .kind = CFG_NUM, .off = OFF(m), .num_lo = (l), .lo_open = (lo_x), .num_hi = (h),             \
+    .hi_open = (hi_x), .def_num = (d), .hash = (hs)
+#define BOOL(key, m, d, hs) .name = key, .kind = CFG_BOOL, .off = OFF(m), .def = (d), .hash = (hs)
+#define ENUM(key, m, nm, d, hs)                                                                                \
+    .name = key, .kind = CFG_ENUM, .off = OFF(m), .names = (nm), .n_names = (int)(sizeof(nm) / sizeof *(nm)),  \
+    .def = (d), .hash = (hs)
+#define WORDS(key, m, cnt, nm, n_nm, item, hs)                                                                 \
+    .name = key, .kind = CFG_ENUM_LIST, .off = OFF(m), .count_off = OFF(cnt), .names = (nm), .n_names = (n_nm), \
+    .what = (item), .hash = (hs)
+#define INTS(key, m, item, l, h, lf, hs)                                                                       \
+    .name = key, .kind = CFG_INT_LIST, .off = OFF(m), .what = (item), .lo = (l), .hi = (h), .list_flags = (lf), \
+    .hash = (hs), .def_list = LIST
+#define PATH(key, m, hs) .name = key, .kind = CFG_PATH, .off = OFF(m), .hash = (hs)
+#define SECTION(key, s) .name = key, .kind = CFG_SECTION, .sub = &(s)
+#define FIELDS(t) (t), (int)(sizeof(t) / sizeof *(t))
+
+/* every field that can change a result is in the config hash */
+#define HC H_CONFIG
+#define HIN (H_CONFIG | H_INPUTS)
+
+static const rs_cfg_field model_fields[] = {
+    {PATH("path", model.path, HIN), .required = "the Hugging Face checkpoint directory",
+     .doc = "Hugging Face checkpoint directory (`config.json`, `*.safetensors`)"},
+};
+static const rs_cfg_section model_section = {"model", FIELDS(model_fields), 0, NULL, NULL};
+
+static const rs_cfg_field splits_fields[] = {
+    {INT("calibration", data.calibration, 1, I64_MAX_TOKENS, 500000, HIN),
+     .doc = "tokens for the affine fits and the scale `s_m`"},
+    {INT("train", data.train, 1, I64_MAX_TOKENS, 10000000, HIN), .doc = "tokens of the SAE training split"},
+    {INT("eval", data.eval, 1, I64_MAX_TOKENS, 1000000, HIN), .doc = "tokens for every metric"},
+};
+static const rs_cfg_section splits_section = {"data.splits", FIELDS(splits_fields), CFG_FLOW, NULL, NULL};
+
+static const rs_cfg_field data_fields[] = {
+    {PATH("tokens", data.tokens, HIN), .doc = "token file",
+     .required = "the token file: HDF5 with an int32 (n_seq, seq_len) dataset, or flat .bin"},
+    {ENUM("format", data.format, format_words, -1, HIN), .flags = CFG_AUTO, .after = format_resolve,
+     .doc = "`auto`: `.h5`/`.hdf5` means hdf5; other extensions must name the format. The resolved config "
+            "holds the concrete format"},
+    {.name = "dataset", .kind = CFG_STR, .off = OFF(data.dataset), .def_str = "/tokens", .hash = HIN,
+     .doc = "HDF5 dataset of int32 tokens, shape `(n_seq, seq_len)`"},
+    {INT("seq_len", data.seq_len, 2, 1 << 20, 0, HIN), .flags = CFG_NULL, .after = seq_len_check,
+     .doc = "tokens per sequence; null = read from the HDF5 file; **required** for `bin_*` (flat token "
+            "streams cut into sequences)"},
+    {BOOL("exclude_first_position", data.exclude_first_position, 1, HIN),
+     .doc = "leave position 0 (attention sink) out of fits, training and activation metrics"},
+    {INT("split_seed", data.split_seed, 0, INT64_MAX, 0, HIN), .doc = "seed of the assignment of sequences to splits"},
+    {SECTION("splits", splits_section)},
+};
+static const rs_cfg_section data_section = {"data", FIELDS(data_fields), 0, NULL,
+                                            "Splits are disjoint by sequence (METHOD.md section 1)."};
+
+static const rs_cfg_field layers_fields[] = {
+    {.name = "sets", .kind = CFG_CUSTOM, .parse = sets_parse, .write = sets_write, .hash = HC | H_GRID,
+     .required = "a list of layer sets", .doc_type = "list of set items", .doc_default = "**required**",
+     .doc_range = "non-empty; at most 256 after expanding gap families", .doc = "the selected-layer sets (below)"},
+    {.name = "regression", .kind = CFG_CUSTOM, .parse = regression_parse, .write = regression_write,
+     .set_default = regression_default, .hash = HC | H_GRID, .doc_type = "list of layers, or null",
+     .doc_default = "null", .doc_range = "sorted, unique",
+     .doc = "layers of the cross-layer regression study (an affine fit for every ordered pair `a < b`); null = "
+            "the union of all selected layers; `[]` = no regression study"},
+};
+static const rs_cfg_section layers_section = {"layers", FIELDS(layers_fields), 0, NULL, NULL};
+
+static const rs_cfg_field sae_fields[] = {
+    {INTS("k", sae.k, "k", 1, 1 << 24, YG_LIST_UNIQUE, HC | H_GRID)(40, 80, 160, 320),
+     .doc = "TopK sparsities; each below n_latents"},
+    {INT("expansion", sae.expansion, 1, 1024, 8, HC | H_GRID), .doc = "`n_latents = expansion * hidden_size`"},
+    {INTS("seeds", sae.seeds, "seed", 0, INT32_MAX, YG_LIST_UNIQUE, HC | H_GRID)(0),
+     .doc = "replicate seeds; every SAE is trained once per seed"},
+};
+static const rs_cfg_section sae_section = {"sae", FIELDS(sae_fields), 0, NULL, NULL};
+
+static const rs_cfg_field affine_fields[] = {
+    {NUM("lambda_rel", affine.lambda_rel, 0, 1, 1e6, 0, 1e-4, HC | H_AFFINE),
+     .doc = "ridge `lambda = lambda_rel * trace(C_xx) / d`"},
+    {INT("max_retries", affine.max_retries, 0, 20, 4, HC | H_AFFINE),
+     .doc = "times lambda is raised 10x when Cholesky fails"},
+    {INT("block_size", affine.block_size, 1, 4096, 64, HC),
+     .unhashed = "layout and summation order only", .doc = "ScaLAPACK block size (MB = NB)"},
+};
+static const rs_cfg_section affine_section = {"affine", FIELDS(affine_fields), 0, NULL, NULL};
+
+static const rs_cfg_field adam_fields[] = {
+    {NUM("beta1", train.beta1, 0, 0, 1, 1, 0.9, HC | H_SAE), .doc = "Adam first-moment decay"},
+    {NUM("beta2", train.beta2, 0, 0, 1, 1, 0.999, HC | H_SAE), .doc = "Adam second-moment decay"},
+    {NUM("eps", train.eps, 0, 1, 1, 0, 6.25e-10, HC | H_SAE), .doc = "Adam epsilon"},
+};
+static const rs_cfg_section adam_section = {"train.adam", FIELDS(adam_fields), CFG_FLOW, NULL, NULL};
+
+static const rs_cfg_field train_fields[] = {
+    {INT("tokens", train.tokens, 1, I64_MAX_TOKENS, 0, HC | H_SAE), .flags = CFG_AUTO,
+     .resolve_int = rs_config_train_tokens, .doc_range = "[batch_size, splits.train]",
+     .doc = "training tokens per SAE; auto = `data.splits.train`"},
+    {INT("batch_size", train.batch_size, 1, 1 << 24, 4096, HC | H_SAE), .doc = "global batch in tokens"},
+    {NUM("lr", train.lr, 0, 1, 10, 0, 0, HC | H_SAE), .flags = CFG_AUTO, .resolve_num = rs_config_lr,
+     .doc = "auto = `2e-4 / sqrt(n_latents / 2^14)`"},
+    {SECTION("adam", adam_section)},
+    {INT("warmup_steps", train.warmup_steps, 0, INT32_MAX, 100, HC | H_SAE), .doc = "linear warm-up steps"},
+    {NUM("decay_fraction", train.decay_fraction, 0, 0, 1, 0, 0.2, HC | H_SAE),
+     .doc = "final fraction of steps with linear decay to 0"},
+    {NUM("aux_alpha", train.aux_alpha, 0, 0, 1e3, 0, 0.03125, HC | H_SAE), .doc = "AuxK loss weight"},
+    {INT("dead_tokens", train.dead_tokens, 1, I64_MAX_TOKENS, 0, HC | H_SAE), .flags = CFG_AUTO,
+     .resolve_int = rs_config_dead_tokens, .doc_range = "[1, tokens]",
+     .doc = "a latent inactive this many tokens is dead; auto = `min(10^7, tokens / 10)`"},
+    {ENUM("b_dec_init", train.b_dec_init, rs_bdec_init_names, RS_BDEC_GEOMETRIC_MEDIAN, HC | H_SAE),
+     .doc = "decoder bias initialization"},
+    {INT("checkpoint_every", train.checkpoint_every, 1, INT32_MAX, 200, 0),
+     .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},
+    {INT("shuffle_buffer", train.shuffle_buffer, 1, (int64_t)1 << 34, 65536, HC | H_SAE),
+     .doc_range = "[batch_size, 2^34]", .doc = "tokens in the shuffle buffer"},
+};
+static const rs_cfg_section train_section = {
+    "train", FIELDS(train_fields), 0, NULL,
+    "Consistency: `steps = tokens / batch_size` (at least 1) and "
+    "`warmup_steps + ceil(decay_fraction * steps) <= steps`."};
+
+#define HE (H_CONFIG | H_EVAL)
+static const rs_cfg_field probing_fields[] = {
+    {BOOL("enabled", eval.probing.enabled, 0, HE), .flags = CFG_GATE, .doc = "sparse probing (SAEBench protocol)"},
+    {PATH("data", eval.probing.data, HE), .flags = CFG_NULL, .doc_range = "required when enabled",
+     .doc = "labelled sequences"},
+    {INTS("top_k", eval.probing.top_k, "K", 1, 1 << 24, YG_LIST_UNIQUE | YG_LIST_SORTED, HE)(1, 2, 5),
+     .doc = "numbers of latents K"},
+    {NUM("l2_c", eval.probing.l2_c, 0, 1, 1e12, 0, 1.0, HE),
+     .doc = "inverse L2 strength C of the logistic regression"},
+};
+static const rs_cfg_section probing_section = {"eval.probing", FIELDS(probing_fields), 0, probing_check, NULL};
+
+static const rs_cfg_field tpp_fields[] = {
+    {BOOL("enabled", eval.tpp.enabled, 0, HE), .flags = CFG_GATE, .doc = "targeted probe perturbation"},
+    {PATH("data", eval.tpp.data, HE), .flags = CFG_NULL, .doc_range = "required when enabled",
+     .doc = "labelled sequences"},
+    {INTS("budgets", eval.tpp.budgets, "budget", 1, 1 << 24, YG_LIST_UNIQUE | YG_LIST_SORTED, HE)(10, 20, 50),
+     .flags = CFG_HASH_LAST, .doc = "total ablated latents N"},
+    {INT("layer", eval.tpp.layer, 0, RS_CONFIG_MAX_LAYER, -1, HE), .flags = CFG_NULL, .doc_range = "a model layer",
+     .doc = "probed layer; null = the last layer of each set"},
+};
+static const rs_cfg_section tpp_section = {"eval.tpp", FIELDS(tpp_fields), 0, tpp_check, NULL};
+
+static const rs_cfg_field eval_fields[] = {
+    {INT("batch_sequences", eval.batch_sequences, 1, 1 << 20, 8, HC),
+     .unhashed = "summation order only", .doc = "sequences per forward batch"},
+    {BOOL("ce", eval.ce, 1, HE), .doc = "run the CE splice evaluations"},
+    {WORDS("ce_modes", eval.ce_modes, eval.n_ce_modes, rs_ce_mode_names, RS_CE_MODE_COUNT, "CE mode", HE),
+     .doc = "single-layer, joint teacher-forced, joint sequential-online"},
+    {WORDS("ablations", eval.ablations, eval.n_ablations, rs_ablation_names, RS_ABLATION_COUNT, "ablation", HE),
+     .doc = "ablation baselines for recovered CE"},
+    {INT("redundancy_block", eval.redundancy_block, 1, 1 << 20, 1024, HC), .unhashed = "summation order only",
+     .doc = "latents per block when streaming decoder cosine maxima"},
+    {SECTION("probing", probing_section)},
+    {SECTION("tpp", tpp_section)},
+};
+static const rs_cfg_section eval_section = {"eval", FIELDS(eval_fields), 0, NULL, NULL};
+
+static const rs_cfg_field store_fields[] = {
+    {ENUM("activation_dtype", store.dtype, rs_dtype_names, RS_DTYPE_F32, HIN),
+     .doc = "element type of the activation store"},
+    {INT("chunk_rows", store.chunk_rows, 1, 1 << 24, 1024, HC),
+     .unhashed = "HDF5 layout only", .doc = "HDF5 chunk rows (tokens)"},
+};
+static const rs_cfg_section store_section = {"store", FIELDS(store_fields), 0, NULL, NULL};
+
+/* how the work is spread and retried: no result depends on it */
+static const rs_cfg_field parallel_fields[] = {
+    {INT("group_size", parallel.group_size, 0, 1 << 24, 0, 0),
+     .unhashed = "how the work is spread", .doc = "ranks per worker group; 0 = chosen automatically"},
+    {INT("max_task_retries", parallel.max_task_retries, 0, 100, 2, 0),
+     .unhashed = "how failures are retried", .doc = "retries of a failed task"},
+};
+static const rs_cfg_section parallel_section = {"parallel", FIELDS(parallel_fields), 0, NULL, NULL};
+
+static const rs_cfg_field root_fields[] = {
+    {.name = "name", .kind = CFG_NAME, .off = OFF(name), .hash = HC, .doc_range = "1-63 of `A-Za-z0-9_.-`",
+     .required = "the experiment's name, e.g. 'name: demo'", .unhashed = "it names the run", .doc = "experiment name"},
+    {PATH("run_dir", run_dir, 0), .flags = CFG_NULL, .after = run_dir_default,
+     .unhashed = "where the run is written", .doc_default = "`runs/<name>`",
+     .doc = "the run directory (activation store, results, journal)"},
+    {INT("seed", seed, 0, INT32_MAX, 0, HC | H_SAE),
+     .doc = "base seed mixed into every random stream (SAE init, shuffling)"},
+    {SECTION("model", model_section), .required = "the model section with 'path:' of the checkpoint directory"},
+    {SECTION("data", data_section), .required = "the data section with 'tokens:'"},
+    {SECTION("layers", layers_section), .required = "the layers section with 'sets:'"},
+    {WORDS("variants", variants, n_variants, rs_variant_names, RS_VARIANT_COUNT, "variant", HC | H_GRID),
+     .doc = "SAE variants to train and evaluate"},
+    {SECTION("sae", sae_section)},
+    {SECTION("affine", affine_section)},
+    {SECTION("train", train_section)},
+    {SECTION("eval", eval_section)},
+    {SECTION("store", store_section)},
+    {SECTION("parallel", parallel_section)},
+};
+const rs_cfg_section rs_cfg_root = {"", FIELDS(root_fields), 0, check_consistency, NULL};
+
+/* ============================================================================================
+ * Layer sets (explicit, or gap families expanded by the grid)
+ * ========================================================================================== */
+
+static rs_err parse_set(yg_parser *p, yaml_node_t *n, int idx) {
     rs_config *c = p->c;
     rs_set_spec *s = &c->layers.sets[idx];
     char key[64], sub[96];
     snprintf(key, sizeof key, "layers.sets[%d]", idx);
-    field f[] = {{"name", 0}, {"layers", 0}, {"start", 0}, {"gaps", 0}, {"count", 0}};
-    RS_TRY(map_fields(p, n, key, f, 5));
+    yg_field f[] = {{"name", 0}, {"layers", 0}, {"start", 0}, {"gaps", 0}, {"count", 0}};
+    RS_TRY(yg_map_fields(p, n, key, f, 5));
     int explicit_ = f[1].val != NULL, family = f[2].val || f[3].val || f[4].val;
     if (explicit_ && family)
-        PFAIL(p, f[f[2].val ? 2 : f[3].val ? 3 : 4].val, key,
-              "a set has either 'layers' (explicit) or 'start'/'gaps'/'count' (a gap family), not both; "
-              "split it into two items");
+        YG_FAIL(p, f[f[2].val ? 2 : f[3].val ? 3 : 4].val, key,
+                "a set has either 'layers' (explicit) or 'start'/'gaps'/'count' (a gap family), not both; "
+                "split it into two items");
     if (!explicit_ && !family)
-        PFAIL(p, n, key, "a set needs 'layers: [..]' (explicit) or 'gaps: [..]' with an optional 'start' (a gap family)");
+        YG_FAIL(p, n, key, "a set needs 'layers: [..]' (explicit) or 'gaps: [..]' with an optional 'start' (a gap family)");
     s->is_family = family;
     if (f[0].val) {
-        join_key(sub, sizeof sub, key, "name");
-        RS_TRY(get_name(p, f[0].val, sub, s->name));
+        yg_join_key(sub, sizeof sub, key, "name");
+        RS_TRY(yg_name(p, f[0].val, sub, s->name));
     } else if (family) {
         snprintf(s->name, sizeof s->name, "gap");
     } else {
         snprintf(s->name, sizeof s->name, "set%d", idx);
     }
     if (explicit_) {
-        join_key(sub, sizeof sub, key, "layers");
-        RS_TRY(get_int_list(p, f[1].val, sub, "layer", 0, RS_CONFIG_MAX_LAYER, LIST_UNIQUE | LIST_SORTED, &s->layers));
+        yg_join_key(sub, sizeof sub, key, "layers");
+        RS_TRY(yg_int_list(p, f[1].val, sub, "layer", 0, RS_CONFIG_MAX_LAYER, YG_LIST_UNIQUE | YG_LIST_SORTED, &s->layers));
         return RS_OK;
     }
     if (f[2].val) {
-        join_key(sub, sizeof sub, key, "start");
-        RS_TRY(get_int(p, f[2].val, sub, 0, RS_CONFIG_MAX_LAYER, &s->start));
+        yg_join_key(sub, sizeof sub, key, "start");
+        RS_TRY(yg_int(p, f[2].val, sub, 0, RS_CONFIG_MAX_LAYER, &s->start));
     }
-    join_key(sub, sizeof sub, key, "gaps");
-    RS_TRY(require(p, n, key, &f[3], "the layer gaps of the family, e.g. [4, 6, 8]"));
-    RS_TRY(get_int_list(p, f[3].val, sub, "gap", 1, RS_CONFIG_MAX_LAYER, LIST_UNIQUE, &s->gaps));
-    if (f[4].val && !is_null(f[4].val) && !(is_plain(f[4].val) && !strcmp(sval(f[4].val), "auto"))) {
-        join_key(sub, sizeof sub, key, "count");
-        RS_TRY(get_int(p, f[4].val, sub, 2, RS_CONFIG_MAX_LAYER, &s->count));
+    yg_join_key(sub, sizeof sub, key, "gaps");
+    RS_TRY(yg_require(p, n, key, &f[3], "the layer gaps of the family, e.g. [4, 6, 8]"));
+    RS_TRY(yg_int_list(p, f[3].val, sub, "gap", 1, RS_CONFIG_MAX_LAYER, YG_LIST_UNIQUE, &s->gaps));
+    if (f[4].val && !yg_is_null(f[4].val) && !(yg_is_plain(f[4].val) && !strcmp(yg_sval(f[4].val), "auto"))) {
+        yg_join_key(sub, sizeof sub, key, "count");
+        RS_TRY(yg_int(p, f[4].val, sub, 2, RS_CONFIG_MAX_LAYER, &s->count));
     }
     if ((int64_t)strlen(s->name) + 8 > RS_CONFIG_NAME_MAX) {
-        join_key(sub, sizeof sub, key, "name");
+        yg_join_key(sub, sizeof sub, key, "name");
         RS_CONFIG_FAIL(c, sub, "a gap family's name must leave room for the gap suffix; use at most %d characters",
                        RS_CONFIG_NAME_MAX - 8);
     }
@@ -703,161 +402,50 @@ done:
     return err;
 }
 
-static rs_err parse_layers(parser *p, yaml_node_t *n) {
+
+static rs_err sets_parse(yg_parser *p, yaml_node_t *v) {
     rs_config *c = p->c;
-    field f[] = {{"sets", 0}, {"regression", 0}};
-    RS_TRY(map_fields(p, n, "layers", f, 2));
-    RS_TRY(require(p, n, "layers", &f[0], "a list of layer sets"));
     int cnt = 0;
-    RS_TRY(seq_check(p, f[0].val, "layers.sets", "layer set", LIST_LONG, &cnt));
+    RS_TRY(yg_seq_check(p, v, "layers.sets", "layer set", YG_LIST_LONG, &cnt));
     if (cnt > RS_CONFIG_MAX_SETS)
-        PFAIL(p, f[0].val, "layers.sets", "%d sets, more than the %d allowed", cnt, RS_CONFIG_MAX_SETS);
+        YG_FAIL(p, v, "layers.sets", "%d sets, more than the %d allowed", cnt, RS_CONFIG_MAX_SETS);
     c->layers.sets = calloc((size_t)cnt, sizeof *c->layers.sets);
     RS_CHECK_ALLOC(c->layers.sets);
     c->layers.n_sets = cnt;
     for (int i = 0; i < cnt; i++) {
-        yaml_node_t *it = get_node(p, f[0].val->data.sequence.items.start[i]);
+        yaml_node_t *it = yg_node(p, v->data.sequence.items.start[i]);
         char key[64];
         snprintf(key, sizeof key, "layers.sets[%d]", i);
-        if (!it) PFAIL(p, f[0].val, key, "malformed list");
-        RS_TRY(loc_record(c, key, node_loc(it)));
+        if (!it) YG_FAIL(p, v, key, "malformed list");
+        RS_TRY(yg_loc_record(c, key, yg_loc(it)));
         RS_TRY(parse_set(p, it, i));
     }
-    RS_TRY(check_set_names(c));
-    if (f[1].val && !is_null(f[1].val)) {
-        c->layers.regression_auto = 0;
-        RS_TRY(get_int_list(p, f[1].val, "layers.regression", "layer", 0, RS_CONFIG_MAX_LAYER,
-                            LIST_UNIQUE | LIST_SORTED | LIST_MAY_BE_EMPTY, &c->layers.regression));
-    }
-    return RS_OK;
+    return check_set_names(c);
 }
 
-static rs_err parse_sae(parser *p, yaml_node_t *n) {
-    rs_config *c = p->c;
-    field f[] = {{"k", 0}, {"expansion", 0}, {"seeds", 0}};
-    RS_TRY(map_fields(p, n, "sae", f, 3));
-    if (f[0].val) RS_TRY(get_int_list(p, f[0].val, "sae.k", "k", 1, 1 << 24, LIST_UNIQUE, &c->sae.k));
-    if (f[1].val) RS_TRY(get_int(p, f[1].val, "sae.expansion", 1, 1024, &c->sae.expansion));
-    if (f[2].val) RS_TRY(get_int_list(p, f[2].val, "sae.seeds", "seed", 0, INT32_MAX, LIST_UNIQUE, &c->sae.seeds));
-    return RS_OK;
-}
-
-static rs_err parse_affine(parser *p, yaml_node_t *n) {
-    rs_config *c = p->c;
-    field f[] = {{"lambda_rel", 0}, {"max_retries", 0}, {"block_size", 0}};
-    RS_TRY(map_fields(p, n, "affine", f, 3));
-    if (f[0].val) RS_TRY(get_num(p, f[0].val, "affine.lambda_rel", 0, 1, 1e6, 0, &c->affine.lambda_rel));
-    if (f[1].val) RS_TRY(get_int(p, f[1].val, "affine.max_retries", 0, 20, &c->affine.max_retries));
-    if (f[2].val) RS_TRY(get_int(p, f[2].val, "affine.block_size", 1, 4096, &c->affine.block_size));
-    return RS_OK;
-}
-
-static int is_auto(const yaml_node_t *n) { return is_plain(n) && !strcmp(sval(n), "auto"); }
-
-static rs_err parse_train(parser *p, yaml_node_t *n) {
-    rs_config *c = p->c;
-    field f[] = {{"tokens", 0},     {"batch_size", 0},     {"lr", 0},          {"adam", 0},
-                 {"warmup_steps", 0}, {"decay_fraction", 0}, {"aux_alpha", 0}, {"dead_tokens", 0},
-                 {"b_dec_init", 0}, {"checkpoint_every", 0}, {"shuffle_buffer", 0}};
-    RS_TRY(map_fields(p, n, "train", f, 11));
-    if (f[0].val && !is_auto(f[0].val)) RS_TRY(get_int(p, f[0].val, "train.tokens", 1, I64_MAX_TOKENS, &c->train.tokens));
-    if (f[1].val) RS_TRY(get_int(p, f[1].val, "train.batch_size", 1, 1 << 24, &c->train.batch_size));
-    if (f[2].val && !is_auto(f[2].val)) RS_TRY(get_num(p, f[2].val, "train.lr", 0, 1, 10, 0, &c->train.lr));
-    if (f[3].val) {
-        field a[] = {{"beta1", 0}, {"beta2", 0}, {"eps", 0}};
-        RS_TRY(map_fields(p, f[3].val, "train.adam", a, 3));
-        if (a[0].val) RS_TRY(get_num(p, a[0].val, "train.adam.beta1", 0, 0, 1, 1, &c->train.beta1));
-        if (a[1].val) RS_TRY(get_num(p, a[1].val, "train.adam.beta2", 0, 0, 1, 1, &c->train.beta2));
-        if (a[2].val) RS_TRY(get_num(p, a[2].val, "train.adam.eps", 0, 1, 1, 0, &c->train.eps));
-    }
-    if (f[4].val) RS_TRY(get_int(p, f[4].val, "train.warmup_steps", 0, INT32_MAX, &c->train.warmup_steps));
-    if (f[5].val) RS_TRY(get_num(p, f[5].val, "train.decay_fraction", 0, 0, 1, 0, &c->train.decay_fraction));
-    if (f[6].val) RS_TRY(get_num(p, f[6].val, "train.aux_alpha", 0, 0, 1e3, 0, &c->train.aux_alpha));
-    if (f[7].val && !is_auto(f[7].val))
-        RS_TRY(get_int(p, f[7].val, "train.dead_tokens", 1, I64_MAX_TOKENS, &c->train.dead_tokens));
-    if (f[8].val) RS_TRY(get_enum(p, f[8].val, "train.b_dec_init", rs_bdec_init_names, 3, &c->train.b_dec_init));
-    if (f[9].val) RS_TRY(get_int(p, f[9].val, "train.checkpoint_every", 1, INT32_MAX, &c->train.checkpoint_every));
-    if (f[10].val) RS_TRY(get_int(p, f[10].val, "train.shuffle_buffer", 1, (int64_t)1 << 34, &c->train.shuffle_buffer));
-    return RS_OK;
-}
-
-static rs_err parse_study(parser *p, yaml_node_t *n, const char *key, int is_tpp) {
-    rs_config *c = p->c;
-    field f[] = {{"enabled", 0}, {"data", 0}, {is_tpp ? "budgets" : "top_k", 0}, {is_tpp ? "layer" : "l2_c", 0}};
-    RS_TRY(map_fields(p, n, key, f, 4));
-    char sub[96];
-    int *enabled = is_tpp ? &c->eval.tpp.enabled : &c->eval.probing.enabled;
-    char **data = is_tpp ? &c->eval.tpp.data : &c->eval.probing.data;
-    if (f[0].val) {
-        join_key(sub, sizeof sub, key, "enabled");
-        RS_TRY(get_bool(p, f[0].val, sub, enabled));
-    }
-    if (f[1].val && !is_null(f[1].val)) {
-        join_key(sub, sizeof sub, key, "data");
-        char *s = NULL;
-        RS_TRY(get_str(p, f[1].val, sub, &s));
-        rs_err err = resolve_path(c, s, data);
-        free(s);
-        RS_TRY(err);
-    }
-    if (f[2].val) {
-        join_key(sub, sizeof sub, key, f[2].name);
-        RS_TRY(get_int_list(p, f[2].val, sub, is_tpp ? "budget" : "K", 1, 1 << 24, LIST_UNIQUE | LIST_SORTED,
-                            is_tpp ? &c->eval.tpp.budgets : &c->eval.probing.top_k));
-    }
-    if (f[3].val) {
-        join_key(sub, sizeof sub, key, f[3].name);
-        if (is_tpp) {
-            if (!is_null(f[3].val)) RS_TRY(get_int(p, f[3].val, sub, 0, RS_CONFIG_MAX_LAYER, &c->eval.tpp.layer));
+static void sets_write(FILE *f, const rs_config *c, int indent) {
+    fprintf(f, "%*ssets:\n", indent, "");
+    for (int i = 0; i < c->layers.n_sets; i++) {
+        const rs_set_spec *s = &c->layers.sets[i];
+        fprintf(f, "%*s- {name: ", indent + 2, "");
+        rs_cfg_put_str(f, s->name);
+        if (s->is_family) {
+            fprintf(f, ", start: %lld, gaps: ", (long long)s->start);
+            rs_cfg_put_list(f, &s->gaps);
+            if (s->count) fprintf(f, ", count: %lld}\n", (long long)s->count);
+            else fprintf(f, ", count: auto}\n");
         } else {
-            RS_TRY(get_num(p, f[3].val, sub, 0, 1, 1e12, 0, &c->eval.probing.l2_c));
+            fprintf(f, ", layers: ");
+            rs_cfg_put_list(f, &s->layers);
+            fprintf(f, "}\n");
         }
     }
-    if (*enabled && !*data) {
-        join_key(sub, sizeof sub, key, "enabled");
-        RS_CONFIG_FAIL(c, sub, "%s is enabled but %s.data (the labelled sequences) is not set; add it or set "
-                       "enabled: false", key, key);
-    }
-    return RS_OK;
-}
-
-static rs_err parse_eval(parser *p, yaml_node_t *n) {
-    rs_config *c = p->c;
-    field f[] = {{"batch_sequences", 0}, {"ce", 0}, {"ce_modes", 0}, {"ablations", 0},
-                 {"redundancy_block", 0}, {"probing", 0}, {"tpp", 0}};
-    RS_TRY(map_fields(p, n, "eval", f, 7));
-    if (f[0].val) RS_TRY(get_int(p, f[0].val, "eval.batch_sequences", 1, 1 << 20, &c->eval.batch_sequences));
-    if (f[1].val) RS_TRY(get_bool(p, f[1].val, "eval.ce", &c->eval.ce));
-    if (f[2].val)
-        RS_TRY(get_enum_list(p, f[2].val, "eval.ce_modes", "CE mode", rs_ce_mode_names, RS_CE_MODE_COUNT,
-                             c->eval.ce_modes, &c->eval.n_ce_modes));
-    if (f[3].val)
-        RS_TRY(get_enum_list(p, f[3].val, "eval.ablations", "ablation", rs_ablation_names, RS_ABLATION_COUNT,
-                             c->eval.ablations, &c->eval.n_ablations));
-    if (f[4].val) RS_TRY(get_int(p, f[4].val, "eval.redundancy_block", 1, 1 << 20, &c->eval.redundancy_block));
-    if (f[5].val) RS_TRY(parse_study(p, f[5].val, "eval.probing", 0));
-    if (f[6].val) RS_TRY(parse_study(p, f[6].val, "eval.tpp", 1));
-    return RS_OK;
-}
-
-static rs_err parse_store(parser *p, yaml_node_t *n) {
-    field f[] = {{"activation_dtype", 0}, {"chunk_rows", 0}};
-    RS_TRY(map_fields(p, n, "store", f, 2));
-    if (f[0].val) RS_TRY(get_enum(p, f[0].val, "store.activation_dtype", rs_dtype_names, 2, &p->c->store.dtype));
-    if (f[1].val) RS_TRY(get_int(p, f[1].val, "store.chunk_rows", 1, 1 << 24, &p->c->store.chunk_rows));
-    return RS_OK;
-}
-
-static rs_err parse_parallel(parser *p, yaml_node_t *n) {
-    field f[] = {{"group_size", 0}, {"max_task_retries", 0}};
-    RS_TRY(map_fields(p, n, "parallel", f, 2));
-    if (f[0].val) RS_TRY(get_int(p, f[0].val, "parallel.group_size", 0, 1 << 24, &p->c->parallel.group_size));
-    if (f[1].val) RS_TRY(get_int(p, f[1].val, "parallel.max_task_retries", 0, 100, &p->c->parallel.max_task_retries));
-    return RS_OK;
 }
 
 /* Checks across sections that need no model. */
-static rs_err check_consistency(rs_config *c) {
+static rs_err check_consistency(yg_parser *p, yaml_node_t *n) {
+    (void)n;
+    const rs_config *c = p->c;
     int64_t tokens = rs_config_train_tokens(c);
     if (tokens > c->data.train)
         RS_CONFIG_FAIL(c, "train.tokens", "%lld tokens per SAE exceed the %lld tokens of the train split; raise "
@@ -881,63 +469,19 @@ static rs_err check_consistency(rs_config *c) {
     return RS_OK;
 }
 
+
 /* ============================================================================================
  * Loading
  * ========================================================================================== */
 
-static rs_err parse_root(parser *p, yaml_node_t *root) {
-    rs_config *c = p->c;
+static rs_err parse_root(yg_parser *p, yaml_node_t *root) {
     if (root->type != YAML_MAPPING_NODE) {
         char found[64];
-        describe(found, sizeof found, root);
-        PFAIL(p, root, "", "the config must be a mapping with keys such as 'name:', 'model:', 'data:', 'layers:'; "
-              "found %s", found);
+        yg_describe(found, sizeof found, root);
+        YG_FAIL(p, root, "", "the config must be a mapping with keys such as 'name:', 'model:', 'data:', 'layers:'; "
+                "found %s", found);
     }
-    field f[] = {{"name", 0},     {"run_dir", 0}, {"seed", 0},   {"model", 0},  {"data", 0},
-                 {"layers", 0},   {"variants", 0}, {"sae", 0},   {"affine", 0}, {"train", 0},
-                 {"eval", 0},     {"store", 0},   {"parallel", 0}};
-    enum { NF = sizeof f / sizeof *f };
-    RS_TRY(map_fields(p, root, "", f, NF));
-    RS_TRY(require(p, root, "", &f[0], "the experiment's name, e.g. 'name: demo'"));
-    RS_TRY(get_name(p, f[0].val, "name", c->name));
-    if (f[1].val && !is_null(f[1].val)) {
-        char *s = NULL;
-        RS_TRY(get_str(p, f[1].val, "run_dir", &s));
-        rs_err err = resolve_path(c, s, &c->run_dir);
-        free(s);
-        RS_TRY(err);
-    } else {
-        char rel[RS_CONFIG_NAME_MAX + 8];
-        snprintf(rel, sizeof rel, "runs/%s", c->name);
-        RS_TRY(resolve_path(c, rel, &c->run_dir));
-    }
-    if (f[2].val) RS_TRY(get_int(p, f[2].val, "seed", 0, INT32_MAX, &c->seed));
-    RS_TRY(require(p, root, "", &f[3], "the model section with 'path:' of the checkpoint directory"));
-    {
-        field m[] = {{"path", 0}};
-        RS_TRY(map_fields(p, f[3].val, "model", m, 1));
-        RS_TRY(require(p, f[3].val, "model", &m[0], "the Hugging Face checkpoint directory"));
-        char *s = NULL;
-        RS_TRY(get_str(p, m[0].val, "model.path", &s));
-        rs_err err = resolve_path(c, s, &c->model.path);
-        free(s);
-        RS_TRY(err);
-    }
-    RS_TRY(require(p, root, "", &f[4], "the data section with 'tokens:'"));
-    RS_TRY(parse_data(p, f[4].val));
-    RS_TRY(require(p, root, "", &f[5], "the layers section with 'sets:'"));
-    RS_TRY(parse_layers(p, f[5].val));
-    if (f[6].val)
-        RS_TRY(get_enum_list(p, f[6].val, "variants", "variant", rs_variant_names, RS_VARIANT_COUNT, c->variants,
-                             &c->n_variants));
-    if (f[7].val) RS_TRY(parse_sae(p, f[7].val));
-    if (f[8].val) RS_TRY(parse_affine(p, f[8].val));
-    if (f[9].val) RS_TRY(parse_train(p, f[9].val));
-    if (f[10].val) RS_TRY(parse_eval(p, f[10].val));
-    if (f[11].val) RS_TRY(parse_store(p, f[11].val));
-    if (f[12].val) RS_TRY(parse_parallel(p, f[12].val));
-    RS_TRY(check_consistency(c));
-    return RS_OK;
+    return rs_cfg_parse(p, &rs_cfg_root, root);
 }
 
 static rs_err yaml_fail(const rs_config *c, const yaml_parser_t *yp) {
@@ -963,7 +507,7 @@ static rs_err yaml_fail(const rs_config *c, const yaml_parser_t *yp) {
 static rs_err prescan(const rs_config *c, const char *text, size_t len) {
     yaml_parser_t yp;
     yaml_event_t ev;
-    if (!yaml_parser_initialize(&yp)) RS_FAIL(RS_ERR_NOMEM, "out of memory initializing the YAML parser");
+    if (!yaml_parser_initialize(&yp)) RS_FAIL(RS_ERR_NOMEM, "out of memory initializing the YAML yg_parser");
     yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
     rs_err err = RS_OK;
     int depth = 0;
@@ -1015,7 +559,7 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
     c->path = strdup(path);
     if (!c->path) RS_FAIL(RS_ERR_NOMEM, "out of memory");
     RS_TRY_GOTO(config_dir(c, path), fail);
-    RS_TRY_GOTO(set_defaults(c), fail);
+    RS_TRY_GOTO(rs_cfg_defaults(c, &rs_cfg_root), fail);
     if (len > RS_CONFIG_MAX_BYTES)
         RS_FAIL_GOTO(fail, RS_ERR_CONFIG, "%s: the config is %zu bytes, more than the %d allowed", path, len,
                      RS_CONFIG_MAX_BYTES);
@@ -1026,7 +570,7 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
 
     yaml_parser_t yp;
     yaml_document_t doc;
-    if (!yaml_parser_initialize(&yp)) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory initializing the YAML parser");
+    if (!yaml_parser_initialize(&yp)) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory initializing the YAML yg_parser");
     yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
     if (!yaml_parser_load(&yp, &doc)) {
         err = yaml_fail(c, &yp);
@@ -1034,8 +578,8 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
         goto fail;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (!root || is_null(root)) {
-        rs_loc at = root ? node_loc(root) : (rs_loc){1, 1};
+    if (!root || yg_is_null(root)) {
+        rs_loc at = root ? yg_loc(root) : (rs_loc){1, 1};
         err = rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
                          "%s:%d:%d: the config is empty; it needs at least 'name:', 'model: {path: ..}', "
                          "'data: {tokens: ..}' and 'layers: {sets: [..]}' (see docs/config.md)", path, at.line, at.col);
@@ -1054,7 +598,7 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
             yaml_document_delete(&doc2);
         }
         if (!err) {
-            parser p = {c, &doc};
+            yg_parser p = {c, &doc};
             err = parse_root(&p, root);
             if (err) rs_err_push(err, __FILE__, __LINE__, __func__);
         }
@@ -1210,144 +754,13 @@ rs_err rs_config_check_model(const rs_config *c, const rs_model_config *mc) {
     return RS_OK;
 }
 
+
 /* ============================================================================================
- * Canonical YAML and hash
+ * Canonical YAML, hash, key reference
  * ========================================================================================== */
 
-static void put_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *q = (const unsigned char *)s; *q; q++) {
-        if (*q == '"' || *q == '\\') fprintf(f, "\\%c", *q);
-        else if (*q == '\n') fputs("\\n", f);
-        else if (*q == '\t') fputs("\\t", f);
-        else if (*q < 0x20 || *q == 0x7f) fprintf(f, "\\x%02x", *q);
-        else fputc(*q, f);
-    }
-    fputc('"', f);
-}
-
-/* Shortest decimal that reads back to the same double, always with '.' or 'e' (a float). */
-static void put_num(FILE *f, double v) {
-    char buf[40];
-    for (int prec = 6; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) break;
-    }
-    if (!strpbrk(buf, ".eEn")) strcat(buf, ".0");
-    fputs(buf, f);
-}
-
-static void put_list(FILE *f, const rs_int_list *l) {
-    fputc('[', f);
-    for (int i = 0; i < l->n; i++) fprintf(f, "%s%lld", i ? ", " : "", (long long)l->v[i]);
-    fputc(']', f);
-}
-
-static void put_enums(FILE *f, const int *v, int n, const char *const *names) {
-    fputc('[', f);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%s", i ? ", " : "", names[v[i]]);
-    fputc(']', f);
-}
-
-static void write_yaml(FILE *f, const rs_config *c, int for_hash) {
-    fprintf(f, "name: ");
-    put_str(f, c->name);
-    if (!for_hash) {
-        fprintf(f, "\nrun_dir: ");
-        put_str(f, c->run_dir);
-    }
-    fprintf(f, "\nseed: %lld\nmodel:\n  path: ", (long long)c->seed);
-    put_str(f, c->model.path);
-    fprintf(f, "\ndata:\n  tokens: ");
-    put_str(f, c->data.tokens);
-    fprintf(f, "\n  format: %s\n  dataset: ", rs_format_names[c->data.format]);
-    put_str(f, c->data.dataset);
-    if (c->data.seq_len) fprintf(f, "\n  seq_len: %lld", (long long)c->data.seq_len);
-    else fprintf(f, "\n  seq_len: null");
-    fprintf(f, "\n  exclude_first_position: %s\n  split_seed: %lld\n", c->data.exclude_first_position ? "true" : "false",
-            (long long)c->data.split_seed);
-    fprintf(f, "  splits: {calibration: %lld, train: %lld, eval: %lld}\n", (long long)c->data.calibration,
-            (long long)c->data.train, (long long)c->data.eval);
-    fprintf(f, "layers:\n  sets:\n");
-    for (int i = 0; i < c->layers.n_sets; i++) {
-        const rs_set_spec *s = &c->layers.sets[i];
-        fprintf(f, "    - {name: ");
-        put_str(f, s->name);
-        if (s->is_family) {
-            fprintf(f, ", start: %lld, gaps: ", (long long)s->start);
-            put_list(f, &s->gaps);
-            if (s->count) fprintf(f, ", count: %lld}\n", (long long)s->count);
-            else fprintf(f, ", count: auto}\n");
-        } else {
-            fprintf(f, ", layers: ");
-            put_list(f, &s->layers);
-            fprintf(f, "}\n");
-        }
-    }
-    fprintf(f, "  regression: ");
-    if (c->layers.regression_auto) fprintf(f, "null");
-    else put_list(f, &c->layers.regression);
-    fprintf(f, "\nvariants: ");
-    put_enums(f, c->variants, c->n_variants, rs_variant_names);
-    fprintf(f, "\nsae:\n  k: ");
-    put_list(f, &c->sae.k);
-    fprintf(f, "\n  expansion: %lld\n  seeds: ", (long long)c->sae.expansion);
-    put_list(f, &c->sae.seeds);
-    fprintf(f, "\naffine:\n  lambda_rel: ");
-    put_num(f, c->affine.lambda_rel);
-    fprintf(f, "\n  max_retries: %lld\n  block_size: %lld\n", (long long)c->affine.max_retries,
-            (long long)c->affine.block_size);
-    fprintf(f, "train:\n  tokens: ");
-    if (c->train.tokens) fprintf(f, "%lld", (long long)c->train.tokens);
-    else fprintf(f, "auto");
-    fprintf(f, "\n  batch_size: %lld\n  lr: ", (long long)c->train.batch_size);
-    if (c->train.lr > 0) put_num(f, c->train.lr);
-    else fprintf(f, "auto");
-    fprintf(f, "\n  adam: {beta1: ");
-    put_num(f, c->train.beta1);
-    fprintf(f, ", beta2: ");
-    put_num(f, c->train.beta2);
-    fprintf(f, ", eps: ");
-    put_num(f, c->train.eps);
-    fprintf(f, "}\n  warmup_steps: %lld\n  decay_fraction: ", (long long)c->train.warmup_steps);
-    put_num(f, c->train.decay_fraction);
-    fprintf(f, "\n  aux_alpha: ");
-    put_num(f, c->train.aux_alpha);
-    fprintf(f, "\n  dead_tokens: ");
-    if (c->train.dead_tokens) fprintf(f, "%lld", (long long)c->train.dead_tokens);
-    else fprintf(f, "auto");
-    fprintf(f, "\n  b_dec_init: %s\n", rs_bdec_init_names[c->train.b_dec_init]);
-    if (!for_hash) fprintf(f, "  checkpoint_every: %lld\n", (long long)c->train.checkpoint_every);
-    fprintf(f, "  shuffle_buffer: %lld\n", (long long)c->train.shuffle_buffer);
-    fprintf(f, "eval:\n  batch_sequences: %lld\n  ce: %s\n  ce_modes: ", (long long)c->eval.batch_sequences,
-            c->eval.ce ? "true" : "false");
-    put_enums(f, c->eval.ce_modes, c->eval.n_ce_modes, rs_ce_mode_names);
-    fprintf(f, "\n  ablations: ");
-    put_enums(f, c->eval.ablations, c->eval.n_ablations, rs_ablation_names);
-    fprintf(f, "\n  redundancy_block: %lld\n", (long long)c->eval.redundancy_block);
-    fprintf(f, "  probing:\n    enabled: %s\n    data: ", c->eval.probing.enabled ? "true" : "false");
-    if (c->eval.probing.data) put_str(f, c->eval.probing.data);
-    else fprintf(f, "null");
-    fprintf(f, "\n    top_k: ");
-    put_list(f, &c->eval.probing.top_k);
-    fprintf(f, "\n    l2_c: ");
-    put_num(f, c->eval.probing.l2_c);
-    fprintf(f, "\n  tpp:\n    enabled: %s\n    data: ", c->eval.tpp.enabled ? "true" : "false");
-    if (c->eval.tpp.data) put_str(f, c->eval.tpp.data);
-    else fprintf(f, "null");
-    fprintf(f, "\n    budgets: ");
-    put_list(f, &c->eval.tpp.budgets);
-    if (c->eval.tpp.layer >= 0) fprintf(f, "\n    layer: %lld\n", (long long)c->eval.tpp.layer);
-    else fprintf(f, "\n    layer: null\n");
-    fprintf(f, "store:\n  activation_dtype: %s\n  chunk_rows: %lld\n", rs_dtype_names[c->store.dtype],
-            (long long)c->store.chunk_rows);
-    if (!for_hash)
-        fprintf(f, "parallel:\n  group_size: %lld\n  max_task_retries: %lld\n", (long long)c->parallel.group_size,
-                (long long)c->parallel.max_task_retries);
-}
-
 rs_err rs_config_write_yaml(FILE *f, const rs_config *c) {
-    write_yaml(f, c, 0);
+    rs_cfg_write(f, c, &rs_cfg_root, 0, 0);
     if (ferror(f)) RS_FAIL(RS_ERR_IO, "write error while printing the resolved config");
     return RS_OK;
 }
@@ -1358,9 +771,11 @@ uint64_t rs_config_hash(const rs_config *c) {
     FILE *f = open_memstream(&buf, &len);
     if (!f) return 0;
     fprintf(f, "resae-config schema %d\n", RESAE_SCHEMA_VERSION);
-    write_yaml(f, c, 1);
+    rs_cfg_write(f, c, &rs_cfg_root, 0, 1);
     fclose(f);
     uint64_t h = rs_hash64(RS_HASH64_INIT, buf, len);
     free(buf);
     return h;
 }
+
+void rs_config_write_keys(FILE *f) { rs_cfg_write_keys(f, &rs_cfg_root); }

@@ -6,6 +6,7 @@
 
 #include "resae/util.h"
 #include "resae/version.h"
+#include "schema.h"
 
 /* SAE uses (set layers x variants x k x seeds) the grid accepts: far above any planned
  * experiment, low enough that the arrays stay within tens of MB. */
@@ -13,26 +14,14 @@
 
 /* ============================================================================================
  * Identity hashing: fixed-width fields, strings with their length, so that no two different
- * field sequences serialize alike.
+ * field sequences serialize alike. Which config fields go into which hash, and in what order, is
+ * declared once in the schema tables (src/config/config.c, H_* in schema.h); the hashes here add
+ * what the grid knows (model, layers, k, seeds, the items a task builds on).
  * ========================================================================================== */
 
-static uint64_t h_i64(uint64_t h, int64_t v) {
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)v >> (8 * i));
-    return rs_hash64(h, b, 8);
-}
-
-static uint64_t h_f64(uint64_t h, double v) {
-    uint64_t bits;
-    memcpy(&bits, &v, 8);
-    return h_i64(h, (int64_t)bits);
-}
-
-static uint64_t h_str(uint64_t h, const char *s) {
-    size_t n = s ? strlen(s) : 0;
-    h = h_i64(h, (int64_t)n);
-    return rs_hash64(h, s ? s : "", n);
-}
+#define h_i64 rs_cfg_h_i64
+#define h_f64 rs_cfg_h_f64
+#define h_str rs_cfg_h_str
 
 static uint64_t inputs_hash(const rs_config *c, const rs_model_config *mc) {
     uint64_t h = h_str(RS_HASH64_INIT, "resae inputs");
@@ -45,26 +34,14 @@ static uint64_t inputs_hash(const rs_config *c, const rs_model_config *mc) {
     h = h_f64(h, mc->rotary_base);
     h = h_f64(h, mc->layer_norm_eps);
     h = h_str(h, mc->hidden_act);
-    h = h_str(h, c->model.path);
-    h = h_str(h, c->data.tokens);
-    h = h_i64(h, c->data.format);
-    h = h_str(h, c->data.dataset);
-    h = h_i64(h, c->data.seq_len);
-    h = h_i64(h, c->data.exclude_first_position);
-    h = h_i64(h, c->data.split_seed);
-    h = h_i64(h, c->data.calibration);
-    h = h_i64(h, c->data.train);
-    h = h_i64(h, c->data.eval);
-    h = h_i64(h, c->store.dtype);
-    return h;
+    return rs_cfg_hash(h, c, H_INPUTS, 0);
 }
 
 static uint64_t pair_hash(const rs_grid *g, const rs_config *c, int a, int b) {
     uint64_t h = h_str(g->inputs_hash, "affine");
     h = h_i64(h, a);
     h = h_i64(h, b);
-    h = h_f64(h, c->affine.lambda_rel);
-    return h_i64(h, c->affine.max_retries);
+    return rs_cfg_hash(h, c, H_AFFINE, 0);
 }
 
 static uint64_t sae_hash(const rs_grid *g, const rs_config *c, int kind, int layer, uint64_t affine_hash, int k,
@@ -76,19 +53,8 @@ static uint64_t sae_hash(const rs_grid *g, const rs_config *c, int kind, int lay
     h = h_i64(h, k);
     h = h_i64(h, g->n_latents);
     h = h_i64(h, seed);
-    h = h_i64(h, c->seed);
-    h = h_i64(h, g->train_tokens);
-    h = h_i64(h, c->train.batch_size);
-    h = h_f64(h, g->lr);
-    h = h_f64(h, c->train.beta1);
-    h = h_f64(h, c->train.beta2);
-    h = h_f64(h, c->train.eps);
-    h = h_i64(h, c->train.warmup_steps);
-    h = h_f64(h, c->train.decay_fraction);
-    h = h_f64(h, c->train.aux_alpha);
-    h = h_i64(h, g->dead_tokens);
-    h = h_i64(h, c->train.b_dec_init);
-    return h_i64(h, c->train.shuffle_buffer);
+    /* the base seed and the training settings, the auto ones resolved */
+    return rs_cfg_hash(h, c, H_SAE, g->n_latents);
 }
 
 /* ============================================================================================
@@ -261,25 +227,8 @@ static uint64_t eval_hash(const rs_grid *g, const rs_config *c, const rs_grid_se
         h = h_i64(h, s->layers[m]);
         h = h_i64(h, (int64_t)g->saes[sae[m]].hash);
     }
-    /* the settings that change what is computed; order in the file does not matter */
-    int modes = 0, abl = 0;
-    for (int i = 0; i < c->eval.n_ce_modes; i++) modes |= 1 << c->eval.ce_modes[i];
-    for (int i = 0; i < c->eval.n_ablations; i++) abl |= 1 << c->eval.ablations[i];
-    h = h_i64(h, c->eval.ce);
-    h = h_i64(h, modes);
-    h = h_i64(h, abl);
-    h = h_i64(h, c->eval.probing.enabled);
-    if (c->eval.probing.enabled) {
-        h = h_str(h, c->eval.probing.data);
-        for (int i = 0; i < c->eval.probing.top_k.n; i++) h = h_i64(h, c->eval.probing.top_k.v[i]);
-        h = h_f64(h, c->eval.probing.l2_c);
-    }
-    h = h_i64(h, c->eval.tpp.enabled);
-    if (c->eval.tpp.enabled) {
-        h = h_str(h, c->eval.tpp.data);
-        h = h_i64(h, c->eval.tpp.layer);
-        for (int i = 0; i < c->eval.tpp.budgets.n; i++) h = h_i64(h, c->eval.tpp.budgets.v[i]);
-    }
+    /* ce, the CE modes and ablations (as sets), probing and TPP when enabled */
+    h = rs_cfg_hash(h, c, H_EVAL, 0);
     return h;
 }
 
@@ -395,6 +344,35 @@ int rs_grid_find_sae(const rs_grid *g, int kind, int layer, int pred, int k, int
             return i;
     }
     return -1;
+}
+
+/* ============================================================================================
+ * Trainer settings of one SAE
+ * ========================================================================================== */
+
+uint64_t rs_grid_sae_seed(const rs_grid_sae *s, const rs_config *c) {
+    int64_t v[6] = {c->seed, s->kind, s->layer, s->pred, s->k, s->seed};
+    return rs_hash64(RS_HASH64_INIT, v, sizeof v);
+}
+
+void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c, const rs_grid_sae *s) {
+    rs_sae_config_default(sc, g->d_model, (int)g->n_latents, s->k);
+    sc->batch = (int)c->train.batch_size;
+    sc->steps = g->train_steps;
+    sc->lr = g->lr;
+    sc->warmup_steps = c->train.warmup_steps;
+    sc->decay_frac = c->train.decay_fraction;
+    sc->alpha_aux = c->train.aux_alpha;
+    sc->dead_tokens = g->dead_tokens;
+    sc->beta1 = c->train.beta1;
+    sc->beta2 = c->train.beta2;
+    sc->eps = c->train.eps;
+    sc->seed = rs_grid_sae_seed(s, c);
+    sc->bdec_init = c->train.b_dec_init == RS_BDEC_MEAN   ? RS_SAE_BDEC_MEAN
+                    : c->train.b_dec_init == RS_BDEC_ZERO ? RS_SAE_BDEC_ZERO
+                                                          : RS_SAE_BDEC_GEOMEDIAN;
+    sc->chunk_rows = 1024;
+    sc->ckpt_every = c->train.checkpoint_every;
 }
 
 /* ============================================================================================

@@ -10,6 +10,7 @@
 
 #include "resae/actstore.h"
 #include "resae/affine.h"
+#include "resae/grid.h"
 #include "resae/log.h"
 #include "resae/mpi_util.h"
 #include "resae/rng.h"
@@ -33,14 +34,6 @@ static void permute(int32_t *perm, int64_t n, uint64_t seed) {
         perm[i] = perm[j];
         perm[j] = t;
     }
-}
-
-/* Seed of an SAE's initialization and of its data order: the experiment seed and what the SAE is
- * (kind, layer, predecessor, k, seed), never paths, so the same experiment in another directory
- * trains the same SAEs. */
-static uint64_t sae_seed(const rs_run *run, const rs_grid_sae *g) {
-    int64_t v[6] = {run->cfg.seed, g->kind, g->layer, g->pred, g->k, g->seed};
-    return rs_hash64(RS_HASH64_INIT, v, sizeof v);
 }
 
 /* The shuffled, scaled training stream of one SAE. The train split's rows are cut into chunks of
@@ -146,7 +139,7 @@ static rs_err stream_init(sae_stream *s, const rs_run *run, const rs_actstore *s
     if (s->chunks_per_buf < 1) s->chunks_per_buf = 1;
     if (s->chunks_per_buf > s->n_chunks) s->chunks_per_buf = s->n_chunks;
     s->epoch_rows = s->n_chunks * s->C;
-    s->seed = sae_seed(run, g) ^ 0x5bd1e9955bd1e995ULL; /* data order: a stream apart from the init */
+    s->seed = rs_grid_sae_seed(g, &run->cfg) ^ 0x5bd1e9955bd1e995ULL; /* data order: a stream apart from the init */
     s->cur_epoch = s->cur_buf = -1;
     size_t cap = (size_t)s->chunks_per_buf * (size_t)s->C;
     s->chunk_perm = malloc(sizeof(int32_t) * (size_t)s->n_chunks);
@@ -183,33 +176,12 @@ static rs_err sae_scale(double *scale, rs_affine_map *map, const rs_run *run, co
     return RS_OK;
 }
 
-/* The trainer's config from the run's (the one place the train section is mapped). */
-static void sae_config(rs_sae_config *sc, const rs_run *run, const rs_grid_sae *g) {
-    rs_sae_config_default(sc, run->mc.d_model, (int)run->grid.n_latents, g->k);
-    sc->batch = (int)run->cfg.train.batch_size;
-    sc->steps = run->grid.train_steps;
-    sc->lr = run->grid.lr;
-    sc->warmup_steps = run->cfg.train.warmup_steps;
-    sc->decay_frac = run->cfg.train.decay_fraction;
-    sc->alpha_aux = run->cfg.train.aux_alpha;
-    sc->dead_tokens = run->grid.dead_tokens;
-    sc->beta1 = run->cfg.train.beta1;
-    sc->beta2 = run->cfg.train.beta2;
-    sc->eps = run->cfg.train.eps;
-    sc->seed = sae_seed(run, g);
-    sc->bdec_init = run->cfg.train.b_dec_init == RS_BDEC_MEAN   ? RS_SAE_BDEC_MEAN
-                    : run->cfg.train.b_dec_init == RS_BDEC_ZERO ? RS_SAE_BDEC_ZERO
-                                                                : RS_SAE_BDEC_GEOMEDIAN;
-    sc->chunk_rows = 1024;
-    sc->ckpt_every = run->cfg.train.checkpoint_every;
-    sc->stop = run->opts.stop;
-}
-
 /* Train on the stream s (set up) and write the task file; the checkpoint goes once it is written. */
 static rs_err train(const rs_task_ctx *c, sae_stream *s, const rs_grid_sae *g, double scale, const char *path) {
     const rs_run *run = c->run;
     rs_sae_config sc;
-    sae_config(&sc, run, g);
+    rs_grid_sae_config(&sc, &run->grid, &run->cfg, g); /* the config layer maps the train section */
+    sc.stop = run->opts.stop;
     char ckpt[4096];
     RS_TRY(rs_tasks_ckpt_path(ckpt, sizeof ckpt, run, g));
     sc.ckpt_path = ckpt;
