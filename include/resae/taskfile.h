@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "resae/actstore.h"
 #include "resae/err.h"
 #include "resae/stage.h"
 
@@ -86,5 +87,8 @@ struct rs_eval_ce_result;
 /* res (2M): zero ablation at each layer of the set, then mean ablation at each. */
 rs_err rs_taskfile_write_ablate(const char *path, const struct rs_eval_ce_result *res, int M);
 rs_err rs_taskfile_read_ablate(struct rs_eval_ce_result *res, int M, const char *path);
+
+/* Open the run's activation store read-only on the task's group (collective over c->comm). */
+rs_err rs_taskfile_open_store(rs_actstore *st, const rs_task_ctx *c);
 
 #endif

@@ -80,14 +80,8 @@ static void fmt(char *out, size_t n, double v) {
 }
 
 int rs_cmd_report(int argc, char **argv) {
-    if (rs_cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return RS_EXIT_OK;
-    }
-    if (argc != 2) {
-        usage(stderr);
-        return RS_EXIT_USAGE;
-    }
+    int rc = rs_cli_args(argc, argv, 1, usage);
+    if (rc >= 0) return rc;
     char path[4096];
     if (rs_path_join(path, sizeof path, argv[1], RS_RESULTS_FILE)) return rs_cli_fail();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

@@ -184,14 +184,8 @@ static void results_line(const char *run_dir) {
 }
 
 int rs_cmd_status(int argc, char **argv) {
-    if (rs_cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return RS_EXIT_OK;
-    }
-    if (argc != 2) {
-        usage(stderr);
-        return RS_EXIT_USAGE;
-    }
+    int rc = rs_cli_args(argc, argv, 1, usage);
+    if (rc >= 0) return rc;
     const char *run_dir = argv[1];
     char cpath[4096];
     if (rs_path_join(cpath, sizeof cpath, run_dir, RS_RUN_CONFIG_FILE)) return rs_cli_fail();

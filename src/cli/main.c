@@ -40,6 +40,18 @@ int rs_cli_wants_help(int argc, char **argv) {
     return 0;
 }
 
+int rs_cli_args(int argc, char **argv, int n_args, void (*print_usage)(FILE *)) {
+    if (rs_cli_wants_help(argc, argv)) {
+        print_usage(stdout);
+        return RS_EXIT_OK;
+    }
+    if (argc != n_args + 1) {
+        print_usage(stderr);
+        return RS_EXIT_USAGE;
+    }
+    return -1;
+}
+
 int rs_cli_fail(void) {
     rs_err_print();
     return RS_EXIT_ERROR;

@@ -341,6 +341,15 @@ rs_err yg_seq_check(yg_parser *p, yaml_node_t *n, const char *key, const char *w
     return RS_OK;
 }
 
+
+/* Item i of the sequence n at key: its node and its name "key[i]" (recorded for error locations). */
+static rs_err seq_item(yaml_node_t **it, char *sub, size_t cap, yg_parser *p, yaml_node_t *n, const char *key, int i) {
+    *it = yg_node(p, n->data.sequence.items.start[i]);
+    snprintf(sub, cap, "%s[%d]", key, i);
+    if (!*it) YG_FAIL(p, n, sub, "malformed list");
+    return yg_loc_record(p->c, sub, yg_loc(*it));
+}
+
 rs_err yg_int_list(yg_parser *p, yaml_node_t *n, const char *key, const char *what, int64_t lo, int64_t hi,
                            int flags, rs_int_list *out) {
     int cnt = 0;
@@ -353,11 +362,9 @@ rs_err yg_int_list(yg_parser *p, yaml_node_t *n, const char *key, const char *wh
         RS_CHECK_ALLOC(out->v);
     }
     for (int i = 0; i < cnt; i++) {
-        yaml_node_t *it = yg_node(p, n->data.sequence.items.start[i]);
+        yaml_node_t *it = NULL;
         char sub[96];
-        snprintf(sub, sizeof sub, "%s[%d]", key, i);
-        if (!it) YG_FAIL(p, n, sub, "malformed list");
-        RS_TRY(yg_loc_record(p->c, sub, yg_loc(it)));
+        RS_TRY(seq_item(&it, sub, sizeof sub, p, n, key, i));
         RS_TRY(yg_int(p, it, sub, lo, hi, &out->v[i]));
         out->n = i + 1;
         /* sorted lists only need their neighbour compared; the others are short */
@@ -380,11 +387,9 @@ rs_err yg_enum_list(yg_parser *p, yaml_node_t *n, const char *key, const char *w
     int seen[8] = {0};
     *n_out = 0;
     for (int i = 0; i < cnt; i++) {
-        yaml_node_t *it = yg_node(p, n->data.sequence.items.start[i]);
+        yaml_node_t *it = NULL;
         char sub[96];
-        snprintf(sub, sizeof sub, "%s[%d]", key, i);
-        if (!it) YG_FAIL(p, n, sub, "malformed list");
-        RS_TRY(yg_loc_record(p->c, sub, yg_loc(it)));
+        RS_TRY(seq_item(&it, sub, sizeof sub, p, n, key, i));
         int v = 0;
         RS_TRY(yg_enum(p, it, sub, names, count, &v));
         if (seen[v]) YG_FAIL(p, it, sub, "%s '%s' is listed twice; list each once", what, names[v]);

@@ -364,17 +364,10 @@ done:
     return err;
 }
 
-static rs_err open_store(rs_actstore *st, const rs_task_ctx *c) {
-    char spath[4096];
-    memset(st, 0, sizeof *st);
-    RS_TRY(rs_tasks_run_file(spath, sizeof spath, c->run, RS_ACTSTORE_FILE));
-    return rs_actstore_open(st, spath, 0, c->comm);
-}
-
 rs_err rs_stage_eval_run(const rs_task_ctx *c, int i, const char *path, const rs_model *model, rs_tokens *tk) {
     rs_actstore st;
     rs_err err = RS_OK;
-    RS_TRY_GOTO(open_store(&st, c), done);
+    RS_TRY_GOTO(rs_taskfile_open_store(&st, c), done);
     err = evaluate(c, &st, model, tk, &c->run->grid.evals[i], path);
 done:
     rs_actstore_close(&st);
@@ -391,7 +384,7 @@ rs_err rs_stage_eval_ablate(const rs_task_ctx *c, int set, const rs_model *model
     rs_eval_ce_result *cer = calloc((size_t)rs_eval_n_passes(s->n), sizeof *cer);
     rs_err err = cer ? RS_OK : RS_ERR(RS_ERR_NOMEM, "out of memory");
     RS_TRY_GOTO(rs_agree(err, c->comm, "allocating the ablation passes"), done);
-    RS_TRY_GOTO(open_store(&st, c), done);
+    RS_TRY_GOTO(rs_taskfile_open_store(&st, c), done);
     /* no SAEs: the ablation passes only read the clean streams and the eval means */
     RS_TRY_GOTO(rs_agree(inputs_set(&in, c->run, &st, s, RS_VARIANT_RAW), c->comm, "the set's eval means"), done);
     double t0 = rs_now(), secs[4] = {0, 0, 0, 0};

@@ -224,12 +224,9 @@ static rs_err train_on(const rs_task_ctx *c, const rs_actstore *st, const rs_gri
 }
 
 rs_err rs_stage_train_run(const rs_task_ctx *c, const rs_grid_sae *g, const char *path) {
-    char spath[4096];
-    RS_TRY(rs_tasks_run_file(spath, sizeof spath, c->run, RS_ACTSTORE_FILE));
     rs_actstore st;
-    memset(&st, 0, sizeof st);
     rs_err err = RS_OK;
-    RS_TRY_GOTO(rs_actstore_open(&st, spath, 0, c->comm), done);
+    RS_TRY_GOTO(rs_taskfile_open_store(&st, c), done);
     err = train_on(c, &st, g, path);
 done:
     rs_actstore_close(&st);

@@ -340,3 +340,10 @@ rs_err rs_taskfile_write_ablate(const char *path, const rs_eval_ce_result *res, 
     }
     return rs_taskfile_commit(f, tmp, path);
 }
+
+rs_err rs_taskfile_open_store(rs_actstore *st, const rs_task_ctx *c) {
+    char spath[4096];
+    memset(st, 0, sizeof *st);
+    RS_TRY(rs_tasks_run_file(spath, sizeof spath, c->run, RS_ACTSTORE_FILE));
+    return rs_actstore_open(st, spath, 0, c->comm);
+}
