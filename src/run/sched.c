@@ -833,6 +833,139 @@ static rs_err summarize(const rs_sched *s, int interrupted) {
     RS_FAIL(first_err ? first_err : RS_ERR_INTERNAL, "%s", msg);
 }
 
+/* Every rank must hold the same graph, or the groups would disagree on what a task index is. */
+static rs_err sched_check_graph(const rs_sched *s, int local, MPI_Comm world) {
+    uint64_t h = graph_hash(s), h0 = h;
+    MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, world);
+    int bad = h != h0 || local, any_bad = 0;
+    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, world);
+    if (!any_bad) return RS_OK;
+    if (local) return rs_err_push(local, __FILE__, __LINE__, __func__);
+    RS_FAIL(RS_ERR_INTERNAL, "the ranks built different task graphs (graph hash %016" PRIx64 " here, %016" PRIx64
+            " on rank 0)", h, h0);
+}
+
+/* The worker groups: size, this rank's group and its communicator, which tasks need the world. */
+static void sched_make_groups(worker *w, rs_sched *s, char *is_world, MPI_Comm world) {
+    int gs = s->opts.group_size > 0 ? s->opts.group_size : rs_sched_auto_group_size(s, w->size);
+    if (gs > w->size) gs = w->size;
+    int provided = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&provided);
+    if (gs < w->size && provided < MPI_THREAD_MULTIPLE) {
+        RS_WARN("the MPI library does not provide MPI_THREAD_MULTIPLE: tasks run one after another on all %d ranks",
+                w->size);
+        gs = w->size;
+    }
+    if (w->size % gs)
+        RS_WARN("group size %d does not divide %d ranks: the last group has %d", gs, w->size, w->size % gs);
+    w->gs = gs;
+    w->n_groups = (w->size + gs - 1) / gs;
+    w->group = w->rank / gs;
+    s->group_size = gs;
+    s->n_groups = w->n_groups;
+    for (int i = 0; i < s->n_tasks; i++)
+        is_world[i] = s->tasks[i].min_ranks == RS_SCHED_WORLD || s->tasks[i].min_ranks > gs || w->n_groups == 1;
+    w->is_world = is_world;
+    MPI_Comm_dup(world, &w->world);
+    MPI_Comm_split(world, w->group, w->rank, &w->group_comm);
+    MPI_Comm_rank(w->group_comm, &w->grank);
+    MPI_Comm_size(w->group_comm, &w->gsize);
+    w->leader = w->grank == 0;
+    if (w->leader) w->txt = malloc((size_t)w->gsize * RS_SCHED_MSG_MAX);
+}
+
+/* Rank 0: the coordinator's state, with what is done already (whatever the run functions made
+ * durable, as rank 0 sees it) and the priorities. */
+static rs_err sched_coord_start(coord *c, rs_sched *s, const worker *w, rs_sched_done_fn done, void *ctx) {
+    RS_TRY(coord_init(c, s, w->is_world, w->size, w->gs, w->n_groups));
+    c->t0 = rs_now();
+    c->t0_epoch = epoch_now();
+    int n_before = 0;
+    for (int i = 0; i < s->n_tasks; i++) {
+        s->table[i].group = -1;
+        if (done && done(ctx, &s->tasks[i])) {
+            s->table[i].state = RS_SCHED_DONE_BEFORE;
+            n_before++;
+        } else {
+            c->cost_todo += s->tasks[i].cost;
+            c->n_todo++;
+        }
+        if (s->tasks[i].min_ranks > w->size)
+            RS_WARN("task %s wants %d ranks; the world has %d: it runs on the world", s->tasks[i].name,
+                    s->tasks[i].min_ranks, w->size);
+    }
+    rs_err err = compute_priorities(c);
+    if (err) {
+        coord_free(c);
+        return err;
+    }
+    status_snapshot(c, 0);
+    RS_INFO("scheduler: %d tasks, %d done before, %d to run; %d group(s) of %d rank(s)%s", s->n_tasks, n_before,
+            c->n_todo, w->n_groups, w->gs, w->n_groups > 1 ? ", coordinator thread on rank 0" : "");
+    return RS_OK;
+}
+
+static void sched_worker_free(worker *w, char *is_world) {
+    MPI_Comm_free(&w->group_comm);
+    MPI_Comm_free(&w->world);
+    free(is_world);
+    free(w->txt);
+}
+
+/* Run the tasks: inline on one group, else with the coordinator thread on rank 0. */
+static rs_err sched_execute(worker *w, coord *c, rs_sched *s, rs_sched_run_fn run, void *ctx, MPI_Comm world) {
+    if (w->n_groups == 1) {
+        if (w->rank == 0) c->reply = reply_inline;
+        run_inline(w, w->rank == 0 ? c : NULL, run, ctx);
+        return RS_OK;
+    }
+    MPI_Comm_dup(world, &w->coord_comm);
+    pthread_t th;
+    coord_thread_arg arg = {w->rank == 0 ? c : NULL, s->opts.stop, &s->opts};
+    int terr = 0;
+    if (w->rank == 0) {
+        c->reply = reply_mpi;
+        c->comm = w->coord_comm;
+        terr = pthread_create(&th, NULL, coord_main, &arg);
+    }
+    MPI_Bcast(&terr, 1, MPI_INT, 0, world);
+    if (terr) { /* nothing has been sent yet: every rank can leave together */
+        MPI_Comm_free(&w->coord_comm);
+        RS_FAIL(RS_ERR_INTERNAL, "cannot start the coordinator thread on rank 0 (error %d)", terr);
+    }
+    worker_loop(w, run, ctx);
+    if (w->rank == 0) pthread_join(th, NULL);
+    MPI_Comm_free(&w->coord_comm);
+    return RS_OK;
+}
+
+/* Rank 0 reports and frees the coordinator; then the table and the outcome go to every rank. */
+static int sched_finish(rs_sched *s, coord *c, const worker *w, MPI_Comm world) {
+    int interrupted = 0;
+    if (w->rank == 0) {
+        interrupted = c->interrupted;
+        int n[6] = {0};
+        for (int i = 0; i < s->n_tasks; i++) n[s->table[i].state]++;
+        char el[32];
+        rs_fmt_duration(el, sizeof el, rs_now() - c->t0);
+        RS_INFO("scheduler: %d done, %d done before, %d failed, %d skipped, %d not run, in %s", n[RS_SCHED_DONE],
+                n[RS_SCHED_DONE_BEFORE], n[RS_SCHED_FAILED], n[RS_SCHED_SKIPPED], n[RS_SCHED_PENDING] + n[RS_SCHED_RUNNING],
+                el);
+        status_snapshot(c, 1);
+        coord_free(c);
+    }
+    MPI_Bcast(&interrupted, 1, MPI_INT, 0, world);
+    if (s->n_tasks) {
+        size_t bytes = sizeof *s->table * (size_t)s->n_tasks;
+        for (size_t off = 0; off < bytes;) {
+            size_t nb = bytes - off > (1u << 30) ? (1u << 30) : bytes - off;
+            MPI_Bcast((char *)s->table + off, (int)nb, MPI_BYTE, 0, world);
+            off += nb;
+        }
+    }
+    return interrupted;
+}
+
 rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, void *ctx, MPI_Comm world) {
     worker w;
     memset(&w, 0, sizeof w);
@@ -843,144 +976,38 @@ rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, voi
     s->table = calloc((size_t)(s->n_tasks > 0 ? s->n_tasks : 1), sizeof *s->table);
     char *is_world = calloc((size_t)(s->n_tasks > 0 ? s->n_tasks : 1), 1);
     int local = !s->table || !is_world ? RS_ERR_NOMEM : check_acyclic(s);
-    /* every rank must hold the same graph, or the groups would disagree on what a task index is */
-    uint64_t h = graph_hash(s), h0 = h;
-    MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, world);
-    int bad = h != h0 || local, any_bad = 0;
-    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, world);
-    if (any_bad) {
+    rs_err err = sched_check_graph(s, local, world);
+    if (err) {
         free(is_world);
-        if (local) return rs_err_push(local, __FILE__, __LINE__, __func__);
-        RS_FAIL(RS_ERR_INTERNAL, "the ranks built different task graphs (graph hash %016" PRIx64 " here, %016" PRIx64
-                " on rank 0)", h, h0);
+        return err;
     }
+    sched_make_groups(&w, s, is_world, world);
 
-    /* groups */
-    int gs = s->opts.group_size > 0 ? s->opts.group_size : rs_sched_auto_group_size(s, w.size);
-    if (gs > w.size) gs = w.size;
-    int provided = MPI_THREAD_SINGLE;
-    MPI_Query_thread(&provided);
-    if (gs < w.size && provided < MPI_THREAD_MULTIPLE) {
-        RS_WARN("the MPI library does not provide MPI_THREAD_MULTIPLE: tasks run one after another on all %d ranks",
-                w.size);
-        gs = w.size;
-    }
-    if (w.size % gs)
-        RS_WARN("group size %d does not divide %d ranks: the last group has %d", gs, w.size, w.size % gs);
-    w.gs = gs;
-    w.n_groups = (w.size + gs - 1) / gs;
-    w.group = w.rank / gs;
-    s->group_size = gs;
-    s->n_groups = w.n_groups;
-    for (int i = 0; i < s->n_tasks; i++)
-        is_world[i] = s->tasks[i].min_ranks == RS_SCHED_WORLD || s->tasks[i].min_ranks > gs || w.n_groups == 1;
-    w.is_world = is_world;
-    MPI_Comm_dup(world, &w.world);
-    MPI_Comm_split(world, w.group, w.rank, &w.group_comm);
-    MPI_Comm_rank(w.group_comm, &w.grank);
-    MPI_Comm_size(w.group_comm, &w.gsize);
-    w.leader = w.grank == 0;
-    if (w.leader) w.txt = malloc((size_t)w.gsize * RS_SCHED_MSG_MAX);
-
-    /* what is done already: whatever the run functions made durable, as rank 0 sees it */
     coord c;
     memset(&c, 0, sizeof c);
     int cerr = w.leader && !w.txt ? RS_ERR_NOMEM : RS_OK;
     if (cerr) rs_err_set(cerr, __FILE__, __LINE__, __func__, "out of memory for the group's error texts");
-
+    int coord_up = 0;
     if (w.rank == 0 && !cerr) {
-        cerr = coord_init(&c, s, is_world, w.size, gs, w.n_groups);
-        if (!cerr) {
-            c.t0 = rs_now();
-            c.t0_epoch = epoch_now();
-            int n_before = 0;
-            for (int i = 0; i < s->n_tasks; i++) {
-                s->table[i].group = -1;
-                if (done && done(ctx, &s->tasks[i])) {
-                    s->table[i].state = RS_SCHED_DONE_BEFORE;
-                    n_before++;
-                } else {
-                    c.cost_todo += s->tasks[i].cost;
-                    c.n_todo++;
-                }
-                if (s->tasks[i].min_ranks > w.size)
-                    RS_WARN("task %s wants %d ranks; the world has %d: it runs on the world", s->tasks[i].name,
-                            s->tasks[i].min_ranks, w.size);
-            }
-            cerr = compute_priorities(&c);
-            if (!cerr) status_snapshot(&c, 0);
-            if (cerr) coord_free(&c);
-            else RS_INFO("scheduler: %d tasks, %d done before, %d to run; %d group(s) of %d rank(s)%s", s->n_tasks, n_before,
-                    c.n_todo, w.n_groups, gs, w.n_groups > 1 ? ", coordinator thread on rank 0" : "");
-        }
+        cerr = sched_coord_start(&c, s, &w, done, ctx);
+        coord_up = !cerr;
     }
     int all_err = 0;
     MPI_Allreduce(&cerr, &all_err, 1, MPI_INT, MPI_MAX, world);
     if (all_err) {
-        if (w.rank == 0 && !cerr) coord_free(&c);
-        MPI_Comm_free(&w.group_comm);
-        MPI_Comm_free(&w.world);
-        free(is_world);
-        free(w.txt);
+        if (coord_up) coord_free(&c);
+        sched_worker_free(&w, is_world);
         if (cerr) return rs_err_push(cerr, __FILE__, __LINE__, __func__);
         RS_FAIL(all_err, "another rank could not set up the scheduler (see its error above)");
     }
-
-    int interrupted = 0;
-    if (w.n_groups == 1) {
-        if (w.rank == 0) c.reply = reply_inline;
-        run_inline(&w, w.rank == 0 ? &c : NULL, run, ctx);
-    } else {
-        MPI_Comm_dup(world, &w.coord_comm);
-        pthread_t th;
-        coord_thread_arg arg = {w.rank == 0 ? &c : NULL, s->opts.stop, &s->opts};
-        int terr = 0;
-        if (w.rank == 0) {
-            c.reply = reply_mpi;
-            c.comm = w.coord_comm;
-            terr = pthread_create(&th, NULL, coord_main, &arg);
-        }
-        MPI_Bcast(&terr, 1, MPI_INT, 0, world);
-        if (terr) {
-            /* nothing has been sent yet: every rank can leave together */
-            MPI_Comm_free(&w.coord_comm);
-            MPI_Comm_free(&w.group_comm);
-            MPI_Comm_free(&w.world);
-            if (w.rank == 0) coord_free(&c);
-            free(is_world);
-            free(w.txt);
-            RS_FAIL(RS_ERR_INTERNAL, "cannot start the coordinator thread on rank 0 (error %d)", terr);
-        }
-        worker_loop(&w, run, ctx);
-        if (w.rank == 0) pthread_join(th, NULL);
-        MPI_Comm_free(&w.coord_comm);
+    err = sched_execute(&w, &c, s, run, ctx, world);
+    if (err) {
+        if (w.rank == 0) coord_free(&c);
+        sched_worker_free(&w, is_world);
+        return err;
     }
-    if (w.rank == 0) {
-        interrupted = c.interrupted;
-        int n[6] = {0};
-        for (int i = 0; i < s->n_tasks; i++) n[s->table[i].state]++;
-        char el[32];
-        rs_fmt_duration(el, sizeof el, rs_now() - c.t0);
-        RS_INFO("scheduler: %d done, %d done before, %d failed, %d skipped, %d not run, in %s", n[RS_SCHED_DONE],
-                n[RS_SCHED_DONE_BEFORE], n[RS_SCHED_FAILED], n[RS_SCHED_SKIPPED], n[RS_SCHED_PENDING] + n[RS_SCHED_RUNNING],
-                el);
-        status_snapshot(&c, 1);
-        coord_free(&c);
-    }
-    /* the table and the outcome on every rank */
-    MPI_Bcast(&interrupted, 1, MPI_INT, 0, world);
-    if (s->n_tasks) {
-        size_t bytes = sizeof *s->table * (size_t)s->n_tasks;
-        for (size_t off = 0; off < bytes;) {
-            size_t nb = bytes - off > (1u << 30) ? (1u << 30) : bytes - off;
-            MPI_Bcast((char *)s->table + off, (int)nb, MPI_BYTE, 0, world);
-            off += nb;
-        }
-    }
-    MPI_Comm_free(&w.group_comm);
-    MPI_Comm_free(&w.world);
-    free(is_world);
-    free(w.txt);
+    int interrupted = sched_finish(s, &c, &w, world);
+    sched_worker_free(&w, is_world);
     return summarize(s, interrupted);
 }
 
