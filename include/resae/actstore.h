@@ -52,7 +52,7 @@ typedef struct rs_actstore_identity {
     int n_layers;
     int layers[RS_ACTSTORE_MAX_LAYERS];    /* ascending model layers; -1 = embedding output */
     int d;
-    int dtype;                             /* enum rs_dtype */
+    enum rs_dtype dtype;
     int batch_seqs;                        /* sequences per harvest batch (fixes the statistics order) */
     int chunk_rows;                        /* rows per HDF5 chunk */
 } rs_actstore_identity;

@@ -18,6 +18,7 @@
 #include "resae/dtype.h"
 #include "resae/err.h"
 #include "resae/model_config.h"
+#include "resae/sae.h"
 
 /* Bounds the loader enforces so that hostile input cannot make the grid explode. */
 #define RS_CONFIG_MAX_BYTES (1 << 20)
@@ -35,15 +36,15 @@ typedef struct rs_loc {
 
 enum rs_variant { RS_VARIANT_RAW = 0, RS_VARIANT_RESAE = 1, RS_VARIANT_COUNT = 2 };
 enum rs_data_format { RS_FORMAT_HDF5 = 0, RS_FORMAT_BIN_U16 = 1, RS_FORMAT_BIN_U32 = 2 };
-enum rs_bdec_init { RS_BDEC_GEOMETRIC_MEDIAN = 0, RS_BDEC_MEAN = 1, RS_BDEC_ZERO = 2 };
 enum rs_ce_mode { RS_CE_SINGLE = 0, RS_CE_TF = 1, RS_CE_SO = 2, RS_CE_MODE_COUNT = 3 };
 enum rs_ablation { RS_ABLATE_ZERO = 0, RS_ABLATE_MEAN = 1, RS_ABLATION_COUNT = 2 };
 
-/* Names as written in the file (and by rs_config_write_yaml), indexed by the enums above. */
+/* Names as written in the file (and by rs_config_write_yaml), indexed by the enums above. The
+ * config struct keeps enum-valued keys as int: the schema tables (src/config/) read and write every
+ * enum field through an int, -1 while a value such as data.format: auto is unresolved. */
 extern const char *const rs_variant_names[RS_VARIANT_COUNT];
 extern const char *const rs_format_names[3];
 extern const char *const rs_dtype_names[2];
-extern const char *const rs_bdec_init_names[3];
 extern const char *const rs_ce_mode_names[RS_CE_MODE_COUNT];
 extern const char *const rs_ablation_names[RS_ABLATION_COUNT];
 
@@ -119,7 +120,7 @@ typedef struct rs_config {
         double decay_fraction;
         double aux_alpha;
         int64_t dead_tokens;  /* 0 = auto: min(1e7, tokens / 10) */
-        int b_dec_init;       /* enum rs_bdec_init */
+        int b_dec_init;       /* enum rs_sae_bdec_init (sae.h); names rs_sae_bdec_init_names */
         int64_t checkpoint_every; /* steps */
         int64_t shuffle_buffer;   /* tokens */
     } train;

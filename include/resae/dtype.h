@@ -6,11 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rs_dtype { RS_DTYPE_F32 = 0, RS_DTYPE_F16 = 1 };
+enum rs_dtype { RS_DTYPE_INVALID = -1, RS_DTYPE_F32 = 0, RS_DTYPE_F16 = 1, RS_DTYPE_COUNT = 2 };
 
-/* "float32" / "float16" (as numpy names them); rs_dtype_from_name returns -1 if unknown. */
-const char *rs_dtype_name(int dtype);
-int rs_dtype_from_name(const char *name);
+/* "float32" / "float16" (as numpy names them); rs_dtype_from_name returns RS_DTYPE_INVALID if unknown. */
+const char *rs_dtype_name(enum rs_dtype dtype);
+enum rs_dtype rs_dtype_from_name(const char *name);
 
 /* IEEE 754 binary16 conversion: round to nearest, ties to even; overflow gives inf, NaN stays NaN. */
 uint16_t rs_f32_to_f16(float f);

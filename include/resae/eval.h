@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "resae/affine.h"
+#include "resae/config.h"
 #include "resae/err.h"
 #include "resae/model.h"
 #include "resae/sae.h"
@@ -38,7 +39,7 @@ typedef struct rs_eval_layer {
 } rs_eval_layer;
 
 typedef struct rs_eval_set {
-    int variant;               /* enum rs_variant (config.h) */
+    enum rs_variant variant;
     int M;
     rs_eval_layer L[RS_EVAL_MAX_LAYERS];
     int d;

@@ -32,10 +32,9 @@ typedef struct rs_grid_pair {
     uint64_t hash;            /* same (a, b) -> same hash, whichever list it is in */
 } rs_grid_pair;
 
-enum rs_sae_kind { RS_SAE_RAW = 0, RS_SAE_RESAE = 1 };
 
 typedef struct rs_grid_sae {
-    int kind;                 /* enum rs_sae_kind */
+    enum rs_variant kind;     /* raw (on h_l) or resae (on the residual after the map from pred) */
     int layer;
     int pred;                 /* predecessor layer (resae), -1 for raw */
     int affine;               /* index into affine[] of (pred, layer), -1 for raw */
@@ -47,7 +46,7 @@ typedef struct rs_grid_sae {
 /* One evaluation: a set x variant x k x seed; reads the SAEs of every layer of the set. */
 typedef struct rs_grid_eval {
     int set;                  /* index into sets[] */
-    int variant;              /* enum rs_variant */
+    enum rs_variant variant;
     int k;
     int64_t seed;
     int sae_off;              /* the set's SAEs are eval_sae[sae_off .. sae_off + sets[set].n) */
@@ -103,8 +102,8 @@ typedef struct rs_grid {
 rs_err rs_grid_build(rs_grid *g, const rs_config *c, const rs_model_config *mc);
 void rs_grid_free(rs_grid *g);
 
-/* Index of the SAE with this identity, or -1. pred is ignored for RS_SAE_RAW. */
-int rs_grid_find_sae(const rs_grid *g, int kind, int layer, int pred, int k, int64_t seed);
+/* Index of the SAE with this identity, or -1. pred is ignored for RS_VARIANT_RAW. */
+int rs_grid_find_sae(const rs_grid *g, enum rs_variant kind, int layer, int pred, int k, int64_t seed);
 
 /* The seed of SAE S's random streams (initialization; the data order xors a constant into it):
  * the base seed and the SAE's identity. */

@@ -38,7 +38,7 @@
 
 /* What the producer must compute for one batch. */
 typedef struct rs_harvest_batch {
-    int split;               /* enum rs_split_id */
+    enum rs_split_id split;
     int64_t batch;           /* batch index within the split */
     const int32_t *seq_ids;  /* (n_seq) sequence ids in the token data, ascending */
     int n_seq;

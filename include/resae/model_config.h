@@ -7,7 +7,7 @@
 enum rs_arch { RS_ARCH_GPT_NEOX = 1 };
 
 typedef struct rs_model_config {
-    int arch;                  /* enum rs_arch */
+    enum rs_arch arch;
     char arch_name[64];        /* "GPTNeoXForCausalLM" */
     int n_layers;              /* num_hidden_layers */
     int d_model;               /* hidden_size */

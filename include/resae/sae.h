@@ -81,7 +81,9 @@ typedef struct rs_sae_source {
     void *ctx;
 } rs_sae_source;
 
-enum rs_sae_bdec_init { RS_SAE_BDEC_GEOMEDIAN = 0, RS_SAE_BDEC_MEAN = 1, RS_SAE_BDEC_ZERO = 2 };
+enum rs_sae_bdec_init { RS_SAE_BDEC_GEOMEDIAN = 0, RS_SAE_BDEC_MEAN = 1, RS_SAE_BDEC_ZERO = 2, RS_SAE_BDEC_COUNT = 3 };
+/* As the config file spells them (train.b_dec_init), indexed by the enum. */
+extern const char *const rs_sae_bdec_init_names[RS_SAE_BDEC_COUNT];
 
 typedef struct rs_sae_config {
     int d, n_latents, k;
@@ -95,7 +97,7 @@ typedef struct rs_sae_config {
     int k_aux;             /* <= 0: d / 2 (capped at the number of dead latents each step) */
     double beta1, beta2, eps; /* Adam (0.9, 0.999, 6.25e-10) */
     uint64_t seed;
-    int bdec_init;         /* enum rs_sae_bdec_init (geometric median) */
+    enum rs_sae_bdec_init bdec_init; /* default: geometric median */
     int init_tokens;       /* sample for the b_dec init: the first init_tokens of the stream (4096) */
     int geomedian_iters;   /* Weiszfeld iterations (10) */
     int chunk_rows;        /* rows per encoder GEMM call (1024) */

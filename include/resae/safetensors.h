@@ -16,13 +16,14 @@
 #define RS_ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 
 enum rs_st_dtype {
+    RS_ST_INVALID = -1, /* a name the format does not define (the parser reports it) */
     RS_ST_BOOL, RS_ST_U8, RS_ST_I8, RS_ST_F8_E5M2, RS_ST_F8_E4M3, RS_ST_I16, RS_ST_U16, RS_ST_F16,
     RS_ST_BF16, RS_ST_I32, RS_ST_U32, RS_ST_F32, RS_ST_I64, RS_ST_U64, RS_ST_F64, RS_ST_N_DTYPES
 };
 
 typedef struct rs_st_tensor {
     char *name;
-    int dtype;                          /* enum rs_st_dtype */
+    enum rs_st_dtype dtype;
     int ndim;
     int64_t shape[RS_ST_MAX_DIMS];
     int64_t numel;

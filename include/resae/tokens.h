@@ -12,10 +12,16 @@
 
 #include "resae/err.h"
 
-enum rs_tokens_format { RS_TOKENS_AUTO = 0, RS_TOKENS_HDF5, RS_TOKENS_BIN_U16, RS_TOKENS_BIN_U32 };
+enum rs_tokens_format {
+    RS_TOKENS_INVALID = -1, /* a name rs_tokens_format_parse does not know */
+    RS_TOKENS_AUTO = 0,
+    RS_TOKENS_HDF5,
+    RS_TOKENS_BIN_U16,
+    RS_TOKENS_BIN_U32
+};
 
 typedef struct rs_tokens_opts {
-    int format;           /* enum rs_tokens_format; AUTO: .h5/.hdf5 -> hdf5, .bin -> bin_u16 */
+    enum rs_tokens_format format; /* AUTO: .h5/.hdf5 -> hdf5, .bin -> bin_u16 */
     int seq_len;          /* bin: tokens per sequence (required); hdf5: 0 = the stored length, or a
                              shorter length (the first seq_len tokens of each stored sequence) */
     int vocab;            /* > 0: ids are checked against [0, vocab) on every read */
@@ -36,8 +42,8 @@ typedef struct rs_tokens {
 } rs_tokens;
 
 /* Parse "hdf5", "bin_u16", "bin_u32" (or "auto"); -1 if unknown. */
-int rs_tokens_format_parse(const char *s);
-const char *rs_tokens_format_name(int format);
+enum rs_tokens_format rs_tokens_format_parse(const char *s);
+const char *rs_tokens_format_name(enum rs_tokens_format format);
 
 rs_err rs_tokens_open(rs_tokens *tk, const char *path, const rs_tokens_opts *opts);
 /* Sequences [s0, s0 + n) into out (n, seq_len). */

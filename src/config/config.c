@@ -21,7 +21,6 @@
 const char *const rs_variant_names[RS_VARIANT_COUNT] = {"raw", "resae"};
 const char *const rs_format_names[3] = {"hdf5", "bin_u16", "bin_u32"};
 const char *const rs_dtype_names[2] = {"float32", "float16"};
-const char *const rs_bdec_init_names[3] = {"geometric_median", "mean", "zero"};
 const char *const rs_ce_mode_names[RS_CE_MODE_COUNT] = {"single", "tf", "so"};
 const char *const rs_ablation_names[RS_ABLATION_COUNT] = {"zero", "mean"};
 
@@ -219,7 +218,7 @@ static const rs_cfg_field train_fields[] = {
     {INT("dead_tokens", train.dead_tokens, 1, I64_MAX_TOKENS, 0, HC | H_SAE), .flags = CFG_AUTO,
      .resolve_int = rs_config_dead_tokens, .doc_range = "[1, tokens]",
      .doc = "a latent inactive this many tokens is dead; auto = `min(10^7, tokens / 10)`"},
-    {ENUM("b_dec_init", train.b_dec_init, rs_bdec_init_names, RS_BDEC_GEOMETRIC_MEDIAN, HC | H_SAE),
+    {ENUM("b_dec_init", train.b_dec_init, rs_sae_bdec_init_names, RS_SAE_BDEC_GEOMEDIAN, HC | H_SAE),
      .doc = "decoder bias initialization"},
     {INT("checkpoint_every", train.checkpoint_every, 1, INT32_MAX, 200, 0),
      .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},

@@ -49,7 +49,7 @@ static uint64_t sae_hash(const rs_grid *g, const rs_config *c, int kind, int lay
     uint64_t h = h_str(g->inputs_hash, "sae");
     h = h_i64(h, kind);
     h = h_i64(h, layer);
-    if (kind == RS_SAE_RESAE) h = h_i64(h, (int64_t)affine_hash);
+    if (kind == RS_VARIANT_RESAE) h = h_i64(h, (int64_t)affine_hash);
     h = h_i64(h, k);
     h = h_i64(h, g->n_latents);
     h = h_i64(h, seed);
@@ -194,9 +194,9 @@ static int affine_index(const rs_grid *g, int a, int b) {
 /* The SAE a variant uses at position m of set s (added to saes[] on first use). */
 static rs_err sae_for(rs_grid *g, sae_index *ix, const rs_config *c, const rs_grid_set *s, int m, int variant, int k,
                       int64_t seed, int *out) {
-    rs_grid_sae sp = {RS_SAE_RAW, s->layers[m], -1, -1, k, seed, 0};
+    rs_grid_sae sp = {RS_VARIANT_RAW, s->layers[m], -1, -1, k, seed, 0};
     if (variant == RS_VARIANT_RESAE && m > 0) {
-        sp.kind = RS_SAE_RESAE;
+        sp.kind = RS_VARIANT_RESAE;
         sp.pred = s->layers[m - 1];
         sp.affine = affine_index(g, sp.pred, sp.layer);
         if (sp.affine < 0) RS_FAIL(RS_ERR_INTERNAL, "affine pair (%d, %d) missing from the grid", sp.pred, sp.layer);
@@ -211,7 +211,7 @@ static rs_err sae_for(rs_grid *g, sae_index *ix, const rs_config *c, const rs_gr
     ix->slot[pos] = g->n_saes;
     g->saes[g->n_saes] = sp;
     *out = g->n_saes++;
-    if (sp.kind == RS_SAE_RAW) g->n_raw++;
+    if (sp.kind == RS_VARIANT_RAW) g->n_raw++;
     else g->n_resae++;
     return RS_OK;
 }
@@ -336,11 +336,11 @@ void rs_grid_free(rs_grid *g) {
     memset(g, 0, sizeof *g);
 }
 
-int rs_grid_find_sae(const rs_grid *g, int kind, int layer, int pred, int k, int64_t seed) {
+int rs_grid_find_sae(const rs_grid *g, enum rs_variant kind, int layer, int pred, int k, int64_t seed) {
     for (int i = 0; i < g->n_saes; i++) {
         const rs_grid_sae *s = &g->saes[i];
         if (s->kind == kind && s->layer == layer && s->k == k && s->seed == seed &&
-            (kind == RS_SAE_RAW || s->pred == pred))
+            (kind == RS_VARIANT_RAW || s->pred == pred))
             return i;
     }
     return -1;
@@ -368,9 +368,7 @@ void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c,
     sc->beta2 = c->train.beta2;
     sc->eps = c->train.eps;
     sc->seed = rs_grid_sae_seed(s, c);
-    sc->bdec_init = c->train.b_dec_init == RS_BDEC_MEAN   ? RS_SAE_BDEC_MEAN
-                    : c->train.b_dec_init == RS_BDEC_ZERO ? RS_SAE_BDEC_ZERO
-                                                          : RS_SAE_BDEC_GEOMEDIAN;
+    sc->bdec_init = c->train.b_dec_init; /* one enum: rs_sae_bdec_init */
     sc->chunk_rows = 1024;
     sc->ckpt_every = c->train.checkpoint_every;
 }
@@ -400,7 +398,7 @@ void rs_grid_estimate_cost(rs_grid_cost *out, const rs_grid *g, const rs_config 
         const rs_grid_sae *s = &g->saes[i];
         /* encoder GEMM, sparse decoder and backward (~6kd), AuxK over up to d/2 dead latents */
         double per_tok = 2 * d * nl + 6.0 * s->k * d + d * d;
-        if (s->kind == RS_SAE_RESAE) per_tok += 2 * d * d; /* residual target A x + c */
+        if (s->kind == RS_VARIANT_RESAE) per_tok += 2 * d * d; /* residual target A x + c */
         out->train += tt * per_tok;
     }
 

@@ -9,7 +9,7 @@
  * names
  * ---------------------------------------------------------------------------------------------- */
 
-const char *rs_dtype_name(int dtype) {
+const char *rs_dtype_name(enum rs_dtype dtype) {
     switch (dtype) {
     case RS_DTYPE_F32: return "float32";
     case RS_DTYPE_F16: return "float16";
@@ -17,10 +17,10 @@ const char *rs_dtype_name(int dtype) {
     }
 }
 
-int rs_dtype_from_name(const char *name) {
+enum rs_dtype rs_dtype_from_name(const char *name) {
     if (!strcmp(name, "float32") || !strcmp(name, "f32")) return RS_DTYPE_F32;
     if (!strcmp(name, "float16") || !strcmp(name, "f16")) return RS_DTYPE_F16;
-    return -1;
+    return RS_DTYPE_INVALID;
 }
 
 /* ------------------------------------------------------------------------------------------------

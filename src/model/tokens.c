@@ -10,15 +10,15 @@
 
 #include "resae/log.h"
 
-int rs_tokens_format_parse(const char *s) {
+enum rs_tokens_format rs_tokens_format_parse(const char *s) {
     if (!strcmp(s, "auto")) return RS_TOKENS_AUTO;
     if (!strcmp(s, "hdf5")) return RS_TOKENS_HDF5;
     if (!strcmp(s, "bin_u16")) return RS_TOKENS_BIN_U16;
     if (!strcmp(s, "bin_u32")) return RS_TOKENS_BIN_U32;
-    return -1;
+    return RS_TOKENS_INVALID;
 }
 
-const char *rs_tokens_format_name(int f) {
+const char *rs_tokens_format_name(enum rs_tokens_format f) {
     switch (f) {
     case RS_TOKENS_HDF5: return "hdf5";
     case RS_TOKENS_BIN_U16: return "bin_u16";

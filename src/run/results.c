@@ -126,7 +126,6 @@ static const char *const sae_cols[] = {"layer", "pred", "k", "seed", "fvu", "aux
                                        "steps", "seconds", "tokens_per_s", "scale"};
 enum { SAE_NC = 14 };
 
-static int sae_variant(const rs_grid_sae *s) { return s->kind == RS_SAE_RAW ? RS_VARIANT_RAW : RS_VARIANT_RESAE; }
 
 /* /sae/<name> of one SAE and its table row (variant, then sae_cols). */
 static rs_err sae_one(hid_t g, double *row, const rs_task *t, const rs_grid_sae *s) {
@@ -138,9 +137,9 @@ static rs_err sae_one(hid_t g, double *row, const rs_task *t, const rs_grid_sae 
     rs_err err = sg < 0 ? RS_ERR(RS_ERR_IO, "results: cannot create /sae/%s", name) : RS_OK;
     static const char *const w[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
     for (int j = 0; j < 4 && !err; j++) err = copy_obj(f, w[j], sg, w[j]);
-    if (!err) err = rs_h5_attr_str(sg, "kind", rs_variant_names[sae_variant(s)]);
+    if (!err) err = rs_h5_attr_str(sg, "kind", rs_variant_names[s->kind]);
     if (!err) err = copy_attrs_num(f, sg, sae_cols, (int)(sizeof sae_cols / sizeof *sae_cols), t->path);
-    row[0] = sae_variant(s);
+    row[0] = (double)s->kind;
     for (int j = 0; j < SAE_NC - 1 && !err; j++) err = rs_h5_attr_get_f64(&row[j + 1], f, sae_cols[j], t->path);
     if (sg >= 0) H5Gclose(sg);
     H5Fclose(f);

@@ -77,7 +77,7 @@ static rs_err inputs_load(eval_inputs *in, const rs_run *run, const rs_actstore 
         rs_eval_layer *L = &in->es.L[m];
         RS_TRY(rs_taskfile_load_sae(&in->sae[m], &L->scale, &in->dead_train[m], run, g));
         L->sae = &in->sae[m];
-        if (g->kind == RS_SAE_RESAE) {
+        if (g->kind == RS_VARIANT_RESAE) {
             RS_CHECK(g->pred == s->layers[m - 1], RS_ERR_INTERNAL, "resae SAE at layer %d predicts from %d, not %d",
                      g->layer, g->pred, s->layers[m - 1]);
             RS_TRY(rs_taskfile_load_affine(&in->map[m], run, g->pred, g->layer));

@@ -160,7 +160,7 @@ static rs_err stream_init(sae_stream *s, const rs_run *run, const rs_actstore *s
 /* Input scale of an SAE: raw from the store's calibration E||h||^2; resae from the affine fit. */
 static rs_err sae_scale(double *scale, rs_affine_map *map, const rs_run *run, const rs_actstore *st,
                         const rs_grid_sae *g) {
-    if (g->kind == RS_SAE_RAW) {
+    if (g->kind == RS_VARIANT_RAW) {
         double msq = 0;
         RS_TRY(rs_actstore_stats(st, NULL, &msq, RS_SPLIT_CALIB, g->layer));
         RS_CHECK(msq > 0, RS_ERR_NUMERIC, "layer %d: the calibration activations have mean squared norm %g", g->layer,
@@ -215,7 +215,7 @@ static rs_err train_on(const rs_task_ctx *c, const rs_actstore *st, const rs_gri
     memset(&s, 0, sizeof s);
     rs_err err = rs_agree(sae_scale(&scale, &map, c->run, st, g), c->comm, "the SAE input scale");
     if (!err)
-        err = rs_agree(stream_init(&s, c->run, st, g, g->kind == RS_SAE_RESAE ? &map : NULL, scale), c->comm,
+        err = rs_agree(stream_init(&s, c->run, st, g, g->kind == RS_VARIANT_RESAE ? &map : NULL, scale), c->comm,
                        "the SAE data stream");
     if (!err) err = train(c, &s, g, scale, path);
     stream_free(&s);

@@ -189,7 +189,7 @@ rs_err rs_taskfile_load_affine(rs_affine_map *m, const rs_run *run, int a, int b
 static rs_err sae_attrs(hid_t f, const rs_sae *sae, const rs_grid_sae *g, const rs_sae_metrics *mt,
                         const rs_sae_config *sc, double scale) {
     RS_TRY(rs_h5_attr_str(f, "task", "sae"));
-    RS_TRY(rs_h5_attr_str(f, "kind", rs_variant_names[g->kind == RS_SAE_RAW ? RS_VARIANT_RAW : RS_VARIANT_RESAE]));
+    RS_TRY(rs_h5_attr_str(f, "kind", rs_variant_names[g->kind]));
     RS_TRY(rs_h5_attr_i64(f, "layer", g->layer));
     RS_TRY(rs_h5_attr_i64(f, "pred", g->pred));
     RS_TRY(rs_h5_attr_i64(f, "k", g->k));

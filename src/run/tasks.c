@@ -58,7 +58,7 @@ rs_err rs_tasks_affine_path(char *out, size_t n, const rs_run *run, int a, int b
 }
 
 void rs_tasks_sae_name(char *out, size_t n, const rs_grid_sae *s) {
-    if (s->kind == RS_SAE_RAW)
+    if (s->kind == RS_VARIANT_RAW)
         snprintf(out, n, "raw_L%d_k%d_s%" PRId64, s->layer, s->k, s->seed);
     else
         snprintf(out, n, "resae_L%d_P%d_k%d_s%" PRId64, s->layer, s->pred, s->k, s->seed);
@@ -140,7 +140,7 @@ static double cost_affine(const rs_run *r) {
 static double cost_sae(const rs_run *r, const rs_grid_sae *g) {
     double d = r->mc.d_model, n = (double)r->grid.n_latents;
     double c = 6.0 * d * n * (double)r->grid.train_steps * (double)r->cfg.train.batch_size;
-    if (g->kind == RS_SAE_RESAE) c += 2.0 * d * d * (double)r->grid.train_steps * (double)r->cfg.train.batch_size;
+    if (g->kind == RS_VARIANT_RESAE) c += 2.0 * d * d * (double)r->grid.train_steps * (double)r->cfg.train.batch_size;
     return c;
 }
 
@@ -250,7 +250,7 @@ static rs_err add_affine_train(builder *b, const rs_run *run, int h) {
         RS_TRY(rs_tasks_sae_path(path, sizeof path, run, g));
         RS_TRY(add(&t, b, RS_TASK_TRAIN, i, name, path, g->hash, cost_sae(run, g)));
         RS_TRY(add_dep(b, t, h));
-        if (g->kind == RS_SAE_RESAE) {
+        if (g->kind == RS_VARIANT_RESAE) {
             int k = pair_index(l, g->pred, g->layer);
             RS_CHECK(k >= 0, RS_ERR_INTERNAL, "no affine fit %d->%d for SAE %s", g->pred, g->layer, sn);
             RS_TRY(add_dep(b, t, first_pair + k));

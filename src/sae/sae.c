@@ -215,6 +215,8 @@ static int compress_scalar(float *restrict cv, int32_t *restrict ci, const float
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(RESAE_NO_CLONES)
 #include <immintrin.h>
+
+const char *const rs_sae_bdec_init_names[RS_SAE_BDEC_COUNT] = {"geometric_median", "mean", "zero"};
 #define RS_HAVE_AVX512_COMPRESS 1
 /* floats the compress loop fetches ahead: the rows come from a GEMM output far larger than L2 */
 #define RS_SAE_STREAM_AHEAD 1024

@@ -87,7 +87,7 @@ static void test_defaults(void **state) {
     assert_true(fabs(rs_config_lr(&c, 1024) - 8e-4) < 1e-15);
     assert_true(fabs(rs_config_lr(&c, 16384) - 2e-4) < 1e-15);
     assert_true(c.train.eps == 6.25e-10);
-    assert_int_equal(c.train.b_dec_init, RS_BDEC_GEOMETRIC_MEDIAN);
+    assert_int_equal(c.train.b_dec_init, RS_SAE_BDEC_GEOMEDIAN);
     assert_int_equal(c.eval.n_ce_modes, 3);
     assert_int_equal(c.eval.n_ablations, 2);
     assert_int_equal(c.eval.tpp.layer, -1);
@@ -125,7 +125,7 @@ static void test_full(void **state) {
     assert_int_equal(c.eval.probing.top_k.v[1], 32);
     assert_true(c.train.lr == 3e-4);
     assert_int_equal(c.train.tokens, 1000000);
-    assert_int_equal(c.train.b_dec_init, RS_BDEC_MEAN);
+    assert_int_equal(c.train.b_dec_init, RS_SAE_BDEC_MEAN);
     assert_int_equal(c.eval.ce, 0);
     assert_int_equal(c.eval.n_ce_modes, 2);
     assert_int_equal(c.eval.ce_modes[0], RS_CE_SO);

@@ -94,22 +94,22 @@ static void test_demo_grid(void **state) {
     assert_non_null(q);
     assert_non_null(g2);
     const int *sq = &g.eval_sae[q->sae_off], *sg = &g.eval_sae[g2->sae_off];
-    assert_int_equal(sq[0], rs_grid_find_sae(&g, RS_SAE_RAW, 0, -1, 3, 0));
-    assert_int_equal(sq[1], rs_grid_find_sae(&g, RS_SAE_RESAE, 2, 0, 3, 0));
-    assert_int_equal(sq[3], rs_grid_find_sae(&g, RS_SAE_RESAE, 6, 4, 3, 0));
+    assert_int_equal(sq[0], rs_grid_find_sae(&g, RS_VARIANT_RAW, 0, -1, 3, 0));
+    assert_int_equal(sq[1], rs_grid_find_sae(&g, RS_VARIANT_RESAE, 2, 0, 3, 0));
+    assert_int_equal(sq[3], rs_grid_find_sae(&g, RS_VARIANT_RESAE, 6, 4, 3, 0));
     assert_true(sq[1] >= 0 && sq[3] >= 0);
     for (int m = 0; m < 4; m++) assert_int_equal(sq[m], sg[m]);
     assert_true(q->hash == g2->hash);
     /* a resae SAE knows its affine map */
     const rs_grid_sae *s = &g.saes[sq[2]];
-    assert_int_equal(s->kind, RS_SAE_RESAE);
+    assert_int_equal(s->kind, RS_VARIANT_RESAE);
     assert_int_equal(g.affine[s->affine].a, 2);
     assert_int_equal(g.affine[s->affine].b, 4);
     /* no resae SAE at a set's first layer, and none for a pair that is not consecutive anywhere */
-    assert_int_equal(rs_grid_find_sae(&g, RS_SAE_RESAE, 0, -1, 3, 0), -1);
-    assert_int_equal(rs_grid_find_sae(&g, RS_SAE_RESAE, 7, 5, 3, 0), -1);
+    assert_int_equal(rs_grid_find_sae(&g, RS_VARIANT_RESAE, 0, -1, 3, 0), -1);
+    assert_int_equal(rs_grid_find_sae(&g, RS_VARIANT_RESAE, 7, 5, 3, 0), -1);
     /* the raw SAE at layer 2 serves the raw evaluations of quarters and gap1 */
-    int raw2 = rs_grid_find_sae(&g, RS_SAE_RAW, 2, -1, 6, 0);
+    int raw2 = rs_grid_find_sae(&g, RS_VARIANT_RAW, 2, -1, 6, 0);
     assert_true(raw2 >= 0);
     int uses = 0;
     for (int i = 0; i < g.n_evals; i++) {
@@ -181,35 +181,35 @@ static void test_hashes(void **state) {
     rs_config c0, c1;
     rs_grid g0, g1;
     build(&c0, &g0, sets, "sae: {k: [4]}\n");
-    uint64_t raw0 = sae_hash_of(&g0, RS_SAE_RAW, 2, -1, 4), res0 = sae_hash_of(&g0, RS_SAE_RESAE, 2, 0, 4);
+    uint64_t raw0 = sae_hash_of(&g0, RS_VARIANT_RAW, 2, -1, 4), res0 = sae_hash_of(&g0, RS_VARIANT_RESAE, 2, 0, 4);
     assert_true(raw0 != res0);
 
     /* identical config: identical hashes (stable) */
     build(&c1, &g1, sets, "sae: {k: [4]}\n");
-    assert_true(sae_hash_of(&g1, RS_SAE_RAW, 2, -1, 4) == raw0);
+    assert_true(sae_hash_of(&g1, RS_VARIANT_RAW, 2, -1, 4) == raw0);
     assert_true(g1.evals[0].hash == g0.evals[0].hash);
     rs_grid_free(&g1);
     rs_config_free(&c1);
 
     /* set name, run_dir, eval batch, parallel: nothing changes */
     build(&c1, &g1, sets_renamed, "sae: {k: [4]}\nrun_dir: /x\neval: {batch_sequences: 3}\nparallel: {group_size: 2}\n");
-    assert_true(sae_hash_of(&g1, RS_SAE_RAW, 2, -1, 4) == raw0);
-    assert_true(sae_hash_of(&g1, RS_SAE_RESAE, 2, 0, 4) == res0);
+    assert_true(sae_hash_of(&g1, RS_VARIANT_RAW, 2, -1, 4) == raw0);
+    assert_true(sae_hash_of(&g1, RS_VARIANT_RESAE, 2, 0, 4) == res0);
     assert_true(g1.evals[0].hash == g0.evals[0].hash);
     rs_grid_free(&g1);
     rs_config_free(&c1);
 
     /* evaluation settings change evaluations, not SAEs */
     build(&c1, &g1, sets, "sae: {k: [4]}\neval: {ce_modes: [tf]}\n");
-    assert_true(sae_hash_of(&g1, RS_SAE_RAW, 2, -1, 4) == raw0);
+    assert_true(sae_hash_of(&g1, RS_VARIANT_RAW, 2, -1, 4) == raw0);
     assert_true(g1.evals[0].hash != g0.evals[0].hash);
     rs_grid_free(&g1);
     rs_config_free(&c1);
 
     /* the affine regularizer changes resae SAEs (and the pair), not raw ones */
     build(&c1, &g1, sets, "sae: {k: [4]}\naffine: {lambda_rel: 1.0e-3}\n");
-    assert_true(sae_hash_of(&g1, RS_SAE_RAW, 2, -1, 4) == raw0);
-    assert_true(sae_hash_of(&g1, RS_SAE_RESAE, 2, 0, 4) != res0);
+    assert_true(sae_hash_of(&g1, RS_VARIANT_RAW, 2, -1, 4) == raw0);
+    assert_true(sae_hash_of(&g1, RS_VARIANT_RESAE, 2, 0, 4) != res0);
     assert_true(g1.affine[0].hash != g0.affine[0].hash);
     rs_grid_free(&g1);
     rs_config_free(&c1);
@@ -221,8 +221,8 @@ static void test_hashes(void **state) {
                              "sae: {k: [4]}\nseed: 5\n"};
     for (size_t i = 0; i < sizeof changes / sizeof *changes; i++) {
         build(&c1, &g1, sets, changes[i]);
-        assert_true(sae_hash_of(&g1, RS_SAE_RAW, 2, -1, 4) != raw0);
-        assert_true(sae_hash_of(&g1, RS_SAE_RESAE, 2, 0, 4) != res0);
+        assert_true(sae_hash_of(&g1, RS_VARIANT_RAW, 2, -1, 4) != raw0);
+        assert_true(sae_hash_of(&g1, RS_VARIANT_RESAE, 2, 0, 4) != res0);
         rs_grid_free(&g1);
         rs_config_free(&c1);
     }
