@@ -16,6 +16,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: resae validate [--quiet] [--no-grid] CONFIG\n"
+            "       resae validate --keys\n"
             "\n"
             "Check an experiment config (docs/config.md): the YAML syntax, every key, type and range, the\n"
             "consistency between settings, and, reading model.path/config.json, the layers and k against\n"
@@ -31,6 +32,7 @@ static void usage(FILE *f) {
             "options:\n"
             "  -q, --quiet    print nothing on success (errors still go to stderr)\n"
             "  --no-grid      print the resolved config only\n"
+            "  --keys         print every config key: type, default, range, identity hashes (docs/config.md)\n"
             "  -h, --help     this text\n"
             "\n"
             "exit codes: 0 valid, 1 invalid (the error is printed), 2 usage\n",
@@ -110,6 +112,10 @@ int rs_cmd_validate(int argc, char **argv) {
     }
     int quiet = 0, grid = 1;
     const char *path = NULL;
+    if (argc == 2 && !strcmp(argv[1], "--keys")) {
+        rs_config_write_keys(stdout);
+        return RS_EXIT_OK;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) quiet = 1;
         else if (!strcmp(argv[i], "--no-grid")) grid = 0;

@@ -495,7 +495,7 @@ static rs_err yaml_fail(const rs_config *c, const yaml_parser_t *yp) {
     else if (strstr(prob, "tab")) hint = "; indent with spaces, not tabs";
     else if (strstr(prob, "mapping values are not allowed")) hint = "; a value may not contain ': ' unless quoted";
     else if (strstr(prob, "did not find expected")) hint = "; check the indentation and the closing brackets above";
-    return rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__, "%s:%d:%d: YAML syntax error: %s%s%s", c->path,
+    return RS_ERR(RS_ERR_CONFIG, "%s:%d:%d: YAML syntax error: %s%s%s", c->path,
                       (int)m->line + 1, (int)m->column + 1, prob, ctx, hint);
 }
 
@@ -519,8 +519,7 @@ static rs_err prescan(const rs_config *c, const char *text, size_t len) {
         if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) depth++;
         if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) depth--;
         if (depth > RS_CONFIG_MAX_DEPTH)
-            err = rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                             "%s:%d:%d: lists and mappings are nested more than %d levels deep here; a config "
+            err = RS_ERR(RS_ERR_CONFIG, "%s:%d:%d: lists and mappings are nested more than %d levels deep here; a config "
                              "needs at most 4 (see docs/config.md)", c->path, (int)ev.start_mark.line + 1,
                              (int)ev.start_mark.column + 1, RS_CONFIG_MAX_DEPTH);
         yaml_event_delete(&ev);
@@ -579,8 +578,7 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root || yg_is_null(root)) {
         rs_loc at = root ? yg_loc(root) : (rs_loc){1, 1};
-        err = rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                         "%s:%d:%d: the config is empty; it needs at least 'name:', 'model: {path: ..}', "
+        err = RS_ERR(RS_ERR_CONFIG, "%s:%d:%d: the config is empty; it needs at least 'name:', 'model: {path: ..}', "
                          "'data: {tokens: ..}' and 'layers: {sets: [..]}' (see docs/config.md)", path, at.line, at.col);
     } else {
         /* a second document would be silently ignored: refuse it */
@@ -590,8 +588,7 @@ rs_err rs_config_load_text(rs_config *c, const char *path, const char *text, siz
         } else {
             yaml_node_t *r2 = yaml_document_get_root_node(&doc2);
             if (r2)
-                err = rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                                 "%s:%d:%d: a second YAML document starts here; a config is one document (remove "
+                err = RS_ERR(RS_ERR_CONFIG, "%s:%d:%d: a second YAML document starts here; a config is one document (remove "
                                  "the '---' line and what follows, or merge it)", path,
                                  (int)doc2.start_mark.line + 1, (int)doc2.start_mark.column + 1);
             yaml_document_delete(&doc2);

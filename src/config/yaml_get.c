@@ -19,8 +19,7 @@
 rs_err yg_loc_record(rs_config *c, const char *key, rs_loc loc) {
     /* every value read is recorded once, so this bounds what aliases can multiply */
     if (c->n_locs >= RS_CONFIG_MAX_VALUES)
-        return rs_err_set(RS_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                          "%s:%d:%d: %s: the config holds more than %d values (counting each use of an alias); "
+        return RS_ERR(RS_ERR_CONFIG, "%s:%d:%d: %s: the config holds more than %d values (counting each use of an alias); "
                           "no experiment needs that many", c->path, loc.line, loc.col, key, RS_CONFIG_MAX_VALUES);
     if (c->n_locs == c->cap_locs) {
         int cap = c->cap_locs ? 2 * c->cap_locs : 64;

@@ -986,7 +986,7 @@ rs_err rs_sched_run(rs_sched *s, rs_sched_run_fn run, rs_sched_done_fn done, voi
     coord c;
     memset(&c, 0, sizeof c);
     int cerr = w.leader && !w.txt ? RS_ERR_NOMEM : RS_OK;
-    if (cerr) rs_err_set(cerr, __FILE__, __LINE__, __func__, "out of memory for the group's error texts");
+    if (cerr) RS_ERR(cerr, "out of memory for the group's error texts");
     int coord_up = 0;
     if (w.rank == 0 && !cerr) {
         cerr = sched_coord_start(&c, s, &w, done, ctx);
@@ -1068,7 +1068,7 @@ rs_err rs_sched_write_table(hid_t loc, const char *name, const rs_sched *s) {
     hid_t sp = H5Screate_simple(1, &dims, NULL);
     hid_t ds = H5Dcreate2(loc, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (ds < 0 || (n && H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0))
-        err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "HDF5: cannot write the task table '%s'", name);
+        err = RS_ERR(RS_ERR_IO, "HDF5: cannot write the task table '%s'", name);
     if (!err) err = rs_h5_attr_i64(ds, "group_size", s->group_size);
     if (!err) err = rs_h5_attr_i64(ds, "n_groups", s->n_groups);
     if (!err) err = rs_h5_attr_i64(ds, "max_retries", s->opts.max_retries);
@@ -1116,8 +1116,7 @@ rs_err rs_sched_status_read(rs_sched_status *st, const char *path) {
         int nf = split_tabs(fl, 10, line);
         if (lineno == 1) {
             if (nf != 2 || strcmp(fl[0], "resae-sched-status") || strcmp(fl[1], "1"))
-                err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__,
-                                 "%s: not a scheduler status snapshot of version 1 (first line)", path);
+                err = RS_ERR(RS_ERR_FORMAT, "%s: not a scheduler status snapshot of version 1 (first line)", path);
         } else if (!strcmp(fl[0], "host") && nf == 2) {
             snprintf(st->host, sizeof st->host, "%s", fl[1]);
         } else if (!strcmp(fl[0], "pid") && nf == 2) {
@@ -1136,7 +1135,7 @@ rs_err rs_sched_status_read(rs_sched_status *st, const char *path) {
                 int nc = cap ? 2 * cap : 64;
                 rs_sched_status_row *r = realloc(st->rows, sizeof *r * (size_t)nc);
                 if (!r) {
-                    err = rs_err_set(RS_ERR_NOMEM, __FILE__, __LINE__, __func__, "%s: out of memory", path);
+                    err = RS_ERR(RS_ERR_NOMEM, "%s: out of memory", path);
                     break;
                 }
                 st->rows = r;
@@ -1154,16 +1153,16 @@ rs_err rs_sched_status_read(rs_sched_status *st, const char *path) {
             snprintf(r->name, sizeof r->name, "%s", fl[8]);
             snprintf(r->error, sizeof r->error, "%s", fl[9]);
             if (r->state < 0)
-                err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s:%d: unknown task state '%s'", path,
+                err = RS_ERR(RS_ERR_FORMAT, "%s:%d: unknown task state '%s'", path,
                                  lineno, fl[1]);
             st->n++;
         } else {
-            err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s:%d: unexpected line '%.40s'", path,
+            err = RS_ERR(RS_ERR_FORMAT, "%s:%d: unexpected line '%.40s'", path,
                              lineno, fl[0]);
         }
     }
     fclose(f);
-    if (!err && lineno == 0) err = rs_err_set(RS_ERR_FORMAT, __FILE__, __LINE__, __func__, "%s: empty", path);
+    if (!err && lineno == 0) err = RS_ERR(RS_ERR_FORMAT, "%s: empty", path);
     if (err) rs_sched_status_free(st);
     return err;
 }
