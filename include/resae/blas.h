@@ -74,7 +74,8 @@ typedef struct rs_blas_verdict {
 void rs_blas_decide(rs_blas_verdict *v, const rs_blas_situation *s);
 
 /* Call first in main(), before MPI_Init and before any thread starts: decides as above (may re-exec
- * and then does not return), prints a warning once per job (only the launcher's rank 0 prints), runs
+ * and then does not return), prints a warning once per job (only the launcher's rank 0 prints, and
+ * not for the bookkeeping commands status, validate, report and help), runs
  * the kernel self-test. Fails with RS_ERR_UNSUPPORTED (refused kernels) or RS_ERR_NUMERIC (wrong
  * results). Idempotent: a second call returns the first one's result. */
 rs_err rs_blas_guard(int argc, char **argv);

@@ -461,8 +461,17 @@ static int launcher_rank0(void) {
     return 1;
 }
 
+/* Commands that read files and print, with no BLAS work to speak of: the warning would only repeat
+ * what `resae run` and `resae version` say (refusals and the self-test still apply). */
+static int bookkeeping_command(int argc, char **argv) {
+    static const char *const quiet[] = {"status", "validate", "report", "help", NULL};
+    if (argc < 2) return 0;
+    for (const char *const *q = quiet; *q; q++)
+        if (!strcmp(argv[1], *q)) return 1;
+    return 0;
+}
+
 rs_err rs_blas_guard(int argc, char **argv) {
-    (void)argc;
     static int done = 0;
     static rs_err result = RS_OK;
     if (done) return result;
@@ -498,7 +507,7 @@ rs_err rs_blas_guard(int argc, char **argv) {
         result = RS_ERR(RS_ERR_UNSUPPORTED, "%s", v.msg);
         return result;
     }
-    if (v.action == RS_BLAS_WARN && launcher_rank0()) {
+    if (v.action == RS_BLAS_WARN && launcher_rank0() && !bookkeeping_command(argc, argv)) {
         fprintf(stderr, "warning: %s\n", v.msg);
         fflush(stderr);
     }

@@ -86,5 +86,13 @@ done
 case_run "guard off" 0 0 LD_PRELOAD="$shim" RESAE_TEST_BLAS_FAULT=sgemm RESAE_NO_BLAS_GUARD=1 \
   ASAN_OPTIONS=verify_asan_link_order=0 -- "disabled \(RESAE_NO_BLAS_GUARD=1\)"
 
+# 6. the bookkeeping commands do not repeat the warning (resae run and resae version give it)
+if [ "$level" = AVX-512 ]; then
+  n=$((n + 1))
+  env OPENBLAS_CORETYPE=Haswell "$resae" validate --keys >"$out" 2>"$err"
+  if [ "$(grep -c '^warning:' "$err")" = 0 ] && grep -q 'adam.beta1' "$out"; then echo "ok: validate quiet"
+  else fail "validate --keys with a user SIMD set: expected no warning"; fi
+fi
+
 echo "blas guard cases: $((n - fails)) passed, $fails failed"
 [ $fails = 0 ]
