@@ -14,6 +14,7 @@
 #include "resae/config.h"
 #include "resae/err.h"
 #include "resae/util.h"
+#include "model8.h"
 
 static char g_dir[4096]; /* tests/data/config */
 
@@ -28,18 +29,6 @@ static rs_err load_text(rs_config *c, const char *text) {
     char path[4200];
     data_path(path, sizeof path, "good/inline.yaml");
     return rs_config_load_text(c, path, text, strlen(text));
-}
-
-static rs_model_config model8(void) {
-    rs_model_config m;
-    memset(&m, 0, sizeof m);
-    m.arch = RS_ARCH_GPT_NEOX;
-    snprintf(m.arch_name, sizeof m.arch_name, "GPTNeoXForCausalLM");
-    m.n_layers = 8, m.d_model = 128, m.n_heads = 4, m.head_dim = 32, m.d_ff = 512, m.vocab_size = 256;
-    m.max_positions = 256, m.rotary_pct = 0.25, m.rotary_base = 10000, m.layer_norm_eps = 1e-5;
-    m.parallel_residual = 1;
-    snprintf(m.hidden_act, sizeof m.hidden_act, "gelu");
-    return m;
 }
 
 static char *yaml_of(const rs_config *c) {

@@ -17,24 +17,13 @@
 #include "resae/err.h"
 #include "resae/grid.h"
 #include "resae/util.h"
+#include "model8.h"
 #include "../../src/config/schema.h"
 
 #define KEYS_BEGIN "<!-- keys: generated from the schema tables in src/config/config.c"
 #define KEYS_END "<!-- keys: end -->"
 
 static const char *g_docs;
-
-static rs_model_config model8(void) {
-    rs_model_config m;
-    memset(&m, 0, sizeof m);
-    m.arch = RS_ARCH_GPT_NEOX;
-    snprintf(m.arch_name, sizeof m.arch_name, "GPTNeoXForCausalLM");
-    m.n_layers = 8, m.d_model = 128, m.n_heads = 4, m.head_dim = 32, m.d_ff = 512, m.vocab_size = 256;
-    m.max_positions = 256, m.rotary_pct = 0.25, m.rotary_base = 10000, m.layer_norm_eps = 1e-5;
-    m.parallel_residual = 1;
-    snprintf(m.hidden_act, sizeof m.hidden_act, "gelu");
-    return m;
-}
 
 /* Both studies enabled, so that the fields they gate are hashed. */
 static const char *const base_yaml =

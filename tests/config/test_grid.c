@@ -12,18 +12,7 @@
 #include "resae/config.h"
 #include "resae/err.h"
 #include "resae/grid.h"
-
-static rs_model_config model8(void) {
-    rs_model_config m;
-    memset(&m, 0, sizeof m);
-    m.arch = RS_ARCH_GPT_NEOX;
-    snprintf(m.arch_name, sizeof m.arch_name, "GPTNeoXForCausalLM");
-    m.n_layers = 8, m.d_model = 128, m.n_heads = 4, m.head_dim = 32, m.d_ff = 512, m.vocab_size = 256;
-    m.max_positions = 256, m.rotary_pct = 0.25, m.rotary_base = 10000, m.layer_norm_eps = 1e-5;
-    m.parallel_residual = 1;
-    snprintf(m.hidden_act, sizeof m.hidden_act, "gelu");
-    return m;
-}
+#include "model8.h"
 
 /* Build the grid of BASE + EXTRA (YAML text) on the 8-layer model. */
 static void build(rs_config *c, rs_grid *g, const char *layers_yaml, const char *extra) {
