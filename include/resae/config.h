@@ -138,6 +138,13 @@ typedef struct rs_config {
             char *data;       /* absolute path or NULL; required when enabled */
             rs_int_list top_k;
             double l2_c;
+            int64_t n_train, n_test;  /* windows per class on each side of the split */
+            int64_t classes_per_set;  /* 2..5 */
+            int64_t class_sets;       /* at most this many class sets */
+            double test_fraction;     /* group split target */
+            int64_t pool_skip_first;  /* pool positions pool_skip_first..T-1 */
+            int64_t seed;             /* the splits and negative draws */
+            char *layer_set;          /* NULL: every layer set; else only the sets with this set's layers */
         } probing;
         struct {
             int enabled;
@@ -182,6 +189,8 @@ rs_err rs_config_check_model(const rs_config *c, const rs_model_config *mc);
 rs_err rs_config_write_yaml(FILE *f, const rs_config *c);
 /* Hash of the resolved config, excluding what does not change results (run_dir, parallel.*). */
 uint64_t rs_config_hash(const rs_config *c);
+/* h mixed with every eval.probing key (the probing tasks' identity; tasks.c). */
+uint64_t rs_config_probe_hash(uint64_t h, const rs_config *c);
 /* The key reference of docs/config.md (markdown tables, one per section), printed from the schema
  * tables in src/config/config.c. */
 void rs_config_write_keys(FILE *f);

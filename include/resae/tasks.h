@@ -19,9 +19,10 @@ enum rs_task_kind {
     RS_TASK_TRAIN = 2,   /* one SAE */
     RS_TASK_EVAL = 3,    /* one unique evaluation (identical sets share one) */
     RS_TASK_ABLATE = 4,  /* the zero/mean ablation baselines of one distinct set */
-    RS_TASK_KIND_COUNT = 5
+    RS_TASK_PROBE = 5,   /* sparse probing of one distinct set: every variant, k and seed */
+    RS_TASK_KIND_COUNT = 6
 };
-extern const char *const rs_task_kind_names[RS_TASK_KIND_COUNT]; /* harvest affine train evaluate ablate */
+extern const char *const rs_task_kind_names[RS_TASK_KIND_COUNT]; /* harvest affine train evaluate ablate probe */
 const char *rs_task_kind_name(enum rs_task_kind k);
 rs_err rs_task_kind_parse(enum rs_task_kind *out, const char *name);
 /* The stage a kind belongs to (ablation baselines: the evaluation stage). */
@@ -69,6 +70,13 @@ int rs_tasks_eval_first(const rs_run *run, int i);
 /* Whether the run has ablation tasks (eval.ce on and ablations configured). */
 int rs_tasks_ablate_needed(const rs_run *run);
 rs_err rs_tasks_ablate_path(char *out, size_t n, const rs_run *run, int set);
+/* Whether grid.sets[set] has a probing task: eval.probing on, the first set with its layers, and
+ * (eval.probing.layer_set) the named set's layers. */
+int rs_tasks_probe_needed(const rs_run *run, int set);
+/* tasks/probe_<set>_<hash>.h5; the hash covers the inputs, the layers, every SAE of the set's
+ * evaluations and the eval.probing keys. */
+uint64_t rs_tasks_probe_hash(const rs_run *run, int set);
+rs_err rs_tasks_probe_path(char *out, size_t n, const rs_run *run, int set);
 /* <run_dir>/<name> (the activation store, results.h5, config.yaml, the status snapshot, ...). */
 rs_err rs_tasks_run_file(char *out, size_t n, const rs_run *run, const char *name);
 

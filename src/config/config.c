@@ -231,14 +231,30 @@ static const rs_cfg_section train_section = {
     "`warmup_steps + ceil(decay_fraction * steps) <= steps`."};
 
 #define HE (H_CONFIG | H_EVAL)
+/* probing runs in its own tasks (H_PROBE); `enabled` stays in the eval hash, as it always was */
+#define HP (H_CONFIG | H_PROBE)
 static const rs_cfg_field probing_fields[] = {
-    {BOOL("enabled", eval.probing.enabled, 0, HE), .flags = CFG_GATE, .doc = "sparse probing (SAEBench protocol)"},
-    {PATH("data", eval.probing.data, HE), .flags = CFG_NULL, .doc_range = "required when enabled",
-     .doc = "labelled sequences"},
-    {INTS("top_k", eval.probing.top_k, "K", 1, 1 << 24, YG_LIST_UNIQUE | YG_LIST_SORTED, HE)(1, 2, 5),
+    {BOOL("enabled", eval.probing.enabled, 0, HE | H_PROBE), .flags = CFG_GATE,
+     .doc = "sparse probing (SAEBench protocol, docs/probing.md)"},
+    {PATH("data", eval.probing.data, HP), .flags = CFG_NULL, .doc_range = "required when enabled",
+     .doc = "labelled sequences (HDF5: /tokens, /labels, /label_names, optional /groups)"},
+    {INTS("top_k", eval.probing.top_k, "K", 1, 1 << 24, YG_LIST_UNIQUE | YG_LIST_SORTED, HP)(1, 2, 5),
      .doc = "numbers of latents K"},
-    {NUM("l2_c", eval.probing.l2_c, 0, 1, 1e12, 0, 1.0, HE),
+    {NUM("l2_c", eval.probing.l2_c, 0, 1, 1e12, 0, 1.0, HP),
      .doc = "inverse L2 strength C of the logistic regression"},
+    {INT("n_train", eval.probing.n_train, 1, 1 << 24, 250, HP),
+     .doc = "windows per class on the train side (a binary task has 2 n_train)"},
+    {INT("n_test", eval.probing.n_test, 1, 1 << 24, 100, HP), .doc = "windows per class on the test side"},
+    {INT("classes_per_set", eval.probing.classes_per_set, 2, 5, 5, HP), .doc = "classes of one class set"},
+    {INT("class_sets", eval.probing.class_sets, 1, 64, 4, HP), .doc = "at most this many class sets"},
+    {NUM("test_fraction", eval.probing.test_fraction, 0, 1, 1, 1, 0.25, HP),
+     .doc = "target share of a class's windows on the test side of the group split"},
+    {INT("pool_skip_first", eval.probing.pool_skip_first, 0, 1 << 20, 1, HP), .doc_range = "[0, T-1]",
+     .doc = "positions 0..pool_skip_first-1 of a window are left out of the pooled mean"},
+    {INT("seed", eval.probing.seed, 0, INT32_MAX, 42, HP), .doc = "seed of the group split and the draws"},
+    {.name = "layer_set", .kind = CFG_STR, .off = OFF(eval.probing.layer_set), .hash = HP, .flags = CFG_NULL,
+     .doc_type = "str or null", .doc_range = "a layer set's name",
+     .doc = "probe only the layer sets with this set's layers; null = every set"},
 };
 static const rs_cfg_section probing_section = {"eval.probing", FIELDS(probing_fields), 0, probing_check, NULL};
 
@@ -642,6 +658,7 @@ void rs_config_free(rs_config *c) {
     free(c->sae.seeds.v);
     free(c->eval.probing.data);
     free(c->eval.probing.top_k.v);
+    free(c->eval.probing.layer_set);
     free(c->eval.tpp.data);
     free(c->eval.tpp.budgets.v);
     free(c->locs);
@@ -760,6 +777,8 @@ rs_err rs_config_write_yaml(FILE *f, const rs_config *c) {
     if (ferror(f)) RS_FAIL(RS_ERR_IO, "write error while printing the resolved config");
     return RS_OK;
 }
+
+uint64_t rs_config_probe_hash(uint64_t h, const rs_config *c) { return rs_cfg_hash(h, c, H_PROBE, 0); }
 
 uint64_t rs_config_hash(const rs_config *c) {
     char *buf = NULL;

@@ -46,8 +46,9 @@ enum {
     H_EVAL = 16,   /* evaluation hashes */
     H_GRID = 32,   /* not hashed as a value: it decides which tasks exist (layers, k, seeds, ...), and
                     * the grid hashes those items (rs_grid_build) */
+    H_PROBE = 64,  /* sparse-probing task hashes (tasks.c) */
 };
-#define H_TASKS (H_INPUTS | H_AFFINE | H_SAE | H_EVAL)
+#define H_TASKS (H_INPUTS | H_AFFINE | H_SAE | H_EVAL | H_PROBE)
 
 typedef struct rs_cfg_section rs_cfg_section;
 

@@ -10,7 +10,8 @@
 #include "resae/sched.h"
 #include "resae/util.h"
 
-const char *const rs_task_kind_names[RS_TASK_KIND_COUNT] = {"harvest", "affine", "train", "evaluate", "ablate"};
+const char *const rs_task_kind_names[RS_TASK_KIND_COUNT] = {"harvest", "affine", "train", "evaluate", "ablate",
+                                                            "probe"};
 
 const char *rs_task_kind_name(enum rs_task_kind k) {
     return k >= 0 && k < RS_TASK_KIND_COUNT ? rs_task_kind_names[k] : "?";
@@ -22,7 +23,7 @@ rs_err rs_task_kind_parse(enum rs_task_kind *out, const char *name) {
             *out = (enum rs_task_kind)k;
             return RS_OK;
         }
-    RS_FAIL(RS_ERR_INVAL, "unknown task kind '%s' (harvest, affine, train, evaluate, ablate)", name);
+    RS_FAIL(RS_ERR_INVAL, "unknown task kind '%s' (harvest, affine, train, evaluate, ablate, probe)", name);
 }
 
 enum rs_stage rs_task_kind_stage(enum rs_task_kind k) {
@@ -123,6 +124,37 @@ rs_err rs_tasks_ablate_path(char *out, size_t n, const rs_run *run, int set) {
     return rs_path_join(out, n, run->cfg.run_dir, rel);
 }
 
+static const rs_grid_set *probe_named_set(const rs_run *run) {
+    const char *name = run->cfg.eval.probing.layer_set;
+    for (int i = 0; name && i < run->grid.n_sets; i++)
+        if (!strcmp(run->grid.sets[i].name, name)) return &run->grid.sets[i];
+    return NULL;
+}
+
+int rs_tasks_probe_needed(const rs_run *run, int set) {
+    const rs_grid_set *s = &run->grid.sets[set], *want = probe_named_set(run);
+    if (!run->cfg.eval.probing.enabled || s->same_as >= 0) return 0;
+    if (!run->cfg.eval.probing.layer_set) return 1;
+    return want && want->n == s->n && !memcmp(want->layers, s->layers, sizeof(int) * (size_t)s->n);
+}
+
+uint64_t rs_tasks_probe_hash(const rs_run *run, int set) {
+    const rs_grid *g = &run->grid;
+    const rs_grid_set *s = &g->sets[set];
+    uint64_t h = rs_hash64(g->inputs_hash, "probe", 5);
+    h = rs_hash64(h, s->layers, sizeof(int) * (size_t)s->n);
+    for (int i = 0; i < g->n_evals; i++)
+        if (g->evals[i].set == set)
+            for (int m = 0; m < s->n; m++) h = rs_hash64(h, &g->saes[g->eval_sae[g->evals[i].sae_off + m]].hash, 8);
+    return rs_config_probe_hash(h, &run->cfg);
+}
+
+rs_err rs_tasks_probe_path(char *out, size_t n, const rs_run *run, int set) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tasks/probe_%s_%016" PRIx64 ".h5", run->grid.sets[set].name, rs_tasks_probe_hash(run, set));
+    return rs_path_join(out, n, run->cfg.run_dir, rel);
+}
+
 /* =====================================================================================================
  * Costs: rough floating-point operations (only their ratios matter to the scheduler)
  * ===================================================================================================== */
@@ -156,6 +188,16 @@ static double cost_ablate(const rs_run *r, const rs_grid_set *s) {
     double d = r->mc.d_model, M = s->n;
     /* a clean pass and 2M ablation passes over the eval tokens */
     return (2.0 * M + 1.0) * 24.0 * d * d * r->mc.n_layers * (double)r->cfg.data.eval;
+}
+
+/* A forward pass to the set's deepest layer and every SAE encode over the probe windows. */
+static double cost_probe(const rs_run *r, const rs_grid_set *s) {
+    const rs_config *c = &r->cfg;
+    double d = r->mc.d_model, n = (double)r->grid.n_latents;
+    double tokens = 4.0 * (double)c->eval.probing.classes_per_set * (double)(c->eval.probing.n_train + c->eval.probing.n_test) *
+                    (double)(c->data.seq_len > 0 ? c->data.seq_len : 256);
+    double saes = (double)c->n_variants * c->sae.k.n * c->sae.seeds.n * s->n;
+    return tokens * (24.0 * d * d * (s->layers[s->n - 1] + 1) + 2.0 * d * n * saes);
 }
 
 /* =====================================================================================================
@@ -297,6 +339,28 @@ static rs_err add_ablate_eval(builder *b, const rs_run *run, int h, int first_sa
     return err;
 }
 
+/* One probing task per probed set, after every SAE of the set's evaluations. */
+static rs_err add_probe(builder *b, const rs_run *run, int h, int first_sae) {
+    const rs_grid *g = &run->grid;
+    if (run->cfg.eval.probing.enabled && run->cfg.eval.probing.layer_set && !probe_named_set(run))
+        RS_CONFIG_FAIL(&run->cfg, "eval.probing.layer_set", "no layer set is named '%s'; name one of layers.sets",
+                       run->cfg.eval.probing.layer_set);
+    char name[RS_SCHED_NAME_MAX], path[4096];
+    for (int i = 0; i < g->n_sets; i++) {
+        if (!rs_tasks_probe_needed(run, i)) continue;
+        const rs_grid_set *set = &g->sets[i];
+        int t;
+        snprintf(name, sizeof name, "probe %.80s", set->name);
+        RS_TRY(rs_tasks_probe_path(path, sizeof path, run, i));
+        RS_TRY(add(&t, b, RS_TASK_PROBE, i, name, path, rs_tasks_probe_hash(run, i), cost_probe(run, set)));
+        RS_TRY(add_dep(b, t, h));
+        for (int e = 0; e < g->n_evals; e++)
+            if (g->evals[e].set == i)
+                for (int m = 0; m < set->n; m++) RS_TRY(add_dep(b, t, first_sae + g->eval_sae[g->evals[e].sae_off + m]));
+    }
+    return RS_OK;
+}
+
 /* Turn the (task, dep) pairs into each task's deps array, in the order they were added. */
 static rs_err finish_deps(builder *b) {
     rs_task_list *l = b->l;
@@ -321,7 +385,7 @@ rs_err rs_tasks_build(rs_task_list *out, const rs_run *run) {
     memset(out, 0, sizeof *out);
     const rs_grid *g = &run->grid;
     int max_pairs = g->n_affine + g->n_regression;
-    int max = 1 + max_pairs + g->n_saes + g->n_sets + g->n_evals;
+    int max = 1 + max_pairs + g->n_saes + 2 * g->n_sets + g->n_evals;
     out->tasks = calloc((size_t)max, sizeof *out->tasks);
     out->pairs = malloc(sizeof(int[2]) * (size_t)(max_pairs > 0 ? max_pairs : 1));
     rs_err err = out->tasks && out->pairs ? RS_OK : RS_ERR(RS_ERR_NOMEM, "out of memory for the task list");
@@ -334,6 +398,7 @@ rs_err rs_tasks_build(rs_task_list *out, const rs_run *run) {
     int first_sae = 1 + out->n_pairs;
     if (!err) err = add_affine_train(&b, run, h);
     if (!err) err = add_ablate_eval(&b, run, h, first_sae);
+    if (!err) err = add_probe(&b, run, h, first_sae);
     if (!err) err = finish_deps(&b);
     if (err) rs_tasks_free(out);
     return err;
