@@ -253,7 +253,7 @@ static const rs_cfg_field probing_fields[] = {
      .doc = "positions 0..pool_skip_first-1 of a window are left out of the pooled mean"},
     {INT("seed", eval.probing.seed, 0, INT32_MAX, 42, HP), .doc = "seed of the group split and the draws"},
     {.name = "layer_set", .kind = CFG_STR, .off = OFF(eval.probing.layer_set), .hash = HP, .flags = CFG_NULL,
-     .doc_type = "str or null", .doc_range = "a layer set's name",
+     .doc_type = "str or null", .doc_default = "null", .doc_range = "a layer set's name",
      .doc = "probe only the layer sets with this set's layers; null = every set"},
 };
 static const rs_cfg_section probing_section = {"eval.probing", FIELDS(probing_fields), 0, probing_check, NULL};

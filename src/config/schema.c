@@ -351,7 +351,8 @@ static void doc_hashes(char *out, size_t n, const rs_cfg_field *fd) {
     static const struct {
         unsigned bit;
         const char *name;
-    } names[] = {{H_INPUTS, "inputs"}, {H_AFFINE, "affine"}, {H_SAE, "SAE"}, {H_EVAL, "eval"}, {H_GRID, "grid"}};
+    } names[] = {{H_INPUTS, "inputs"}, {H_AFFINE, "affine"}, {H_SAE, "SAE"}, {H_EVAL, "eval"}, {H_GRID, "grid"},
+                 {H_PROBE, "probe"}};
     size_t o = 0;
     out[0] = '\0';
     for (size_t i = 0; i < sizeof names / sizeof *names && o < n; i++)

@@ -201,6 +201,37 @@ static void test_gate(void **state) {
     }
 }
 
+/* With probing on, its settings change the probing hash and never the evaluations' (they run in
+ * their own tasks); turning it on changes both. */
+static void test_probe_hash(void **state) {
+    (void)state;
+    const char *head = "name: t\nmodel: {path: m}\ndata: {tokens: t.h5, splits: {calibration: 1000, train: "
+                       "100000, eval: 1000}}\nlayers: {sets: [{layers: [0, 2]}]}\ntrain: {tokens: 50000, "
+                       "warmup_steps: 1}\n";
+    const char *tails[] = {"eval:\n  probing: {enabled: false, data: p.h5}\n",
+                           "eval:\n  probing: {enabled: true, data: p.h5}\n",
+                           "eval:\n  probing: {enabled: true, data: p.h5, l2_c: 3}\n",
+                           "eval:\n  probing: {enabled: true, data: p.h5, n_train: 7}\n",
+                           "eval:\n  probing: {enabled: true, data: p.h5, layer_set: x}\n"};
+    uint64_t ph[5], ev[5];
+    for (int i = 0; i < 5; i++) {
+        rs_config c;
+        char t[1024];
+        snprintf(t, sizeof t, "%s%s", head, tails[i]);
+        if (rs_config_load_text(&c, "/tmp/x.yaml", t, strlen(t))) fail_msg("%s", rs_err_msg());
+        uint64_t d[D_COUNT];
+        digests(d, &c);
+        ev[i] = d[D_EVAL];
+        ph[i] = rs_config_probe_hash(1, &c);
+        rs_config_free(&c);
+    }
+    assert_true(ev[0] != ev[1] && ph[0] != ph[1]);
+    for (int i = 2; i < 5; i++) {
+        assert_true(ev[i] == ev[1]);
+        assert_true(ph[i] != ph[1]);
+    }
+}
+
 /* The trainer settings rs_grid_sae_config derives: every field in the SAE hash that the trainer
  * reads changes the trainer's own hash (rs_sae_config_hash, kept in its checkpoints). */
 static uint64_t first_sae_config_hash(const rs_config *c) {
@@ -377,6 +408,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_hash_membership),
         cmocka_unit_test(test_gate),
+        cmocka_unit_test(test_probe_hash),
         cmocka_unit_test(test_sae_config),
         cmocka_unit_test(test_docs_keys),
     };
