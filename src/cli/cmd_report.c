@@ -9,6 +9,7 @@
 #include "resae/cli.h"
 #include "resae/h5util.h"
 #include "resae/results.h"
+#include "resae/stage_probe.h"
 #include "resae/util.h"
 
 static void usage(FILE *f) {
@@ -21,6 +22,9 @@ static void usage(FILE *f) {
                "                  decoder rows of layer pairs, averaged over distinct pairs with that gap\n"
                "  CE splices      set x variant x k x seed x mode: CE, dCE, KL(clean||spliced), recovered\n"
                "                  CE against zero and mean ablation, overinteraction of the joint modes\n"
+               "  probing         set x variant x k x seed x kind x layer: test accuracy of the sparse probes\n"
+               "                  for each K (mean over classes, then class sets), the model's pooled h\n"
+               "                  (ceiling) and K random latents (floor); and where the union's latents live\n"
                "Definitions are stored with each table (attribute `definition`).\n"
                "exit codes: 0 ok, 1 error (no results file or no evaluation tables), 2 usage\n");
 }
@@ -77,6 +81,73 @@ static const char *variant(double v) {
 static void fmt(char *out, size_t n, double v) {
     if (isnan(v)) snprintf(out, n, "-");
     else snprintf(out, n, "%.4f", v);
+}
+
+/* Probing accuracy by set x variant x k x seed x kind x layer, one column per K (rows with
+ * class_set -1: means over classes, then class sets), then the layers of the union's latents. */
+static int print_probing(hid_t f, const char *path, const char *sets) {
+    double *t = NULL, *lat = NULL;
+    int n = 0, nl = 0, nc = RS_PROBE_TABLE_NC + 1, nlc = RS_PROBE_LATENT_NC + 1;
+    if (read_table(&t, &n, nc, f, "probing/probing", path) || read_table(&lat, &nl, nlc, f, "probing/probing_latents", path)) {
+        free(t);
+        free(lat);
+        return 1;
+    }
+    printf("\nSparse probing (test accuracy, mean over classes then class sets; layer -: union of the set's layers;"
+           " model: pooled h, K = d for all dims; random: K random latents)\n");
+    printf("%-12s %-6s %5s %5s %-10s %6s  %s\n", "set", "var", "k", "seed", "kind", "layer", "K:accuracy ...");
+    char *done = calloc((size_t)n + 1, 1), sn[128];
+    for (int i = 0; i < n && done; i++) {
+        const double *q = t + (size_t)i * nc;
+        if (done[i] || q[7] != -1) continue;
+        set_name(sn, sizeof sn, sets, (int)q[0]);
+        int kind = (int)q[4];
+        char layer[16];
+        if (q[5] < 0) snprintf(layer, sizeof layer, "-");
+        else snprintf(layer, sizeof layer, "%.0f", q[5]);
+        printf("%-12s %-6s %5.0f %5.0f %-10s %6s ", sn, q[1] < 0 ? "model" : variant(q[1]), q[2], q[3],
+               kind >= 0 && kind < RS_PROBE_KIND_COUNT ? rs_probe_kind_names[kind] : "?", layer);
+        for (int j = i; j < n; j++) {
+            const double *p = t + (size_t)j * nc;
+            if (p[7] != -1 || memcmp(p, q, sizeof(double) * 6)) continue;
+            done[j] = 1;
+            printf(" %.0f:%.4f", p[6], p[9]);
+        }
+        printf("\n");
+    }
+    free(done);
+    /* union scope: share of the chosen latents (largest K, every class) per layer */
+    printf("\nLayers of the union probes' latents (largest K, all classes): set var k seed: layer share ...\n");
+    char *seen = calloc((size_t)nl + 1, 1);
+    for (int i = 0; i < nl && seen; i++) {
+        const double *q = lat + (size_t)i * nlc;
+        if (seen[i] || q[4] != -1) continue;
+        set_name(sn, sizeof sn, sets, (int)q[0]);
+        printf("%-12s %-6s %5.0f %5.0f:", sn, variant(q[1]), q[2], q[3]);
+        int total = 0;
+        for (int j = i; j < nl; j++) {
+            const double *p = lat + (size_t)j * nlc;
+            total += p[4] == -1 && !memcmp(p, q, sizeof(double) * 4);
+        }
+        for (int j = i; j < nl; j++) {
+            const double *p = lat + (size_t)j * nlc;
+            if (seen[j] || p[4] != -1 || memcmp(p, q, sizeof(double) * 4)) continue;
+            int cnt = 0;
+            for (int k = j; k < nl; k++) {
+                const double *r = lat + (size_t)k * nlc;
+                if (!seen[k] && r[4] == -1 && !memcmp(r, q, sizeof(double) * 4) && r[8] == p[8]) {
+                    seen[k] = 1;
+                    cnt++;
+                }
+            }
+            printf(" L%.0f %.0f%%", p[8], 100.0 * cnt / total);
+        }
+        printf("\n");
+    }
+    free(seen);
+    free(t);
+    free(lat);
+    return 0;
 }
 
 int rs_cmd_report(int argc, char **argv) {
@@ -177,6 +248,10 @@ int rs_cmd_report(int argc, char **argv) {
         printf("%-12s %-6s %5.0f %5.0f %-7s %6s %9.4f %9.4f %9s %9s %9s %9s\n", sn, variant(q[1]), q[2], q[3],
                mode >= 0 && mode < RS_CE_ROW_COUNT ? rs_eval_ce_row_names[mode] : "?", layer, q[6], q[7], a[0], a[1], a[2], a[3]);
     }
+    htri_t has_probing = 0;
+    H5E_BEGIN_TRY { has_probing = H5Lexists(f, "probing", H5P_DEFAULT); }
+    H5E_END_TRY;
+    if (has_probing > 0 && print_probing(f, path, sets)) goto done;
     code = RS_EXIT_OK;
 done:
     free(rec);

@@ -76,12 +76,12 @@ def draw(v, k, rng):
 
 
 # ---- the plan ----------------------------------------------------------------------------------------
-def build_plan(labels, groups, o):
+def build_plan(labels, groups, o, n_labels=N_LABELS):
     labels, groups = [int(x) for x in labels], [int(x) for x in groups]
     n = len(labels)
     side = {}
     stats = []
-    for L in range(N_LABELS):
+    for L in range(n_labels):
         idx = [i for i in range(n) if labels[i] == L]
         sizes = {}
         for i in idx:
