@@ -8,9 +8,12 @@ Prints:
     layer gap (the paper's Figure 1);
   - SAE training metrics: final FVU (mean over the last steps) by variant x k x layer;
   - evaluation (when /eval exists): EV by variant x k x layer (target space and original-space chain,
-    mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode.
+    mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode;
+  - sparse probing (when /probing exists): test accuracy by variant x k x layer (and the union of a
+    set's layers) for each K, the model ceiling (pooled h, top-K and all dims) and the random floor,
+    means over classes then class sets, and the layers the union's latents come from.
 Writes RUN_DIR/figures/regression_r2_by_gap.png, RUN_DIR/figures/fvu_by_layer.png and (with
-evaluations) RUN_DIR/figures/dce_by_mode.png (matplotlib, Agg backend). Variant and CE mode names are
+evaluations) RUN_DIR/figures/dce_by_mode.png, (with probing) RUN_DIR/figures/probing_by_layer.png (matplotlib, Agg backend). Variant and CE mode names are
 read from the file. Column meanings: docs/store.md; results layouts: analysis/README.md.
 Exit status 1 when the file is missing or lacks a table or attribute (the message names it)."""
 import os
@@ -127,6 +130,47 @@ def eval_tables(r):
     return ce_table(r.table("eval/ce"))
 
 
+def probing_tables(r):
+    """Print the probing accuracies; return {(set, label, K): {layer: accuracy}} for the figure."""
+    if not r.has("probing"):
+        return {}
+    t = r.table("probing/probing")
+    c = t.dict()
+    kind = t.labels("kind")
+    sets = r.attr("eval", "set_names").split(",")
+    print("\nsparse probing: test accuracy (mean over classes, then class sets) by set x variant x k x layer "
+          "(layer -1: union of the set's layers); model = pooled h (K = d: all dims), random = K random latents")
+    Ks = sorted({int(k) for k, kd in zip(c["K"], kind) if kd != "model_all"})
+    print(f"  {'set':<10} {'variant':<7} {'k':>3} {'seed':>4} {'kind':<10} {'layer':>5} "
+          + " ".join(f"{'K=' + str(k):>7}" for k in Ks) + f" {'all d':>7}")
+    rows, fig = defaultdict(dict), defaultdict(dict)
+    for i in np.flatnonzero(c["class_set"] == -1):
+        v = "model" if c["variant"][i] < 0 else t.name("variant", c["variant"][i])
+        key = (int(c["set"][i]), v, int(c["k"][i]), int(c["seed"][i]),
+               "model" if kind[i].startswith("model") else kind[i], int(c["layer"][i]))
+        rows[key]["all" if kind[i] == "model_all" else int(c["K"][i])] = c["accuracy"][i]
+        if kind[i] in ("sae", "model_all"):
+            label = f"{v} k={key[2]}" if v != "model" else "model (all d)"
+            fig[(key[0], label, "all" if kind[i] == "model_all" else int(c["K"][i]))][key[5]] = c["accuracy"][i]
+    order = {"model": 0, "sae": 1, "random": 2}
+    for key in sorted(rows, key=lambda q: (q[0], q[1] != "model", q[1], q[2], q[3], order[q[4]], q[5])):
+        vals = [rows[key].get(k) for k in Ks] + [rows[key].get("all")]
+        print(f"  {sets[key[0]] if key[0] < len(sets) else key[0]:<10} {key[1]:<7} {key[2]:>3} {key[3]:>4} "
+              f"{key[4]:<10} {key[5]:>5} " + " ".join(f"{x:7.4f}" if x is not None else f"{'-':>7}" for x in vals))
+    lat = r.table("probing/probing_latents")
+    lc = lat.dict()
+    share = defaultdict(lambda: defaultdict(int))
+    for i in np.flatnonzero(lc["scope"] == -1):
+        share[(int(lc["set"][i]), lat.name("variant", lc["variant"][i]), int(lc["k"][i]))][int(lc["layer"][i])] += 1
+    if share:
+        print("\n  union probes (largest K, every class): share of the chosen latents by layer")
+        for key in sorted(share):
+            tot = sum(share[key].values())
+            print(f"  {sets[key[0]] if key[0] < len(sets) else key[0]:<10} {key[1]:<7} k={key[2]:<4} "
+                  + "  ".join(f"L{l} {100 * n / tot:3.0f}%" for l, n in sorted(share[key].items())))
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------
 # figures
 # ------------------------------------------------------------------------------------------------
@@ -170,7 +214,26 @@ def fig_dce(plt, path, ev):
     fig.savefig(path, dpi=120)
 
 
-def figures(out, aff, by_gap, rows, ev):
+def fig_probing(plt, path, pr):
+    """Accuracy against layer at the largest K (and the all-dims ceiling), first probed set."""
+    first = min(k[0] for k in pr)
+    Ks = [k[2] for k in pr if k[0] == first and k[2] != "all"]
+    kmax = max(Ks) if Ks else None
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for (s, label, K), v in sorted(pr.items(), key=lambda q: str(q[0])):
+        if s != first or (K != kmax and K != "all"):
+            continue
+        xs = sorted(x for x in v if x >= 0)
+        ax.plot(xs, [v[x] for x in xs], "k-o" if K == "all" else "-o", label=label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"probe test accuracy (K={kmax})")
+    ax.set_title("Sparse probing")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def figures(out, aff, by_gap, rows, ev, pr=None):
     """Write the figures into the directory out."""
     import matplotlib
     matplotlib.use("Agg")
@@ -182,6 +245,9 @@ def figures(out, aff, by_gap, rows, ev):
     if ev:
         fig_dce(plt, os.path.join(out, "dce_by_mode.png"), ev)
         print(f"figures: {out}/dce_by_mode.png")
+    if pr:
+        fig_probing(plt, os.path.join(out, "probing_by_layer.png"), pr)
+        print(f"figures: {out}/probing_by_layer.png")
 
 
 def main(argv):
@@ -195,11 +261,12 @@ def main(argv):
             aff, by_gap = affine_tables(r)
             rows = sae_table(r)
             ev = eval_tables(r)
+            pr = probing_tables(r)
     except resae_store.StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if "--no-figures" not in argv:
-        figures(os.path.join(os.path.dirname(path), "figures"), aff, by_gap, rows, ev)
+        figures(os.path.join(os.path.dirname(path), "figures"), aff, by_gap, rows, ev, pr)
     return 0
 
 
