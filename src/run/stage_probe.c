@@ -288,13 +288,15 @@ typedef struct probe_out {
     rows acc, lat, cls;
 } probe_out;
 
-/* Fits for each K of the config on the top-K of sel (sel sorted by score, kmax long). */
-static rs_err fit_ks(probe_out *o, const double *key, const rs_probe_blocks *X, const int64_t *sel, const rs_probe_task *t,
-                     const rs_config *c) {
+/* Fits for each K of the config on the top-K of sel (sel sorted by score, kmax long; a K above
+ * kmax, more than the features there are, is skipped). */
+static rs_err fit_ks(probe_out *o, const double *key, const rs_probe_blocks *X, const int64_t *sel, int kmax,
+                     const rs_probe_task *t, const rs_config *c) {
     double q[RS_PROBE_TABLE_NC];
     memcpy(q, key, sizeof q);
     for (int j = 0; j < c->eval.probing.top_k.n; j++) {
         int K = (int)c->eval.probing.top_k.v[j];
+        if (K > kmax) continue;
         q[5] = K;
         RS_TRY(rs_probe_fit(&q[8], X, sel, K, t, c->eval.probing.l2_c));
         RS_TRY(push(&o->acc, q));
@@ -320,7 +322,7 @@ static rs_err probe_model(probe_out *o, const probe_inputs *in, const probe_feat
     q[3] = RS_PROBE_MODEL_TOPK;
     q[4] = in->set->layers[m];
     rs_err err = rs_probe_topk(sel, &X, t, kmax_of(c, in->d));
-    if (!err) err = fit_ks(o, q, &X, sel, t, c);
+    if (!err) err = fit_ks(o, q, &X, sel, kmax_of(c, in->d), t, c);
     for (int i = 0; i < in->d; i++) sel[i] = i;
     q[3] = RS_PROBE_MODEL_ALL;
     q[5] = in->d;
@@ -348,7 +350,7 @@ static rs_err probe_sae(probe_out *o, const probe_inputs *in, const probe_feats 
     q[3] = RS_PROBE_SAE;
     q[4] = m1 - m0 == 1 ? in->set->layers[m0] : -1;
     rs_err err = rs_probe_topk(s, &X, t, kmax);
-    if (!err) err = fit_ks(o, q, &X, s, t, c);
+    if (!err) err = fit_ks(o, q, &X, s, kmax, t, c);
     for (int j = 0; j < kmax && !err; j++) {
         double row[RS_PROBE_LATENT_NC] = {q[0], q[1], q[2], q[4], q[6], q[7], j,
                                           in->set->layers[m0 + s[j] / in->n_lat], (double)(s[j] % in->n_lat)};
