@@ -224,6 +224,10 @@ static const rs_cfg_field train_fields[] = {
      .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},
     {INT("shuffle_buffer", train.shuffle_buffer, 1, (int64_t)1 << 34, 65536, HC | H_SAE),
      .doc_range = "[batch_size, 2^34]", .doc = "tokens in the shuffle buffer"},
+    {INT("curve_bins", train.curve_bins, 0, RS_SAE_MAX_CURVE_BINS, 0, HC | H_SAE), .flags = CFG_HASH_SET,
+     .doc_range = "0, or a multiple of 5 in [5, 100]",
+     .doc = "record the training FVU averaged over each of this many equal spans of steps, and "
+            "`fvu_last20_gain`; 0 = no curve"},
 };
 static const rs_cfg_section train_section = {
     "train", FIELDS(train_fields), 0, NULL,
@@ -462,6 +466,12 @@ static rs_err check_consistency(yg_parser *p, yaml_node_t *n) {
     if (c->train.dead_tokens > tokens)
         RS_CONFIG_FAIL(c, "train.dead_tokens", "%lld is more than the %lld training tokens, so no latent could ever be "
                        "found dead; lower it or use auto", (long long)c->train.dead_tokens, (long long)tokens);
+    if (c->train.curve_bins % 5)
+        RS_CONFIG_FAIL(c, "train.curve_bins", "%lld is not a multiple of 5 (the last 20%% of steps must be whole "
+                       "spans); use 0 (no curve), 5, 10, 20, ...", (long long)c->train.curve_bins);
+    if (c->train.curve_bins > steps)
+        RS_CONFIG_FAIL(c, "train.curve_bins", "%lld spans are more than the %lld training steps; lower it or raise "
+                       "train.tokens", (long long)c->train.curve_bins, (long long)steps);
     if (c->train.shuffle_buffer < c->train.batch_size)
         RS_CONFIG_FAIL(c, "train.shuffle_buffer", "%lld tokens is smaller than one batch (%lld); make it at least "
                        "train.batch_size", (long long)c->train.shuffle_buffer, (long long)c->train.batch_size);
