@@ -124,6 +124,7 @@ typedef struct rs_config {
         int64_t checkpoint_every; /* steps */
         int64_t shuffle_buffer;   /* tokens */
         int64_t curve_bins;       /* 0 = no training curve */
+        int64_t max_epochs;       /* train.tokens <= max_epochs * data.train */
     } train;
 
     struct {
