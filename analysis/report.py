@@ -7,6 +7,9 @@ Prints:
   - the cross-layer regression study: R^2 (eval split) of every fitted affine map, and its mean by
     layer gap (the paper's Figure 1);
   - SAE training metrics: final FVU (mean over the last steps) by variant x k x layer;
+  - SAE quality per SAE: dead fraction (end of training, eval split) and fvu_last20_gain (relative
+    FVU improvement over the last 20% of steps, from the training curve when train.curve_bins > 0),
+    flagged DEAD>10% / NOT-FLAT (gain >= 2%) when an SAE misses the demo's bar;
   - evaluation (when /eval exists): EV by variant x k x layer (target space and original-space chain,
     mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode;
   - sparse probing (when /probing exists): test accuracy by variant x k x layer (and the union of a
@@ -67,6 +70,46 @@ def sae_table(r):
         vals = [rows[(label, kk)].get(l) for l in layers]
         print("  " + f"{label:<22} {kk:>4} " + " ".join(f"{v:7.4f}" if v is not None else f"{'-':>7}" for v in vals))
     return rows
+
+
+# the demo's bar for a trustworthy SAE (README "The demo"): few dead latents, a flattened curve
+MAX_EVAL_DEAD = 0.10
+MAX_LAST20_GAIN = 0.02
+
+
+def quality_table(r):
+    """Per SAE: dead fraction (end of training; eval split, when evaluated) and fvu_last20_gain (when the
+    run recorded the training curve, train.curve_bins), flagging the SAEs that miss the bar; return
+    the number of SAEs that miss it."""
+    eval_dead = {}
+    if r.has("eval/recon"):
+        rec = r.table("eval/recon").dict()
+        for i in range(len(rec["layer"])):
+            key = tuple(int(rec[c][i]) for c in ("layer", "pred", "k", "seed"))
+            eval_dead[key] = max(eval_dead.get(key, 0.0), rec["dead_frac"][i])
+    names = sorted(n for n in r.h5["sae"] if n != "table")
+    print(f"\nSAE quality (bar: eval dead fraction <= {MAX_EVAL_DEAD:.0%}, FVU gain over the last 20% of steps "
+          f"< {MAX_LAST20_GAIN:.0%}):")
+    print(f"  {'SAE':<22} {'dead_train':>10} {'dead_eval':>9} {'FVU':>7} {'gain_last20':>11}  flags")
+    missed = 0
+    for n in names:
+        g = f"sae/{n}"
+        key = tuple(int(r.attr(g, c)) for c in ("layer", "pred", "k", "seed"))
+        dead_ev, gain = eval_dead.get(key, np.nan), r.attr(g, "fvu_last20_gain", np.nan)
+        flags = []
+        if dead_ev > MAX_EVAL_DEAD:
+            flags.append("DEAD>10%")
+        if gain >= MAX_LAST20_GAIN:
+            flags.append("NOT-FLAT")
+        missed += bool(flags)
+        print(f"  {n:<22} {r.attr(g, 'dead_frac'):10.4f} {dead_ev:9.4f} {r.attr(g, 'fvu'):7.4f} "
+              f"{100 * gain:10.2f}%  {' '.join(flags)}")
+    unknown = [w for w, v in (("eval dead fraction (no evaluation)", eval_dead),
+                              ("gain (no curve: train.curve_bins is 0)",
+                               r.has(f"sae/{names[0]}/fvu_curve") if names else False)) if not v]
+    print(f"  {len(names) - missed} of {len(names)} SAEs meet the bar" + (f", {missed} MISS it" if missed else "")
+          + (f"; not known: {', '.join(unknown)}" if unknown else ""))
+    return missed
 
 
 def recon_table(rec):
@@ -260,6 +303,7 @@ def main(argv):
             print(f"results {path} (schema {r.schema_version}, config {r.attr('', 'config_hash')})")
             aff, by_gap = affine_tables(r)
             rows = sae_table(r)
+            quality_table(r)
             ev = eval_tables(r)
             pr = probing_tables(r)
     except resae_store.StoreError as e:

@@ -123,6 +123,8 @@ typedef struct rs_config {
         int b_dec_init;       /* enum rs_sae_bdec_init (sae.h); names rs_sae_bdec_init_names */
         int64_t checkpoint_every; /* steps */
         int64_t shuffle_buffer;   /* tokens */
+        int64_t curve_bins;       /* 0 = no training curve */
+        int64_t max_epochs;       /* train.tokens <= max_epochs * data.train */
     } train;
 
     struct {

@@ -104,6 +104,7 @@ typedef struct rs_sae_config {
     const char *ckpt_path; /* NULL: no checkpoints; if the file exists training resumes from it */
     int64_t ckpt_every;    /* steps between checkpoints (also written at the end) */
     int64_t log_every;     /* steps between log lines (0: only by the progress interval) */
+    int curve_bins;        /* 0: no curve; else the mean FVU of each of curve_bins equal spans of steps */
     volatile sig_atomic_t *stop; /* when set on any rank: checkpoint and return RS_ERR_INTERRUPTED */
 } rs_sae_config;
 
@@ -113,6 +114,13 @@ double rs_sae_config_lr(const rs_sae_config *c);
 double rs_sae_lr_at(const rs_sae_config *c, int64_t step);
 /* Hash of every setting that determines the trained weights (not paths, intervals, chunking). */
 uint64_t rs_sae_config_hash(const rs_sae_config *c);
+
+/* The training curve: step s (0-based) of steps falls in span s * bins / steps. */
+#define RS_SAE_MAX_CURVE_BINS 100
+int rs_sae_curve_bin(const rs_sae_config *c, int64_t step);
+/* Relative FVU improvement over the last 20% of steps: (F_80 - F_end) / F_80, with F_80 the mean FVU
+ * of the span that ends at 80% of the steps and F_end that of the last span. bins: a multiple of 5. */
+double rs_sae_curve_gain(const double *curve /*(bins)*/, int bins);
 
 typedef struct rs_sae_step_stats {
     double loss, fvu, auxk; /* global, this step */
@@ -132,6 +140,9 @@ typedef struct rs_sae_metrics {
     double seconds;      /* wall time of this call's steps */
     double tokens_per_s; /* over this call's steps */
     int resumed_from;    /* step the run resumed from (-1: fresh) */
+    int curve_bins;      /* cfg.curve_bins (0: no curve) */
+    double fvu_curve[RS_SAE_MAX_CURVE_BINS]; /* mean FVU per span of steps (rs_sae_curve_bin) */
+    double fvu_last20_gain;                  /* rs_sae_curve_gain of the curve (NaN: no curve) */
 } rs_sae_metrics;
 
 /* Trainer state. Everything but the scratch is identical on every rank. */
@@ -182,6 +193,7 @@ typedef struct rs_sae_trainer {
     /* metric window over the last steps, kept in checkpoints so a resumed run reports the same */
     double tail_fvu, tail_auxk, tail_l0;
     int64_t tail_n;
+    double curve_sum[RS_SAE_MAX_CURVE_BINS]; /* FVU summed per span of steps (cfg.curve_bins) */
 } rs_sae_trainer;
 
 rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *cfg, MPI_Comm comm);

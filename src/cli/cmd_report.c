@@ -18,6 +18,8 @@ static void usage(FILE *f) {
                "  reconstruction  set x variant x k x seed x layer: L0, dead fraction (eval split and end of\n"
                "                  training), MSE, EV in target\n"
                "                  space and in the original space (one-step and affine chain)\n"
+               "  SAE quality     per SAE: dead fraction (end of training, eval split), FVU, fvu_last20_gain\n"
+               "                  (train.curve_bins > 0), flags DEAD>10%% and NOT-FLAT (gain >= 2%%)\n"
                "  redundancy      variant x k x gap: mean over rows of max cos (and max |cos|) between\n"
                "                  decoder rows of layer pairs, averaged over distinct pairs with that gap\n"
                "  CE splices      set x variant x k x seed x mode: CE, dCE, KL(clean||spliced), recovered\n"
@@ -150,6 +152,60 @@ static int print_probing(hid_t f, const char *path, const char *sets) {
     return 0;
 }
 
+/* The demo's bar for an SAE (README "The demo"), as analysis/report.py flags it. */
+#define MAX_EVAL_DEAD 0.10
+#define MAX_LAST20_GAIN 0.02
+
+typedef struct sae_quality_ctx {
+    const double *rec; /* eval/recon rows */
+    int nrec;
+    const char *path;
+} sae_quality_ctx;
+
+/* Largest eval-split dead fraction of the SAE (layer, pred, k, seed) over the recon rows; NaN if none. */
+static double eval_dead(const sae_quality_ctx *q, double layer, double pred, double k, double seed) {
+    double dead = NAN;
+    for (int r = 0; r < q->nrec; r++) {
+        const double *x = q->rec + (size_t)r * (RS_EVAL_RECON_NC + 4);
+        if (x[4] == layer && x[5] == pred && x[2] == k && x[3] == seed && !(x[8] <= dead)) dead = x[8];
+    }
+    return dead;
+}
+
+/* One row per /sae/<name>: dead fractions, FVU, fvu_last20_gain (train.curve_bins > 0) and flags. */
+static herr_t sae_quality_row(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;
+    const sae_quality_ctx *q = data;
+    if (!strcmp(name, "table")) return 0;
+    hid_t sg = H5Gopen2(g, name, H5P_DEFAULT);
+    if (sg < 0) return 0;
+    double v[6] = {0}, gain = NAN;
+    static const char *const attrs[] = {"layer", "pred", "k", "seed", "dead_frac", "fvu"};
+    for (int i = 0; i < 6; i++)
+        if (rs_h5_attr_get_f64(&v[i], sg, attrs[i], q->path)) v[i] = NAN;
+    if (H5Aexists(sg, "fvu_last20_gain") > 0 && rs_h5_attr_get_f64(&gain, sg, "fvu_last20_gain", q->path)) gain = NAN;
+    H5Gclose(sg);
+    double dead = eval_dead(q, v[0], v[1], v[2], v[3]);
+    char d[32], gn[32];
+    fmt(d, sizeof d, dead);
+    if (isnan(gain)) snprintf(gn, sizeof gn, "-");
+    else snprintf(gn, sizeof gn, "%.2f%%", 100 * gain);
+    printf("%-22s %10.4f %9s %8.4f %11s  %s%s\n", name, v[4], d, v[5], gn, dead > MAX_EVAL_DEAD ? "DEAD>10% " : "",
+           gain >= MAX_LAST20_GAIN ? "NOT-FLAT" : "");
+    return 0;
+}
+
+static void sae_quality(hid_t f, const double *rec, int nrec, const char *path) {
+    hid_t g = H5Gopen2(f, "sae", H5P_DEFAULT);
+    if (g < 0) return;
+    printf("\nSAE quality (bar: eval dead fraction <= 10%%, FVU gain over the last 20%% of steps < 2%%; gain - : "
+           "no training curve, train.curve_bins 0)\n");
+    printf("%-22s %10s %9s %8s %11s  %s\n", "SAE", "dead_train", "dead_eval", "FVU", "gain_last20", "flags");
+    sae_quality_ctx q = {rec, nrec, path};
+    H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, sae_quality_row, &q);
+    H5Gclose(g);
+}
+
 int rs_cmd_report(int argc, char **argv) {
     int rc = rs_cli_args(argc, argv, 1, usage);
     if (rc >= 0) return rc;
@@ -188,6 +244,8 @@ int rs_cmd_report(int argc, char **argv) {
         printf("%-12s %-6s %5.0f %5.0f %6.0f %8.2f %8.4f %8.4f %10.4g %10.4f %10.4f %10.4f\n", sn, variant(q[1]), q[2],
                q[3], q[4], q[7], q[8], q[14], q[9], q[10], q[11], q[12]);
     }
+
+    sae_quality(f, rec, nrec, path);
 
     printf("\nDecoder redundancy by gap (mean over distinct layer pairs and seeds)\n");
     printf("%-6s %5s %5s %6s %14s %14s\n", "var", "k", "gap", "pairs", "mean_max_cos", "mean_max_|cos|");

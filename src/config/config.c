@@ -205,7 +205,7 @@ static const rs_cfg_section adam_section = {"train.adam", FIELDS(adam_fields), C
 
 static const rs_cfg_field train_fields[] = {
     {INT("tokens", train.tokens, 1, I64_MAX_TOKENS, 0, HC | H_SAE), .flags = CFG_AUTO,
-     .resolve_int = rs_config_train_tokens, .doc_range = "[batch_size, splits.train]",
+     .resolve_int = rs_config_train_tokens, .doc_range = "[batch_size, max_epochs * splits.train]",
      .doc = "training tokens per SAE; auto = `data.splits.train`"},
     {INT("batch_size", train.batch_size, 1, 1 << 24, 4096, HC | H_SAE), .doc = "global batch in tokens"},
     {NUM("lr", train.lr, 0, 1, 10, 0, 0, HC | H_SAE), .flags = CFG_AUTO, .resolve_num = rs_config_lr,
@@ -224,6 +224,13 @@ static const rs_cfg_field train_fields[] = {
      .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},
     {INT("shuffle_buffer", train.shuffle_buffer, 1, (int64_t)1 << 34, 65536, HC | H_SAE),
      .doc_range = "[batch_size, 2^34]", .doc = "tokens in the shuffle buffer"},
+    {INT("max_epochs", train.max_epochs, 1, 1000, 1, 0), .unhashed = "a bound on train.tokens only",
+     .doc = "passes over the train split an SAE may make: `train.tokens <= max_epochs * splits.train` (each "
+            "pass visits the split in a new seeded order)"},
+    {INT("curve_bins", train.curve_bins, 0, RS_SAE_MAX_CURVE_BINS, 0, HC | H_SAE), .flags = CFG_HASH_SET,
+     .doc_range = "0, or a multiple of 5 in [5, 100]",
+     .doc = "record the training FVU averaged over each of this many equal spans of steps, and "
+            "`fvu_last20_gain`; 0 = no curve"},
 };
 static const rs_cfg_section train_section = {
     "train", FIELDS(train_fields), 0, NULL,
@@ -462,9 +469,10 @@ static rs_err check_consistency(yg_parser *p, yaml_node_t *n) {
     (void)n;
     const rs_config *c = p->c;
     int64_t tokens = rs_config_train_tokens(c);
-    if (tokens > c->data.train)
-        RS_CONFIG_FAIL(c, "train.tokens", "%lld tokens per SAE exceed the %lld tokens of the train split; raise "
-                       "data.splits.train or lower train.tokens", (long long)tokens, (long long)c->data.train);
+    if (tokens > c->train.max_epochs * c->data.train)
+        RS_CONFIG_FAIL(c, "train.tokens", "%lld tokens per SAE exceed %lld pass(es) (train.max_epochs) over the %lld "
+                       "tokens of the train split; raise data.splits.train or train.max_epochs, or lower train.tokens",
+                       (long long)tokens, (long long)c->train.max_epochs, (long long)c->data.train);
     if (tokens < c->train.batch_size)
         RS_CONFIG_FAIL(c, c->train.tokens ? "train.tokens" : "train.batch_size",
                        "%lld training tokens are less than one batch of %lld; raise train.tokens (or "
@@ -478,6 +486,12 @@ static rs_err check_consistency(yg_parser *p, yaml_node_t *n) {
     if (c->train.dead_tokens > tokens)
         RS_CONFIG_FAIL(c, "train.dead_tokens", "%lld is more than the %lld training tokens, so no latent could ever be "
                        "found dead; lower it or use auto", (long long)c->train.dead_tokens, (long long)tokens);
+    if (c->train.curve_bins % 5)
+        RS_CONFIG_FAIL(c, "train.curve_bins", "%lld is not a multiple of 5 (the last 20%% of steps must be whole "
+                       "spans); use 0 (no curve), 5, 10, 20, ...", (long long)c->train.curve_bins);
+    if (c->train.curve_bins > steps)
+        RS_CONFIG_FAIL(c, "train.curve_bins", "%lld spans are more than the %lld training steps; lower it or raise "
+                       "train.tokens", (long long)c->train.curve_bins, (long long)steps);
     if (c->train.shuffle_buffer < c->train.batch_size)
         RS_CONFIG_FAIL(c, "train.shuffle_buffer", "%lld tokens is smaller than one batch (%lld); make it at least "
                        "train.batch_size", (long long)c->train.shuffle_buffer, (long long)c->train.batch_size);

@@ -165,6 +165,11 @@ static void put_value(FILE *f, const rs_config *c, const rs_cfg_field *fd) {
     }
 }
 
+/* A CFG_HASH_SET int at its default is left out of every hash. */
+static int hash_skipped(const rs_config *c, const rs_cfg_field *fd) {
+    return (fd->flags & CFG_HASH_SET) && fd->kind == CFG_INT && *CVAL(c, fd, int64_t) == fd->def;
+}
+
 /* Does the field (or, for a section, any of its fields) belong in rs_config_hash? */
 static int in_config_hash(const rs_cfg_field *fd) {
     if (fd->kind != CFG_SECTION) return (fd->hash & H_CONFIG) != 0;
@@ -176,13 +181,14 @@ static int in_config_hash(const rs_cfg_field *fd) {
 void rs_cfg_write(FILE *f, const rs_config *c, const rs_cfg_section *s, int indent, int for_hash) {
     for (int i = 0; i < s->n; i++) {
         const rs_cfg_field *fd = &s->fields[i];
-        if (for_hash && !in_config_hash(fd)) continue;
+        if (for_hash && (!in_config_hash(fd) || hash_skipped(c, fd))) continue;
         if (fd->kind == CFG_CUSTOM) {
             fd->write(f, c, indent);
         } else if (fd->kind == CFG_SECTION && (fd->sub->flags & CFG_FLOW)) {
             fprintf(f, "%*s%s: {", indent, "", fd->name);
             for (int j = 0, m = 0; j < fd->sub->n; j++) {
-                if (for_hash && !in_config_hash(&fd->sub->fields[j])) continue;
+                if (for_hash && (!in_config_hash(&fd->sub->fields[j]) || hash_skipped(c, &fd->sub->fields[j])))
+                    continue;
                 fprintf(f, "%s%s: ", m++ ? ", " : "", fd->sub->fields[j].name);
                 put_value(f, c, &fd->sub->fields[j]);
             }
@@ -258,7 +264,7 @@ static uint64_t hash_section(uint64_t h, const rs_config *c, const rs_cfg_sectio
                 h = hash_section(h, c, fd->sub, which, n_latents);
                 continue;
             }
-            if (!(fd->hash & which) || fd->kind == CFG_CUSTOM) continue;
+            if (!(fd->hash & which) || fd->kind == CFG_CUSTOM || hash_skipped(c, fd)) continue;
             h = hash_value(h, c, fd, n_latents);
             if ((fd->flags & CFG_GATE) && !*CVAL(c, fd, int)) return h;
         }

@@ -34,6 +34,8 @@ enum {
     CFG_GATE = 4,      /* a bool: when false, the section's later fields are left out of the task hashes */
     CFG_HASH_LAST = 8, /* hashed after the section's other fields (the order of a hash is frozen) */
     CFG_FLOW = 16,     /* a section written on one line: {a: 1, b: 2} */
+    CFG_HASH_SET = 32, /* an int in every hash only when it is not its default: a key added later leaves
+                        * the hashes of configs without it as they were */
 };
 
 /* Identity hashes a field belongs to. A change of a field in H_INPUTS changes every task hash;

@@ -128,6 +128,16 @@ static const char *const sae_cols[] = {"layer", "pred", "k", "seed", "fvu", "aux
 enum { SAE_NC = 14 };
 
 
+/* The training curve of an SAE trained with train.curve_bins > 0. */
+static rs_err sae_curve_copy(hid_t f, hid_t sg, const char *file) {
+    static const char *const gain[] = {"fvu_last20_gain"};
+    char def[1024];
+    RS_TRY(copy_obj(f, "fvu_curve", sg, "fvu_curve"));
+    RS_TRY(copy_attrs_num(f, sg, gain, 1, file));
+    RS_TRY(rs_h5_attr_get_str(def, sizeof def, f, "fvu_curve_definition", file));
+    return rs_h5_attr_str(sg, "fvu_curve_definition", def);
+}
+
 /* /sae/<name> of one SAE and its table row (variant, then sae_cols). */
 static rs_err sae_one(hid_t g, double *row, const rs_task *t, const rs_grid_sae *s) {
     char name[128];
@@ -140,6 +150,7 @@ static rs_err sae_one(hid_t g, double *row, const rs_task *t, const rs_grid_sae 
     for (int j = 0; j < 4 && !err; j++) err = copy_obj(f, w[j], sg, w[j]);
     if (!err) err = rs_h5_attr_str(sg, "kind", rs_variant_names[s->kind]);
     if (!err) err = copy_attrs_num(f, sg, sae_cols, (int)(sizeof sae_cols / sizeof *sae_cols), t->path);
+    if (!err && H5Lexists(f, "fvu_curve", H5P_DEFAULT) > 0) err = sae_curve_copy(f, sg, t->path);
     row[0] = (double)s->kind;
     for (int j = 0; j < SAE_NC - 1 && !err; j++) err = rs_h5_attr_get_f64(&row[j + 1], f, sae_cols[j], t->path);
     if (sg >= 0) H5Gclose(sg);

@@ -202,6 +202,10 @@ static rs_err train(const rs_task_ctx *c, sae_stream *s, const rs_grid_sae *g, d
     RS_INFO("sae %s: FVU %.4f, L0 %.2f, dead %.3f, %.0f tokens/s; input path on rank 0: store reads %.2fs, "
             "residuals %.2fs of %.2fs training", name, mt.fvu, mt.l0, mt.dead_frac, mt.tokens_per_s, s->t_read,
             s->t_resid, mt.seconds);
+    if (mt.curve_bins > 0)
+        RS_INFO("sae %s: FVU %.4f at 80%% of the steps, %.4f at the end: gain over the last 20%% %.2f%%", name,
+                mt.fvu_curve[mt.curve_bins / 5 * 4 - 1], mt.fvu_curve[mt.curve_bins - 1],
+                100 * mt.fvu_last20_gain);
 done:
     rs_sae_free(&sae);
     return err;

@@ -31,6 +31,10 @@ void rs_taskfile_ce_modes(char *out, size_t n) {
     "unscaled); ev_target = 1 - sum||u - r_hat||^2 / sum||u - mu_u||^2 (mu_u = eval mean of u = mu_h - A mu_hprev - " \
     "c); ev_orig_onestep = 1 - sum||h - (A h_prev + c + r_hat)||^2 / sum||h - mu_h||^2; ev_orig_chain the same with "  \
     "x_hat_m = A x_hat_(m-1) + c + r_hat_m, x_hat_1 = r_hat_1; raw: x_hat = r_hat (all three EVs equal)"
+#define DEF_CURVE                                                                                                    \
+    "training FVU (the loss's FVU of each global batch, before the step's update) averaged over each of "           \
+    "train.curve_bins equal spans of steps (step s of S in span floor(s bins / S)); fvu_last20_gain = "              \
+    "(F_80 - F_end) / F_80 with F_80 the mean of the span ending at 80% of the steps and F_end of the last span"
 #define DEF_RED                                                                                                      \
     "METHOD.md 6: for every pair a < b of the set's layers, mean over rows j of W_dec^b of max_i cos(W_dec^b[j], "   \
     "W_dec^a[i]) and of max_i |cos|; blocked SGEMM with running row maxima (eval.redundancy_block)"
@@ -213,6 +217,14 @@ static rs_err sae_attrs(hid_t f, const rs_sae *sae, const rs_grid_sae *g, const 
                                            "- c); metrics are training-time means over the last tail_steps steps");
 }
 
+/* The training curve (train.curve_bins > 0): fvu_curve (bins) and fvu_last20_gain. */
+static rs_err sae_curve(hid_t f, const rs_sae_metrics *mt) {
+    hsize_t n = (hsize_t)mt->curve_bins;
+    RS_TRY(rs_h5_write(f, "fvu_curve", H5T_NATIVE_DOUBLE, 1, &n, mt->fvu_curve));
+    RS_TRY(rs_h5_attr_f64(f, "fvu_last20_gain", mt->fvu_last20_gain));
+    return rs_h5_attr_str(f, "fvu_curve_definition", DEF_CURVE);
+}
+
 rs_err rs_taskfile_write_sae(const char *path, const rs_sae *sae, const rs_grid_sae *g, const rs_sae_metrics *mt,
                              const rs_sae_config *sc, double scale) {
     char tmp[4200];
@@ -225,6 +237,7 @@ rs_err rs_taskfile_write_sae(const char *path, const rs_sae *sae, const rs_grid_
     RS_TRY_GOTO(rs_h5_write(f, "W_dec", H5T_NATIVE_FLOAT, 2, dw, sae->p.W_dec), fail);
     RS_TRY_GOTO(rs_h5_write(f, "b_dec", H5T_NATIVE_FLOAT, 1, &dd, sae->p.b_dec), fail);
     RS_TRY_GOTO(sae_attrs(f, sae, g, mt, sc, scale), fail);
+    if (mt->curve_bins > 0) RS_TRY_GOTO(sae_curve(f, mt), fail);
     return rs_taskfile_commit(f, tmp, path);
 fail:
     H5Fclose(f);

@@ -81,7 +81,33 @@ uint64_t rs_sae_config_hash(const rs_sae_config *c) {
     h = rs_hash64(h, lv, sizeof lv);
     h = rs_hash64(h, dv, sizeof dv);
     h = rs_hash64(h, &c->seed, sizeof c->seed);
+    /* hashed only when recorded, so that the hashes of runs without a curve stay as they were */
+    if (c->curve_bins > 0) h = rs_hash64(h, &c->curve_bins, sizeof c->curve_bins);
     return h;
+}
+
+/* ============================== training curve ============================== */
+
+int rs_sae_curve_bin(const rs_sae_config *c, int64_t step) {
+    return (int)(step * (int64_t)c->curve_bins / c->steps);
+}
+
+double rs_sae_curve_gain(const double *curve, int bins) {
+    if (bins < 5 || bins % 5) return NAN;
+    double f80 = curve[bins / 5 * 4 - 1], fend = curve[bins - 1];
+    return (f80 - fend) / f80;
+}
+
+/* Mean FVU per span from the sums of t (every span holds at least one step: steps >= bins). */
+static void curve_finish(rs_sae_metrics *out, const rs_sae_trainer *t) {
+    const rs_sae_config *c = &t->cfg;
+    int64_t n[RS_SAE_MAX_CURVE_BINS] = {0};
+    out->curve_bins = c->curve_bins;
+    out->fvu_last20_gain = NAN;
+    if (c->curve_bins <= 0) return;
+    for (int64_t s = 0; s < c->steps; s++) n[rs_sae_curve_bin(c, s)]++;
+    for (int b = 0; b < c->curve_bins; b++) out->fvu_curve[b] = n[b] ? t->curve_sum[b] / (double)n[b] : NAN;
+    out->fvu_last20_gain = rs_sae_curve_gain(out->fvu_curve, c->curve_bins);
 }
 
 /* ============================== RNG (xoshiro256**, resae/rng.h) ============================== */
@@ -109,11 +135,13 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
         RS_FAIL(RS_ERR_INVAL, "SAE config (d=%d, n_latents=%d, k=%d) does not match the model (d=%d, n_latents=%d, k=%d)",
                 cfg->d, cfg->n_latents, cfg->k, sae->d, sae->n_latents, sae->k);
     if (cfg->batch < 1 || cfg->steps < 0 || cfg->chunk_rows < 1 || cfg->dead_tokens < 1 || cfg->init_tokens < 1 ||
-        !(cfg->decay_frac >= 0 && cfg->decay_frac <= 1) || !(cfg->alpha_aux >= 0))
+        !(cfg->decay_frac >= 0 && cfg->decay_frac <= 1) || !(cfg->alpha_aux >= 0) || cfg->curve_bins < 0 ||
+        cfg->curve_bins > RS_SAE_MAX_CURVE_BINS || (cfg->curve_bins > 0 && cfg->steps < cfg->curve_bins))
         RS_FAIL(RS_ERR_CONFIG, "SAE training config invalid: batch=%d steps=%lld chunk_rows=%d dead_tokens=%lld "
-                "init_tokens=%d decay_frac=%g alpha_aux=%g (need batch, chunk_rows, dead_tokens, init_tokens >= 1, "
-                "steps >= 0, decay_frac in [0,1], alpha_aux >= 0)", cfg->batch, (long long)cfg->steps,
-                cfg->chunk_rows, (long long)cfg->dead_tokens, cfg->init_tokens, cfg->decay_frac, cfg->alpha_aux);
+                "init_tokens=%d decay_frac=%g alpha_aux=%g curve_bins=%d (need batch, chunk_rows, dead_tokens, "
+                "init_tokens >= 1, steps >= 0, decay_frac in [0,1], alpha_aux >= 0, curve_bins in [0, %d] and at "
+                "most steps)", cfg->batch, (long long)cfg->steps, cfg->chunk_rows, (long long)cfg->dead_tokens,
+                cfg->init_tokens, cfg->decay_frac, cfg->alpha_aux, cfg->curve_bins, RS_SAE_MAX_CURVE_BINS);
     t->cfg = *cfg;
     t->cfg.ckpt_path = NULL; /* borrowed strings are not kept */
     t->comm = comm;
@@ -753,7 +781,8 @@ typedef struct ckpt_header {
     int64_t steps, warmup, dead_tokens, step, cursor, tail_n;
     uint64_t rng[4];
     double lr, decay_frac, alpha_aux, beta1, beta2, eps, tail_fvu, tail_auxk, tail_l0;
-    int32_t d, n_latents, k, batch, k_aux, bdec_init, init_tokens, geomedian_iters, nranks, pad;
+    int32_t d, n_latents, k, batch, k_aux, bdec_init, init_tokens, geomedian_iters, nranks;
+    int32_t curve_bins; /* > 0: that many FVU sums follow the fired counters */
 } ckpt_header;
 
 static void header_fill(ckpt_header *h, const rs_sae_trainer *t) {
@@ -789,6 +818,7 @@ static void header_fill(ckpt_header *h, const rs_sae_trainer *t) {
     h->init_tokens = c->init_tokens;
     h->geomedian_iters = c->geomedian_iters;
     h->nranks = t->size;
+    h->curve_bins = c->curve_bins;
 }
 
 static rs_err write_all(int fd, const void *buf, size_t n, const char *path, uint64_t *hash) {
@@ -819,6 +849,8 @@ static rs_err ckpt_write_file(const rs_sae_trainer *t, const char *path) {
     RS_TRY_GOTO(write_all(fd, t->m_slab, np * sizeof(float), tmp, &hash), fail);
     RS_TRY_GOTO(write_all(fd, t->v_slab, np * sizeof(float), tmp, &hash), fail);
     RS_TRY_GOTO(write_all(fd, t->since_fired, (size_t)t->sae->n_latents * sizeof(int64_t), tmp, &hash), fail);
+    if (t->cfg.curve_bins > 0)
+        RS_TRY_GOTO(write_all(fd, t->curve_sum, (size_t)t->cfg.curve_bins * sizeof(double), tmp, &hash), fail);
     uint64_t sum = hash, dummy = 0;
     RS_TRY_GOTO(write_all(fd, &sum, sizeof sum, tmp, &dummy), fail);
     if (fsync(fd)) RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
@@ -887,6 +919,7 @@ static rs_err ckpt_read_file(rs_sae_trainer *t, const char *path) {
     CHECK_FIELD("%d", "bdec_init", h.bdec_init, want.bdec_init);
     CHECK_FIELD("%d", "init_tokens", h.init_tokens, want.init_tokens);
     CHECK_FIELD("%d", "geomedian_iters", h.geomedian_iters, want.geomedian_iters);
+    CHECK_FIELD("%d", "curve_bins", h.curve_bins, want.curve_bins);
     CHECK_FIELD("%g", "lr", h.lr, want.lr);
     CHECK_FIELD("%g", "decay_frac", h.decay_frac, want.decay_frac);
     CHECK_FIELD("%g", "alpha_aux", h.alpha_aux, want.alpha_aux);
@@ -904,12 +937,15 @@ static rs_err ckpt_read_file(rs_sae_trainer *t, const char *path) {
     fired = malloc(n * sizeof(int64_t));
     if (!buf || !fired) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "out of memory reading checkpoint %s", path);
     uint64_t sum = 0, hash = rs_hash64(RS_HASH64_INIT, &h, sizeof h);
+    size_t nc = (size_t)h.curve_bins;
+    double curve[RS_SAE_MAX_CURVE_BINS];
     if (fread(buf, sizeof(float), 3 * np, f) != 3 * np || fread(fired, sizeof(int64_t), n, f) != n ||
-        fread(&sum, sizeof sum, 1, f) != 1)
+        fread(curve, sizeof(double), nc, f) != nc || fread(&sum, sizeof sum, 1, f) != 1)
         RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: truncated checkpoint", path);
     if (fgetc(f) != EOF) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: trailing bytes after the checksum", path);
     hash = rs_hash64(hash, buf, 3 * np * sizeof(float));
     hash = rs_hash64(hash, fired, n * sizeof(int64_t));
+    if (nc) hash = rs_hash64(hash, curve, nc * sizeof(double));
     if (hash != sum) RS_FAIL_GOTO(done, RS_ERR_FORMAT, "%s: checksum mismatch (corrupt checkpoint)", path);
     if (h.nranks != t->size)
         RS_WARN("checkpoint %s was written by %d rank(s), resuming on %d: the result will equal an uninterrupted "
@@ -924,6 +960,7 @@ static rs_err ckpt_read_file(rs_sae_trainer *t, const char *path) {
     t->tail_auxk = h.tail_auxk;
     t->tail_l0 = h.tail_l0;
     t->tail_n = h.tail_n;
+    memcpy(t->curve_sum, curve, nc * sizeof(double));
 done:
     fclose(f);
     free(buf);
@@ -978,6 +1015,7 @@ rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, 
             t.tail_l0 += st.l0;
             t.tail_n++;
         }
+        if (cfg->curve_bins > 0) t.curve_sum[rs_sae_curve_bin(cfg, t.step - 1)] += st.fvu;
         double now = rs_now();
         int log_now = (cfg->log_every > 0 && t.step % cfg->log_every == 0) || now - t_last_log >= prog.interval ||
                       t.step == cfg->steps;
@@ -1016,6 +1054,7 @@ rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, 
         out->l0 = t.tail_l0 / t.tail_n;
     }
     out->last_fvu = st.fvu;
+    curve_finish(out, &t);
     {
         int nd = 0;
         for (int j = 0; j < sae->n_latents; j++) nd += t.since_fired[j] >= cfg->dead_tokens;

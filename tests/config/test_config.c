@@ -206,15 +206,45 @@ static void test_hash(void **state) {
     assert_int_equal(load_text(&c, text), RS_OK);
     assert_true(rs_config_hash(&c) == h0);
     rs_config_free(&c);
+    /* keys added later at their defaults (no curve, one pass) leave the hash as it was */
+    snprintf(text, sizeof text, "%strain: {curve_bins: 0, max_epochs: 3}\n", base);
+    assert_int_equal(load_text(&c, text), RS_OK);
+    assert_true(rs_config_hash(&c) == h0);
+    rs_config_free(&c);
     /* anything that changes results changes the hash */
-    const char *changes[] = {"sae: {expansion: 16}\n", "train: {lr: 1.0e-3}\n",
-                             "eval: {ce: false}\n",   "seed: 1\n",             "store: {activation_dtype: float16}\n"};
+    const char *changes[] = {"sae: {expansion: 16}\n", "train: {lr: 1.0e-3}\n", "eval: {ce: false}\n",
+                             "seed: 1\n", "store: {activation_dtype: float16}\n", "train: {curve_bins: 20}\n"};
     for (size_t i = 0; i < sizeof changes / sizeof *changes; i++) {
         snprintf(text, sizeof text, "%s%s", base, changes[i]);
         assert_int_equal(load_text(&c, text), RS_OK);
         assert_true(rs_config_hash(&c) != h0);
         rs_config_free(&c);
     }
+}
+
+/* train.tokens may span max_epochs passes over the train split, no more; curve_bins is a multiple of 5. */
+static void test_epochs_and_curve(void **state) {
+    (void)state;
+    const char *base = "name: x\nmodel: {path: m}\ndata: {tokens: t.h5, splits: {calibration: 1000, train: 100000, "
+                       "eval: 1000}}\nlayers: {sets: [{layers: [0, 3]}]}\n";
+    char text[1024];
+    rs_config c;
+    snprintf(text, sizeof text, "%strain: {tokens: 200000, max_epochs: 2, warmup_steps: 1, curve_bins: 20}\n", base);
+    assert_int_equal(load_text(&c, text), RS_OK);
+    assert_int_equal(rs_config_train_tokens(&c), 200000);
+    rs_config_free(&c);
+    snprintf(text, sizeof text, "%strain: {tokens: 200001, max_epochs: 2, warmup_steps: 1}\n", base);
+    assert_int_equal(load_text(&c, text), RS_ERR_CONFIG);
+    assert_non_null(strstr(rs_err_msg(), "train.max_epochs"));
+    rs_err_clear();
+    snprintf(text, sizeof text, "%strain: {tokens: 100000, warmup_steps: 1, curve_bins: 12}\n", base);
+    assert_int_equal(load_text(&c, text), RS_ERR_CONFIG);
+    assert_non_null(strstr(rs_err_msg(), "train.curve_bins"));
+    rs_err_clear();
+    snprintf(text, sizeof text, "%strain: {tokens: 8192, warmup_steps: 0, decay_fraction: 0, curve_bins: 5}\n", base);
+    assert_int_equal(load_text(&c, text), RS_ERR_CONFIG); /* 2 steps cannot fill 5 spans */
+    assert_non_null(strstr(rs_err_msg(), "training steps"));
+    rs_err_clear();
 }
 
 /* ---- model checks -------------------------------------------------------------------------- */
@@ -394,6 +424,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),   cmocka_unit_test(test_full),       cmocka_unit_test(test_locations),
         cmocka_unit_test(test_roundtrip),  cmocka_unit_test(test_hash),       cmocka_unit_test(test_check_model),
         cmocka_unit_test(test_hostile),    cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_epochs_and_curve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
