@@ -128,6 +128,9 @@ def write_results(path, layout, t, variant_names=VARIANTS):
             g["A"], g["c"] = np.eye(D), np.zeros(D)
         for i, row in enumerate(t["sae"]):
             g = gs.create_group(f"sae{i}")
+            cols = SAE_COLS.split(",")
+            for c, v in zip(cols, row[len(row) - len(cols):]):
+                g.attrs[c] = v
             w = np.ones((8, D), np.float32) / np.sqrt(D)
             g["W_dec"], g["W_enc"] = w, w
             g["b_enc"], g["b_dec"] = np.zeros(8, np.float32), np.zeros(D, np.float32)
