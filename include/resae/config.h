@@ -150,9 +150,11 @@ typedef struct rs_config {
         } probing;
         struct {
             int enabled;
-            char *data;
-            int64_t layer;    /* probed layer; -1 = the last layer of each set */
-            rs_int_list budgets;
+            rs_int_list budgets;  /* total ablated latents N */
+            rs_int_list k;        /* SAE k to run; empty = every sae.k */
+            int64_t class_sets;   /* the first this many class sets of the probing plan */
+            int64_t epochs;       /* probe training epochs */
+            int random;           /* the random-latent control */
         } tpp;
     } eval;
 
@@ -193,6 +195,8 @@ rs_err rs_config_write_yaml(FILE *f, const rs_config *c);
 uint64_t rs_config_hash(const rs_config *c);
 /* h mixed with every eval.probing key (the probing tasks' identity; tasks.c). */
 uint64_t rs_config_probe_hash(uint64_t h, const rs_config *c);
+/* h mixed with every eval.probing and eval.tpp key (the TPP tasks' identity). */
+uint64_t rs_config_tpp_hash(uint64_t h, const rs_config *c);
 /* The key reference of docs/config.md (markdown tables, one per section), printed from the schema
  * tables in src/config/config.c. */
 void rs_config_write_keys(FILE *f);

@@ -34,4 +34,21 @@ static inline uint64_t rs_xoshiro256ss_next(uint64_t s[4]) {
     return out;
 }
 
+/* A stream named by (seed, a, b, c): the state is splitmix64 of a hash of the four. */
+static inline void rs_rng_stream(uint64_t s[4], uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t x = rs_splitmix64(seed ^ rs_splitmix64(a + 1) ^ rs_splitmix64(rs_splitmix64(b + 1) + c));
+    for (int i = 0; i < 4; i++) s[i] = rs_splitmix64_next(&x);
+}
+
+/* Uniform in [0, n), n >= 1 (rejection, no modulo bias). */
+static inline uint64_t rs_rng_below(uint64_t s[4], uint64_t n) {
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n, v;
+    do v = rs_xoshiro256ss_next(s);
+    while (v >= lim);
+    return v % n;
+}
+
+/* Uniform in [0, 1) with 53 random bits. */
+static inline double rs_rng_unit(uint64_t s[4]) { return (double)(rs_xoshiro256ss_next(s) >> 11) * 0x1p-53; }
+
 #endif

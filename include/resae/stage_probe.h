@@ -8,7 +8,13 @@
 #ifndef RESAE_STAGE_PROBE_H
 #define RESAE_STAGE_PROBE_H
 
+#include "resae/affine.h"
 #include "resae/err.h"
+#include "resae/eval.h"
+#include "resae/h5util.h"
+#include "resae/model.h"
+#include "resae/probe_data.h"
+#include "resae/sae.h"
 #include "resae/stage.h"
 
 /* Task-file (and results.h5 /probing, prefixed with the layer set) tables. */
@@ -30,6 +36,43 @@ enum rs_probe_kind {
 extern const char *const rs_probe_kind_names[RS_PROBE_KIND_COUNT];
 /* The definitions stored with the three tables (probing, probing_latents, probing_classes). */
 extern const char *const rs_probe_definitions[3];
+
+/* ---- shared with the TPP stage (stage_tpp.c) -------------------------------------------------- */
+
+/* What a probed set needs: the model, the labelled windows and their plan (eval.probing), and every
+ * SAE (and resae affine map) of the set's evaluations. */
+typedef struct rs_probe_inputs {
+    const rs_grid_set *set;
+    int M, d, n_lat, T, skip, top, n_e;
+    rs_model model;
+    rs_probe_data data;
+    rs_probe_plan plan;
+    const rs_grid_eval **ev; // (n_e) the set's evaluations (variant, k, seed)
+    rs_eval_set *es;         // (n_e)
+    rs_sae *sae;             // (n_e * M)
+    rs_affine_map *map;      // (n_e * M)
+} rs_probe_inputs;
+
+/* keep: which of the set's evaluations to load (NULL: all). */
+typedef int (*rs_probe_eval_filter)(const rs_run *run, const rs_grid_eval *e);
+rs_err rs_probe_inputs_load(rs_probe_inputs *in, const rs_run *run, int set, rs_probe_eval_filter keep);
+void rs_probe_inputs_free(rs_probe_inputs *in);
+
+/* Pooled features of one class set's windows (in the order of rs_probe_set.windows). */
+typedef struct rs_probe_feats {
+    int n_w;
+    float *h; // (M, n_w, d) pooled h at each layer of the set
+    float *z; // (n_e, M, n_w, n_lat) pooled original-unit codes z / s
+} rs_probe_feats;
+
+/* Collective: the features of class set S on rank 0 (other ranks hold only their own rows; the
+ * caller frees h and z). Ranks take whole batches, so the numbers do not depend on the rank count. */
+rs_err rs_probe_class_set_feats(rs_probe_feats *f, const rs_probe_inputs *in, const rs_probe_set *S,
+                                const rs_task_ctx *c);
+float *rs_probe_h_block(const rs_probe_inputs *in, const rs_probe_feats *f, int m);
+float *rs_probe_z_block(const rs_probe_inputs *in, const rs_probe_feats *f, int e, int m);
+/* The file's label names, comma-separated, as the attribute label_names of f. */
+rs_err rs_probe_label_names_attr(hid_t f, const rs_probe_data *d);
 
 /* Probe grid set `set` on c->comm and write its task file at path (rank 0). Collective. */
 rs_err rs_stage_probe_run(const rs_task_ctx *c, int set, const char *path);

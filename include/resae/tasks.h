@@ -20,9 +20,10 @@ enum rs_task_kind {
     RS_TASK_EVAL = 3,    /* one unique evaluation (identical sets share one) */
     RS_TASK_ABLATE = 4,  /* the zero/mean ablation baselines of one distinct set */
     RS_TASK_PROBE = 5,   /* sparse probing of one distinct set: every variant, k and seed */
-    RS_TASK_KIND_COUNT = 6
+    RS_TASK_TPP = 6,     /* targeted probe perturbation of one probed set: every variant, eval.tpp.k and seed */
+    RS_TASK_KIND_COUNT = 7
 };
-extern const char *const rs_task_kind_names[RS_TASK_KIND_COUNT]; /* harvest affine train evaluate ablate probe */
+extern const char *const rs_task_kind_names[RS_TASK_KIND_COUNT]; /* harvest affine train evaluate ablate probe tpp */
 const char *rs_task_kind_name(enum rs_task_kind k);
 rs_err rs_task_kind_parse(enum rs_task_kind *out, const char *name);
 /* The stage a kind belongs to (ablation baselines: the evaluation stage). */
@@ -77,6 +78,14 @@ int rs_tasks_probe_needed(const rs_run *run, int set);
  * evaluations and the eval.probing keys. */
 uint64_t rs_tasks_probe_hash(const rs_run *run, int set);
 rs_err rs_tasks_probe_path(char *out, size_t n, const rs_run *run, int set);
+/* Whether grid.sets[set] has a TPP task: eval.tpp on and the set chosen as for probing. */
+int rs_tasks_tpp_needed(const rs_run *run, int set);
+/* Whether evaluation e is in the TPP grid (its k in eval.tpp.k, or that list empty). */
+int rs_tasks_tpp_eval(const rs_run *run, const rs_grid_eval *e);
+/* tasks/tpp_<set>_<hash>.h5; the hash covers the inputs, the layers, the TPP evaluations' SAEs, the
+ * set's affine maps and the eval.probing and eval.tpp keys. */
+uint64_t rs_tasks_tpp_hash(const rs_run *run, int set);
+rs_err rs_tasks_tpp_path(char *out, size_t n, const rs_run *run, int set);
 /* <run_dir>/<name> (the activation store, results.h5, config.yaml, the status snapshot, ...). */
 rs_err rs_tasks_run_file(char *out, size_t n, const rs_run *run, const char *name);
 

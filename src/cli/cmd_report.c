@@ -10,6 +10,7 @@
 #include "resae/h5util.h"
 #include "resae/results.h"
 #include "resae/stage_probe.h"
+#include "resae/stage_tpp.h"
 #include "resae/util.h"
 
 static void usage(FILE *f) {
@@ -27,6 +28,9 @@ static void usage(FILE *f) {
                "  probing         set x variant x k x seed x kind x layer: test accuracy of the sparse probes\n"
                "                  for each K (mean over classes, then class sets), the model's pooled h\n"
                "                  (ceiling) and K random latents (floor); and where the union's latents live\n"
+               "  TPP             per set and N: TPP and the interaction as rows k x columns global / per-layer\n"
+               "                  joint x raw / resae; then every kind (single, local, random, parts) with\n"
+               "                  its intended and unintended accuracy changes\n"
                "Definitions are stored with each table (attribute `definition`).\n"
                "exit codes: 0 ok, 1 error (no results file or no evaluation tables), 2 usage\n");
 }
@@ -149,6 +153,85 @@ static int print_probing(hid_t f, const char *path, const char *sets) {
     free(seen);
     free(t);
     free(lat);
+    return 0;
+}
+
+/* Mean over seeds of column col of the TPP rows (set, variant, k, kind, layer, N) averaged over classes and
+ * class sets; NaN if there is none. */
+static double tpp_cell(const double *t, int n, double set, double var, double k, double kind, double layer, double N,
+                       int col) {
+    double sum = 0;
+    int cnt = 0;
+    for (int r = 0; r < n; r++) {
+        const double *q = t + (size_t)r * (RS_TPP_TABLE_NC + 1);
+        if (q[0] == set && q[1] == var && q[2] == k && q[4] == kind && q[5] == layer && q[6] == N && q[7] == -1 &&
+            q[8] == -1) {
+            sum += q[col];
+            cnt++;
+        }
+    }
+    return cnt ? sum / cnt : NAN;
+}
+
+/* TPP as the paper lays it out (rows k; columns global / per-layer joint x raw / resae) for TPP and the
+ * interaction at each N, then every kind's intended and unintended parts. */
+static int print_tpp(hid_t f, const char *path, const char *sets) {
+    double *t = NULL;
+    int n = 0, nc = RS_TPP_TABLE_NC + 1;
+    if (read_table(&t, &n, nc, f, "tpp/tpp", path)) return 1;
+    char sn[128], c[4][32];
+    double seen_set[64];
+    int n_set = 0;
+    for (int r = 0; r < n && n_set < 64; r++) {
+        int dup = 0;
+        for (int i = 0; i < n_set; i++) dup |= seen_set[i] == t[(size_t)r * nc];
+        if (!dup) seen_set[n_set++] = t[(size_t)r * nc];
+    }
+    for (int si = 0; si < n_set; si++) {
+        double set = seen_set[si], Ns[64], ks[64];
+        int nN = 0, nk = 0;
+        for (int r = 0; r < n; r++) {
+            const double *q = t + (size_t)r * nc;
+            if (q[0] != set) continue;
+            int d1 = 0, d2 = 0;
+            for (int i = 0; i < nN; i++) d1 |= Ns[i] == q[6];
+            for (int i = 0; i < nk; i++) d2 |= ks[i] == q[2];
+            if (!d1 && nN < 64) Ns[nN++] = q[6];
+            if (!d2 && nk < 64) ks[nk++] = q[2];
+        }
+        set_name(sn, sizeof sn, sets, (int)set);
+        static const char *const what[2] = {"TPP = mean_i [intended - unintended]", "interaction = TPP(budget) - sum of "
+                                                                                     "its layers' parts"};
+        for (int w = 0; w < 2; w++)
+            for (int a = 0; a < nN; a++) {
+                printf("\nTPP set %s, N = %.0f total ablated latents: %s (mean over classes, class sets, seeds)\n", sn,
+                       Ns[a], what[w]);
+                printf("%5s %11s %11s %11s %11s\n", "k", "global_raw", "global_resae", "joint_raw", "joint_resae");
+                for (int b = 0; b < nk; b++) {
+                    double kinds[2] = {w ? RS_TPP_GLOBAL_INTER : RS_TPP_GLOBAL, w ? RS_TPP_JOINT_INTER : RS_TPP_JOINT};
+                    for (int x = 0; x < 4; x++)
+                        fmt(c[x], 32, tpp_cell(t, n, set, x % 2, ks[b], kinds[x / 2], -1, Ns[a], 11));
+                    printf("%5.0f %11s %11s %11s %11s\n", ks[b], c[0], c[1], c[2], c[3]);
+                }
+            }
+    }
+    printf("\nTPP by kind (mean over classes, class sets, seeds; layer -: every layer of the set; local: SAEBench-exact "
+           "at that layer; random: control)\n");
+    printf("%-12s %-6s %5s %-18s %6s %6s %10s %10s %10s\n", "set", "var", "k", "kind", "layer", "N", "intended",
+           "unintended", "tpp");
+    for (int r = 0; r < n; r++) {
+        const double *q = t + (size_t)r * nc;
+        if (q[7] != -1 || q[3] != 0) continue; /* one line per cell: the first seed's row, seeds averaged */
+        int kind = (int)q[4];
+        char layer[16];
+        if (q[5] < 0) snprintf(layer, sizeof layer, "-");
+        else snprintf(layer, sizeof layer, "%.0f", q[5]);
+        set_name(sn, sizeof sn, sets, (int)q[0]);
+        for (int x = 0; x < 3; x++) fmt(c[x], 32, tpp_cell(t, n, q[0], q[1], q[2], q[4], q[5], q[6], 9 + x));
+        printf("%-12s %-6s %5.0f %-18s %6s %6.0f %10s %10s %10s\n", sn, variant(q[1]), q[2],
+               kind >= 0 && kind < RS_TPP_KIND_COUNT ? rs_tpp_kind_names[kind] : "?", layer, q[6], c[0], c[1], c[2]);
+    }
+    free(t);
     return 0;
 }
 
@@ -310,6 +393,10 @@ int rs_cmd_report(int argc, char **argv) {
     H5E_BEGIN_TRY { has_probing = H5Lexists(f, "probing", H5P_DEFAULT); }
     H5E_END_TRY;
     if (has_probing > 0 && print_probing(f, path, sets)) goto done;
+    htri_t has_tpp = 0;
+    H5E_BEGIN_TRY { has_tpp = H5Lexists(f, "tpp", H5P_DEFAULT); }
+    H5E_END_TRY;
+    if (has_tpp > 0 && print_tpp(f, path, sets)) goto done;
     code = RS_EXIT_OK;
 done:
     free(rec);

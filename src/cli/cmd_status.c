@@ -214,6 +214,7 @@ int rs_cmd_status(int argc, char **argv) {
     if (rs_tasks_count(&l, RS_TASK_ABLATE)) complete &= kind_line(&run, &l, RS_TASK_ABLATE, "sets", SNAP(RS_TASK_ABLATE), ng);
     complete &= kind_line(&run, &l, RS_TASK_EVAL, "evaluations", SNAP(RS_TASK_EVAL), ng);
     if (rs_tasks_count(&l, RS_TASK_PROBE)) complete &= kind_line(&run, &l, RS_TASK_PROBE, "sets", SNAP(RS_TASK_PROBE), ng);
+    if (rs_tasks_count(&l, RS_TASK_TPP)) complete &= kind_line(&run, &l, RS_TASK_TPP, "sets", SNAP(RS_TASK_TPP), ng);
 #undef SNAP
     results_line(run_dir);
     printf("state: %s\n", complete ? "complete (every stage that exists)" : "incomplete");

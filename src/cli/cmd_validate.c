@@ -147,7 +147,7 @@ int rs_cmd_validate(int argc, char **argv) {
     }
     warn_missing(&c, "data.tokens", c.data.tokens, "the harvest stage reads it");
     if (c.eval.probing.enabled) warn_missing(&c, "eval.probing.data", c.eval.probing.data, "probing reads it");
-    if (c.eval.tpp.enabled) warn_missing(&c, "eval.tpp.data", c.eval.tpp.data, "TPP reads it");
+    if (c.eval.tpp.enabled && !c.eval.probing.enabled) warn_missing(&c, "eval.probing.data", c.eval.probing.data, "TPP reads it");
     if (!quiet) {
         printf("# resolved experiment config (defaults filled in, paths absolute); validates as it is\n");
         if (rs_config_write_yaml(stdout, &c)) rc = rs_cli_fail();

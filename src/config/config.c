@@ -79,7 +79,10 @@ static rs_err probing_check(yg_parser *p, yaml_node_t *n) {
 
 static rs_err tpp_check(yg_parser *p, yaml_node_t *n) {
     (void)n;
-    return study_check(p->c, "eval.tpp", p->c->eval.tpp.enabled, p->c->eval.tpp.data);
+    if (p->c->eval.tpp.enabled && !p->c->eval.probing.data)
+        RS_CONFIG_FAIL(p->c, "eval.tpp.enabled", "TPP uses the labelled sequences of eval.probing.data, which is not "
+                       "set; add it (eval.probing.enabled may stay false) or set eval.tpp.enabled: false");
+    return RS_OK;
 }
 
 /* layers.regression: null = the union of the selected layers (regression_auto), [] = none. */
@@ -265,14 +268,20 @@ static const rs_cfg_field probing_fields[] = {
 };
 static const rs_cfg_section probing_section = {"eval.probing", FIELDS(probing_fields), 0, probing_check, NULL};
 
+/* TPP runs in its own tasks (H_TPP) on the probing plan; `enabled` stays in the eval hash */
+#define HT (H_CONFIG | H_TPP)
 static const rs_cfg_field tpp_fields[] = {
-    {BOOL("enabled", eval.tpp.enabled, 0, HE), .flags = CFG_GATE, .doc = "targeted probe perturbation"},
-    {PATH("data", eval.tpp.data, HE), .flags = CFG_NULL, .doc_range = "required when enabled",
-     .doc = "labelled sequences"},
-    {INTS("budgets", eval.tpp.budgets, "budget", 1, 1 << 24, YG_LIST_UNIQUE | YG_LIST_SORTED, HE)(10, 20, 50),
-     .flags = CFG_HASH_LAST, .doc = "total ablated latents N"},
-    {INT("layer", eval.tpp.layer, 0, RS_CONFIG_MAX_LAYER, -1, HE), .flags = CFG_NULL, .doc_range = "a model layer",
-     .doc = "probed layer; null = the last layer of each set"},
+    {BOOL("enabled", eval.tpp.enabled, 0, HE | H_TPP), .flags = CFG_GATE,
+     .doc = "targeted probe perturbation (docs/tpp.md) on the eval.probing data, plan and layer sets"},
+    {INTS("budgets", eval.tpp.budgets, "budget", 1, 1 << 24, YG_LIST_UNIQUE | YG_LIST_SORTED, HT)(4, 8, 20, 40),
+     .doc = "total ablated latents N (over a set's layers; N per layer for single-layer TPP)"},
+    {.name = "k", .kind = CFG_INT_LIST, .off = OFF(eval.tpp.k), .what = "k", .lo = 1, .hi = 1 << 24,
+     .list_flags = YG_LIST_UNIQUE | YG_LIST_SORTED | YG_LIST_MAY_BE_EMPTY, .hash = HT, .def_list = NULL, .def_n = 0,
+     .doc_default = "[]", .doc = "the SAE sparsities k to run TPP for; [] = every sae.k"},
+    {INT("class_sets", eval.tpp.class_sets, 1, 64, 2, HT),
+     .doc = "the first this many class sets of the probing plan (SAEBench uses 2 datasets)"},
+    {INT("epochs", eval.tpp.epochs, 1, 10000, 20, HT), .doc = "probe training epochs (SAEBench: 20)"},
+    {BOOL("random", eval.tpp.random, 1, HT), .doc = "also ablate random latents (the per-layer joint split; control)"},
 };
 static const rs_cfg_section tpp_section = {"eval.tpp", FIELDS(tpp_fields), 0, tpp_check, NULL};
 
@@ -673,8 +682,8 @@ void rs_config_free(rs_config *c) {
     free(c->eval.probing.data);
     free(c->eval.probing.top_k.v);
     free(c->eval.probing.layer_set);
-    free(c->eval.tpp.data);
     free(c->eval.tpp.budgets.v);
+    free(c->eval.tpp.k.v);
     free(c->locs);
     memset(c, 0, sizeof *c);
 }
@@ -766,7 +775,6 @@ rs_err rs_config_check_model(const rs_config *c, const rs_model_config *mc) {
         snprintf(key, sizeof key, "layers.regression[%d]", j);
         RS_TRY(check_layer(c, key, c->layers.regression.v[j], mc));
     }
-    if (c->eval.tpp.layer >= 0) RS_TRY(check_layer(c, "eval.tpp.layer", c->eval.tpp.layer, mc));
     int64_t width = rs_config_n_latents(c, mc);
     for (int j = 0; j < c->sae.k.n; j++)
         if (c->sae.k.v[j] >= width) {
@@ -793,6 +801,10 @@ rs_err rs_config_write_yaml(FILE *f, const rs_config *c) {
 }
 
 uint64_t rs_config_probe_hash(uint64_t h, const rs_config *c) { return rs_cfg_hash(h, c, H_PROBE, 0); }
+
+uint64_t rs_config_tpp_hash(uint64_t h, const rs_config *c) {
+    return rs_cfg_hash(rs_cfg_hash(h, c, H_PROBE, 0), c, H_TPP, 0);
+}
 
 uint64_t rs_config_hash(const rs_config *c) {
     char *buf = NULL;

@@ -358,7 +358,7 @@ static void doc_hashes(char *out, size_t n, const rs_cfg_field *fd) {
         unsigned bit;
         const char *name;
     } names[] = {{H_INPUTS, "inputs"}, {H_AFFINE, "affine"}, {H_SAE, "SAE"}, {H_EVAL, "eval"}, {H_GRID, "grid"},
-                 {H_PROBE, "probe"}};
+                 {H_PROBE, "probe"}, {H_TPP, "tpp"}};
     size_t o = 0;
     out[0] = '\0';
     for (size_t i = 0; i < sizeof names / sizeof *names && o < n; i++)

@@ -48,9 +48,10 @@ enum {
     H_EVAL = 16,   /* evaluation hashes */
     H_GRID = 32,   /* not hashed as a value: it decides which tasks exist (layers, k, seeds, ...), and
                     * the grid hashes those items (rs_grid_build) */
-    H_PROBE = 64,  /* sparse-probing task hashes (tasks.c) */
+    H_PROBE = 64,  /* sparse-probing task hashes (tasks.c); the TPP tasks' too (they share the plan) */
+    H_TPP = 128,   /* TPP task hashes (tasks.c) */
 };
-#define H_TASKS (H_INPUTS | H_AFFINE | H_SAE | H_EVAL | H_PROBE)
+#define H_TASKS (H_INPUTS | H_AFFINE | H_SAE | H_EVAL | H_PROBE | H_TPP)
 
 typedef struct rs_cfg_section rs_cfg_section;
 

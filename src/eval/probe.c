@@ -95,13 +95,6 @@ rs_err rs_probe_topk(int64_t *sel, const rs_probe_blocks *X, const rs_probe_task
     return RS_OK;
 }
 
-static uint64_t rng_below(uint64_t st[4], uint64_t n) {
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n, v;
-    do v = rs_xoshiro256ss_next(st);
-    while (v >= lim);
-    return v % n;
-}
-
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
@@ -109,12 +102,12 @@ static int cmp_i64(const void *a, const void *b) {
 
 rs_err rs_probe_random(int64_t *sel, int64_t n_features_, int K, uint64_t seed, uint64_t a, uint64_t b) {
     if (K < 1 || K > n_features_) RS_FAIL(RS_ERR_INVAL, "%d random features of %lld", K, (long long)n_features_);
-    uint64_t x = rs_splitmix64(seed ^ rs_splitmix64(a + 1) ^ rs_splitmix64(rs_splitmix64(b + 1) + 7)), st[4];
-    for (int i = 0; i < 4; i++) st[i] = rs_splitmix64_next(&x);
+    uint64_t st[4];
+    rs_rng_stream(st, seed, a, b, 7);
     /* Floyd's sampling: K distinct values without a permutation of all n */
     int n = 0;
     for (int64_t j = n_features_ - K; j < n_features_; j++) {
-        int64_t v = (int64_t)rng_below(st, (uint64_t)j + 1), dup = 0;
+        int64_t v = (int64_t)rs_rng_below(st, (uint64_t)j + 1), dup = 0;
         for (int i = 0; i < n; i++) dup |= sel[i] == v;
         sel[n++] = dup ? j : v;
     }

@@ -165,23 +165,10 @@ void rs_probe_data_free(rs_probe_data *d) {
  * The plan
  * ===================================================================================================== */
 
-static void rng_seed(uint64_t s[4], uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
-    uint64_t x = rs_splitmix64(seed ^ rs_splitmix64(a + 1) ^ rs_splitmix64(rs_splitmix64(b + 1) + c));
-    for (int i = 0; i < 4; i++) s[i] = rs_splitmix64_next(&x);
-}
-
-/* Uniform in [0, n) (rejection, no modulo bias). */
-static uint64_t rng_below(uint64_t s[4], uint64_t n) {
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n, v;
-    do v = rs_xoshiro256ss_next(s);
-    while (v >= lim);
-    return v % n;
-}
-
 /* The first k of a uniform random permutation of v (n) in place (partial Fisher-Yates). */
 static void draw(int64_t *v, int64_t n, int64_t k, uint64_t s[4]) {
     for (int64_t i = 0; i < k && i < n; i++) {
-        int64_t j = i + (int64_t)rng_below(s, (uint64_t)(n - i));
+        int64_t j = i + (int64_t)rs_rng_below(s, (uint64_t)(n - i));
         int64_t t = v[i];
         v[i] = v[j];
         v[j] = t;
@@ -293,7 +280,7 @@ static rs_err draw_pool(int64_t *out, int64_t n, const rs_probe_data *d, const r
     for (int64_t i = 0; i < d->n; i++)
         if (d->labels[i] == L && p->test_side[i] == side) v[m++] = i;
     uint64_t s[4];
-    rng_seed(s, p->o.seed, (uint64_t)L, 1000 + (uint64_t)side, 0);
+    rs_rng_stream(s, p->o.seed, (uint64_t)L, 1000 + (uint64_t)side, 0);
     draw(v, m, n, s);
     qsort(v, (size_t)n, sizeof *v, cmp_i64);
     memcpy(out, v, sizeof(int64_t) * (size_t)n);
@@ -320,7 +307,7 @@ static rs_err binary_side(int32_t *idx, int8_t *y, const rs_probe_set *S, int64_
         RS_FAIL(RS_ERR_NOMEM, "out of memory for a binary probe task");
     }
     uint64_t s[4];
-    rng_seed(s, seed, 100000 + (uint64_t)set, (uint64_t)c, (uint64_t)side);
+    rs_rng_stream(s, seed, 100000 + (uint64_t)set, (uint64_t)c, (uint64_t)side);
     for (int j = 0; j < C; j++) {
         if (j == c) continue;
         memcpy(tmp, pools[j], sizeof(int64_t) * (size_t)n);

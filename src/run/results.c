@@ -13,6 +13,7 @@
 #include "resae/mpi_util.h"
 #include "resae/sched.h"
 #include "resae/stage_probe.h"
+#include "resae/stage_tpp.h"
 #include "resae/tasks.h"
 #include "resae/util.h"
 #include "resae/version.h"
@@ -261,22 +262,40 @@ static rs_err results_eval(hid_t out, const rs_run *run, const rs_task_list *l) 
  * /probing
  * ===================================================================================================== */
 
-/* The three probing tables, rows prefixed with the layer set. */
-static const struct {
-    const char *name, *cols;
-    int nc;
-} probe_tables[3] = {{"probing", RS_PROBE_TABLE_COLS, RS_PROBE_TABLE_NC},
-                     {"probing_latents", RS_PROBE_LATENT_COLS, RS_PROBE_LATENT_NC},
-                     {"probing_classes", RS_PROBE_CLASS_COLS, RS_PROBE_CLASS_NC}};
+/* The three tables of a probing or TPP task file, rows prefixed with the layer set. */
+typedef struct study_tables {
+    enum rs_task_kind kind;
+    const char *group;
+    const char *name[3], *cols[3];
+    int nc[3];
+    const char *const *defs;
+    const char *const *kind_names;
+    int n_kinds;
+    int variant[3]; /* tables with a variant column */
+} study_tables;
 
-static rs_err probe_read(eval_acc *a, char *label_names, size_t cap, const rs_task *t) {
+static const study_tables probe_tables = {
+    RS_TASK_PROBE, "probing",
+    {"probing", "probing_latents", "probing_classes"},
+    {RS_PROBE_TABLE_COLS, RS_PROBE_LATENT_COLS, RS_PROBE_CLASS_COLS},
+    {RS_PROBE_TABLE_NC, RS_PROBE_LATENT_NC, RS_PROBE_CLASS_NC},
+    rs_probe_definitions, rs_probe_kind_names, RS_PROBE_KIND_COUNT, {1, 1, 0}};
+
+static const study_tables tpp_tables = {
+    RS_TASK_TPP, "tpp",
+    {"tpp", "tpp_latents", "tpp_probes"},
+    {RS_TPP_TABLE_COLS, RS_TPP_LATENT_COLS, RS_TPP_PROBE_COLS},
+    {RS_TPP_TABLE_NC, RS_TPP_LATENT_NC, RS_TPP_PROBE_NC},
+    rs_tpp_definitions, rs_tpp_kind_names, RS_TPP_KIND_COUNT, {1, 1, 0}};
+
+static rs_err study_read(eval_acc *a, char *label_names, size_t cap, const rs_task *t, const study_tables *st) {
     hid_t f = H5Fopen(t->path, H5F_ACC_RDONLY, H5P_DEFAULT);
     RS_CHECK(f >= 0, RS_ERR_IO, "%s: cannot open", t->path);
     rs_err err = rs_h5_attr_get_str(label_names, cap, f, "label_names", t->path);
     for (int k = 0; k < 3 && !err; k++) {
         double *tab = NULL;
-        int n = 0, nc = probe_tables[k].nc;
-        err = rs_taskfile_read_table(&tab, &n, f, probe_tables[k].name, nc, t->path);
+        int n = 0, nc = st->nc[k];
+        err = rs_taskfile_read_table(&tab, &n, f, st->name[k], nc, t->path);
         if (!err && a->n[k] + n > a->cap[k]) {
             int cap2 = 2 * (a->n[k] + n) + 8;
             double *q = realloc(a->rows[k], sizeof(double) * (size_t)cap2 * (size_t)(nc + 1));
@@ -294,26 +313,25 @@ static rs_err probe_read(eval_acc *a, char *label_names, size_t cap, const rs_ta
     return err;
 }
 
-static rs_err results_probing(hid_t out, const rs_task_list *l) {
-    if (!rs_tasks_count(l, RS_TASK_PROBE)) return RS_OK;
-    hid_t g = H5Gcreate2(out, "probing", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    RS_CHECK(g >= 0, RS_ERR_IO, "results: cannot create /probing");
+static rs_err results_study(hid_t out, const rs_task_list *l, const study_tables *st) {
+    if (!rs_tasks_count(l, st->kind)) return RS_OK;
+    hid_t g = H5Gcreate2(out, st->group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    RS_CHECK(g >= 0, RS_ERR_IO, "results: cannot create /%s", st->group);
     eval_acc a;
     memset(&a, 0, sizeof a);
     size_t cap = 1 << 20;
     char *names = calloc(cap, 1);
     rs_err err = names ? RS_OK : RS_ERR(RS_ERR_NOMEM, "out of memory");
     for (int i = 0; i < l->n && !err; i++)
-        if (l->tasks[i].kind == RS_TASK_PROBE && rs_file_exists(l->tasks[i].path)) err = probe_read(&a, names, cap, &l->tasks[i]);
+        if (l->tasks[i].kind == st->kind && rs_file_exists(l->tasks[i].path)) err = study_read(&a, names, cap, &l->tasks[i], st);
     for (int k = 0; k < 3 && !err; k++) {
         char c[512];
-        snprintf(c, sizeof c, "set,%s", probe_tables[k].cols);
-        err = write_table(g, probe_tables[k].name, a.rows[k], a.n[k], probe_tables[k].nc + 1, c, rs_probe_definitions[k],
-                          k < 2, 0);
+        snprintf(c, sizeof c, "set,%s", st->cols[k]);
+        err = write_table(g, st->name[k], a.rows[k], a.n[k], st->nc[k] + 1, c, st->defs[k], st->variant[k], 0);
     }
-    char kinds[128];
-    join_names(kinds, sizeof kinds, rs_probe_kind_names, RS_PROBE_KIND_COUNT);
-    hid_t ds = err ? -1 : H5Dopen2(g, "probing", H5P_DEFAULT);
+    char kinds[256];
+    join_names(kinds, sizeof kinds, st->kind_names, st->n_kinds);
+    hid_t ds = err ? -1 : H5Dopen2(g, st->name[0], H5P_DEFAULT);
     if (ds >= 0) {
         err = rs_h5_attr_str(ds, "enum:kind", kinds);
         H5Dclose(ds);
@@ -370,7 +388,8 @@ static rs_err write_file(const rs_task_ctx *c, const rs_sched *s) {
     if (!err) err = results_affine(f, &l);
     if (!err) err = results_sae(f, c->run, &l);
     if (!err) err = results_eval(f, c->run, &l);
-    if (!err) err = results_probing(f, &l);
+    if (!err) err = results_study(f, &l, &probe_tables);
+    if (!err) err = results_study(f, &l, &tpp_tables);
     if (!err && s) err = rs_sched_write_table(f, "tasks", s);
     rs_tasks_free(&l);
     if (err) {

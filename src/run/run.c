@@ -19,6 +19,7 @@
 #include "resae/stage_affine.h"
 #include "resae/stage_eval.h"
 #include "resae/stage_probe.h"
+#include "resae/stage_tpp.h"
 #include "resae/stage_harvest.h"
 #include "resae/stage_train.h"
 #include "resae/tasks.h"
@@ -166,6 +167,7 @@ static rs_err run_task(run_ctx *c, const rs_task *t, const rs_task_ctx *tc) {
         RS_TRY(eval_resources(c, tc));
         return rs_stage_eval_ablate(tc, t->index, &c->model, &c->tk);
     case RS_TASK_PROBE: return rs_stage_probe_run(tc, t->index, t->path);
+    case RS_TASK_TPP: return rs_stage_tpp_run(tc, t->index, t->path);
     case RS_TASK_KIND_COUNT: break;
     }
     RS_FAIL(RS_ERR_INTERNAL, "task %s of unknown kind %d", t->name, (int)t->kind);
@@ -288,8 +290,8 @@ static rs_err schedule(const rs_task_ctx *tc, rs_sched *s, run_ctx *c) {
     if (run->opts.until < RS_STAGE_EVAL)
         RS_INFO("stopped after stage %s (--until)", rs_stage_name(run->opts.until));
     else
-        RS_INFO("stages run: harvest, affine, train, evaluate (reconstruction, redundancy, CE splices%s); not built "
-                "yet: TPP", run->cfg.eval.probing.enabled ? ", sparse probing" : "");
+        RS_INFO("stages run: harvest, affine, train, evaluate (reconstruction, redundancy, CE splices%s%s)",
+                run->cfg.eval.probing.enabled ? ", sparse probing" : "", run->cfg.eval.tpp.enabled ? ", TPP" : "");
     return RS_OK;
 }
 

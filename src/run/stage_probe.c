@@ -39,19 +39,7 @@ const char *const rs_probe_definitions[3] = {
  * Inputs
  * ===================================================================================================== */
 
-typedef struct probe_inputs {
-    const rs_grid_set *set;
-    int M, d, n_lat, T, skip, top, n_e;
-    rs_model model;
-    rs_probe_data data;
-    rs_probe_plan plan;
-    const rs_grid_eval **ev; // (n_e) the set's evaluations (variant, k, seed)
-    rs_eval_set *es;         // (n_e)
-    rs_sae *sae;             // (n_e * M)
-    rs_affine_map *map;      // (n_e * M)
-} probe_inputs;
-
-static void inputs_free(probe_inputs *in) {
+void rs_probe_inputs_free(rs_probe_inputs *in) {
     for (int i = 0; in->sae && i < in->n_e * in->M; i++) {
         rs_sae_free(&in->sae[i]);
         rs_affine_map_free(&in->map[i]);
@@ -65,9 +53,10 @@ static void inputs_free(probe_inputs *in) {
     rs_model_free(&in->model);
 }
 
-static rs_err load_saes(probe_inputs *in, const rs_run *run, int set) {
+static rs_err load_saes(rs_probe_inputs *in, const rs_run *run, int set, rs_probe_eval_filter keep) {
     const rs_grid *g = &run->grid;
-    for (int i = 0; i < g->n_evals; i++) in->n_e += g->evals[i].set == set;
+#define KEPT(i) (g->evals[i].set == set && (!keep || keep(run, &g->evals[i])))
+    for (int i = 0; i < g->n_evals; i++) in->n_e += KEPT(i);
     size_t n = (size_t)in->n_e * (size_t)in->M;
     in->ev = calloc((size_t)in->n_e, sizeof *in->ev);
     in->es = calloc((size_t)in->n_e, sizeof *in->es);
@@ -75,7 +64,7 @@ static rs_err load_saes(probe_inputs *in, const rs_run *run, int set) {
     in->map = calloc(n, sizeof *in->map);
     RS_CHECK(in->ev && in->es && in->sae && in->map, RS_ERR_NOMEM, "out of memory for the probed SAEs");
     for (int i = 0, e = 0; i < g->n_evals; i++) {
-        if (g->evals[i].set != set) continue;
+        if (!KEPT(i)) continue;
         const rs_grid_eval *ge = in->ev[e] = &g->evals[i];
         rs_eval_set *es = &in->es[e];
         es->variant = ge->variant;
@@ -99,7 +88,7 @@ static rs_err load_saes(probe_inputs *in, const rs_run *run, int set) {
     return RS_OK;
 }
 
-static rs_err inputs_load(probe_inputs *in, const rs_run *run, int set) {
+rs_err rs_probe_inputs_load(rs_probe_inputs *in, const rs_run *run, int set, rs_probe_eval_filter keep) {
     const rs_config *c = &run->cfg;
     in->set = &run->grid.sets[set];
     in->M = in->set->n;
@@ -119,21 +108,16 @@ static rs_err inputs_load(probe_inputs *in, const rs_run *run, int set) {
     rs_probe_opts o = {c->eval.probing.n_train, c->eval.probing.n_test, (int)c->eval.probing.classes_per_set,
                        (int)c->eval.probing.class_sets, c->eval.probing.test_fraction, (uint64_t)c->eval.probing.seed};
     RS_TRY(rs_probe_plan_build(&in->plan, &in->data, &o));
-    return load_saes(in, run, set);
+    return load_saes(in, run, set, keep);
+#undef KEPT
 }
 
 /* =====================================================================================================
  * Pooled features of one class set (collective)
  * ===================================================================================================== */
 
-typedef struct probe_feats {
-    int n_w;
-    float *h; // (M, n_w, d) pooled h
-    float *z; // (n_e, M, n_w, n_lat) pooled z / s
-} probe_feats;
-
 typedef struct capture {
-    const probe_inputs *in;
+    const rs_probe_inputs *in;
     float *hc; // (M, B, T, d)
     size_t stride;
 } capture;
@@ -146,11 +130,11 @@ static rs_err capture_hook(void *vctx, int layer, float *h, int B, int T, int d)
     return RS_OK;
 }
 
-static float *h_block(const probe_inputs *in, const probe_feats *f, int m) {
+float *rs_probe_h_block(const rs_probe_inputs *in, const rs_probe_feats *f, int m) {
     return f->h + (size_t)m * (size_t)f->n_w * (size_t)in->d;
 }
 
-static float *z_block(const probe_inputs *in, const probe_feats *f, int e, int m) {
+float *rs_probe_z_block(const rs_probe_inputs *in, const rs_probe_feats *f, int e, int m) {
     return f->z + ((size_t)e * (size_t)in->M + (size_t)m) * (size_t)f->n_w * (size_t)in->n_lat;
 }
 
@@ -171,7 +155,7 @@ static void work_free(batch_work *b) {
     free(b->acc);
 }
 
-static rs_err work_init(batch_work *b, const probe_inputs *in, int B) {
+static rs_err work_init(batch_work *b, const rs_probe_inputs *in, int B) {
     memset(b, 0, sizeof *b);
     int big = 0;
     for (int e = 1; e < in->n_e; e++)
@@ -187,7 +171,7 @@ static rs_err work_init(batch_work *b, const probe_inputs *in, int B) {
 }
 
 /* Windows [w0, w0 + B) of the class set: one forward pass, then every pooled feature. */
-static rs_err batch_feats(probe_feats *f, batch_work *b, const probe_inputs *in, const rs_probe_set *S, int w0, int B) {
+static rs_err batch_feats(rs_probe_feats *f, batch_work *b, const rs_probe_inputs *in, const rs_probe_set *S, int w0, int B) {
     int T = in->T, d = in->d;
     for (int i = 0; i < B; i++)
         memcpy(b->tok + (size_t)i * (size_t)T, in->data.tokens + (size_t)S->windows[w0 + i] * (size_t)T,
@@ -200,7 +184,7 @@ static rs_err batch_feats(probe_feats *f, batch_work *b, const probe_inputs *in,
     a.hook_ctx = &cap;
     RS_TRY(rs_model_forward(&in->model, &b->rs, &a, B, T));
     for (int m = 0; m < in->M; m++)
-        rs_probe_pool_dense(h_block(in, f, m) + (size_t)w0 * (size_t)d, b->acc, b->hc + (size_t)m * cap.stride, d, B,
+        rs_probe_pool_dense(rs_probe_h_block(in, f, m) + (size_t)w0 * (size_t)d, b->acc, b->hc + (size_t)m * cap.stride, d, B,
                             T, in->skip);
     for (int e = 0; e < in->n_e; e++) {
         const rs_eval_set *es = &in->es[e];
@@ -208,7 +192,7 @@ static rs_err batch_feats(probe_feats *f, batch_work *b, const probe_inputs *in,
             const float *hm = b->hc + (size_t)m * cap.stride;
             const float *hp = es->variant == RS_VARIANT_RESAE && m > 0 ? hm - cap.stride : NULL;
             RS_TRY(rs_eval_splice_error(NULL, &b->w, es, m, hm, hp, (int64_t)B * T));
-            rs_probe_pool_codes(z_block(in, f, e, m) + (size_t)w0 * (size_t)in->n_lat, b->acc, b->w.idx, b->w.val,
+            rs_probe_pool_codes(rs_probe_z_block(in, f, e, m) + (size_t)w0 * (size_t)in->n_lat, b->acc, b->w.idx, b->w.val,
                                 es->L[m].sae->k, in->n_lat, es->L[m].scale, B, T, in->skip);
         }
     }
@@ -235,12 +219,12 @@ static rs_err gather_rows(float *blk, int F, const int *w_lo, const int *w_hi, c
 
 /* The features of class set S on rank 0 (other ranks hold only their own rows). Ranks take whole
  * batches of B windows, so each window's numbers do not depend on the rank count. */
-static rs_err class_set_feats(probe_feats *f, const probe_inputs *in, const rs_probe_set *S, const rs_task_ctx *c) {
+rs_err rs_probe_class_set_feats(rs_probe_feats *f, const rs_probe_inputs *in, const rs_probe_set *S, const rs_task_ctx *c) {
     int B = (int)c->run->cfg.eval.batch_sequences, nb = (S->n_windows + B - 1) / B;
     f->n_w = S->n_windows;
     f->h = calloc((size_t)in->M * (size_t)f->n_w * (size_t)in->d, sizeof(float));
     f->z = calloc((size_t)in->n_e * (size_t)in->M * (size_t)f->n_w * (size_t)in->n_lat, sizeof(float));
-    int *w_lo = malloc(sizeof(int) * (size_t)c->size), *w_hi = malloc(sizeof(int) * (size_t)c->size);
+    int *w_lo = calloc((size_t)c->size, sizeof(int)), *w_hi = calloc((size_t)c->size, sizeof(int));
     batch_work b;
     memset(&b, 0, sizeof b);
     rs_err err = f->h && f->z && w_lo && w_hi ? work_init(&b, in, B)
@@ -255,9 +239,9 @@ static rs_err class_set_feats(probe_feats *f, const probe_inputs *in, const rs_p
         err = batch_feats(f, &b, in, S, w0, w_hi[c->rank] - w0 < B ? w_hi[c->rank] - w0 : B);
     work_free(&b);
     err = rs_agree(err, c->comm, "pooling the probe features");
-    for (int m = 0; m < in->M && !err; m++) err = gather_rows(h_block(in, f, m), in->d, w_lo, w_hi, c);
+    for (int m = 0; m < in->M && !err; m++) err = gather_rows(rs_probe_h_block(in, f, m), in->d, w_lo, w_hi, c);
     for (int q = 0; q < in->n_e * in->M && !err; q++)
-        err = gather_rows(z_block(in, f, q / in->M, q % in->M), in->n_lat, w_lo, w_hi, c);
+        err = gather_rows(rs_probe_z_block(in, f, q / in->M, q % in->M), in->n_lat, w_lo, w_hi, c);
     free(w_lo);
     free(w_hi);
     return err;
@@ -310,9 +294,9 @@ static int kmax_of(const rs_config *c, int64_t n_features) {
 }
 
 /* The model's pooled h at layer m: top-K dimensions and all d. */
-static rs_err probe_model(probe_out *o, const probe_inputs *in, const probe_feats *f, int m, const rs_probe_task *t,
+static rs_err probe_model(probe_out *o, const rs_probe_inputs *in, const rs_probe_feats *f, int m, const rs_probe_task *t,
                           const double *key, const rs_config *c) {
-    const float *X0 = h_block(in, f, m);
+    const float *X0 = rs_probe_h_block(in, f, m);
     rs_probe_blocks X = {1, &X0, &in->d};
     int64_t *sel = malloc(sizeof(int64_t) * (size_t)in->d);
     RS_CHECK_ALLOC(sel);
@@ -333,12 +317,12 @@ static rs_err probe_model(probe_out *o, const probe_inputs *in, const probe_feat
 }
 
 /* SAE latents of evaluation e over layers [m0, m1) (one layer, or the union: scope -1). */
-static rs_err probe_sae(probe_out *o, const probe_inputs *in, const probe_feats *f, int e, int m0, int m1,
+static rs_err probe_sae(probe_out *o, const rs_probe_inputs *in, const rs_probe_feats *f, int e, int m0, int m1,
                         const rs_probe_task *t, const double *key, const rs_config *c) {
     const float *Xs[RS_EVAL_MAX_LAYERS];
     int F[RS_EVAL_MAX_LAYERS];
     for (int m = m0; m < m1; m++) {
-        Xs[m - m0] = z_block(in, f, e, m);
+        Xs[m - m0] = rs_probe_z_block(in, f, e, m);
         F[m - m0] = in->n_lat;
     }
     rs_probe_blocks X = {m1 - m0, Xs, F};
@@ -362,9 +346,9 @@ static rs_err probe_sae(probe_out *o, const probe_inputs *in, const probe_feats 
 }
 
 /* K random latents of layer m (the floor), one draw per class set, class, layer and K. */
-static rs_err probe_random(probe_out *o, const probe_inputs *in, const probe_feats *f, int e, int m, int cs, int cls,
+static rs_err probe_random(probe_out *o, const rs_probe_inputs *in, const rs_probe_feats *f, int e, int m, int cs, int cls,
                            const rs_probe_task *t, const double *key, const rs_config *c) {
-    const float *X0 = z_block(in, f, e, m);
+    const float *X0 = rs_probe_z_block(in, f, e, m);
     rs_probe_blocks X = {1, &X0, &in->n_lat};
     double q[RS_PROBE_TABLE_NC];
     memcpy(q, key, sizeof q);
@@ -387,7 +371,7 @@ static rs_err probe_random(probe_out *o, const probe_inputs *in, const probe_fea
     return RS_OK;
 }
 
-static rs_err probe_class(probe_out *o, const probe_inputs *in, const probe_feats *f, int cs, int cls,
+static rs_err probe_class(probe_out *o, const rs_probe_inputs *in, const rs_probe_feats *f, int cs, int cls,
                           const rs_config *c) {
     const rs_probe_task *t = &in->plan.sets[cs].task[cls];
     double key[RS_PROBE_TABLE_NC] = {0, 0, 0, 0, 0, 0, cs, in->plan.sets[cs].label[cls], 0};
@@ -440,7 +424,7 @@ static rs_err add_means(rows *r, int ncmp, int by_label) {
  * The task
  * ===================================================================================================== */
 
-static rs_err class_rows(rows *r, const probe_inputs *in, int cs) {
+static rs_err class_rows(rows *r, const rs_probe_inputs *in, int cs) {
     const rs_probe_set *S = &in->plan.sets[cs];
     for (int c = 0; c < S->C; c++) {
         double q[RS_PROBE_CLASS_NC] = {cs, S->label[c], 0, 0, (double)in->plan.o.n_train, (double)in->plan.o.n_test};
@@ -454,7 +438,18 @@ static rs_err class_rows(rows *r, const probe_inputs *in, int cs) {
     return RS_OK;
 }
 
-static rs_err write_file(const char *path, const probe_inputs *in, const probe_out *o, const rs_run *run,
+rs_err rs_probe_label_names_attr(hid_t f, const rs_probe_data *d) {
+    char *names = malloc((size_t)d->n_labels * RS_PROBE_NAME_MAX + 1);
+    RS_CHECK(names, RS_ERR_NOMEM, "out of memory");
+    size_t off = 0;
+    names[0] = '\0';
+    for (int i = 0; i < d->n_labels; i++) off += (size_t)sprintf(names + off, i ? ",%s" : "%s", d->label_names[i]);
+    rs_err err = rs_h5_attr_str(f, "label_names", names);
+    free(names);
+    return err;
+}
+
+static rs_err write_file(const char *path, const rs_probe_inputs *in, const probe_out *o, const rs_run *run,
                          double seconds) {
     char tmp[4200];
     hid_t f;
@@ -465,13 +460,7 @@ static rs_err write_file(const char *path, const probe_inputs *in, const probe_o
                                             RS_PROBE_LATENT_COLS, rs_probe_definitions[1]);
     if (!err) err = rs_taskfile_write_table(f, "probing_classes", o->cls.v, o->cls.n, RS_PROBE_CLASS_NC,
                                             RS_PROBE_CLASS_COLS, rs_probe_definitions[2]);
-    char *names = malloc((size_t)in->data.n_labels * RS_PROBE_NAME_MAX + 1);
-    size_t off = 0;
-    if (!err && !names) err = RS_ERR(RS_ERR_NOMEM, "out of memory");
-    for (int i = 0; !err && i < in->data.n_labels; i++)
-        off += (size_t)sprintf(names + off, i ? ",%s" : "%s", in->data.label_names[i]);
-    if (!err) err = rs_h5_attr_str(f, "label_names", names);
-    free(names);
+    if (!err) err = rs_probe_label_names_attr(f, &in->data);
     if (!err) err = rs_h5_attr_str(f, "task", "probe");
     if (!err) err = rs_h5_attr_str(f, "set", in->set->name);
     if (!err) err = rs_h5_attr_str(f, "data", run->cfg.eval.probing.data);
@@ -486,11 +475,11 @@ static rs_err write_file(const char *path, const probe_inputs *in, const probe_o
 }
 
 /* One class set: pooled features (collective), then the probes on rank 0. */
-static rs_err probe_class_set(probe_out *o, double *secs, const probe_inputs *in, int cs, const rs_task_ctx *c) {
-    probe_feats f;
+static rs_err probe_class_set(probe_out *o, double *secs, const rs_probe_inputs *in, int cs, const rs_task_ctx *c) {
+    rs_probe_feats f;
     memset(&f, 0, sizeof f);
     double t0 = rs_now();
-    rs_err err = class_set_feats(&f, in, &in->plan.sets[cs], c);
+    rs_err err = rs_probe_class_set_feats(&f, in, &in->plan.sets[cs], c);
     double t1 = rs_now();
     if (!err && c->rank == 0) {
         for (int cls = 0; cls < in->plan.sets[cs].C && !err; cls++) err = probe_class(o, in, &f, cs, cls, &c->run->cfg);
@@ -505,11 +494,11 @@ static rs_err probe_class_set(probe_out *o, double *secs, const probe_inputs *in
 
 rs_err rs_stage_probe_run(const rs_task_ctx *c, int set, const char *path) {
     const rs_run *run = c->run;
-    probe_inputs in;
+    rs_probe_inputs in;
     memset(&in, 0, sizeof in);
     probe_out o = {{.nc = RS_PROBE_TABLE_NC}, {.nc = RS_PROBE_LATENT_NC}, {.nc = RS_PROBE_CLASS_NC}};
     double t0 = rs_now(), secs[2] = {0, 0};
-    rs_err err = inputs_load(&in, run, set);
+    rs_err err = rs_probe_inputs_load(&in, run, set, NULL);
     RS_TRY_GOTO(rs_agree(err, c->comm, "loading the probing inputs"), done);
     for (int cs = 0; cs < in.plan.n_sets; cs++) {
         err = probe_class_set(&o, secs, &in, cs, c);
@@ -524,7 +513,7 @@ rs_err rs_stage_probe_run(const rs_task_ctx *c, int set, const char *path) {
     RS_INFO("probe %s: %d class sets of %d classes, %d evaluations; features %.2fs, probes %.2fs (rank 0)",
             in.set->name, in.plan.n_sets, in.plan.n_sets ? in.plan.sets[0].C : 0, in.n_e, secs[0], secs[1]);
 done:
-    inputs_free(&in);
+    rs_probe_inputs_free(&in);
     free(o.acc.v);
     free(o.lat.v);
     free(o.cls.v);

@@ -11,7 +11,7 @@
 #include "resae/util.h"
 
 const char *const rs_task_kind_names[RS_TASK_KIND_COUNT] = {"harvest", "affine", "train", "evaluate", "ablate",
-                                                            "probe"};
+                                                            "probe",   "tpp"};
 
 const char *rs_task_kind_name(enum rs_task_kind k) {
     return k >= 0 && k < RS_TASK_KIND_COUNT ? rs_task_kind_names[k] : "?";
@@ -23,7 +23,7 @@ rs_err rs_task_kind_parse(enum rs_task_kind *out, const char *name) {
             *out = (enum rs_task_kind)k;
             return RS_OK;
         }
-    RS_FAIL(RS_ERR_INVAL, "unknown task kind '%s' (harvest, affine, train, evaluate, ablate, probe)", name);
+    RS_FAIL(RS_ERR_INVAL, "unknown task kind '%s' (harvest, affine, train, evaluate, ablate, probe, tpp)", name);
 }
 
 enum rs_stage rs_task_kind_stage(enum rs_task_kind k) {
@@ -152,6 +152,42 @@ uint64_t rs_tasks_probe_hash(const rs_run *run, int set) {
 rs_err rs_tasks_probe_path(char *out, size_t n, const rs_run *run, int set) {
     char rel[256];
     snprintf(rel, sizeof rel, "tasks/probe_%s_%016" PRIx64 ".h5", run->grid.sets[set].name, rs_tasks_probe_hash(run, set));
+    return rs_path_join(out, n, run->cfg.run_dir, rel);
+}
+
+int rs_tasks_tpp_needed(const rs_run *run, int set) {
+    if (!run->cfg.eval.tpp.enabled) return 0;
+    const rs_grid_set *s = &run->grid.sets[set], *want = probe_named_set(run);
+    if (s->same_as >= 0) return 0;
+    if (!run->cfg.eval.probing.layer_set) return 1;
+    return want && want->n == s->n && !memcmp(want->layers, s->layers, sizeof(int) * (size_t)s->n);
+}
+
+int rs_tasks_tpp_eval(const rs_run *run, const rs_grid_eval *e) {
+    const rs_int_list *k = &run->cfg.eval.tpp.k;
+    for (int i = 0; i < k->n; i++)
+        if (k->v[i] == e->k) return 1;
+    return k->n == 0;
+}
+
+uint64_t rs_tasks_tpp_hash(const rs_run *run, int set) {
+    const rs_grid *g = &run->grid;
+    const rs_grid_set *s = &g->sets[set];
+    uint64_t h = rs_hash64(g->inputs_hash, "tpp", 3);
+    h = rs_hash64(h, s->layers, sizeof(int) * (size_t)s->n);
+    for (int i = 0; i < g->n_evals; i++)
+        if (g->evals[i].set == set && rs_tasks_tpp_eval(run, &g->evals[i]))
+            for (int m = 0; m < s->n; m++) h = rs_hash64(h, &g->saes[g->eval_sae[g->evals[i].sae_off + m]].hash, 8);
+    for (int m = 1; m < s->n; m++) {
+        uint64_t p = rs_tasks_pair_hash(run, s->layers[m - 1], s->layers[m]);
+        h = rs_hash64(h, &p, 8);
+    }
+    return rs_config_tpp_hash(h, &run->cfg);
+}
+
+rs_err rs_tasks_tpp_path(char *out, size_t n, const rs_run *run, int set) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tasks/tpp_%s_%016" PRIx64 ".h5", run->grid.sets[set].name, rs_tasks_tpp_hash(run, set));
     return rs_path_join(out, n, run->cfg.run_dir, rel);
 }
 
@@ -361,6 +397,51 @@ static rs_err add_probe(builder *b, const rs_run *run, int h, int first_sae) {
     return RS_OK;
 }
 
+/* A clean pass over every window of the used class sets, then about (3M + 2) ablation passes per class
+ * and evaluation over the test windows from the first ablated layer (half the set's depth on average). */
+static double cost_tpp(const rs_run *r, int set) {
+    const rs_grid_set *s = &r->grid.sets[set];
+    const rs_config *c = &r->cfg;
+    double d = r->mc.d_model, C = (double)c->eval.probing.classes_per_set, T = c->data.seq_len > 0 ? c->data.seq_len : 256;
+    double sets = (double)c->eval.tpp.class_sets, evals = 0, depth = s->layers[s->n - 1] + 1;
+    for (int i = 0; i < r->grid.n_evals; i++) evals += r->grid.evals[i].set == set && rs_tasks_tpp_eval(r, &r->grid.evals[i]);
+    double clean = sets * C * (double)(c->eval.probing.n_train + c->eval.probing.n_test) * T * 24.0 * d * d * depth;
+    double abl = sets * evals * C * (3.0 * s->n + 2) * (double)c->eval.tpp.budgets.n * C * (double)c->eval.probing.n_test *
+                 T * 24.0 * d * d * depth / 2;
+    return clean + abl;
+}
+
+/* One TPP task per TPP set, after the SAEs of its evaluations and the affine fits along the set. */
+static rs_err add_tpp(builder *b, const rs_run *run, int h, int first_sae) {
+    const rs_grid *g = &run->grid;
+    if (run->cfg.eval.tpp.enabled && run->cfg.eval.probing.layer_set && !probe_named_set(run))
+        RS_CONFIG_FAIL(&run->cfg, "eval.probing.layer_set", "no layer set is named '%s'; name one of layers.sets",
+                       run->cfg.eval.probing.layer_set);
+    char name[RS_SCHED_NAME_MAX], path[4096];
+    for (int i = 0; i < g->n_sets; i++) {
+        if (!rs_tasks_tpp_needed(run, i)) continue;
+        const rs_grid_set *set = &g->sets[i];
+        int t, n_ev = 0;
+        for (int e = 0; e < g->n_evals; e++) n_ev += g->evals[e].set == i && rs_tasks_tpp_eval(run, &g->evals[e]);
+        if (!n_ev)
+            RS_CONFIG_FAIL(&run->cfg, "eval.tpp.k", "no k of eval.tpp.k is in sae.k; use values of sae.k or [] for all");
+        snprintf(name, sizeof name, "tpp %.80s", set->name);
+        RS_TRY(rs_tasks_tpp_path(path, sizeof path, run, i));
+        RS_TRY(add(&t, b, RS_TASK_TPP, i, name, path, rs_tasks_tpp_hash(run, i), cost_tpp(run, i)));
+        RS_TRY(add_dep(b, t, h));
+        for (int e = 0; e < g->n_evals; e++)
+            if (g->evals[e].set == i && rs_tasks_tpp_eval(run, &g->evals[e]))
+                for (int m = 0; m < set->n; m++) RS_TRY(add_dep(b, t, first_sae + g->eval_sae[g->evals[e].sae_off + m]));
+        for (int m = 1; m < set->n; m++) {
+            int k = pair_index(b->l, set->layers[m - 1], set->layers[m]);
+            RS_CHECK(k >= 0, RS_ERR_INTERNAL, "no affine fit %d->%d for TPP of %s", set->layers[m - 1], set->layers[m],
+                     set->name);
+            RS_TRY(add_dep(b, t, 1 + k));
+        }
+    }
+    return RS_OK;
+}
+
 /* Turn the (task, dep) pairs into each task's deps array, in the order they were added. */
 static rs_err finish_deps(builder *b) {
     rs_task_list *l = b->l;
@@ -385,7 +466,7 @@ rs_err rs_tasks_build(rs_task_list *out, const rs_run *run) {
     memset(out, 0, sizeof *out);
     const rs_grid *g = &run->grid;
     int max_pairs = g->n_affine + g->n_regression;
-    int max = 1 + max_pairs + g->n_saes + 2 * g->n_sets + g->n_evals;
+    int max = 1 + max_pairs + g->n_saes + 3 * g->n_sets + g->n_evals;
     out->tasks = calloc((size_t)max, sizeof *out->tasks);
     out->pairs = malloc(sizeof(int[2]) * (size_t)(max_pairs > 0 ? max_pairs : 1));
     rs_err err = out->tasks && out->pairs ? RS_OK : RS_ERR(RS_ERR_NOMEM, "out of memory for the task list");
@@ -399,6 +480,7 @@ rs_err rs_tasks_build(rs_task_list *out, const rs_run *run) {
     if (!err) err = add_affine_train(&b, run, h);
     if (!err) err = add_ablate_eval(&b, run, h, first_sae);
     if (!err) err = add_probe(&b, run, h, first_sae);
+    if (!err) err = add_tpp(&b, run, h, first_sae);
     if (!err) err = finish_deps(&b);
     if (err) rs_tasks_free(out);
     return err;

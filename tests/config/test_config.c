@@ -79,7 +79,10 @@ static void test_defaults(void **state) {
     assert_int_equal(c.train.b_dec_init, RS_SAE_BDEC_GEOMEDIAN);
     assert_int_equal(c.eval.n_ce_modes, 3);
     assert_int_equal(c.eval.n_ablations, 2);
-    assert_int_equal(c.eval.tpp.layer, -1);
+    assert_int_equal(c.eval.tpp.budgets.n, 4);
+    assert_int_equal(c.eval.tpp.k.n, 0);
+    assert_int_equal(c.eval.tpp.class_sets, 2);
+    assert_int_equal(c.eval.tpp.epochs, 20);
     assert_int_equal(c.store.dtype, RS_DTYPE_F32);
     rs_config_free(&c);
 }
@@ -119,8 +122,11 @@ static void test_full(void **state) {
     assert_int_equal(c.eval.n_ce_modes, 2);
     assert_int_equal(c.eval.ce_modes[0], RS_CE_SO);
     assert_int_equal(c.eval.ablations[0], RS_ABLATE_MEAN);
-    assert_true(ends_with(c.eval.tpp.data, "/config/good/probes/tpp.h5"));
-    assert_int_equal(c.eval.tpp.layer, 7);
+    assert_int_equal(c.eval.tpp.enabled, 1);
+    assert_int_equal(c.eval.tpp.k.n, 1);
+    assert_int_equal(c.eval.tpp.k.v[0], 8);
+    assert_int_equal(c.eval.tpp.epochs, 5);
+    assert_int_equal(c.eval.tpp.random, 0);
     assert_int_equal(c.store.dtype, RS_DTYPE_F16);
     assert_int_equal(c.parallel.group_size, 2);
     rs_config_free(&c);

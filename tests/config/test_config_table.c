@@ -32,7 +32,7 @@ static const char *const base_yaml =
     "layers:\n  sets:\n    - {name: q, layers: [0, 2, 4]}\n    - {name: gap, start: 1, gaps: [3]}\n"
     "sae: {k: [4, 8], seeds: [0, 1]}\n"
     "train: {tokens: 50000, warmup_steps: 1}\n"
-    "eval:\n  probing: {enabled: true, data: p.h5}\n  tpp: {enabled: true, data: q.h5}\n";
+    "eval:\n  probing: {enabled: true, data: p.h5}\n  tpp: {enabled: true}\n";
 
 static void load_base(rs_config *c, const char *extra) {
     char text[2048];
@@ -118,7 +118,13 @@ static void mutate(rs_config *c, const rs_cfg_field *fd) {
     case CFG_NAME: strcat((char *)p, "x"); break;
     case CFG_INT_LIST: {
         rs_int_list *l = p;
-        assert_true(l->n > 0);
+        if (l->n == 0) { /* an empty default (eval.tpp.k): one value */
+            int64_t *v = realloc(l->v, sizeof *v);
+            assert_non_null(v);
+            l->v = v;
+            l->v[l->n++] = fd->lo;
+            break;
+        }
         l->v[l->n - 1]++; /* stays sorted and unique */
         break;
     }
@@ -179,7 +185,8 @@ static void test_gate(void **state) {
     const char *variants[][2] = {
         {"eval:\n  probing: {enabled: false, data: p.h5}\n",
          "eval:\n  probing: {enabled: false, data: p.h5, l2_c: 3}\n"},
-        {"eval:\n  tpp: {enabled: false, data: q.h5}\n", "eval:\n  tpp: {enabled: false, data: q.h5, budgets: [7]}\n"},
+        {"eval:\n  probing: {data: p.h5}\n  tpp: {enabled: false}\n",
+         "eval:\n  probing: {data: p.h5}\n  tpp: {enabled: false, budgets: [7]}\n"},
     };
     for (int i = 0; i < 2; i++) {
         rs_config a, b;
