@@ -153,7 +153,9 @@ typedef struct rs_config {
             rs_int_list budgets;  /* total ablated latents N */
             rs_int_list k;        /* SAE k to run; empty = every sae.k */
             int64_t class_sets;   /* the first this many class sets of the probing plan */
+            int64_t n_test;       /* test windows per class for the passes; 0 = all */
             int64_t epochs;       /* probe training epochs */
+            int single;           /* single-layer TPP at P */
             int random;           /* the random-latent control */
         } tpp;
     } eval;

@@ -280,7 +280,12 @@ static const rs_cfg_field tpp_fields[] = {
      .doc_default = "[]", .doc = "the SAE sparsities k to run TPP for; [] = every sae.k"},
     {INT("class_sets", eval.tpp.class_sets, 1, 64, 2, HT),
      .doc = "the first this many class sets of the probing plan (SAEBench uses 2 datasets)"},
+    {INT("n_test", eval.tpp.n_test, 0, 1 << 24, 0, HT), .doc_range = "0, or [1, eval.probing.n_test]",
+     .doc = "test windows per class the ablation passes run over: the first n of each class's probing test pool "
+            "(accuracies on the test tasks' entries among them); 0 = all"},
     {INT("epochs", eval.tpp.epochs, 1, 10000, 20, HT), .doc = "probe training epochs (SAEBench: 20)"},
+    {BOOL("single", eval.tpp.single, 1, HT),
+     .doc = "also single-layer TPP at the probe layer: N latents of one layer at a time (M passes per budget)"},
     {BOOL("random", eval.tpp.random, 1, HT), .doc = "also ablate random latents (the per-layer joint split; control)"},
 };
 static const rs_cfg_section tpp_section = {"eval.tpp", FIELDS(tpp_fields), 0, tpp_check, NULL};

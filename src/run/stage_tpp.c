@@ -107,7 +107,7 @@ static rs_err pass_index(int64_t **off, int *n_pass, const ints *a, int M) {
 typedef struct tpp_state {
     rs_probe_inputs in;
     rs_affine_map *jm; // (M) jm[m] = the map l_{m-1} -> l_m, m >= 1 (the chain J)
-    int C, n_cs, random;
+    int C, n_cs, single, random;
     rs_int_list budgets;
     rs_tpp_probe_opts po;
     rows out, lat, prb;
@@ -221,7 +221,7 @@ static rs_err select_class(ints *a, tpp_state *s, const rs_probe_feats *f, const
     for (int b = 0; b < budgets->n && !err; b++) {
         int N = (int)budgets->v[b], n[RS_EVAL_MAX_LAYERS], k;
         /* single(m, N) */
-        for (int m = 0; m < M && !err; m++) {
+        for (int m = 0; m < M && !err && s->single; m++) {
             for (int j = 0; j < M; j++) n[j] = 0;
             err = rs_tpp_top(&n[m], lists[m], E + (size_t)m * (size_t)nl, nl, N);
             if (!err && n[m]) err = add_pass(a, M, e, i, RS_TPP_SINGLE, m, N, n, lists);
@@ -502,14 +502,19 @@ static rs_err run_batch(double *logits, pass_work *w, const tpp_state *s, const 
     return RS_OK;
 }
 
-/* Test windows of the class set: every position of a test task, ascending. */
-static rs_err test_windows(int32_t **tw, int *n_tw, int32_t **where, const rs_probe_set *S) {
+/* Test windows of the class set, ascending: the first n_max (0: all) of each class's test pool (the
+ * positives of its test task, which come first and ascending). where (n_windows): index into tw or -1. */
+static rs_err test_windows(int32_t **tw, int *n_tw, int32_t **where, const rs_probe_set *S, int n_max) {
     *where = malloc(sizeof(int32_t) * (size_t)(S->n_windows > 0 ? S->n_windows : 1));
     *tw = malloc(sizeof(int32_t) * (size_t)(S->n_windows > 0 ? S->n_windows : 1));
     RS_CHECK(*where && *tw, RS_ERR_NOMEM, "out of memory");
     for (int i = 0; i < S->n_windows; i++) (*where)[i] = -1;
     for (int c = 0; c < S->C; c++)
-        for (int r = 0; r < S->task[c].n_test; r++) (*where)[S->task[c].test[r]] = 0;
+        for (int r = 0, kept = 0; r < S->task[c].n_test; r++)
+            if (S->task[c].y_test[r] == 1 && (n_max <= 0 || kept < n_max)) {
+                (*where)[S->task[c].test[r]] = 0;
+                kept++;
+            }
     int n = 0;
     for (int i = 0; i < S->n_windows; i++)
         if ((*where)[i] >= 0) {
@@ -524,10 +529,16 @@ static rs_err test_windows(int32_t **tw, int *n_tw, int32_t **where, const rs_pr
  * One class set
  * ===================================================================================================== */
 
+/* Accuracy of probe j on the entries of its test task among the TPP test windows. */
 static double task_accuracy(const double *L, const rs_probe_task *t, const int32_t *where, int C, int j) {
-    int ok = 0;
-    for (int r = 0; r < t->n_test; r++) ok += (L[(size_t)where[t->test[r]] * (size_t)C + (size_t)j] > 0) == (t->y_test[r] == 1);
-    return (double)ok / t->n_test;
+    int ok = 0, n = 0;
+    for (int r = 0; r < t->n_test; r++) {
+        int32_t w = where[t->test[r]];
+        if (w < 0) continue;
+        ok += (L[(size_t)w * (size_t)C + (size_t)j] > 0) == (t->y_test[r] == 1);
+        n++;
+    }
+    return n ? (double)ok / n : 0.0;
 }
 
 /* Rank 0: the rows of every pass and the interactions of the budgets. */
@@ -621,7 +632,7 @@ static rs_err class_set(tpp_state *s, int cs, const rs_task_ctx *c) {
         P[i].b = wb[(size_t)i * (size_t)(d + 1) + (size_t)d];
     }
     if (!err) err = pass_index(&off, &n_pass, &a, M);
-    if (!err) err = test_windows(&tw, &n_tw, &where, S);
+    if (!err) err = test_windows(&tw, &n_tw, &where, S, (int)c->run->cfg.eval.tpp.n_test);
     size_t n_log = (size_t)(n_pass + 1) * (size_t)n_tw * (size_t)C;
     if (!err) {
         logits = calloc(n_log ? n_log : 1, sizeof(double));
@@ -746,6 +757,7 @@ rs_err rs_stage_tpp_run(const rs_task_ctx *c, int set, const char *path) {
     s.prb.nc = RS_TPP_PROBE_NC;
     s.budgets = cfg->eval.tpp.budgets;
     s.random = cfg->eval.tpp.random;
+    s.single = cfg->eval.tpp.single;
     s.po = (rs_tpp_probe_opts)RS_TPP_PROBE_OPTS_DEFAULT;
     s.po.epochs = (int)cfg->eval.tpp.epochs;
     double t0 = rs_now();
