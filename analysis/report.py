@@ -14,7 +14,9 @@ Prints:
     mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode;
   - sparse probing (when /probing exists): test accuracy by variant x k x layer (and the union of a
     set's layers) for each K, the model ceiling (pooled h, top-K and all dims) and the random floor,
-    means over classes then class sets, and the layers the union's latents come from.
+    means over classes then class sets, and the layers the union's latents come from;
+  - TPP (when /tpp exists): the paper's layout (rows k; columns global / per-layer joint x raw /
+    resae) for TPP and for the interaction at each N, then every kind's intended and unintended parts.
 Writes RUN_DIR/figures/regression_r2_by_gap.png, RUN_DIR/figures/fvu_by_layer.png and (with
 evaluations) RUN_DIR/figures/dce_by_mode.png, (with probing) RUN_DIR/figures/probing_by_layer.png (matplotlib, Agg backend). Variant and CE mode names are
 read from the file. Column meanings: docs/store.md; results layouts: analysis/README.md.
@@ -214,6 +216,47 @@ def probing_tables(r):
     return fig
 
 
+def tpp_tables(r):
+    """Print TPP as the paper lays it out (rows k; columns global / per-layer joint x raw / resae) for TPP
+    and the interaction at each N, then every kind's intended and unintended parts."""
+    if not r.has("tpp"):
+        return
+    t = r.table("tpp/tpp")
+    c = t.dict()
+    kind = t.labels("kind")
+    sets = r.attr("eval", "set_names").split(",")
+    var = [t.name("variant", v) for v in c["variant"]]
+    top = np.flatnonzero((c["class_set"] == -1) & (c["label"] == -1))
+    cell = defaultdict(list)
+    for i in top:
+        cell[(int(c["set"][i]), var[i], int(c["k"][i]), kind[i], int(c["layer"][i]), int(c["N"][i]))].append(i)
+
+    def mean(key, col):
+        rows = cell.get(key)
+        return float(np.mean(c[col][rows])) if rows else None
+
+    fmt = lambda x: f"{x:9.4f}" if x is not None else f"{'-':>9}"  # noqa: E731
+    for s in sorted({k[0] for k in cell}):
+        ks = sorted({k[2] for k in cell if k[0] == s})
+        for what, kinds in (("TPP = mean_i [intended - unintended]", ("global", "joint")),
+                            ("interaction = TPP(budget) - sum of its layers' parts",
+                             ("global_interaction", "joint_interaction"))):
+            for N in sorted({k[5] for k in cell if k[0] == s}):
+                print(f"\nTPP {sets[s] if s < len(sets) else s}, N = {N} ablated latents in all: {what} "
+                      "(mean over classes, class sets, seeds)")
+                print(f"  {'k':>3} {'glob raw':>9} {'glob resae':>10} {'joint raw':>9} {'joint resae':>11}")
+                for k in ks:
+                    v = [mean((s, vn, k, kd, -1, N), "tpp") for kd in kinds for vn in ("raw", "resae")]
+                    print(f"  {k:>3} {fmt(v[0])} {fmt(v[1]):>10} {fmt(v[2])} {fmt(v[3]):>11}")
+    print("\nTPP by kind (local: SAEBench-exact at that layer, no forward; random: control; layer -1: every layer)")
+    print(f"  {'set':<10} {'variant':<7} {'k':>3} {'kind':<18} {'layer':>5} {'N':>4} {'intended':>9} "
+          f"{'unintended':>10} {'tpp':>9}")
+    for key in sorted(cell, key=lambda q: (q[0], q[2], q[1], q[3], q[4], q[5])):
+        vals = [mean(key, col) for col in ("intended", "unintended", "tpp")]
+        print(f"  {sets[key[0]] if key[0] < len(sets) else key[0]:<10} {key[1]:<7} {key[2]:>3} {key[3]:<18} "
+              f"{key[4]:>5} {key[5]:>4} {fmt(vals[0])} {fmt(vals[1]):>10} {fmt(vals[2])}")
+
+
 # ------------------------------------------------------------------------------------------------
 # figures
 # ------------------------------------------------------------------------------------------------
@@ -306,6 +349,7 @@ def main(argv):
             quality_table(r)
             ev = eval_tables(r)
             pr = probing_tables(r)
+            tpp_tables(r)
     except resae_store.StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,14 +16,13 @@ config=$RESAE_ROOT/configs/demo.yaml
 run_dir=$RESAE_ROOT/runs/demo
 [ "${RESAE_DEMO_FRESH:-0}" = 1 ] && rm -rf "$run_dir"
 
-rs_say "stages that exist: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> evaluation (EV, redundancy, CE splices) + sparse probing -> results"
-rs_say "not built yet: targeted probe perturbation"
+rs_say "stages: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> evaluation (EV, redundancy, CE splices) + sparse probing + TPP -> results"
 "$resae" validate -q "$config"
 rs_say "running the demo on 2 ranks (log: $run_dir.log)"
 mkdir -p "$(dirname "$run_dir")"
 start=$(date +%s)
 set +e
-mpirun -n 2 --bind-to none "$resae" run "$config" 2>&1 | tee "$run_dir.log" | grep -E "stage |affine [0-9]|sae |probe |ERROR|WARN|error" 
+mpirun -n 2 --bind-to none "$resae" run "$config" 2>&1 | tee "$run_dir.log" | grep -E "stage |affine [0-9]|sae |probe |tpp |ERROR|WARN|error" 
 rc=${PIPESTATUS[0]}
 set -e
 rs_say "resae run exited $rc after $(( $(date +%s) - start ))s"
