@@ -117,13 +117,16 @@ def quality_table(r):
 def recon_table(rec):
     acc = defaultdict(list)
     variant, k, layer = rec.col("variant"), rec.col("k"), rec.col("layer")
-    ev_t, ev_c = rec.col("ev_target"), rec.col("ev_orig_chain")
-    print("\nEV on the eval split by variant x k x layer (mean over sets and seeds): target / original chain")
+    ev_t, ev_1, ev_c = rec.col("ev_target"), rec.col("ev_orig_onestep"), rec.col("ev_orig_chain")
+    ev_cl = rec.col("ev_orig_closed") if "ev_orig_closed" in rec.columns else np.full(len(rec), np.nan)
+    print("\nEV on the eval split by variant x k x layer (mean over sets and seeds): target / original one-step / "
+          "open-loop chain / closed-loop chain")
     for i in range(len(rec)):
-        acc[(int(variant[i]), int(k[i]), int(layer[i]))].append((ev_t[i], ev_c[i]))
+        acc[(int(variant[i]), int(k[i]), int(layer[i]))].append((ev_t[i], ev_1[i], ev_c[i], ev_cl[i]))
     for key in sorted(acc):
         v = np.mean(acc[key], axis=0)
-        print(f"  {rec.name('variant', key[0]):<6} k={key[1]:<4} L{key[2]:<3} {v[0]:8.4f} {v[1]:8.4f}")
+        print(f"  {rec.name('variant', key[0]):<6} k={key[1]:<4} L{key[2]:<3} {v[0]:8.4f} {v[1]:8.4f} {v[2]:8.4f} "
+              f"{v[3]:8.4f}")
 
 
 def redundancy_table(red):

@@ -74,9 +74,11 @@ rs_err rs_eval_splice_error(float *eps /*(n,d) or NULL*/, rs_eval_work *w, const
  *   ev_target   1 - sum ||u - r_hat||^2 / sum ||u - mu_u||^2, mu_u the eval mean of u
  *   ev_onestep  1 - sum ||h - x1||^2 / sum ||h - mu_h||^2, x1 = A h_{l_{m-1}} + c + r_hat (raw: r_hat)
  *   ev_chain    the same with the chain x_hat_m = A x_hat_{m-1} + c + r_hat_m, x_hat_1 = r_hat_1
- *               (raw: x_hat = r_hat, so for raw all three EVs coincide) */
+ *               (raw: x_hat = r_hat, so for raw all three EVs coincide)
+ *   ev_closed   the closed loop: x_1 = r_hat_1, x_m = A x_{m-1} + c + SAE_m(s (h - A x_{m-1} - c)) / s,
+ *               each SAE seeing the residual of the previous layer's reconstruction (raw: = ev_chain) */
 typedef struct rs_eval_recon {
-    double l0, dead_frac, mse, ev_target, ev_onestep, ev_chain;
+    double l0, dead_frac, mse, ev_target, ev_onestep, ev_chain, ev_closed;
     int64_t n_tokens;
 } rs_eval_recon;
 
@@ -85,12 +87,13 @@ typedef struct rs_eval_recon_acc {
     const rs_eval_set *es;
     double *mu_h;         // (M, d) eval means of h_{l_m}
     double *mu_u;         // (M, d) eval means of u_m
-    double *sums;         // (M, 5): sse_target, sst_target, sst_orig, sse_chain, active
+    double *sums;         // (M, 6): sse_target, sst_target, sst_orig, sse_chain, active, sse_closed
     unsigned char *fired; // (sum of n_latents over m)
     int64_t n;
     rs_eval_work w;
     float *chain;         // (rows, d) chain reconstruction of the previous layer
     float *tmp;           // (rows, d)
+    float *closed;        // (rows, d) closed-loop reconstruction of the previous layer
 } rs_eval_recon_acc;
 
 /* mu_h (M, d): the eval-split means of h at each layer (the store's statistics). mu_u is derived:

@@ -17,8 +17,8 @@
 /* ---- evaluation tables (task files; results.h5 prefixes set, variant, k, seed) ------------------------ */
 
 #define RS_EVAL_RECON_COLS \
-    "layer,pred,scale,l0,dead_frac,mse,ev_target,ev_orig_onestep,ev_orig_chain,n_tokens,dead_frac_train"
-#define RS_EVAL_RECON_NC 11
+    "layer,pred,scale,l0,dead_frac,mse,ev_target,ev_orig_onestep,ev_orig_chain,n_tokens,dead_frac_train,ev_orig_closed"
+#define RS_EVAL_RECON_NC 12
 #define RS_EVAL_RED_COLS "layer_a,layer_b,gap,mean_max_cos,mean_max_abs_cos,n_rows"
 #define RS_EVAL_RED_NC 6
 #define RS_EVAL_CE_COLS "mode,layer,ce,dce,kl,recovered_zero,recovered_mean,overinteraction,n_tokens"

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
                "Prints the evaluation tables of RUN_DIR/results.h5 (written by `resae run`):\n"
                "  reconstruction  set x variant x k x seed x layer: L0, dead fraction (eval split and end of\n"
                "                  training), MSE, EV in target\n"
-               "                  space and in the original space (one-step and affine chain)\n"
+               "                  space and in the original space (one-step, open- and closed-loop affine chain)\n"
                "  SAE quality     per SAE: dead fraction (end of training, eval split), FVU, fvu_last20_gain\n"
                "                  (train.curve_bins > 0), flags DEAD>10%% and NOT-FLAT (gain >= 2%%)\n"
                "  redundancy      variant x k x gap: mean over rows of max cos (and max |cos|) between\n"
@@ -318,14 +318,15 @@ int rs_cmd_report(int argc, char **argv) {
     }
     char sn[128], a[4][32];
 
-    printf("Reconstruction on the eval split (EV: target space; original space one-step and chain)\n");
-    printf("%-12s %-6s %5s %5s %6s %8s %8s %8s %10s %10s %10s %10s\n", "set", "var", "k", "seed", "layer", "L0",
-           "dead_ev", "dead_tr", "MSE", "EV_target", "EV_1step", "EV_chain");
+    printf("Reconstruction on the eval split (EV: target space; original space one-step, open-loop chain and "
+           "closed-loop chain)\n");
+    printf("%-12s %-6s %5s %5s %6s %8s %8s %8s %10s %10s %10s %10s %10s\n", "set", "var", "k", "seed", "layer", "L0",
+           "dead_ev", "dead_tr", "MSE", "EV_target", "EV_1step", "EV_chain", "EV_closed");
     for (int r = 0; r < nrec; r++) {
         const double *q = rec + (size_t)r * (RS_EVAL_RECON_NC + 4);
         set_name(sn, sizeof sn, sets, (int)q[0]);
-        printf("%-12s %-6s %5.0f %5.0f %6.0f %8.2f %8.4f %8.4f %10.4g %10.4f %10.4f %10.4f\n", sn, variant(q[1]), q[2],
-               q[3], q[4], q[7], q[8], q[14], q[9], q[10], q[11], q[12]);
+        printf("%-12s %-6s %5.0f %5.0f %6.0f %8.2f %8.4f %8.4f %10.4g %10.4f %10.4f %10.4f %10.4f\n", sn, variant(q[1]),
+               q[2], q[3], q[4], q[7], q[8], q[14], q[9], q[10], q[11], q[12], q[15]);
     }
 
     sae_quality(f, rec, nrec, path);

@@ -219,6 +219,8 @@ static rs_err sae_for(rs_grid *g, sae_index *ix, const rs_config *c, const rs_gr
 static uint64_t eval_hash(const rs_grid *g, const rs_config *c, const rs_grid_set *s, int variant, int k,
                           int64_t seed, const int *sae) {
     uint64_t h = h_str(g->inputs_hash, "eval");
+    /* the layout of the evaluation tables: a task file of another layout is not reused */
+    h = h_str(h, "recon+ev_orig_closed");
     h = h_i64(h, variant);
     h = h_i64(h, k);
     h = h_i64(h, seed);

@@ -68,7 +68,7 @@ rs_err rs_eval_splice_error(float *eps, rs_eval_work *w, const rs_eval_set *es, 
 
 /* ---- reconstruction metrics -------------------------------------------------------------------------- */
 
-enum { S_SSE_T, S_SST_T, S_SST_O, S_SSE_C, S_ACTIVE, NS };
+enum { S_SSE_T, S_SST_T, S_SST_O, S_SSE_C, S_ACTIVE, S_SSE_CL, NS };
 
 static int64_t fired_off(const rs_eval_set *es, int m) {
     int64_t off = 0;
@@ -87,8 +87,9 @@ rs_err rs_eval_recon_init(rs_eval_recon_acc *a, const rs_eval_set *es, const dou
     a->fired = calloc((size_t)fired_off(es, M) + 1, 1);
     a->chain = malloc(sizeof(float) * (size_t)rows * (size_t)d);
     a->tmp = malloc(sizeof(float) * (size_t)rows * (size_t)d);
+    a->closed = malloc(sizeof(float) * (size_t)rows * (size_t)d);
     rs_err err = RS_OK;
-    if (!a->mu_h || !a->mu_u || !a->sums || !a->fired || !a->chain || !a->tmp)
+    if (!a->mu_h || !a->mu_u || !a->sums || !a->fired || !a->chain || !a->tmp || !a->closed)
         RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory for reconstruction metrics");
     RS_TRY_GOTO(rs_eval_work_init(&a->w, es, rows), fail);
     memcpy(a->mu_h, mu_h, sizeof(double) * Md);
@@ -118,6 +119,7 @@ void rs_eval_recon_free(rs_eval_recon_acc *a) {
     free(a->fired);
     free(a->chain);
     free(a->tmp);
+    free(a->closed);
     rs_eval_work_free(&a->w);
     memset(a, 0, sizeof *a);
 }
@@ -168,6 +170,20 @@ rs_err rs_eval_recon_add(rs_eval_recon_acc *a, const float *const *h, int64_t n)
                 }
             S[S_ACTIVE] += (double)act;
         }
+        /* closed loop: the SAE of layer m sees h - A x_closed_{m-1} - c (its own chain, not the clean
+         * previous layer); x_closed_m = A x_closed_{m-1} + c + r_hat' = h - (u' - r_hat') */
+        if (!resae || m == 0) {
+            memcpy(a->closed, a->chain, sizeof(float) * nd);
+        } else {
+            RS_TRY(rs_eval_splice_error(NULL, &a->w, es, m, h[m], a->closed, n));
+            for (size_t q = 0; q < nd; q++) a->closed[q] = h[m][q] - (a->w.u[q] - a->w.rhat[q]);
+        }
+        double sscl = 0;
+        for (size_t q = 0; q < nd; q++) {
+            double e = (double)h[m][q] - (double)a->closed[q];
+            sscl += e * e;
+        }
+        S[S_SSE_CL] += sscl;
     }
     a->n += n;
     return RS_OK;
@@ -192,6 +208,7 @@ rs_err rs_eval_recon_finish(rs_eval_recon *out, rs_eval_recon_acc *a, MPI_Comm c
         o->ev_target = 1.0 - S[S_SSE_T] / S[S_SST_T];
         o->ev_onestep = 1.0 - S[S_SSE_T] / S[S_SST_O];
         o->ev_chain = 1.0 - S[S_SSE_C] / S[S_SST_O];
+        o->ev_closed = 1.0 - S[S_SSE_CL] / S[S_SST_O];
         o->dead_frac = NAN;
         if (es->L[m].sae) {
             const unsigned char *f = a->fired + fired_off(es, m);

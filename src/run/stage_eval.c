@@ -135,6 +135,7 @@ static void recon_rows(double *rows, const rs_run *run, const rs_grid_eval *e, c
         q[8] = rec[m].ev_chain;
         q[9] = (double)rec[m].n_tokens;
         q[10] = in->dead_train[m];
+        q[11] = rec[m].ev_closed;
     }
 }
 

@@ -30,7 +30,9 @@ void rs_taskfile_ce_modes(char *out, size_t n) {
     "step, over the last dead_tokens training tokens); mse = sum||u - r_hat||^2/(n d) (target space, " \
     "unscaled); ev_target = 1 - sum||u - r_hat||^2 / sum||u - mu_u||^2 (mu_u = eval mean of u = mu_h - A mu_hprev - " \
     "c); ev_orig_onestep = 1 - sum||h - (A h_prev + c + r_hat)||^2 / sum||h - mu_h||^2; ev_orig_chain the same with "  \
-    "x_hat_m = A x_hat_(m-1) + c + r_hat_m, x_hat_1 = r_hat_1; raw: x_hat = r_hat (all three EVs equal)"
+    "x_hat_m = A x_hat_(m-1) + c + r_hat_m, x_hat_1 = r_hat_1 (r_hat_m from the clean u_m: open loop); "            \
+    "ev_orig_closed the closed loop: x_m = A x_(m-1) + c + SAE_m(s (h_lm - A x_(m-1) - c))/s, each SAE seeing the " \
+    "residual of the previous reconstruction; raw: x_hat = r_hat (all four EVs equal)"
 #define DEF_CURVE                                                                                                    \
     "training FVU (the loss's FVU of each global batch, before the step's update) averaged over each of "           \
     "train.curve_bins equal spans of steps (step s of S in span floor(s bins / S)); fvu_last20_gain = "              \

@@ -55,7 +55,8 @@ def raises(fn, *patterns):
 AFF_COLS = "layer_a,layer_b,gap,lambda_rel,lambda_used,retries,r2,s,n_tokens_calib,n_tokens_eval,solve_resid,seconds"
 SAE_COLS = "layer,pred,k,seed,fvu,auxk,l0,dead_frac,tokens,steps,seconds,tokens_per_s,scale"
 KEY_COLS = "set,variant,k,seed"
-RECON_COLS = "layer,pred,scale,l0,dead_frac,mse,ev_target,ev_orig_onestep,ev_orig_chain,n_tokens,dead_frac_train"
+RECON_COLS = ("layer,pred,scale,l0,dead_frac,mse,ev_target,ev_orig_onestep,ev_orig_chain,n_tokens,dead_frac_train,"
+              "ev_orig_closed")
 RED_COLS = "layer_a,layer_b,gap,mean_max_cos,mean_max_abs_cos,n_rows"
 CE_COLS = "mode,layer,ce,dce,kl,recovered_zero,recovered_mean,overinteraction,n_tokens"
 VARIANTS = ("raw", "resae")
@@ -88,7 +89,7 @@ def tables():
                     # the first layer's reconstruction is the same for raw and resae
                     ev = 0.9 - 0.02 * k if i == 0 or v == 0 else 0.8 - 0.1 * i
                     recon.append(key + [layer, -1 if i == 0 or v == 0 else layers[i - 1], 1.5, k, 0.0, 0.1, ev,
-                                        ev, ev - 0.1 * v * i, 50, 0.0])
+                                        ev, ev - 0.1 * v * i, 50, 0.0, ev - 0.05 * v * i])
                 for i, a in enumerate(layers):
                     for b in layers[i + 1:]:
                         c = 0.3 + 0.01 * rng.random()

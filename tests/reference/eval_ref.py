@@ -64,11 +64,17 @@ class EvalSet:
 def ref_recon(es, store, skip):
     hs = [store["eval"][f"L{l}"][:].astype(np.float64) for l in es.layers]
     mus = [store["eval"][f"L{l}_mean"][:] for l in es.layers]
-    out, chain = [], None
+    out, chain, closed = [], None, None
     for m in range(len(es.layers)):
         h = hs[m]
         u = es.target(m, h, hs[m - 1] if m else None)
         rh, l0, fired = es.rhat(m, u)
+        if es.variant == 1 and m > 0:  # closed loop: the SAE sees the residual of the previous reconstruction
+            A, c = es.maps[m]
+            uc = h - closed @ A.T - c
+            closed = closed @ A.T + c + es.rhat(m, uc)[0]
+        else:
+            closed = rh
         n, d = u.shape
         sse = ((u - rh) ** 2).sum()
         ev_t = 1 - sse / ((u - u.mean(0)) ** 2).sum()
@@ -82,8 +88,9 @@ def ref_recon(es, store, skip):
             chain = rh
         ev_1 = 1 - ((h - x1) ** 2).sum() / sst_o
         ev_c = 1 - ((h - chain) ** 2).sum() / sst_o
+        ev_cl = 1 - ((h - closed) ** 2).sum() / sst_o
         out.append(dict(layer=es.layers[m], dead_frac_train=float(es.sae[m].attrs["dead_frac"]), l0=l0.mean(), dead_frac=1 - fired.mean(), mse=sse / (n * d),
-                        ev_target=ev_t, ev_orig_onestep=ev_1, ev_orig_chain=ev_c, n_tokens=n))
+                        ev_target=ev_t, ev_orig_onestep=ev_1, ev_orig_chain=ev_c, ev_orig_closed=ev_cl, n_tokens=n))
     return out
 
 
@@ -202,7 +209,8 @@ def main():
         es = EvalSet(res, layers, int(v), int(k), int(seed))
         name = f"set {int(s)} variant {int(v)} k {int(k)} seed {int(seed)}"
         for r, want in zip(rec[sel], ref_recon(es, store, skip)):
-            for col, j in (("mse", 9), ("ev_target", 10), ("ev_orig_onestep", 11), ("ev_orig_chain", 12)):
+            for col, j in (("mse", 9), ("ev_target", 10), ("ev_orig_onestep", 11), ("ev_orig_chain", 12),
+                           ("ev_orig_closed", 15)):
                 check(f"{name} L{want['layer']} {col}", r[j], want[col], tol_ev, "ev")
             check(f"{name} L{want['layer']} l0", r[7], want["l0"], 1e-9, None)
             check(f"{name} L{want['layer']} dead_frac", r[8], want["dead_frac"], 1e-9, None)

@@ -67,7 +67,7 @@ def check_eval(r):
     rec, red, ce = r.table("eval/recon"), r.table("eval/redundancy"), r.table("eval/ce")
     if len(rec) == 0 or len(ce) == 0:
         return ["empty evaluation tables"]
-    ev = rec.array[:, [rec.index(c) for c in ("ev_target", "ev_orig_onestep", "ev_orig_chain")]]
+    ev = rec.array[:, [rec.index(c) for c in ("ev_target", "ev_orig_onestep", "ev_orig_chain", "ev_orig_closed")]]
     # EV = 1 - MSE / variance lies in (-inf, 1]: a chain of maps can amplify errors past -1
     if not np.all(np.isfinite(ev) & (ev <= 1)):
         bad.append(f"EV not finite or above 1: {ev.min()}..{ev.max()}")
