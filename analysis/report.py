@@ -11,7 +11,8 @@ Prints:
     FVU improvement over the last 20% of steps, from the training curve when train.curve_bins > 0),
     flagged DEAD>10% / NOT-FLAT (gain >= 2%) when an SAE misses the demo's bar;
   - evaluation (when /eval exists): EV by variant x k x layer (target space and original-space chain,
-    mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode;
+    mean over sets and seeds), decoder redundancy by variant x k x gap, dCE by variant x k x mode, and
+    the affine-only control beside the resae SAE splices;
   - sparse probing (when /probing exists): test accuracy by variant x k x layer (and the union of a
     set's layers) for each K, the model ceiling (pooled h, top-K and all dims) and the random floor,
     means over classes then class sets, and the layers the union's latents come from;
@@ -175,7 +176,29 @@ def eval_tables(r):
         return {}
     recon_table(r.table("eval/recon"))
     redundancy_table(r.table("eval/redundancy"))
-    return ce_table(r.table("eval/ce"))
+    out = ce_table(r.table("eval/ce"))
+    if r.has("eval/affine_only"):
+        affine_only_table(r.table("eval/affine_only"), r.table("eval/ce"))
+    return out
+
+
+def affine_only_table(aff, ce):
+    """The affine-only control beside the resae SAE splices of the same set and mode (mean over k, seeds)."""
+    if not len(aff):
+        return
+    print("\naffine-only control (h <- A h_prev + c at l_2..l_M, no SAE) vs resae SAEs, same set and pass: dCE, "
+          "recovered (zero)")
+    a, c = aff.dict(), ce.dict()
+    amode, cmode, cvar = aff.labels("mode"), ce.labels("mode"), ce.labels("variant")
+    for i in range(len(aff)):
+        if amode[i] == "clean":
+            continue
+        sel = [j for j in range(len(ce)) if cvar[j] == "resae" and c["set"][j] == a["set"][i]
+               and cmode[j] == amode[i] and c["layer"][j] == a["layer"][i]]
+        sae = f"resae SAEs dCE {np.mean([c['dce'][j] for j in sel]):8.4f}" if sel else ""
+        layer = "-" if a["layer"][i] < 0 else f"L{int(a['layer'][i])}"
+        print(f"  set {int(a['set'][i])} {amode[i]:<7} {layer:<4} affine dCE {a['dce'][i]:8.4f}  recovered "
+              f"{a['recovered_zero'][i]:8.4f}   {sae}")
 
 
 def probing_tables(r):

@@ -134,6 +134,7 @@ typedef struct rs_config {
         int ce_modes[RS_CE_MODE_COUNT];     /* enum rs_ce_mode, file order, unique */
         int n_ablations;
         int ablations[RS_ABLATION_COUNT];   /* enum rs_ablation, file order, unique */
+        int affine_only;                    /* the affine-only control in the ablation tasks */
         int64_t redundancy_block;
         struct {
             int enabled;

@@ -30,12 +30,15 @@
 
 #define RS_EVAL_MAX_LAYERS 64
 
-/* One layer of a set. sae == NULL is the identity (a perfect reconstruction, for tests). */
+/* One layer of a set. sae == NULL is the identity (a perfect reconstruction, for tests). zero: the
+ * reconstruction is 0 whatever the SAE, so a resae layer m >= 2 splices h <- A x_{m-1} + c (the
+ * affine-only control, METHOD.md §6). */
 typedef struct rs_eval_layer {
     int layer;                 /* model layer l_m */
     const rs_sae *sae;
     double scale;              /* s_m */
     const rs_affine_map *map;  /* (A_{m-1}, c_{m-1}) for resae m >= 2; NULL otherwise */
+    int zero;
 } rs_eval_layer;
 
 typedef struct rs_eval_set {
@@ -131,6 +134,7 @@ typedef struct rs_eval_ce_opts {
     int zero, mean;           /* which ablation baselines to run (each at every layer of the set) */
     int skip_pos0;            /* leave position 0 untouched and do not average its prediction */
     const float *mu;          // (M, d) ablation means (eval mean at each layer); needed for mean
+    int single_from;          /* single-layer passes only at layers m >= single_from (0-based) */
 } rs_eval_ce_opts;
 
 typedef struct rs_eval_ce_sums {

@@ -71,6 +71,13 @@ rs_err rs_probe_class_set_feats(rs_probe_feats *f, const rs_probe_inputs *in, co
                                 const rs_task_ctx *c);
 float *rs_probe_h_block(const rs_probe_inputs *in, const rs_probe_feats *f, int m);
 float *rs_probe_z_block(const rs_probe_inputs *in, const rs_probe_feats *f, int e, int m);
+/* A growing table of rows of nc doubles (the task files' tables). */
+typedef struct rs_probe_rows {
+    double *v;
+    int n, cap, nc;
+} rs_probe_rows;
+rs_err rs_probe_rows_push(rs_probe_rows *r, const double *q);
+
 /* The file's label names, comma-separated, as the attribute label_names of f. */
 rs_err rs_probe_label_names_attr(hid_t f, const rs_probe_data *d);
 

@@ -78,14 +78,19 @@ rs_err rs_taskfile_write_sae(const char *path, const struct rs_sae *sae, const r
 rs_err rs_taskfile_load_sae(struct rs_sae *sae, double *scale, double *dead_frac, const rs_run *run,
                             const rs_grid_sae *g);
 
+/* The definition stored with /eval/affine_only (rows from the ablation task files). */
+extern const char *const rs_affine_only_definition;
+
 /* ---- evaluations and ablation baselines --------------------------------------------------------------- */
 
 /* The eval task file: tables recon (M rows), redundancy (npairs), ce (nce) and the attributes. */
 rs_err rs_taskfile_write_eval(const char *path, const rs_run *run, const rs_grid_eval *e, const double *recon, int M,
                               const double *red, int npairs, const double *ce, int nce, double seconds);
 struct rs_eval_ce_result;
-/* res (2M): zero ablation at each layer of the set, then mean ablation at each. */
-rs_err rs_taskfile_write_ablate(const char *path, const struct rs_eval_ce_result *res, int M);
+/* res (2M): zero ablation at each layer of the set, then mean ablation at each; aff (n_aff rows of
+ * RS_EVAL_CE_NC, may be 0): the affine-only control's CE table (dataset "affine_only"). */
+rs_err rs_taskfile_write_ablate(const char *path, const struct rs_eval_ce_result *res, int M, const double *aff,
+                                int n_aff);
 rs_err rs_taskfile_read_ablate(struct rs_eval_ce_result *res, int M, const char *path);
 
 /* Open the run's activation store read-only on the task's group (collective over c->comm). */

@@ -68,8 +68,11 @@ void rs_tasks_eval_name(char *out, size_t n, const rs_run *run, const rs_grid_ev
 rs_err rs_tasks_eval_path(char *out, size_t n, const rs_run *run, const rs_grid_eval *e);
 /* Whether grid.evals[i] is the first evaluation with its hash (the one that runs). */
 int rs_tasks_eval_first(const rs_run *run, int i);
-/* Whether the run has ablation tasks (eval.ce on and ablations configured). */
+/* Whether the run has ablation tasks (eval.ce on and ablations or eval.affine_only configured). */
 int rs_tasks_ablate_needed(const rs_run *run);
+/* Whether the ablation task of grid.sets[set] also runs the affine-only control (eval.ce and
+ * eval.affine_only on, CE modes configured, at least two layers). */
+int rs_tasks_affine_only(const rs_run *run, int set);
 rs_err rs_tasks_ablate_path(char *out, size_t n, const rs_run *run, int set);
 /* Whether grid.sets[set] has a probing task: eval.probing on, the first set with its layers, and
  * (eval.probing.layer_set) the named set's layers. */

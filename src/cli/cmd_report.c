@@ -91,6 +91,35 @@ static void fmt(char *out, size_t n, double v) {
 
 /* Probing accuracy by set x variant x k x seed x kind x layer, one column per K (rows with
  * class_set -1: means over classes, then class sets), then the layers of the union's latents. */
+/* The affine-only control (METHOD.md §6): the set's CE passes with l_2..l_M replaced by the affine
+ * prediction and no SAE. */
+static int print_affine_only(hid_t f, const char *path, const char *sets) {
+    double *t = NULL;
+    int n = 0, nc = RS_EVAL_CE_NC + 1;
+    if (read_table(&t, &n, nc, f, "eval/affine_only", path)) return 1;
+    if (n) {
+        printf("\nAffine-only control (no SAE: h <- A h_prev + c at l_2..l_M, l_1 clean; tf adds the clean affine "
+               "error, so writes A x_prev + c)\n");
+        printf("%-12s %-7s %6s %9s %9s %9s %9s %9s %9s\n", "set", "mode", "layer", "CE", "dCE", "KL", "rec_zero",
+               "rec_mean", "overint");
+    }
+    char sn[64], a[4][32];
+    for (int r = 0; r < n; r++) {
+        const double *q = t + (size_t)r * (size_t)nc;
+        set_name(sn, sizeof sn, sets, (int)q[0]);
+        int mode = (int)q[1];
+        char layer[16];
+        if (q[2] < 0) snprintf(layer, sizeof layer, "-");
+        else snprintf(layer, sizeof layer, "%.0f", q[2]);
+        for (int j = 0; j < 4; j++) fmt(a[j], 32, q[5 + j]);
+        printf("%-12s %-7s %6s %9.4f %9.4f %9s %9s %9s %9s\n", sn,
+               mode >= 0 && mode < RS_CE_ROW_COUNT ? rs_eval_ce_row_names[mode] : "?", layer, q[3], q[4], a[0], a[1],
+               a[2], a[3]);
+    }
+    free(t);
+    return 0;
+}
+
 static int print_probing(hid_t f, const char *path, const char *sets) {
     double *t = NULL, *lat = NULL;
     int n = 0, nl = 0, nc = RS_PROBE_TABLE_NC + 1, nlc = RS_PROBE_LATENT_NC + 1;
@@ -390,6 +419,10 @@ int rs_cmd_report(int argc, char **argv) {
         printf("%-12s %-6s %5.0f %5.0f %-7s %6s %9.4f %9.4f %9s %9s %9s %9s\n", sn, variant(q[1]), q[2], q[3],
                mode >= 0 && mode < RS_CE_ROW_COUNT ? rs_eval_ce_row_names[mode] : "?", layer, q[6], q[7], a[0], a[1], a[2], a[3]);
     }
+    htri_t has_aff = 0;
+    H5E_BEGIN_TRY { has_aff = H5Lexists(f, "eval/affine_only", H5P_DEFAULT); }
+    H5E_END_TRY;
+    if (has_aff > 0 && print_affine_only(f, path, sets)) goto done;
     htri_t has_probing = 0;
     H5E_BEGIN_TRY { has_probing = H5Lexists(f, "probing", H5P_DEFAULT); }
     H5E_END_TRY;

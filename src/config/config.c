@@ -298,6 +298,9 @@ static const rs_cfg_field eval_fields[] = {
      .doc = "single-layer, joint teacher-forced, joint sequential-online"},
     {WORDS("ablations", eval.ablations, eval.n_ablations, rs_ablation_names, RS_ABLATION_COUNT, "ablation", HE),
      .doc = "ablation baselines for recovered CE"},
+    {BOOL("affine_only", eval.affine_only, 1, HC), .unhashed = "mixed into the ablation task hash only",
+     .doc = "also the affine-only control per set: l_2..l_M replaced by the affine prediction from the layer "
+            "before, in each of eval.ce_modes (the set's ablation task)"},
     {INT("redundancy_block", eval.redundancy_block, 1, 1 << 20, 1024, HC), .unhashed = "summation order only",
      .doc = "latents per block when streaming decoder cosine maxima"},
     {SECTION("probing", probing_section)},

@@ -51,7 +51,9 @@ rs_err rs_eval_splice_error(float *eps, rs_eval_work *w, const rs_eval_set *es, 
     } else {
         memcpy(w->u, h, sizeof(float) * nd);
     }
-    if (!L->sae) {
+    if (L->zero) {
+        memset(w->rhat, 0, sizeof(float) * nd);
+    } else if (!L->sae) {
         memcpy(w->rhat, w->u, sizeof(float) * nd);
     } else {
         double s = L->scale;

@@ -205,7 +205,7 @@ rs_err rs_eval_ce_batch(rs_eval_ce *c, const int32_t *tokens, int B) {
     }
     const float *h0 = c->hc, *e0 = c->eps;
     if (c->o.single)
-        for (int m = 0; m < M; m++) {
+        for (int m = c->o.single_from; m < M; m++) {
             const float *h = c->hc + (size_t)m * stride, *e = c->eps + (size_t)m * stride;
             for (size_t q = 0; q < nd; q++) c->x[q] = h[q] + e[q];
             RS_TRY(run_from(c, RS_PASS_SINGLE + m, es->L[m].layer, HOOK_NONE, tokens, B));

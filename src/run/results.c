@@ -224,6 +224,31 @@ static rs_err eval_read(eval_acc *a, const rs_task *t, const rs_grid_eval *e) {
     return err;
 }
 
+/* The affine-only control rows of an ablation task file (none in files of one-layer sets), prefixed
+ * with the set. */
+static rs_err affine_only_read(double **rows, int *n, int *cap, const rs_task *t) {
+    hid_t f = H5Fopen(t->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    RS_CHECK(f >= 0, RS_ERR_IO, "%s: cannot open", t->path);
+    rs_err err = RS_OK;
+    double *tab = NULL;
+    int nr = 0, nc = RS_EVAL_CE_NC;
+    if (H5Lexists(f, "affine_only", H5P_DEFAULT) > 0) err = rs_taskfile_read_table(&tab, &nr, f, "affine_only", nc, t->path);
+    if (!err && *n + nr > *cap) {
+        int c2 = 2 * (*n + nr) + 8;
+        double *q = realloc(*rows, sizeof(double) * (size_t)c2 * (size_t)(nc + 1));
+        if (q) *rows = q, *cap = c2;
+        else err = RS_ERR(RS_ERR_NOMEM, "out of memory");
+    }
+    for (int r = 0; r < nr && !err; r++) {
+        double *q = *rows + (size_t)(*n)++ * (size_t)(nc + 1);
+        q[0] = t->index;
+        memcpy(q + 1, tab + (size_t)r * (size_t)nc, sizeof(double) * (size_t)nc);
+    }
+    free(tab);
+    H5Fclose(f);
+    return err;
+}
+
 static rs_err eval_group_attrs(hid_t g, const rs_run *run) {
     char sets[8192];
     size_t o = 0;
@@ -242,9 +267,12 @@ static rs_err results_eval(hid_t out, const rs_run *run, const rs_task_list *l) 
     eval_acc a;
     memset(&a, 0, sizeof a);
     rs_err err = RS_OK;
+    double *aff = NULL;
+    int n_aff = 0, cap_aff = 0;
     for (int i = 0; i < l->n && !err; i++) {
         const rs_task *t = &l->tasks[i];
         if (t->kind == RS_TASK_EVAL && rs_file_exists(t->path)) err = eval_read(&a, t, &run->grid.evals[t->index]);
+        if (t->kind == RS_TASK_ABLATE && rs_file_exists(t->path)) err = affine_only_read(&aff, &n_aff, &cap_aff, t);
     }
     for (int t = 0; t < RS_EVAL_TABLE_COUNT && !err; t++) {
         const rs_eval_table_desc *d = &rs_eval_tables[t];
@@ -252,7 +280,10 @@ static rs_err results_eval(hid_t out, const rs_run *run, const rs_task_list *l) 
         snprintf(c, sizeof c, "set,variant,k,seed,%s", d->columns);
         err = write_table(g, d->name, a.rows[t], a.n[t], d->ncols + 4, c, d->definition, 1, t == RS_EVAL_TABLE_CE);
     }
+    if (!err) err = write_table(g, "affine_only", aff, n_aff, RS_EVAL_CE_NC + 1, "set," RS_EVAL_CE_COLS,
+                                rs_affine_only_definition, 0, 1);
     if (!err) err = eval_group_attrs(g, run);
+    free(aff);
     for (int t = 0; t < RS_EVAL_TABLE_COUNT; t++) free(a.rows[t]);
     H5Gclose(g);
     return err;

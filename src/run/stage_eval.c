@@ -217,12 +217,12 @@ static rs_err ce_passes(rs_eval_ce_result *res, rs_eval_ce *ce, const rs_task_ct
 }
 
 /* The CE splices of a set; the ablation baselines come from the set's ablation task file when it
- * exists, else they are computed here and written there (rank 0). secs: rank 0's seconds and
+ * exists, else they are computed here (the ablation task writes that file). secs: rank 0's seconds and
  * block-tokens (clean, splice). */
 static rs_err eval_ce(rs_eval_ce_result *res, double secs[4], const rs_task_ctx *c, const rs_actstore *st,
-                      const rs_model *model, rs_tokens *tk, const eval_inputs *in, int set, int ablations_only) {
+                      const rs_model *model, rs_tokens *tk, const eval_inputs *in, int set) {
     rs_eval_ce_opts o;
-    ce_opts(&o, &c->run->cfg, in, ablations_only);
+    ce_opts(&o, &c->run->cfg, in, 0);
     int M = in->es.M;
     char apath[4096];
     RS_TRY(rs_tasks_ablate_path(apath, sizeof apath, c->run, set));
@@ -235,12 +235,7 @@ static rs_err eval_ce(rs_eval_ce_result *res, double secs[4], const rs_task_ctx 
     rs_eval_ce ce;
     memset(&ce, 0, sizeof ce);
     rs_err err = ce_passes(res, &ce, c, st, model, tk, in, &o);
-    if (!err && have_base) {
-        memcpy(&res[RS_PASS_SINGLE + M], base, sizeof(rs_eval_ce_result) * 2 * (size_t)M);
-    } else if (!err && (o.zero || o.mean)) {
-        err = c->rank == 0 ? rs_taskfile_write_ablate(apath, &res[RS_PASS_SINGLE + M], M) : RS_OK;
-        err = rs_agree(err, c->comm, "writing the ablation baselines");
-    }
+    if (!err && have_base) memcpy(&res[RS_PASS_SINGLE + M], base, sizeof(rs_eval_ce_result) * 2 * (size_t)M);
     secs[0] = ce.seconds_clean;
     secs[1] = ce.seconds_splice;
     secs[2] = (double)ce.block_tokens_clean;
@@ -248,15 +243,17 @@ static rs_err eval_ce(rs_eval_ce_result *res, double secs[4], const rs_task_ctx 
     rs_eval_ce_free(&ce);
     return err;
 }
-/* CE rows from the pass results (see DEF_CE). */
-static int ce_rows(double *rows, const rs_eval_ce_result *r, const eval_inputs *in) {
+/* CE rows from the pass results (see DEF_CE); single-layer passes from layer index `first` (the
+ * affine-only control leaves l_1 clean, so its sum of single-layer dCE starts at l_2); baselines: also
+ * the rows of the ablation passes themselves. */
+static int ce_rows(double *rows, const rs_eval_ce_result *r, const eval_inputs *in, int first, int baselines) {
     int M = in->es.M, n = 0;
     double clean = r[RS_PASS_CLEAN].ce;
     int last = M - 1;
     const rs_eval_ce_result *zj = &r[RS_PASS_SINGLE + M + last], *mj = &r[RS_PASS_SINGLE + 2 * M + last];
     double sum_single = 0;
     int have_single = 1;
-    for (int m = 0; m < M; m++) {
+    for (int m = first; m < M; m++) {
         have_single &= r[RS_PASS_SINGLE + m].ran;
         sum_single += r[RS_PASS_SINGLE + m].ce - clean;
     }
@@ -284,7 +281,7 @@ static int ce_rows(double *rows, const rs_eval_ce_result *r, const eval_inputs *
         ROW(RS_CE_ROW_TF, -1, &r[RS_PASS_TF], zj, mj, have_single ? r[RS_PASS_TF].ce - clean - sum_single : NAN);
     if (r[RS_PASS_SO].ran)
         ROW(RS_CE_ROW_SO, -1, &r[RS_PASS_SO], zj, mj, have_single ? r[RS_PASS_SO].ce - clean - sum_single : NAN);
-    for (int kind = 0; kind < 2; kind++) {
+    for (int kind = 0; kind < 2 && baselines; kind++) {
         const rs_eval_ce_result *base = &r[RS_PASS_SINGLE + (kind + 1) * M];
         if (!base[0].ran) continue;
         int mode = kind ? RS_CE_ROW_MEAN : RS_CE_ROW_ZERO;
@@ -347,8 +344,8 @@ static rs_err evaluate(const rs_task_ctx *c, const rs_actstore *st, const rs_mod
     double t2 = rs_now();
     double secs[4] = {0, 0, 0, 0};
     if (run->cfg.eval.ce) {
-        RS_TRY_GOTO(eval_ce(t.cer, secs, c, st, model, tk, &in, e->set, 0), done);
-        t.nce = ce_rows(t.ce, t.cer, &in);
+        RS_TRY_GOTO(eval_ce(t.cer, secs, c, st, model, tk, &in, e->set), done);
+        t.nce = ce_rows(t.ce, t.cer, &in, 0, 1);
     }
     double t3 = rs_now();
     err = c->rank == 0 ? rs_taskfile_write_eval(path, run, e, t.recon, M, t.red, t.np, t.ce, t.nce, rs_now() - t0) : RS_OK;
@@ -378,25 +375,47 @@ done:
 rs_err rs_stage_eval_ablate(const rs_task_ctx *c, int set, const rs_model *model, rs_tokens *tk) {
     RS_CHECK(rs_tasks_ablate_needed(c->run), RS_ERR_INTERNAL, "ablation task without eval.ce and ablations");
     const rs_grid_set *s = &c->run->grid.sets[set];
+    int M = s->n, aff = rs_tasks_affine_only(c->run, set), nrows = 0;
     eval_inputs in;
     memset(&in, 0, sizeof in);
     rs_actstore st;
     memset(&st, 0, sizeof st);
-    rs_eval_ce_result *cer = calloc((size_t)rs_eval_n_passes(s->n), sizeof *cer);
-    rs_err err = cer ? RS_OK : RS_ERR(RS_ERR_NOMEM, "out of memory");
+    rs_eval_ce ce;
+    memset(&ce, 0, sizeof ce);
+    rs_eval_ce_result *cer = calloc((size_t)rs_eval_n_passes(M), sizeof *cer);
+    double *rows = calloc((size_t)(3 + 3 * M + 4) * RS_EVAL_CE_NC, sizeof(double));
+    rs_err err = cer && rows ? RS_OK : RS_ERR(RS_ERR_NOMEM, "out of memory");
     RS_TRY_GOTO(rs_agree(err, c->comm, "allocating the ablation passes"), done);
     RS_TRY_GOTO(rs_taskfile_open_store(&st, c), done);
-    /* no SAEs: the ablation passes only read the clean streams and the eval means */
-    RS_TRY_GOTO(rs_agree(inputs_set(&in, c->run, &st, s, RS_VARIANT_RAW), c->comm, "the set's eval means"), done);
-    double t0 = rs_now(), secs[4] = {0, 0, 0, 0};
-    /* eval_ce writes the ablation file (rank 0) once the passes are summed */
-    RS_TRY_GOTO(eval_ce(cer, secs, c, &st, model, tk, &in, set, 1), done);
-    RS_INFO("ablate %s: zero/mean ablation baselines at %d layers in %.2fs (rank 0: clean %.0f, ablations %.0f "
-            "block-tokens/s)", s->name, s->n, rs_now() - t0, secs[0] > 0 ? secs[2] / secs[0] : 0,
-            secs[1] > 0 ? secs[3] / secs[1] : 0);
+    /* No SAEs: the ablations read only the clean streams and the eval means. The affine-only control
+     * is a resae set whose reconstructions are 0 at l_2 .. l_M and the identity at l_1, so the same
+     * passes write A x_{m-1} + c there (METHOD.md §6). */
+    err = inputs_set(&in, c->run, &st, s, aff ? RS_VARIANT_RESAE : RS_VARIANT_RAW);
+    for (int m = 1; m < M && aff && !err; m++) {
+        err = rs_taskfile_load_affine(&in.map[m], c->run, s->layers[m - 1], s->layers[m]);
+        in.es.L[m].map = &in.map[m];
+        in.es.L[m].zero = 1;
+    }
+    RS_TRY_GOTO(rs_agree(err, c->comm, "the set's eval means and affine maps"), done);
+    rs_eval_ce_opts o;
+    ce_opts(&o, &c->run->cfg, &in, !aff);
+    o.single_from = 1;
+    double t0 = rs_now();
+    RS_TRY_GOTO(ce_passes(cer, &ce, c, &st, model, tk, &in, &o), done);
+    if (aff) nrows = ce_rows(rows, cer, &in, 1, 0);
+    char apath[4096];
+    err = rs_tasks_ablate_path(apath, sizeof apath, c->run, set);
+    if (!err && c->rank == 0) err = rs_taskfile_write_ablate(apath, &cer[RS_PASS_SINGLE + M], M, rows, nrows);
+    RS_TRY_GOTO(rs_agree(err, c->comm, "writing the ablation baselines"), done);
+    RS_INFO("ablate %s: zero/mean ablation baselines at %d layers%s in %.2fs (rank 0: clean %.0f, other passes %.0f "
+            "block-tokens/s)", s->name, M, aff ? " and the affine-only control" : "", rs_now() - t0,
+            ce.seconds_clean > 0 ? (double)ce.block_tokens_clean / ce.seconds_clean : 0,
+            ce.seconds_splice > 0 ? (double)ce.block_tokens_splice / ce.seconds_splice : 0);
 done:
+    rs_eval_ce_free(&ce);
     rs_actstore_close(&st);
     inputs_free(&in);
     free(cer);
+    free(rows);
     return err;
 }

@@ -251,12 +251,10 @@ rs_err rs_probe_class_set_feats(rs_probe_feats *f, const rs_probe_inputs *in, co
  * Probes (rank 0)
  * ===================================================================================================== */
 
-typedef struct rows {
-    double *v;
-    int n, cap, nc;
-} rows;
+typedef rs_probe_rows rows;
+#define push rs_probe_rows_push
 
-static rs_err push(rows *r, const double *q) {
+rs_err rs_probe_rows_push(rs_probe_rows *r, const double *q) {
     if (r->n == r->cap) {
         int cap = 2 * r->cap + 256;
         double *p = realloc(r->v, sizeof(double) * (size_t)cap * (size_t)r->nc);

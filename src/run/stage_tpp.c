@@ -62,22 +62,8 @@ static rs_err ints_push(ints *a, int32_t x) {
     return RS_OK;
 }
 
-typedef struct rows {
-    double *v;
-    int n, cap, nc;
-} rows;
-
-static rs_err push(rows *r, const double *q) {
-    if (r->n == r->cap) {
-        int cap = 2 * r->cap + 256;
-        double *p = realloc(r->v, sizeof(double) * (size_t)cap * (size_t)r->nc);
-        RS_CHECK_ALLOC(p);
-        r->v = p;
-        r->cap = cap;
-    }
-    memcpy(r->v + (size_t)r->n++ * (size_t)r->nc, q, sizeof(double) * (size_t)r->nc);
-    return RS_OK;
-}
+typedef rs_probe_rows rows;
+#define push rs_probe_rows_push
 
 /* Offsets of each pass in the flat array. */
 static rs_err pass_index(int64_t **off, int *n_pass, const ints *a, int M) {

@@ -52,6 +52,15 @@ void rs_taskfile_ce_modes(char *out, size_t n) {
     "(ce_X - ce) / (ce_X - ce_clean) with the X ablation at the same layer (single) or at all layers (tf, so); "      \
     "overinteraction (tf, so) = dce_joint - sum_m dce_single(m)"
 
+const char *const rs_affine_only_definition =
+    "METHOD.md 6, affine-only control, per distinct layer set of at least two layers: the CE passes of the SAE "
+    "splices with every reconstruction replaced by the affine prediction and no SAE. l_1 stays clean. single (layer "
+    "l_m, m >= 2): h_{l_m} <- A_{m-1} h_{l_{m-1}} + c_{m-1} on clean inputs. tf: one pass adding eps_m = A_{m-1} "
+    "h_{l_{m-1}} + c_{m-1} - h_{l_m} (clean activations) at every l_m, m >= 2, to the running stream, as the SAE "
+    "splices do. so: one pass writing x_m = A_{m-1} x_{m-1} + c_{m-1} at l_m, x_{m-1} the value written at l_{m-1} "
+    "(x_1 = the clean h_{l_1}). Columns as /eval/ce; recovered_X against the same ablation baselines as the SAE "
+    "rows; overinteraction = dce_joint - sum_{m >= 2} dce_single(m). Position 0 untouched when excluded";
+
 const rs_eval_table_desc rs_eval_tables[RS_EVAL_TABLE_COUNT] = {
     {"recon", RS_EVAL_RECON_NC, RS_EVAL_RECON_COLS, DEF_RECON},
     {"redundancy", RS_EVAL_RED_NC, RS_EVAL_RED_COLS, DEF_RED},
@@ -329,7 +338,7 @@ rs_err rs_taskfile_read_ablate(rs_eval_ce_result *res, int M, const char *path) 
     return err;
 }
 
-rs_err rs_taskfile_write_ablate(const char *path, const rs_eval_ce_result *res, int M) {
+rs_err rs_taskfile_write_ablate(const char *path, const rs_eval_ce_result *res, int M, const double *aff, int n_aff) {
     double *t = malloc(sizeof(double) * 8 * (size_t)M);
     RS_CHECK_ALLOC(t);
     for (int i = 0; i < 2 * M; i++) {
@@ -348,6 +357,11 @@ rs_err rs_taskfile_write_ablate(const char *path, const rs_eval_ce_result *res, 
     hsize_t dims[2] = {2 * (hsize_t)M, 4};
     err = rs_h5_write(f, "ablation", H5T_NATIVE_DOUBLE, 2, dims, t);
     if (!err) err = rs_h5_attr_str(f, "columns", "ce,kl,n_tokens,ran; rows: zero at each layer, then mean");
+    if (!err && n_aff > 0) {
+        hsize_t ad[2] = {(hsize_t)n_aff, RS_EVAL_CE_NC};
+        err = rs_h5_write(f, "affine_only", H5T_NATIVE_DOUBLE, 2, ad, aff);
+        if (!err) err = rs_h5_attr_str(f, "affine_only_columns", RS_EVAL_CE_COLS);
+    }
     free(t);
     if (err) {
         H5Fclose(f);

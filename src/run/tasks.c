@@ -104,23 +104,42 @@ int rs_tasks_eval_first(const rs_run *run, int i) {
     return 1;
 }
 
-int rs_tasks_ablate_needed(const rs_run *run) { return run->cfg.eval.ce && run->cfg.eval.n_ablations > 0; }
+int rs_tasks_ablate_needed(const rs_run *run) {
+    return run->cfg.eval.ce && (run->cfg.eval.n_ablations > 0 || (run->cfg.eval.affine_only && run->cfg.eval.n_ce_modes > 0));
+}
+
+int rs_tasks_affine_only(const rs_run *run, int set) {
+    const rs_config *c = &run->cfg;
+    return c->eval.ce && c->eval.affine_only && c->eval.n_ce_modes > 0 && run->grid.sets[set].n >= 2;
+}
 
 /* The file hash of a set's ablation baselines: the inputs, the layers and what is ablated; like the
  * evaluation hashes, not the rank count (task files are reused across group sizes). */
-static uint64_t ablate_hash(const rs_run *run, const rs_grid_set *s) {
+static uint64_t ablate_hash(const rs_run *run, int set) {
+    const rs_grid_set *s = &run->grid.sets[set];
     uint64_t h = rs_hash64(run->grid.inputs_hash, "ablate", 6);
     h = rs_hash64(h, s->layers, sizeof(int) * (size_t)s->n);
     int32_t flags[3] = {run->cfg.data.exclude_first_position, 0, 0};
     for (int i = 0; i < run->cfg.eval.n_ablations; i++) flags[1 + run->cfg.eval.ablations[i]] = 1;
-    return rs_hash64(h, flags, sizeof flags);
+    h = rs_hash64(h, flags, sizeof flags);
+    if (!rs_tasks_affine_only(run, set)) return h;
+    /* the control: its CE modes and the affine fits along the set */
+    int32_t modes[4] = {0, 0, 0, 0};
+    for (int i = 0; i < run->cfg.eval.n_ce_modes; i++) modes[run->cfg.eval.ce_modes[i]] = 1;
+    h = rs_hash64(h, "affine_only", 11);
+    h = rs_hash64(h, modes, sizeof modes);
+    for (int m = 1; m < s->n; m++) {
+        uint64_t p = rs_tasks_pair_hash(run, s->layers[m - 1], s->layers[m]);
+        h = rs_hash64(h, &p, sizeof p);
+    }
+    return h;
 }
 
 rs_err rs_tasks_ablate_path(char *out, size_t n, const rs_run *run, int set) {
     const rs_grid_set *s = &run->grid.sets[set];
     const rs_grid_set *f = s->same_as >= 0 ? &run->grid.sets[s->same_as] : s;
     char rel[256];
-    snprintf(rel, sizeof rel, "tasks/ablate_%s_%016" PRIx64 ".h5", f->name, ablate_hash(run, s));
+    snprintf(rel, sizeof rel, "tasks/ablate_%s_%016" PRIx64 ".h5", f->name, ablate_hash(run, set));
     return rs_path_join(out, n, run->cfg.run_dir, rel);
 }
 
@@ -220,10 +239,12 @@ static double cost_eval(const rs_run *r, const rs_grid_eval *e) {
     return c;
 }
 
-static double cost_ablate(const rs_run *r, const rs_grid_set *s) {
-    double d = r->mc.d_model, M = s->n;
-    /* a clean pass and 2M ablation passes over the eval tokens */
-    return (2.0 * M + 1.0) * 24.0 * d * d * r->mc.n_layers * (double)r->cfg.data.eval;
+static double cost_ablate(const rs_run *r, int set) {
+    const rs_grid_set *s = &r->grid.sets[set];
+    double d = r->mc.d_model, M = s->n, passes = 1.0 + r->cfg.eval.n_ablations * M;
+    /* a clean pass, an ablation pass per layer and baseline, and the affine-only control's passes */
+    if (rs_tasks_affine_only(r, set)) passes += M + 1.0;
+    return passes * 24.0 * d * d * r->mc.n_layers * (double)r->cfg.data.eval;
 }
 
 /* A forward pass to the set's deepest layer and every SAE encode over the probe windows. */
@@ -353,8 +374,14 @@ static rs_err add_ablate_eval(builder *b, const rs_run *run, int h, int first_sa
         err = rs_tasks_ablate_path(path, sizeof path, run, i);
         if (!err)
             err = add(&ablate[i], b, RS_TASK_ABLATE, i, name, path, rs_hash64(g->inputs_hash, name, strlen(name)),
-                      cost_ablate(run, set));
+                      cost_ablate(run, i));
         if (!err) err = add_dep(b, ablate[i], h);
+        for (int m = 1; m < set->n && !err && rs_tasks_affine_only(run, i); m++) {
+            int k = pair_index(b->l, set->layers[m - 1], set->layers[m]);
+            err = k >= 0 ? add_dep(b, ablate[i], 1 + k)
+                         : RS_ERR(RS_ERR_INTERNAL, "no affine fit %d->%d for the control of %s", set->layers[m - 1],
+                                  set->layers[m], set->name);
+        }
     }
     for (int i = 0; i < g->n_evals && !err; i++) {
         if (!rs_tasks_eval_first(run, i)) continue;

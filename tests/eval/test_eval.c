@@ -149,7 +149,7 @@ static void means(float *mu, const rs_eval_set *es) {
 
 /* CE over sequences [s0, s1), serially in batches. */
 static void run_ce(rs_eval_ce_result *out, const rs_eval_set *es, int skip0, int64_t s0, int64_t s1, MPI_Comm comm) {
-    rs_eval_ce_opts o = {1, 1, 1, 1, 1, skip0, NULL};
+    rs_eval_ce_opts o = {.single = 1, .tf = 1, .so = 1, .zero = 1, .mean = 1, .skip_pos0 = skip0};
     float *mu = malloc(sizeof(float) * (size_t)es->M * (size_t)g_d);
     means(mu, es);
     o.mu = mu;

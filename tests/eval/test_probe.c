@@ -260,10 +260,10 @@ static void case_reference(const char *path) {
            *my = rd("map/mu_y", H5T_NATIVE_DOUBLE, 8, NULL);
     TRY(rs_affine_map_set(&map, D, D, A, mx, my));
     rs_eval_set es[2] = {{.variant = RS_VARIANT_RAW, .M = 2, .d = D}, {.variant = RS_VARIANT_RESAE, .M = 2, .d = D}};
-    es[0].L[0] = (rs_eval_layer){0, &sae[0], scales[0], NULL};
-    es[0].L[1] = (rs_eval_layer){1, &sae[1], scales[1], NULL};
+    es[0].L[0] = (rs_eval_layer){.layer = 0, .sae = &sae[0], .scale = scales[0], .map = NULL};
+    es[0].L[1] = (rs_eval_layer){.layer = 1, .sae = &sae[1], .scale = scales[1], .map = NULL};
     es[1].L[0] = es[0].L[0];
-    es[1].L[1] = (rs_eval_layer){1, &sae[2], scales[2], &map};
+    es[1].L[1] = (rs_eval_layer){.layer = 1, .sae = &sae[2], .scale = scales[2], .map = &map};
     int64_t n = d.n;
     float *z[2], *zp[2][2], *hp[2], *ref;
     const char *names[2] = {"expect/pooled_raw", "expect/pooled_resae"};

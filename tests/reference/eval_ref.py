@@ -168,6 +168,83 @@ def ref_ce(es, model, tokens, mus, p0):
     return out
 
 
+def ref_affine_only(layers, maps, model, tokens, mus, p0):
+    """The affine-only control (METHOD.md §6): CE and KL of its passes and of the ablation baselines."""
+    tok = tokens.astype(np.int64)
+    L, M = layers, len(layers)
+    logits_clean, clean = model(tok, hook=None)
+    pred = {m: clean[L[m - 1]] @ maps[m][0].T + maps[m][1] for m in range(1, M)}
+
+    def keep0(new, h):
+        if p0:
+            new = new.copy()
+            new[:, 0] = h[:, 0]
+        return new
+    res = {"clean": logits_clean}
+    for m in range(1, M):
+        res[("single", m)] = model(tok, hook=lambda l, h, m=m: keep0(pred[m], h) if l == L[m] else None)[0]
+    # teacher-forced: the clean affine error added to the running stream
+    res["tf"] = model(tok, hook=lambda l, h: keep0(h + pred[L.index(l)] - clean[l], h)
+                      if l in L[1:] else None)[0]
+    state = {}
+
+    def so_hook(l, h):
+        if l not in L:
+            return None
+        m = L.index(l)
+        if m == 0:
+            state["prev"] = h
+            return None
+        A, c = maps[m]
+        hn = keep0(state["prev"] @ A.T + c, h)
+        state["prev"] = hn
+        return hn
+    res["so"] = model(tok, hook=so_hook)[0]
+    for kind in ("zero", "mean"):
+        def abl(h, m):
+            h = h.copy()
+            h[:, p0:] = 0 if kind == "zero" else np.asarray(mus[m], dtype=np.float64)
+            return h
+        for m in range(M):
+            res[(kind, m)] = model(tok, hook=lambda l, h, m=m: abl(h, m) if l == L[m] else None)[0]
+        res[(kind, -1)] = res[(kind, M - 1)]
+    lp_c = neox_np.log_softmax(logits_clean[:, p0:-1])
+    tgt = tok[:, p0 + 1:]
+    out = {}
+    for key, lg in res.items():
+        lp = neox_np.log_softmax(lg[:, p0:-1])
+        out[key] = (-float(np.take_along_axis(lp, tgt[..., None], -1).mean()),
+                    float((np.exp(lp_c) * (lp_c - lp)).sum(-1).mean()))
+    return out
+
+
+def check_ce_row(check, what, r, out, clean, m, single_sum, M, tol_ce, n_expect, kind="ce"):
+    """One CE row (columns from index 0 = mode) against the reference passes in out."""
+    mode = int(r[0])
+    if mode == 0:
+        want, z, mn, over = out["clean"], None, None, np.nan
+    elif mode == 1:
+        want, z, mn, over = out[("single", m)], out[("zero", m)], out[("mean", m)], np.nan
+    elif mode in (2, 3):
+        want = out["tf" if mode == 2 else "so"]
+        z, mn, over = out[("zero", -1)], out[("mean", -1)], want[0] - clean - single_sum
+    else:
+        want, z, mn, over = out[("zero" if mode == 4 else "mean", m)], None, None, np.nan
+    check(what + " ce", r[2], want[0], tol_ce, kind)
+    check(what + " dce", r[3], want[0] - clean, tol_ce, kind)
+    check(what + " kl", r[4], want[1] if mode else 0.0, tol_ce, kind)
+    rz = (z[0] - want[0]) / (z[0] - clean) if z else np.nan
+    rm = (mn[0] - want[0]) / (mn[0] - clean) if mn else np.nan
+    # a ratio of CE differences: each CE is good to tol_ce, so |d r| <= tol_ce (2 + 2|r|) / |abl - clean|
+    tz = tol_ce * (2 + 2 * abs(rz)) / abs(z[0] - clean) if z else tol_ce
+    tm = tol_ce * (2 + 2 * abs(rm)) / abs(mn[0] - clean) if mn else tol_ce
+    check(what + " recovered_zero", r[5], rz, max(tol_ce, tz), kind)
+    check(what + " recovered_mean", r[6], rm, max(tol_ce, tm), kind)
+    # dCE_joint - sum of the single dCEs: M + 2 CE values
+    check(what + " overinteraction", r[7], over, tol_ce * (M + 2), kind)
+    check(what + " n_tokens", r[8], n_expect, 0, None)
+
+
 def main():
     args = sys.argv[1:]
     tol_ce, tol_ev = 1e-5, 1e-6
@@ -191,7 +268,8 @@ def main():
     keys = sorted({tuple(r[:4]) for r in rec})
     if pick is not None:
         keys = [keys[i] for i in pick]
-    bad, worst = [], {"ce": 0.0, "ev": 0.0}
+    bad, worst = [], {"ce": 0.0, "ev": 0.0, "aff": 0.0}
+    tol_aff = min(tol_ce, 1e-6)  # the affine-only control: no SAE, float32 passes against float64
 
     def check(what, got, want, tol, kind):
         if np.isnan(want) and np.isnan(got):
@@ -229,36 +307,48 @@ def main():
         csel = ce[np.all(ce[:, :4] == key, axis=1)]
         M = len(layers)
         single_sum = sum(out[("single", m)][0] - clean for m in range(M))
+        n_expect = tokens.shape[0] * (tokens.shape[1] - 1 - p0)
         for r in csel:
-            mode, layer = int(r[4]), int(r[5])
+            layer = int(r[5])
             m = layers.index(layer) if layer >= 0 else -1
-            if mode == 0:
-                want, z, mn, over = out["clean"], None, None, np.nan
-            elif mode == 1:
-                want, z, mn, over = out[("single", m)], out[("zero", m)], out[("mean", m)], np.nan
-            elif mode in (2, 3):
-                want = out["tf" if mode == 2 else "so"]
-                z, mn, over = out[("zero", -1)], out[("mean", -1)], want[0] - clean - single_sum
-            else:
-                want, z, mn, over = out[("zero" if mode == 4 else "mean", m)], None, None, np.nan
-            what = f"{name} mode {mode} layer {layer}"
-            check(what + " ce", r[6], want[0], tol_ce, "ce")
-            check(what + " dce", r[7], want[0] - clean, tol_ce, "ce")
-            check(what + " kl", r[8], want[1] if mode else 0.0, tol_ce, "ce")
-            rz = (z[0] - want[0]) / (z[0] - clean) if z else np.nan
-            rm = (mn[0] - want[0]) / (mn[0] - clean) if mn else np.nan
-            # a ratio of CE differences: each CE is good to tol_ce, so |d r| <= tol_ce (2 + 2|r|) / |abl - clean|
-            tz = tol_ce * (2 + 2 * abs(rz)) / abs(z[0] - clean) if z else tol_ce
-            tm = tol_ce * (2 + 2 * abs(rm)) / abs(mn[0] - clean) if mn else tol_ce
-            check(what + " recovered_zero", r[9], rz, max(tol_ce, tz), "ce")
-            check(what + " recovered_mean", r[10], rm, max(tol_ce, tm), "ce")
-            # dCE_joint - sum of M single dCEs: M + 2 CE values
-            check(what + " overinteraction", r[11], over, tol_ce * (M + 2), "ce")
-            check(what + " n_tokens", r[12], tokens.shape[0] * (tokens.shape[1] - 1 - p0), 0, None)
+            check_ce_row(check, f"{name} mode {int(r[4])} layer {layer}", r[4:], out, clean, m, single_sum, M, tol_ce,
+                         n_expect)
         if len(csel) != 1 + 3 * M + 2 + 2:
             bad.append(f"{name}: {len(csel)} CE rows, expected {1 + 3 * M + 4}")
-    print(f"eval reference: {len(keys)} evaluations; max abs diff CE {worst['ce']:.2e} (tol {tol_ce}), "
-          f"EV/MSE/redundancy {worst['ev']:.2e} (tol {tol_ev})")
+    # the affine-only control: one table per distinct set of >= 2 layers
+    aff = res["eval/affine_only"][:] if "affine_only" in res["eval"] else np.zeros((0, 10))
+    n_aff_sets = 0
+    for sset in sorted({int(x) for x in aff[:, 0]}):
+        rows = aff[aff[:, 0] == sset]
+        layers = sorted({int(x) for x in rec[rec[:, 0] == sset, 4]})
+        M = len(layers)
+        maps = [None] + [(res["affine"][f"L{layers[m - 1]}_L{layers[m]}"]["A"][:].astype(np.float64),
+                          res["affine"][f"L{layers[m - 1]}_L{layers[m]}"]["c"][:].astype(np.float64))
+                         for m in range(1, M)]
+        mus = [store["eval"][f"L{l}_mean"][:] for l in layers]
+        out = ref_affine_only(layers, maps, model, tokens, mus, p0)
+        clean = out["clean"][0]
+        single_sum = sum(out[("single", m)][0] - clean for m in range(1, M))
+        n_expect = tokens.shape[0] * (tokens.shape[1] - 1 - p0)
+        modes = cfg["eval"].get("ce_modes", ["single", "tf", "so"])
+        want_rows = 1 + ("single" in modes) * (M - 1) + ("tf" in modes) + ("so" in modes)
+        if len(rows) != want_rows:
+            bad.append(f"affine-only set {sset}: {len(rows)} rows, expected {want_rows}")
+        for r in rows:
+            layer = int(r[2])
+            m = layers.index(layer) if layer >= 0 else -1
+            if int(r[1]) == 1 and m < 1:
+                bad.append(f"affine-only set {sset}: a single-layer row at the first layer {layer}")
+                continue
+            check_ce_row(check, f"affine-only set {sset} mode {int(r[1])} layer {layer}", r[1:], out, clean, m,
+                         single_sum, M, tol_aff, n_expect, "aff")
+        n_aff_sets += 1
+    expect_aff = cfg["eval"].get("affine_only", True) and cfg["eval"].get("ce", True)
+    if expect_aff and pick is None and any(len({int(x) for x in rec[rec[:, 0] == s_, 4]}) >= 2
+                                           for s_ in {int(x) for x in rec[:, 0]}) and not n_aff_sets:
+        bad.append("no affine-only control rows in results.h5")
+    print(f"eval reference: {len(keys)} evaluations, {n_aff_sets} affine-only controls; max abs diff CE {worst['ce']:.2e} (tol {tol_ce}), "
+          f"EV/MSE/redundancy {worst['ev']:.2e} (tol {tol_ev}), affine-only CE {worst['aff']:.2e} (tol {tol_aff})")
     for b in bad[:30]:
         print("MISMATCH", b)
     if bad:

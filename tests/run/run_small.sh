@@ -209,16 +209,7 @@ killgrid)
   sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/grid.yaml"
   grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/grid.yaml" && grep -q 'batch_size: 256' "$dir/grid.yaml" || fail "config edit"
   # the probing and TPP tasks too: labelled windows from the token file (as tests/run/probe_ranks.sh)
-  "$py" - "$data/tokens.h5" "$dir/probe.h5" <<'PY' || fail "making the labelled windows"
-import sys, h5py, numpy as np
-tok = h5py.File(sys.argv[1], "r")["tokens"][()].astype(np.int32)
-n = len(tok)
-with h5py.File(sys.argv[2], "w") as f:
-    f["tokens"] = tok
-    f["labels"] = ((np.arange(n) // 8) % 6).astype(np.int32)
-    f["groups"] = (np.arange(n) // 8).astype(np.int32)
-    f["label_names"] = np.array([f"c{i}" for i in range(6)], dtype="S")
-PY
+  "$py" "$src/tests/run/make_probe_windows.py" "$data/tokens.h5" "$dir/probe.h5" || fail "making the labelled windows"
   sed -i "s#^  batch_sequences: 8#  batch_sequences: 8\n  probing: {enabled: true, data: $dir/probe.h5, n_train: 20, n_test: 8, classes_per_set: 3}\n  tpp: {enabled: true, budgets: [3], class_sets: 1}#" "$dir/grid.yaml"
   grep -q 'tpp: {enabled: true' "$dir/grid.yaml" || fail "config edit (tpp)"
   RESAE_KILL_DMIN=0.5 bash "$src/tests/run/kill_grid.sh" "$resae" "$dir/grid.yaml" 10 2 "$dir/kill" "$mpiexec"

@@ -16,16 +16,7 @@ rm -rf "$dir"; mkdir -p "$dir"
 mpi() { "$mpiexec" --oversubscribe --bind-to none --mca btl self,vader -n "$@"; }
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$py" - "$data/tokens.h5" "$dir/probe.h5" <<'PY' || fail "making the labelled windows"
-import sys, h5py, numpy as np
-tok = h5py.File(sys.argv[1], "r")["tokens"][()].astype(np.int32)
-n = len(tok)
-with h5py.File(sys.argv[2], "w") as f:
-    f["tokens"] = tok
-    f["labels"] = ((np.arange(n) // 8) % 6).astype(np.int32)
-    f["groups"] = (np.arange(n) // 8).astype(np.int32)
-    f["label_names"] = np.array([f"c{i}" for i in range(6)], dtype="S")
-PY
+"$py" "$src/tests/run/make_probe_windows.py" "$data/tokens.h5" "$dir/probe.h5" || fail "making the labelled windows"
 make_config() {
   sed -e "s#^run_dir:.*#run_dir: $dir/np$1#" -e "s#path: model#path: $data/model#" \
       -e "s#tokens: tokens.h5#tokens: $data/tokens.h5#" \

@@ -136,9 +136,8 @@ def source_description():
     return deb, sys.version.split()[0]
 
 
-def check(root, out):
-    import h5py
-    bad = []
+def read_manifest(out):
+    """corpus_files.tsv of the directory out: relpath -> size, sha256, split, label."""
     manifest = {}
     with open(os.path.join(out, "corpus_files.tsv")) as f:
         for line in f:
@@ -146,6 +145,23 @@ def check(root, out):
                 continue
             rel, size, digest, split, label = line.rstrip("\n").split("\t")
             manifest[rel] = dict(size=int(size), sha256=digest, split=split, label=label)
+    return manifest
+
+
+def unchanged(root, rel, m):
+    """The bytes of root/rel if the file is there with the manifest's sha256, else None."""
+    path = os.path.join(root, rel)
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        data = f.read()
+    return data if hashlib.sha256(data).hexdigest() == m["sha256"] else None
+
+
+def check(root, out):
+    import h5py
+    bad = []
+    manifest = read_manifest(out)
     names = sorted({m["label"] for m in manifest.values()})
     for rel, m in manifest.items():
         if m["split"] != ("val" if is_validation(rel) else "train") or m["label"] != label_of(rel):
