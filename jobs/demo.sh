@@ -16,7 +16,7 @@ config=$RESAE_ROOT/configs/demo.yaml
 run_dir=$RESAE_ROOT/runs/demo
 [ "${RESAE_DEMO_FRESH:-0}" = 1 ] && rm -rf "$run_dir"
 
-rs_say "stages: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> evaluation (EV, redundancy, CE splices) + sparse probing + TPP -> results"
+rs_say "stages: harvest -> affine maps (+ cross-layer regression) -> SAE training (raw, resae) -> evaluation (EV, redundancy, CE splices, affine-only control) + sparse probing + TPP -> results"
 "$resae" validate -q "$config"
 rs_say "running the demo on 2 ranks (log: $run_dir.log)"
 mkdir -p "$(dirname "$run_dir")"

@@ -329,6 +329,33 @@ def test_scripts(d, l1, l2):
     rc, out, err = run(report, os.path.join(d, "absent"))
     check(rc == 1 and "not found (has `resae run` finished a stage yet?)" in err, f"report.py on a missing run: {err}")
 
+    # the ridge-strength table: one file per lambda_rel, rows sorted by lambda, R^2 and EVs from each file
+    study = os.path.join(SRC, "analysis", "lambda_study.py")
+
+    def relambda(lam, r2, ev):
+        def fn(f):
+            t = f["affine/table"][()]
+            t[:, 3], t[:, 6] = lam, r2
+            f["affine/table"][...] = t
+            r = f["eval/recon"][()]
+            r[r[:, 1] == 1, 12] = ev  # resae ev_orig_chain
+            f["eval/recon"][...] = r
+        return fn
+    pa = edit(l2, os.path.join(d, "lam_a.h5"), relambda(0.1, 0.5, -1.25))
+    pb = edit(l2, os.path.join(d, "lam_b.h5"), relambda(1e-4, 0.875, 0.625))
+    rc, out, err = run(study, pa, pb)
+    check(rc == 0, f"lambda_study.py: exit {rc}: {err}")
+    rows = re.findall(r"^ +(\S+) +0\.\d+ .*$", out.split("resae EVs")[0], re.M)
+    check(rows == ["0.0001", "0.1"], f"lambda_study.py R^2 rows {rows}, expected 0.0001 then 0.1: {out}")
+    check(re.search(r"^ +0\.0001 +0\.8750 ", out, re.M) and re.search(r"^ +0\.1 +0\.5000 ", out, re.M),
+          f"lambda_study.py R^2 values: {out}")
+    check(" 0.6250 " in out and " -1.2500 " in out, f"lambda_study.py chain EVs: {out}")
+    rc, out, err = run(study, l2, l2)
+    check(rc == 0 and out.count("lambda_rel   0.0001:") >= 2, f"lambda_study.py on one lambda twice: {out}{err}")
+    bad = edit(l2, os.path.join(d, "lam_mixed.h5"), lambda f: f["affine/table"].__setitem__((0, 3), 0.5))
+    rc, out, err = run(study, bad)
+    check(rc == 1 and "one run per lambda expected" in err, f"lambda_study.py on mixed lambdas: {rc} {err}")
+
     cmp = os.path.join(SRC, "tests", "run", "compare_results.py")
     rc, out, err = run(cmp, l1, l2)
     check(rc == 0 and out.rstrip().endswith("results check: ok"), f"compare_results layout 1 vs 2: {out}{err}")

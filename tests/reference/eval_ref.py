@@ -108,6 +108,32 @@ def ref_redundancy(es):
     return out
 
 
+def add_ablations(res, model, tok, L, mus, p0, joint_pass):
+    """Zero and mean ablation passes at each layer of L, and jointly at every layer (key -1): run as
+    its own pass when joint_pass, else taken to equal the last layer's (it overwrites the stream)."""
+    for kind in ("zero", "mean"):
+        def abl(h, m):
+            h = h.copy()
+            h[:, p0:] = 0 if kind == "zero" else np.asarray(mus[m], dtype=np.float64)
+            return h
+        for m in range(len(L)):
+            res[(kind, m)] = model(tok, hook=lambda l, h, m=m: abl(h, m) if l == L[m] else None)[0]
+        res[(kind, -1)] = (model(tok, hook=lambda l, h: abl(h, L.index(l)) if l in L else None)[0] if joint_pass
+                           else res[(kind, len(L) - 1)])
+
+
+def scores(res, logits_clean, tok, p0):
+    """{pass: (CE, KL(clean || pass))} over the predictions from positions p0 .. T-2."""
+    lp_c = neox_np.log_softmax(logits_clean[:, p0:-1])
+    tgt = tok[:, p0 + 1:]
+    out = {}
+    for key, lg in res.items():
+        lp = neox_np.log_softmax(lg[:, p0:-1])
+        out[key] = (-float(np.take_along_axis(lp, tgt[..., None], -1).mean()),
+                    float((np.exp(lp_c) * (lp_c - lp)).sum(-1).mean()))
+    return out
+
+
 def ref_ce(es, model, tokens, mus, p0):
     """CE and KL of every pass over all eval sequences, by full forward passes with hooks."""
     tok = tokens.astype(np.int64)
@@ -148,24 +174,8 @@ def ref_ce(es, model, tokens, mus, p0):
         state["prev"] = hn
         return hn
     res["so"] = model(tok, hook=so_hook)[0]
-    for kind in ("zero", "mean"):
-        def abl(h, m):
-            h = h.copy()
-            h[:, p0:] = 0 if kind == "zero" else t64(mus[m])
-            return h
-        for m in range(M):
-            res[(kind, m)] = model(tok, hook=lambda l, h, m=m: abl(h, m) if l == L[m] else None)[0]
-        res[(kind, -1)] = model(tok, hook=lambda l, h: abl(h, L.index(l)) if l in L else None)[0]
-
-    lp_c = neox_np.log_softmax(logits_clean[:, p0:-1])
-    tgt = tok[:, p0 + 1:]
-    out = {}
-    for key, lg in res.items():
-        lp = neox_np.log_softmax(lg[:, p0:-1])
-        ce = -float(np.take_along_axis(lp, tgt[..., None], -1).mean())
-        kl = float((np.exp(lp_c) * (lp_c - lp)).sum(-1).mean())
-        out[key] = (ce, kl)
-    return out
+    add_ablations(res, model, tok, L, mus, p0, True)
+    return scores(res, logits_clean, tok, p0)
 
 
 def ref_affine_only(layers, maps, model, tokens, mus, p0):
@@ -200,22 +210,8 @@ def ref_affine_only(layers, maps, model, tokens, mus, p0):
         state["prev"] = hn
         return hn
     res["so"] = model(tok, hook=so_hook)[0]
-    for kind in ("zero", "mean"):
-        def abl(h, m):
-            h = h.copy()
-            h[:, p0:] = 0 if kind == "zero" else np.asarray(mus[m], dtype=np.float64)
-            return h
-        for m in range(M):
-            res[(kind, m)] = model(tok, hook=lambda l, h, m=m: abl(h, m) if l == L[m] else None)[0]
-        res[(kind, -1)] = res[(kind, M - 1)]
-    lp_c = neox_np.log_softmax(logits_clean[:, p0:-1])
-    tgt = tok[:, p0 + 1:]
-    out = {}
-    for key, lg in res.items():
-        lp = neox_np.log_softmax(lg[:, p0:-1])
-        out[key] = (-float(np.take_along_axis(lp, tgt[..., None], -1).mean()),
-                    float((np.exp(lp_c) * (lp_c - lp)).sum(-1).mean()))
-    return out
+    add_ablations(res, model, tok, L, mus, p0, False)
+    return scores(res, logits_clean, tok, p0)
 
 
 def check_ce_row(check, what, r, out, clean, m, single_sum, M, tol_ce, n_expect, kind="ce"):
