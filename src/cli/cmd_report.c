@@ -89,8 +89,6 @@ static void fmt(char *out, size_t n, double v) {
     else snprintf(out, n, "%.4f", v);
 }
 
-/* Probing accuracy by set x variant x k x seed x kind x layer, one column per K (rows with
- * class_set -1: means over classes, then class sets), then the layers of the union's latents. */
 /* The affine-only control (METHOD.md §6): the set's CE passes with l_2..l_M replaced by the affine
  * prediction and no SAE. */
 static int print_affine_only(hid_t f, const char *path, const char *sets) {
@@ -120,6 +118,8 @@ static int print_affine_only(hid_t f, const char *path, const char *sets) {
     return 0;
 }
 
+/* Probing accuracy by set x variant x k x seed x kind x layer, one column per K (rows with
+ * class_set -1: means over classes, then class sets), then the layers of the union's latents. */
 static int print_probing(hid_t f, const char *path, const char *sets) {
     double *t = NULL, *lat = NULL;
     int n = 0, nl = 0, nc = RS_PROBE_TABLE_NC + 1, nlc = RS_PROBE_LATENT_NC + 1;

@@ -373,7 +373,7 @@ done:
 }
 
 rs_err rs_stage_eval_ablate(const rs_task_ctx *c, int set, const rs_model *model, rs_tokens *tk) {
-    RS_CHECK(rs_tasks_ablate_needed(c->run), RS_ERR_INTERNAL, "ablation task without eval.ce and ablations");
+    RS_CHECK(rs_tasks_ablate_needed(c->run), RS_ERR_INTERNAL, "ablation task without eval.ce and ablations or eval.affine_only");
     const rs_grid_set *s = &c->run->grid.sets[set];
     int M = s->n, aff = rs_tasks_affine_only(c->run, set), nrows = 0;
     eval_inputs in;
