@@ -264,7 +264,8 @@ def main():
     keys = sorted({tuple(r[:4]) for r in rec})
     if pick is not None:
         keys = [keys[i] for i in pick]
-    bad, worst = [], {"ce": 0.0, "ev": 0.0, "aff": 0.0}
+    bad, worst = [], {"ce": 0.0, "ev": 0.0, "aff": 0.0, "closed": 0.0}
+    tol_closed = max(tol_ev, 3e-5)
     tol_aff = min(tol_ce, 1e-6)  # the affine-only control: no SAE, float32 passes against float64
 
     def check(what, got, want, tol, kind):
@@ -283,9 +284,12 @@ def main():
         es = EvalSet(res, layers, int(v), int(k), int(seed))
         name = f"set {int(s)} variant {int(v)} k {int(k)} seed {int(seed)}"
         for r, want in zip(rec[sel], ref_recon(es, store, skip)):
-            for col, j in (("mse", 9), ("ev_target", 10), ("ev_orig_onestep", 11), ("ev_orig_chain", 12),
-                           ("ev_orig_closed", 15)):
+            for col, j in (("mse", 9), ("ev_target", 10), ("ev_orig_onestep", 11), ("ev_orig_chain", 12)):
                 check(f"{name} L{want['layer']} {col}", r[j], want[col], tol_ev, "ev")
+            # The closed loop runs TopK on inputs that carry the previous layers' float32 reconstruction,
+            # so a rounding difference can swap the k-th latent on a few tokens: a step of up to ~1e-5
+            # in EV (7.4e-6 measured with OpenBLAS's native kernels on an AMD EPYC).
+            check(f"{name} L{want['layer']} ev_orig_closed", r[15], want["ev_orig_closed"], tol_closed, "closed")
             check(f"{name} L{want['layer']} l0", r[7], want["l0"], 1e-9, None)
             check(f"{name} L{want['layer']} dead_frac", r[8], want["dead_frac"], 1e-9, None)
             check(f"{name} L{want['layer']} n_tokens", r[13], want["n_tokens"], 0, None)
@@ -344,7 +348,8 @@ def main():
                                            for s_ in {int(x) for x in rec[:, 0]}) and not n_aff_sets:
         bad.append("no affine-only control rows in results.h5")
     print(f"eval reference: {len(keys)} evaluations, {n_aff_sets} affine-only controls; max abs diff CE {worst['ce']:.2e} (tol {tol_ce}), "
-          f"EV/MSE/redundancy {worst['ev']:.2e} (tol {tol_ev}), affine-only CE {worst['aff']:.2e} (tol {tol_aff})")
+          f"EV/MSE/redundancy {worst['ev']:.2e} (tol {tol_ev}), affine-only CE {worst['aff']:.2e} (tol {tol_aff}), "
+          f"closed-loop EV {worst['closed']:.2e} (tol {tol_closed})")
     for b in bad[:30]:
         print("MISMATCH", b)
     if bad:
