@@ -10,6 +10,7 @@ int rs_cmd_run(int argc, char **argv);
 int rs_cmd_validate(int argc, char **argv);
 int rs_cmd_status(int argc, char **argv);
 int rs_cmd_report(int argc, char **argv);
+int rs_cmd_export(int argc, char **argv);
 int rs_cmd_forward(int argc, char **argv);
 int rs_cmd_version(int argc, char **argv);
 

@@ -56,6 +56,21 @@ const char *rs_safetensors_path(const rs_safetensors *st, const rs_st_tensor *t)
 /* Convert a floating-point tensor (F32, F16, BF16, F64) to fp32; out holds t->numel floats. */
 rs_err rs_st_tensor_to_f32(float *out, const rs_safetensors *st, const rs_st_tensor *t);
 
+/* One tensor to write: little-endian, C order; data holds numel x dtype-size bytes. */
+typedef struct rs_st_out {
+    const char *name;
+    enum rs_st_dtype dtype;
+    int ndim;
+    int64_t shape[RS_ST_MAX_DIMS];
+    const void *data;
+} rs_st_out;
+
+/* Write a .safetensors file atomically (PATH.tmp, fsync, rename): the u64 header length, the JSON
+ * header (tensors in the order given, contiguous, padded with spaces to a multiple of 8 bytes so the
+ * data starts aligned) and the data. meta holds n_meta key/value string pairs for "__metadata__"
+ * (meta[2i] the key, meta[2i+1] the value); n_meta may be 0. Names must be unique and non-empty. */
+rs_err rs_safetensors_write(const char *path, const rs_st_out *t, int n, const char *const *meta, int n_meta);
+
 const char *rs_st_dtype_name(int dtype);
 size_t rs_st_dtype_size(int dtype);
 /* Format a shape as "[a, b, c]". */

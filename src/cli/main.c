@@ -19,6 +19,7 @@ static const rs_command COMMANDS[] = {
     {"validate", rs_cmd_validate, "check a config; print it resolved and the grid it implies"},
     {"status", rs_cmd_status, "show the progress of a run directory"},
     {"report", rs_cmd_report, "print the evaluation tables of a finished run"},
+    {"export", rs_cmd_export, "write a run's SAEs in the SAELens or sparsify format"},
     {"forward", rs_cmd_forward, "run a checkpoint over tokens; write CE, residual streams, logits"},
     {"version", rs_cmd_version, "print version, build and BLAS kernel information"},
 };

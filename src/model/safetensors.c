@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "resae/h5util.h"
 #include "resae/util.h"
 
 /* ---- dtypes ------------------------------------------------------------------------------------ */
@@ -446,4 +447,76 @@ rs_err rs_st_tensor_to_f32(float *out, const rs_safetensors *st, const rs_st_ten
                 rs_safetensors_path(st, t), t->name, rs_st_dtype_name(t->dtype));
     }
     return RS_OK;
+}
+
+/* ---- writing ----------------------------------------------------------------------------------- */
+
+static int write_all(FILE *f, const void *p, size_t n) { return !n || fwrite(p, 1, n, f) == n; }
+
+rs_err rs_safetensors_write(const char *path, const rs_st_out *t, int n, const char *const *meta, int n_meta) {
+    char tmp[4096];
+    RS_CHECK(snprintf(tmp, sizeof tmp, "%s.tmp", path) < (int)sizeof tmp, RS_ERR_INVAL, "path too long: %s", path);
+    cJSON *root = cJSON_CreateObject();
+    RS_CHECK_ALLOC(root);
+    rs_err err = RS_OK;
+    char *hdr = NULL;
+    FILE *f = NULL;
+    uint64_t off = 0;
+    if (n_meta > 0) {
+        cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
+        for (int i = 0; m && i < n_meta; i++)
+            if (!cJSON_AddStringToObject(m, meta[2 * i], meta[2 * i + 1])) m = NULL;
+        if (!m) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "%s: out of memory building the header", path);
+    }
+    for (int i = 0; i < n; i++) {
+        size_t esz = rs_st_dtype_size(t[i].dtype);
+        if (!t[i].name || !t[i].name[0] || !strcmp(t[i].name, "__metadata__") || !esz || t[i].ndim < 0 ||
+            t[i].ndim > RS_ST_MAX_DIMS || cJSON_GetObjectItemCaseSensitive(root, t[i].name))
+            RS_FAIL_GOTO(done, RS_ERR_INVAL, "%s: tensor %d ('%s'): empty, reserved or duplicate name, or bad dtype/rank",
+                         path, i, t[i].name ? t[i].name : "");
+        uint64_t bytes = esz;
+        for (int j = 0; j < t[i].ndim; j++) {
+            if (t[i].shape[j] < 0 || (t[i].shape[j] && bytes > UINT64_MAX / (uint64_t)t[i].shape[j]))
+                RS_FAIL_GOTO(done, RS_ERR_INVAL, "%s: tensor '%s': bad shape", path, t[i].name);
+            bytes *= (uint64_t)t[i].shape[j];
+        }
+        cJSON *o = cJSON_AddObjectToObject(root, t[i].name);
+        cJSON *sh = o ? cJSON_AddArrayToObject(o, "shape") : NULL;
+        cJSON *of = o ? cJSON_AddArrayToObject(o, "data_offsets") : NULL;
+        int ok = o && sh && of && cJSON_AddStringToObject(o, "dtype", rs_st_dtype_name(t[i].dtype));
+        for (int j = 0; ok && j < t[i].ndim; j++) ok = cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t[i].shape[j]));
+        ok = ok && cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off)) &&
+             cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + bytes)));
+        if (!ok) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "%s: out of memory building the header", path);
+        off += bytes;
+    }
+    hdr = cJSON_PrintUnformatted(root);
+    if (!hdr) RS_FAIL_GOTO(done, RS_ERR_NOMEM, "%s: out of memory printing the header", path);
+    size_t hlen = strlen(hdr), padded = (hlen + 7) / 8 * 8;
+    unsigned char len8[8];
+    for (int b = 0; b < 8; b++) len8[b] = (unsigned char)((uint64_t)padded >> (8 * b));
+    f = fopen(tmp, "wb");
+    if (!f) RS_FAIL_GOTO(done, RS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    int ok = write_all(f, len8, 8) && write_all(f, hdr, hlen);
+    for (size_t p = hlen; ok && p < padded; p++) ok = fputc(' ', f) != EOF;
+    for (int i = 0; ok && i < n; i++) {
+        size_t bytes = rs_st_dtype_size(t[i].dtype);
+        for (int j = 0; j < t[i].ndim; j++) bytes *= (size_t)t[i].shape[j];
+        ok = write_all(f, t[i].data, bytes);
+    }
+    if (fclose(f) != 0) ok = 0;
+    f = NULL;
+    if (!ok) {
+        remove(tmp);
+        RS_FAIL_GOTO(done, RS_ERR_IO, "%s: write failed (disk full?): %s", tmp, strerror(errno));
+    }
+    RS_TRY_GOTO(rs_file_commit(tmp, path), done);
+done:
+    if (f) {
+        fclose(f);
+        remove(tmp);
+    }
+    cJSON_free(hdr);
+    cJSON_Delete(root);
+    return err;
 }

@@ -205,6 +205,48 @@ static void test_safetensors_good(void) {
     rs_safetensors_free(&st);
 }
 
+/* rs_safetensors_write read back by the checked reader: names, dtypes, shapes, values, metadata-only
+ * header entry, 8-byte aligned data start; bad requests refused without leaving a file. */
+static void test_safetensors_write(void) {
+    char p[4200];
+    path_of(p, sizeof p, "written.safetensors");
+    float a[6] = {1.5f, -2.0f, 0x1p-149f, 3.0e38f, -0.0f, 7.25f};
+    double c[3] = {0.1, -1e-300, 12345.678901234567};
+    const char *meta[] = {"format", "pt", "note", "quote \" and \\ escaped"};
+    rs_st_out ts[3] = {{"W", RS_ST_F32, 2, {2, 3}, a}, {"c", RS_ST_F64, 1, {3}, c}, {"empty", RS_ST_F32, 2, {0, 4}, a}};
+    rs_err e = rs_safetensors_write(p, ts, 3, meta, 2);
+    CHECK(!e, "write: %s", rs_err_msg());
+    if (e) return;
+    rs_safetensors st;
+    e = rs_safetensors_open_file(&st, p);
+    CHECK(!e, "written file refused by the reader: %s", rs_err_msg());
+    if (e) return;
+    const rs_st_tensor *w = rs_safetensors_find(&st, "W"), *cc = rs_safetensors_find(&st, "c");
+    const rs_st_tensor *z = rs_safetensors_find(&st, "empty");
+    CHECK(st.n_tensors == 3 && w && cc && z, "%d tensors", st.n_tensors);
+    if (w && cc && z) {
+        CHECK(w->dtype == RS_ST_F32 && w->ndim == 2 && w->shape[0] == 2 && w->shape[1] == 3, "W dtype/shape");
+        CHECK(cc->dtype == RS_ST_F64 && cc->ndim == 1 && cc->shape[0] == 3, "c dtype/shape");
+        CHECK(z->numel == 0 && z->ndim == 2 && z->shape[1] == 4, "empty tensor shape");
+        CHECK(!memcmp(w->data, a, sizeof a) && !memcmp(cc->data, c, sizeof c), "values differ after the round trip");
+        size_t start = (size_t)(w->data - (const unsigned char *)st.maps[0]);
+        CHECK(start % 8 == 0, "data starts at byte %zu, not 8-byte aligned", start);
+    }
+    rs_safetensors_free(&st);
+    rs_st_out dup[2] = {{"x", RS_ST_F32, 1, {1}, a}, {"x", RS_ST_F32, 1, {1}, a}};
+    char q[4200];
+    path_of(q, sizeof q, "dup.safetensors");
+    remove(q);
+    expect_fail("write duplicate names", rs_safetensors_write(q, dup, 2, NULL, 0), "dup.safetensors", "'x'", NULL);
+    rs_st_out bad[1] = {{"__metadata__", RS_ST_F32, 1, {1}, a}};
+    expect_fail("write reserved name", rs_safetensors_write(q, bad, 1, NULL, 0), "dup.safetensors", "__metadata__", NULL);
+    struct stat sb;
+    CHECK(stat(q, &sb) != 0, "a refused write left %s", q);
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", q);
+    CHECK(stat(tmp, &sb) != 0, "a refused write left %s", tmp);
+}
+
 /* Random corruption of a real file: flipped header bytes, random lengths, truncation. Each variant
  * must be either refused with a message naming the file or opened consistently; never a crash
  * (ASan/UBSan watch the reads). */
@@ -578,6 +620,7 @@ int main(void) {
     test_safetensors_hostile();
     test_safetensors_good();
     test_safetensors_mutations();
+    test_safetensors_write();
     test_checkpoints();
     test_tokens();
     printf("%d error cases checked\n", g_cases);

@@ -59,6 +59,31 @@ ranks)
   done
   "$resae" status "$dir/run" >"$dir/status.txt" 2>&1 || { cat "$dir/status.txt"; fail "resae status after a complete run"; }
   grep -Eq "evaluate +8 / 8 " "$dir/status.txt" || { cat "$dir/status.txt"; fail "resae status does not count 8 finished evaluations"; }
+  if [ "$arg" = 1 ]; then
+    # every SAE out in both formats, loaded as SAELens / sparsify load them, reproduces resae's
+    # reconstructions and the eval EVs; a damaged export must be caught
+    for fmt in saelens sparsify; do
+      "$resae" export "$dir/run" --format $fmt --model-name small-neox "$dir/export_$fmt" >"$dir/export_$fmt.log" 2>&1 ||
+        { cat "$dir/export_$fmt.log"; fail "resae export --format $fmt"; }
+      "$py" "$src/tests/reference/export_ref.py" "$dir/run" "$dir/export_$fmt" || fail "the $fmt export does not reproduce resae's SAEs"
+    done
+    grep -q "exported 16 SAEs (SAELens format)" "$dir/export_saelens.log" || fail "SAELens export: not every SAE"
+    "$resae" export "$dir/run" --format saelens --select variant=resae,k=8 "$dir/export_sel" >"$dir/export_sel.log" 2>&1 ||
+      fail "resae export --select"
+    [ "$(ls -d "$dir"/export_sel/resae_*_k8_s0 | wc -l)" = 4 ] && ! ls -d "$dir"/export_sel/raw_* >/dev/null 2>&1 ||
+      fail "--select variant=resae,k=8 did not pick the 4 resae SAEs of k 8 (sets all and even)"
+    cp -r "$dir/export_saelens" "$dir/export_bad"
+    one=$(ls -d "$dir"/export_bad/resae_* | head -1)
+    "$py" - "$one/sae_weights.safetensors" <<'PYEOF' || fail "damaging the export"
+import json, struct, sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); (n,) = struct.unpack("<Q", b[:8])
+h = json.loads(b[8:8 + n]); o = 8 + n + h["b_dec"]["data_offsets"][0]
+b[o:o + 4] = struct.pack("<f", struct.unpack("<f", b[o:o + 4])[0] + 0.5); open(p, "wb").write(b)
+PYEOF
+    "$py" "$src/tests/reference/export_ref.py" "$dir/run" "$dir/export_bad" >"$dir/export_bad.log" 2>&1 &&
+      fail "export_ref.py accepted an SAE with a changed b_dec"
+    grep -q "MISMATCH" "$dir/export_bad.log" || fail "export_ref.py did not name the damaged SAE"
+  fi
   cp "$dir/run/results.h5" "$dir/first.h5"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log2" 2>&1 || { tail -30 "$dir/log2"; fail "second run"; }
   grep -q "affine: .* 0 to do" "$dir/log2" || fail "second run redid affine fits"
