@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tables and figures from a resae run directory (reads RUN_DIR/results.h5 with analysis/resae_store.py).
+"""Tables from a resae run directory (reads RUN_DIR/results.h5 with analysis/resae_store.py).
 
 usage: /usr/bin/python3 analysis/report.py RUN_DIR|results.h5 [--no-figures]
 
@@ -18,11 +18,10 @@ Prints:
     means over classes then class sets, and the layers the union's latents come from;
   - TPP (when /tpp exists): the paper's layout (rows k; columns global / per-layer joint x raw /
     resae) for TPP and for the interaction at each N, then every kind's intended and unintended parts.
-Writes RUN_DIR/figures/regression_r2_by_gap.png, RUN_DIR/figures/fvu_by_layer.png and (with
-evaluations) RUN_DIR/figures/dce_by_mode.png, (with probing) RUN_DIR/figures/probing_by_layer.png (matplotlib, Agg backend). Variant and CE mode names are
+The figures are drawn by analysis/figures.py RUN_DIR (the paper's five figures, into RUN_DIR/figures/);
+this script draws none (--no-figures is accepted and changes nothing). Variant and CE mode names are
 read from the file. Column meanings: docs/store.md; results layouts: analysis/README.md.
 Exit status 1 when the file is missing or lacks a table or attribute (the message names it)."""
-import os
 import sys
 from collections import defaultdict
 
@@ -202,9 +201,9 @@ def affine_only_table(aff, ce):
 
 
 def probing_tables(r):
-    """Print the probing accuracies; return {(set, label, K): {layer: accuracy}} for the figure."""
+    """Print the probing accuracies."""
     if not r.has("probing"):
-        return {}
+        return
     t = r.table("probing/probing")
     c = t.dict()
     kind = t.labels("kind")
@@ -214,15 +213,12 @@ def probing_tables(r):
     Ks = sorted({int(k) for k, kd in zip(c["K"], kind) if kd != "model_all"})
     print(f"  {'set':<10} {'variant':<7} {'k':>3} {'seed':>4} {'kind':<10} {'layer':>5} "
           + " ".join(f"{'K=' + str(k):>7}" for k in Ks) + f" {'all d':>7}")
-    rows, fig = defaultdict(dict), defaultdict(dict)
+    rows = defaultdict(dict)
     for i in np.flatnonzero(c["class_set"] == -1):
         v = "model" if c["variant"][i] < 0 else t.name("variant", c["variant"][i])
         key = (int(c["set"][i]), v, int(c["k"][i]), int(c["seed"][i]),
                "model" if kind[i].startswith("model") else kind[i], int(c["layer"][i]))
         rows[key]["all" if kind[i] == "model_all" else int(c["K"][i])] = c["accuracy"][i]
-        if kind[i] in ("sae", "model_all"):
-            label = f"{v} k={key[2]}" if v != "model" else "model (all d)"
-            fig[(key[0], label, "all" if kind[i] == "model_all" else int(c["K"][i]))][key[5]] = c["accuracy"][i]
     order = {"model": 0, "sae": 1, "random": 2}
     for key in sorted(rows, key=lambda q: (q[0], q[1] != "model", q[1], q[2], q[3], order[q[4]], q[5])):
         vals = [rows[key].get(k) for k in Ks] + [rows[key].get("all")]
@@ -239,7 +235,6 @@ def probing_tables(r):
             tot = sum(share[key].values())
             print(f"  {sets[key[0]] if key[0] < len(sets) else key[0]:<10} {key[1]:<7} k={key[2]:<4} "
                   + "  ".join(f"L{l} {100 * n / tot:3.0f}%" for l, n in sorted(share[key].items())))
-    return fig
 
 
 def tpp_tables(r):
@@ -283,85 +278,6 @@ def tpp_tables(r):
               f"{key[4]:>5} {key[5]:>4} {fmt(vals[0])} {fmt(vals[1]):>10} {fmt(vals[2])}")
 
 
-# ------------------------------------------------------------------------------------------------
-# figures
-# ------------------------------------------------------------------------------------------------
-
-def fig_regression(plt, path, aff, by_gap):
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter(aff.col("gap"), aff.col("r2"), alpha=0.6, label="layer pairs")
-    gs = sorted(by_gap)
-    ax.plot(gs, [np.mean(by_gap[g]) for g in gs], "k-o", label="mean")
-    ax.set_xlabel("layer gap b - a")
-    ax.set_ylabel("R^2 of affine map (eval)")
-    ax.set_title("Cross-layer linear predictability")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def fig_fvu(plt, path, rows):
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for (label, k), v in sorted(rows.items()):
-        ls = "-" if label == "raw" else "--"
-        xs = sorted(v)
-        ax.plot(xs, [v[x] for x in xs], ls, marker="o", label=f"{label} k={k}")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("training FVU")
-    ax.set_title("SAE reconstruction (target space)")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def fig_dce(plt, path, ev):
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    keys = sorted(ev)
-    ax.bar(range(len(keys)), [ev[k] for k in keys])
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([f"{v} k{k} {m}" for v, k, m in keys], rotation=60, fontsize=6)
-    ax.set_ylabel("dCE (nats)")
-    ax.set_title("CE increase of joint splices")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def fig_probing(plt, path, pr):
-    """Accuracy against layer at the largest K (and the all-dims ceiling), first probed set."""
-    first = min(k[0] for k in pr)
-    Ks = [k[2] for k in pr if k[0] == first and k[2] != "all"]
-    kmax = max(Ks) if Ks else None
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for (s, label, K), v in sorted(pr.items(), key=lambda q: str(q[0])):
-        if s != first or (K != kmax and K != "all"):
-            continue
-        xs = sorted(x for x in v if x >= 0)
-        ax.plot(xs, [v[x] for x in xs], "k-o" if K == "all" else "-o", label=label)
-    ax.set_xlabel("layer")
-    ax.set_ylabel(f"probe test accuracy (K={kmax})")
-    ax.set_title("Sparse probing")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def figures(out, aff, by_gap, rows, ev, pr=None):
-    """Write the figures into the directory out."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    os.makedirs(out, exist_ok=True)
-    fig_regression(plt, os.path.join(out, "regression_r2_by_gap.png"), aff, by_gap)
-    fig_fvu(plt, os.path.join(out, "fvu_by_layer.png"), rows)
-    print(f"\nfigures: {out}/regression_r2_by_gap.png, {out}/fvu_by_layer.png")
-    if ev:
-        fig_dce(plt, os.path.join(out, "dce_by_mode.png"), ev)
-        print(f"figures: {out}/dce_by_mode.png")
-    if pr:
-        fig_probing(plt, os.path.join(out, "probing_by_layer.png"), pr)
-        print(f"figures: {out}/probing_by_layer.png")
-
-
 def main(argv):
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
         print(__doc__)
@@ -370,17 +286,15 @@ def main(argv):
     try:
         with resae_store.open_results(path) as r:
             print(f"results {path} (schema {r.schema_version}, config {r.attr('', 'config_hash')})")
-            aff, by_gap = affine_tables(r)
-            rows = sae_table(r)
+            affine_tables(r)
+            sae_table(r)
             quality_table(r)
-            ev = eval_tables(r)
-            pr = probing_tables(r)
+            eval_tables(r)
+            probing_tables(r)
             tpp_tables(r)
     except resae_store.StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if "--no-figures" not in argv:
-        figures(os.path.join(os.path.dirname(path), "figures"), aff, by_gap, rows, ev, pr)
     return 0
 
 

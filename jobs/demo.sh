@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The embedded demo, end to end: install what is missing, build, run configs/demo.yaml on 2 ranks
 # (a byte-level GPT-NeoX trained on Python's standard library, shipped in configs/demo/), then print
-# the run's status, its tables, and where the results and figures are.
+# the run's status, its tables, and where the results, figures and exported SAEs are.
 # Run it again to continue an interrupted demo (finished work is kept); RESAE_DEMO_FRESH=1 starts over.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,4 +31,9 @@ rs_say "resae run exited $rc after $(( $(date +%s) - start ))s"
 /usr/bin/python3 "$RESAE_ROOT/analysis/report.py" "$run_dir"
 echo
 rs_say "results: $run_dir/results.h5 (layout: docs/store.md; read with h5py)"
-rs_say "figures: $run_dir/figures/"
+rs_say "figures (analysis/figures.py; PNG and PDF):"
+/usr/bin/python3 "$RESAE_ROOT/analysis/figures.py" "$run_dir" --out "$run_dir/figures"
+for fmt in saelens sparsify; do
+  "$resae" export "$run_dir" --format "$fmt" "$run_dir/export/$fmt" | sed 's/^/==> /'
+done
+rs_say "SAELens: SAE.load_from_disk(\"$run_dir/export/saelens/raw_L2_k8_s0\"); how to feed the ReSAE SAEs: docs/export.md"
