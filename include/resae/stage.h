@@ -18,6 +18,7 @@
 
 /* Files of a run directory besides the task files (docs/store.md). */
 #define RS_RUN_CONFIG_FILE "config.yaml" /* the resolved config, recorded by `resae run` */
+#define RS_RUN_LOCK_FILE "run.lock"     /* flock()ed by rank 0 while a run goes: one run per run directory */
 #define RS_RUN_STATUS_FILE "status.tsv"  /* the scheduler's status snapshot (sched.h), read by `resae status` */
 
 /* The stages in the order they run; --until STAGE stops after STAGE. The ablation baselines belong

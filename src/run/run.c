@@ -3,11 +3,16 @@
 #define _GNU_SOURCE
 #include "resae/run.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "resae/actstore.h"
 #include "resae/h5util.h"
@@ -255,6 +260,61 @@ static void log_times(const rs_sched *s, double seconds) {
 }
 
 /* =====================================================================================================
+ * One run per run directory: RUN_DIR/run.lock, flock()ed by rank 0 for the whole run. The kernel
+ * drops the lock when the holder dies (SIGKILL too; on NFS when the holder's lease ends), so a lock
+ * left by a killed run, on this host or another, is simply taken over; a live holder is named.
+ * ===================================================================================================== */
+
+static rs_err lock_acquire(int *fd_out, const rs_task_ctx *tc) {
+    *fd_out = -1;
+    if (tc->rank != 0) return RS_OK;
+    char path[4096];
+    RS_TRY(rs_tasks_run_file(path, sizeof path, tc->run, RS_RUN_LOCK_FILE));
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) RS_FAIL(RS_ERR_IO, "%s: cannot open the run lock: %s", path, strerror(errno));
+    char held[512] = "";
+    ssize_t n = pread(fd, held, sizeof held - 1, 0);
+    held[n > 0 ? n : 0] = 0;
+    held[strcspn(held, "\n")] = 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            RS_FAIL(RS_ERR_INVAL,
+                    "%s: another resae run is using this run directory (%s); wait for it to end, stop it, or give "
+                    "this run another run_dir",
+                    path, held[0] ? held : "holder unknown");
+        RS_WARN("%s: the file system does not support locks (%s): a second resae run on this run directory "
+                "would not be detected",
+                path, strerror(e));
+        return RS_OK;
+    }
+    if (held[0]) RS_INFO("run lock: taking over %s, left by a run that is no longer running (%s)", path, held);
+    char host[256] = "?", line[768];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    const char *job = getenv("SLURM_JOB_ID");
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[64];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
+    int len = snprintf(line, sizeof line, "pid %ld on host %s, started %s%s%s\n", (long)getpid(), host, when,
+                       job ? ", Slurm job " : "", job ? job : "");
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len)
+        RS_WARN("%s: cannot record the holder in the run lock: %s", path, strerror(errno));
+    *fd_out = fd;
+    return RS_OK;
+}
+
+/* The holder's line stays in the file after the run (the next run says whose lock it took over only
+ * when it was left by a killed run: a clean end empties it). */
+static void lock_release(int fd) {
+    if (fd < 0) return;
+    if (ftruncate(fd, 0) != 0) RS_WARN("cannot empty the run lock: %s", strerror(errno));
+    close(fd);
+}
+
+/* =====================================================================================================
  * The whole run
  * ===================================================================================================== */
 
@@ -295,10 +355,21 @@ static rs_err schedule(const rs_task_ctx *tc, rs_sched *s, run_ctx *c) {
     return RS_OK;
 }
 
+static rs_err run_locked(const rs_run *run, const rs_task_ctx *tc0, MPI_Comm comm);
+
 rs_err rs_run_exec(const rs_run *run, MPI_Comm comm) {
     rs_task_ctx tc;
     rs_task_ctx_init(&tc, run, comm);
     RS_TRY(make_dirs(&tc));
+    int lock_fd = -1;
+    RS_TRY(rs_agree(lock_acquire(&lock_fd, &tc), comm, "locking the run directory"));
+    rs_err err = run_locked(run, &tc, comm);
+    lock_release(lock_fd);
+    return err;
+}
+
+static rs_err run_locked(const rs_run *run, const rs_task_ctx *tc0, MPI_Comm comm) {
+    rs_task_ctx tc = *tc0;
     RS_TRY(record_config(&tc));
     RS_INFO("run %s: %d sets, %d affine fits, %d SAEs, %d evaluations; run directory %s", run->cfg.name,
             run->grid.n_sets, run->grid.n_affine + run->grid.n_regression_extra, run->grid.n_saes, run->grid.n_evals,

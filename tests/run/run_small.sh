@@ -11,6 +11,7 @@
 #   killgrid  tests/run/kill_grid.sh on a larger grid (4 seeds, probing and TPP, 109 tasks in 2 groups): 10
 #             SIGKILLs of every rank or of one rank, restarts, results identical, no finished task
 #             re-run
+#   lock      run.lock: a live holder is refused by name, a stale one taken over, a concurrent run refused
 #   changed   a changed config re-runs only the tasks whose hash changed; results equal a fresh run
 #             of the changed config; a store from other token data is refused unless --force
 set -uo pipefail
@@ -273,6 +274,46 @@ changed)
   mpi 2 "$resae" run "$dir/cfresh.yaml" >"$dir/cfresh.log" 2>&1 || { tail -30 "$dir/cfresh.log"; fail "fresh run of config C"; }
   "$py" "$check" "$dir/cfresh/results.h5" "$dir/run/results.h5" || fail "C with --force differs from a fresh run of C"
   echo "changed config: only new tasks ran, results equal fresh runs, other data refused unless --force"
+  ;;
+lock)
+  # one run per run directory: a live holder (another resae run, or a process holding run.lock) is
+  # refused by name before anything is written; a lock left by a killed run elsewhere is taken over
+  dir=$out/pipeline_lock; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/small.yaml" "$dir/run"
+  mkdir -p "$dir/run"
+  "$py" - "$dir/run/run.lock" "$dir/held" <<'PYEOF' &
+import fcntl, os, sys, time
+f = open(sys.argv[1], "w"); fcntl.flock(f, fcntl.LOCK_EX)
+f.write("pid 4242 on host node-17, started 2026-01-01 00:00:00 UTC, Slurm job 99\n"); f.flush()
+open(sys.argv[2], "w").close()
+while os.path.exists(sys.argv[2]): time.sleep(0.05)
+PYEOF
+  holder=$!
+  for _ in $(seq 1 200); do [ -e "$dir/held" ] && break; sleep 0.05; done
+  mpi 2 "$resae" run --until harvest "$dir/small.yaml" >"$dir/held.log" 2>&1 && fail "a run started while run.lock was held"
+  grep -q "another resae run is using this run directory (pid 4242 on host node-17" "$dir/held.log" ||
+    { tail -5 "$dir/held.log"; fail "the refusal does not name the holder"; }
+  [ -e "$dir/run/config.yaml" ] && fail "the refused run wrote config.yaml"
+  rm -f "$dir/held"; wait $holder
+  # the holder is gone (as after a SIGKILL on another host): its line stays, the lock is free
+  grep -q "node-17" "$dir/run/run.lock" || fail "test setup: the dead holder's line is gone"
+  mpi 2 "$resae" run --until harvest "$dir/small.yaml" >"$dir/stale.log" 2>&1 || { tail -20 "$dir/stale.log"; fail "run after a stale lock"; }
+  grep -q "run lock: taking over .*pid 4242 on host node-17" "$dir/stale.log" || fail "the takeover of a stale lock is not reported"
+  [ -s "$dir/run/run.lock" ] && fail "a finished run left its line in run.lock"
+  # two real runs at once: the second is refused, naming the first's rank 0 and host; the first finishes.
+  # A longer grid (4 seeds, batch 256, as in `term`) so that the first is still going when the second starts
+  sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/small.yaml"
+  grep -q 'seeds: \[0, 1, 2, 3\]' "$dir/small.yaml" || fail "config edit"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/first.log" 2>&1 &
+  first=$!
+  for _ in $(seq 1 600); do grep -q "pid .* on host" "$dir/run/run.lock" 2>/dev/null && break; sleep 0.05; done
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/second.log" 2>&1 && fail "a second run on the same run directory started"
+  grep -q "another resae run is using this run directory (pid [0-9]* on host $(hostname)" "$dir/second.log" ||
+    { tail -5 "$dir/second.log"; fail "the second run's refusal does not name the first"; }
+  wait $first || { tail -20 "$dir/first.log"; fail "the first run failed"; }
+  grep -q "INFO  stages run: harvest" "$dir/first.log" || fail "the first run did not finish its stages"
+  "$py" "$check" "$dir/run/results.h5" || fail "results of the first run"
+  echo "run lock: held lock refused by name, stale lock taken over, concurrent run refused"
   ;;
 *) fail "unknown mode $mode" ;;
 esac
