@@ -313,7 +313,16 @@ PYEOF
   wait $first || { tail -20 "$dir/first.log"; fail "the first run failed"; }
   grep -q "INFO  stages run: harvest" "$dir/first.log" || fail "the first run did not finish its stages"
   "$py" "$check" "$dir/run/results.h5" || fail "results of the first run"
-  echo "run lock: held lock refused by name, stale lock taken over, concurrent run refused"
+  # results.h5 is only ever written from the task files: truncated or deleted, the next run rebuilds it
+  cp "$dir/run/results.h5" "$dir/full.h5"
+  truncate -s 4096 "$dir/run/results.h5"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/rebuild1.log" 2>&1 || { tail -20 "$dir/rebuild1.log"; fail "run after truncating results.h5"; }
+  "$py" "$check" "$dir/full.h5" "$dir/run/results.h5" || fail "results.h5 rebuilt after truncation differs"
+  rm "$dir/run/results.h5"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/rebuild2.log" 2>&1 || { tail -20 "$dir/rebuild2.log"; fail "run after deleting results.h5"; }
+  grep -q "train: .* 0 to do" "$dir/rebuild2.log" || fail "deleting results.h5 made the run retrain"
+  "$py" "$check" "$dir/full.h5" "$dir/run/results.h5" || fail "results.h5 rebuilt after deletion differs"
+  echo "run lock: held lock refused by name, stale lock taken over, concurrent run refused; results.h5 rebuilt"
   ;;
 *) fail "unknown mode $mode" ;;
 esac
