@@ -15,6 +15,10 @@
 /* out = (inp - mean) / sqrt(var + eps) * w + b per row (biased variance, like torch). In place allowed. */
 void rs_layernorm_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, float eps);
 
+/* RMSNorm (Gemma-2): out = x / sqrt(mean(x^2) + eps) * (w_offset + w) per row, in fp32 with the
+ * mean of squares accumulated in double; Gemma2RMSNorm is w_offset 1. In place allowed. */
+void rs_rmsnorm_forward(float *out, const float *inp, const float *w, int N, int C, float eps, float w_offset);
+
 /* out (N, OC) = beta * out + inp (N, IC) @ w^T + bias; w (OC, IC) in Hugging Face's Linear layout;
  * bias (OC) or NULL. beta is 0 (overwrite) or 1 (accumulate into out). */
 void rs_linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IC, int OC,
@@ -26,6 +30,15 @@ void rs_add_forward(float *out, const float *inp, const float *add, size_t n);
 /* Exact (erf) GELU, in place allowed: 0.5 x (1 + erf(x / sqrt 2)), evaluated as 0.5 x erfc(-x / sqrt 2)
  * (no cancellation for negative x); |error| < 3e-7 |x| (tests/model/test_kernels.c). */
 void rs_gelu_forward(float *out, const float *inp, size_t n);
+
+/* GeGLU with the tanh-approximate GELU (transformers' gelu_pytorch_tanh), in place on gate allowed:
+ * out = gelu_tanh(gate) * up, gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), evaluated
+ * as x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))) (the same function, no cancellation).
+ * up NULL: out = gelu_tanh(gate). */
+void rs_geglu_forward(float *out, const float *gate, const float *up, size_t n);
+
+/* Soft-cap in place: x = cap * tanh(x / cap) (Gemma-2's final logits; cap > 0). */
+void rs_softcap_forward(float *x, size_t n, float cap);
 
 /* exp(x) with a relative error of a few ulp for x in [-87, 88] (0 below, clamped above). */
 float rs_expf(float x);

@@ -10,9 +10,11 @@
  * Residual-stream numbering (METHOD.md §1): layer -1 is the embedding output, layer l in
  * 0..n_layers-1 is the stream after block l, before the final layer norm.
  *
- * Architectures: GPT-NeoX (Pythia). Per-architecture code is the tensor table and the block
- * function (src/neox.c); norms, attention (GQA, window, soft-capping), rotary, activations and the
- * cross-entropy are shared kernels (kernels.h). */
+ * Architectures: GPT-NeoX (Pythia) and Gemma-2 (docs/models.md). Per-architecture code is the
+ * tensor table and the block function (src/model/neox.c, src/model/gemma2.c); the driver adds the
+ * embedding scale, the final norm (LayerNorm or RMSNorm) and the final logit soft-cap; norms,
+ * attention (GQA, window, soft-capping), rotary, activations and the cross-entropy are shared
+ * kernels (kernels.h). */
 #ifndef RESAE_MODEL_H
 #define RESAE_MODEL_H
 
@@ -25,15 +27,21 @@
 
 /* ---- weights -------------------------------------------------------------------------------- */
 
-/* One block's parameters (views into rs_model.slab). Slots an architecture does not use are NULL. */
+/* One block's parameters (views into rs_model.slab). Slots an architecture does not use are NULL.
+ * qd = n_heads * head_dim, kvd = n_kv_heads * head_dim (GPT-NeoX: both d). */
 typedef struct rs_layer_weights {
     const float *attn_norm_w, *attn_norm_b;  /* (d) input_layernorm */
-    const float *mlp_norm_w, *mlp_norm_b;    /* (d) post_attention_layernorm (the MLP's input norm) */
-    const float *qkv_w;                      /* (3d, d) packed per head: head h rows [3hs h, 3hs(h+1)) = q|k|v */
+    const float *mlp_norm_w, *mlp_norm_b;    /* (d) the MLP's input norm: GPT-NeoX post_attention_layernorm,
+                                                Gemma-2 pre_feedforward_layernorm */
+    const float *qkv_w;                      /* GPT-NeoX (3d, d) packed per head: head h rows [3hs h, 3hs(h+1)) = q|k|v */
     const float *qkv_b;                      /* (3d) or NULL (attention_bias false) */
-    const float *o_w, *o_b;                  /* (d, d), (d) or NULL: attention.dense */
-    const float *up_w, *up_b;                /* (ff, d), (ff): mlp.dense_h_to_4h */
-    const float *down_w, *down_b;            /* (d, ff), (d): mlp.dense_4h_to_h */
+    const float *q_w, *k_w, *v_w;            /* Gemma-2 (qd, d), (kvd, d), (kvd, d): self_attn.{q,k,v}_proj */
+    const float *o_w, *o_b;                  /* (d, qd), (d) or NULL: attention.dense / self_attn.o_proj */
+    const float *attn_out_norm_w;            /* Gemma-2 (d) post_attention_layernorm (on the attention output) */
+    const float *gate_w;                     /* Gemma-2 (ff, d) mlp.gate_proj */
+    const float *up_w, *up_b;                /* (ff, d), (ff) or NULL: mlp.dense_h_to_4h / mlp.up_proj */
+    const float *down_w, *down_b;            /* (d, ff), (d) or NULL: mlp.dense_4h_to_h / mlp.down_proj */
+    const float *mlp_out_norm_w;             /* Gemma-2 (d) post_feedforward_layernorm (on the MLP output) */
 } rs_layer_weights;
 
 typedef struct rs_model {
@@ -41,10 +49,10 @@ typedef struct rs_model {
     char dir[4096];
     float *slab;                  /* every parameter, fp32, 64-byte aligned pieces; one free */
     size_t n_floats;
-    const float *embed;           /* (V, d) gpt_neox.embed_in */
-    const float *final_norm_w;    /* (d) gpt_neox.final_layer_norm */
-    const float *final_norm_b;    /* (d) */
-    const float *unembed;         /* (V, d) embed_out; == embed when tie_word_embeddings */
+    const float *embed;           /* (V, d) gpt_neox.embed_in / model.embed_tokens */
+    const float *final_norm_w;    /* (d) gpt_neox.final_layer_norm / model.norm */
+    const float *final_norm_b;    /* (d) or NULL (RMSNorm) */
+    const float *unembed;         /* (V, d) embed_out / lm_head; == embed when tie_word_embeddings */
     rs_layer_weights *layers;     /* (n_layers) */
 } rs_model;
 
@@ -62,9 +70,10 @@ typedef struct rs_run_state {
     float *slab;        /* every buffer below; one free */
     float *h;           /* (B, T, d) the residual stream */
     float *xn;          /* (B, T, d) normalized input of a sublayer / final norm output */
-    float *qkv;         /* (B, T, 3d) */
-    float *att;         /* (B, T, d) attention output before the output projection */
-    float *ff;          /* (B, T, ff) MLP hidden */
+    float *qkv;         /* (B, T, qd + 2 kvd): GPT-NeoX packed per head; Gemma-2 q (B,T,qd) | k | v blocks */
+    float *att;         /* (B, T, qd) attention output before the output projection */
+    float *ff;          /* (B, T, ff) MLP hidden (Gemma-2: the gate, then gelu(gate) * up) */
+    float *up;          /* (B, T, ff) Gemma-2 up projection; NULL for GPT-NeoX */
     float *scores;      /* (RS_ATTN_QBLOCK, T) */
     float *logits;      /* (logit_rows, V), own allocation made by the first CE-only pass */
     float *ce_tmp;      /* (logit_rows) */

@@ -10,6 +10,7 @@ typedef struct rs_tensor_spec {
     int ndim;
     int64_t shape[2];
     const float **slot;  /* where the loaded view goes */
+    const char *dims;    /* NULL, or the config.json keys the expected shape comes from (for the error) */
 } rs_tensor_spec;
 
 /* Names of tensors real checkpoints carry that are not parameters (ignored silently). */
@@ -21,5 +22,11 @@ void rs_neox_specs(rs_tensor_spec *specs, rs_model *m);
 int rs_neox_ignorable(const char *name);
 /* Block `layer` on s->h (B, T, d) in place. */
 void rs_neox_block(rs_run_state *s, const rs_model *m, int layer, int B, int T);
+
+/* Gemma-2 (src/gemma2.c). specs needs room for rs_gemma2_n_specs(cfg) entries. */
+int rs_gemma2_n_specs(const rs_model_config *c);
+void rs_gemma2_specs(rs_tensor_spec *specs, rs_model *m);
+int rs_gemma2_ignorable(const char *name);
+void rs_gemma2_block(rs_run_state *s, const rs_model *m, int layer, int B, int T);
 
 #endif

@@ -97,6 +97,24 @@ void rs_layernorm_forward(float *out, const float *inp, const float *w, const fl
     }
 }
 
+RS_CLONES
+void rs_rmsnorm_forward(float *out, const float *inp, const float *w, int N, int C, float eps, float w_offset) {
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        float acc[16] = {0};
+        int c = 0;
+        for (; c + 16 <= C; c += 16)
+            for (int l = 0; l < 16; l++) acc[l] += x[c + l] * x[c + l];
+        double v = 0;
+        for (; c < C; c++) v += (double)x[c] * x[c];
+        for (int l = 0; l < 16; l++) v += acc[l];
+        float rstd = (float)(1.0 / sqrt(v / C + (double)eps));
+        /* the reference's order: (x * rstd) * (1 + w), each rounded to fp32 */
+        for (c = 0; c < C; c++) y[c] = (x[c] * rstd) * (w_offset + w[c]);
+    }
+}
+
 void rs_linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IC, int OC,
                        float beta) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
@@ -119,6 +137,22 @@ void rs_gelu_forward(float *out, const float *inp, size_t n) {
         float phi2 = z < 0 ? 2.0f - e : e;
         out[i] = 0.5f * x * phi2;
     }
+}
+
+RS_CLONES
+void rs_geglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    /* 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)) */
+    const float k2 = -2.0f * 0.79788456080286536f; /* -2 sqrt(2/pi) */
+    for (size_t i = 0; i < n; i++) {
+        float x = gate[i];
+        float u = x + 0.044715f * x * x * x;
+        float g = x / (1.0f + expf_inl(k2 * u));
+        out[i] = up ? g * up[i] : g;
+    }
+}
+
+void rs_softcap_forward(float *x, size_t n, float cap) {
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
 /* ================================================================================================

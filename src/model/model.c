@@ -40,8 +40,9 @@ static rs_err check_specs(const rs_safetensors *st, const rs_tensor_spec *specs,
             char got[256], want[64];
             rs_st_fmt_shape(got, sizeof got, t->shape, t->ndim);
             rs_st_fmt_shape(want, sizeof want, specs[i].shape, specs[i].ndim);
-            RS_FAIL(RS_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", rs_safetensors_path(st, t),
-                    t->name, got, want);
+            RS_FAIL(RS_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s%s%s%s", rs_safetensors_path(st, t),
+                    t->name, got, want, specs[i].dims ? " (" : "", specs[i].dims ? specs[i].dims : "",
+                    specs[i].dims ? " in config.json)" : "");
         }
         if (t->dtype != RS_ST_F32 && t->dtype != RS_ST_F16 && t->dtype != RS_ST_BF16 && t->dtype != RS_ST_F64)
             RS_FAIL(RS_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
@@ -53,14 +54,33 @@ static rs_err check_specs(const rs_safetensors *st, const rs_tensor_spec *specs,
     return RS_OK;
 }
 
+/* The per-architecture tensor tables. */
+typedef struct arch_ops {
+    int (*n_specs)(const rs_model_config *);
+    void (*specs)(rs_tensor_spec *, rs_model *);
+    int (*ignorable)(const char *);
+    const char *tied_out;  /* the output matrix's name, which a tied checkpoint may still carry */
+} arch_ops;
+
+static const arch_ops *ops_of(enum rs_arch arch) {
+    static const arch_ops neox = {rs_neox_n_specs, rs_neox_specs, rs_neox_ignorable, "embed_out.weight"};
+    static const arch_ops gemma2 = {rs_gemma2_n_specs, rs_gemma2_specs, rs_gemma2_ignorable, "lm_head.weight"};
+    switch (arch) {
+    case RS_ARCH_GPT_NEOX: return &neox;
+    case RS_ARCH_GEMMA2: return &gemma2;
+    }
+    return NULL;
+}
+
 static void warn_unexpected(const rs_safetensors *st, const rs_tensor_spec *specs, int n, const rs_model *m) {
     int shown = 0, extra = 0;
     for (int i = 0; i < st->n_tensors; i++) {
         const char *name = st->tensors[i].name;
         if (spec_index(specs, n, name) >= 0) continue;
-        if (m->cfg.arch == RS_ARCH_GPT_NEOX && rs_neox_ignorable(name)) continue;
+        const arch_ops *ops = ops_of(m->cfg.arch);
+        if (ops->ignorable(name)) continue;
         /* a tied checkpoint may still carry the output matrix; the input embedding is used */
-        if (m->cfg.tie_word_embeddings && !strcmp(name, "embed_out.weight")) continue;
+        if (m->cfg.tie_word_embeddings && !strcmp(name, ops->tied_out)) continue;
         if (shown < 8) RS_WARN("%s: unexpected tensor '%s' ignored", rs_safetensors_path(st, &st->tensors[i]), name);
         else extra++;
         shown++;
@@ -72,8 +92,8 @@ rs_err rs_model_load(rs_model *m, const char *dir) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     RS_TRY(rs_model_config_load(&m->cfg, dir));
-    if (m->cfg.arch != RS_ARCH_GPT_NEOX)
-        RS_FAIL(RS_ERR_UNSUPPORTED, "%s: architecture '%s' has no runtime", dir, m->cfg.arch_name);
+    const arch_ops *ops = ops_of(m->cfg.arch);
+    if (!ops) RS_FAIL(RS_ERR_UNSUPPORTED, "%s: architecture '%s' has no runtime", dir, m->cfg.arch_name);
 
     rs_err err = RS_OK;
     rs_safetensors st;
@@ -81,10 +101,10 @@ rs_err rs_model_load(rs_model *m, const char *dir) {
     RS_TRY(rs_safetensors_open_dir(&st, dir));
     m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
     if (!m->layers) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory for %d layers", m->cfg.n_layers);
-    int n = rs_neox_n_specs(&m->cfg);
+    int n = ops->n_specs(&m->cfg);
     specs = calloc((size_t)n, sizeof *specs);
     if (!specs) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory");
-    rs_neox_specs(specs, m);
+    ops->specs(specs, m);
     RS_TRY_GOTO(check_specs(&st, specs, n, dir), fail);
 
     size_t total = 0;
@@ -134,6 +154,8 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     if ((size_t)max_B * (size_t)max_T > (size_t)INT_MAX / 4)
         RS_FAIL(RS_ERR_INVAL, "batch of %d x %d tokens is too large", max_B, max_T);
     const size_t N = (size_t)max_B * max_T, d = (size_t)c->d_model;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t n_up = c->arch == RS_ARCH_GEMMA2 ? N * (size_t)c->d_ff : 0;
     s->max_B = max_B;
     s->max_T = max_T;
     /* CE-only passes compute logits a block of rows at a time: SGEMM repacks the (V, d) output
@@ -149,9 +171,10 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     } parts[] = {
         {&s->h, N * d},
         {&s->xn, N * d},
-        {&s->qkv, N * 3 * d},
-        {&s->att, N * d},
+        {&s->qkv, N * (qd + 2 * kvd)},
+        {&s->att, N * qd},
         {&s->ff, N * (size_t)c->d_ff},
+        {&s->up, n_up},
         {&s->scores, qb * (size_t)max_T},
         {&s->ce_tmp, (size_t)s->logit_rows},
         {(float **)&s->targets, (size_t)s->logit_rows}, /* int32 and float have the same size */
@@ -167,7 +190,7 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
                 4e-9 * (double)total);
     size_t off = 0;
     for (int i = 0; i < np; i++) {
-        *parts[i].p = s->slab + off;
+        *parts[i].p = parts[i].n ? s->slab + off : NULL;
         off += align16(parts[i].n);
     }
     rs_rope_tables(s->rope_cos, s->rope_sin, max_T, c->rotary_dim, c->rotary_base);
@@ -189,8 +212,24 @@ void rs_run_state_free(rs_run_state *s) {
 static void run_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) {
     switch (m->cfg.arch) {
     case RS_ARCH_GPT_NEOX: rs_neox_block(s, m, layer, B, T); break;
-    default: break; /* rs_model_load admits no other architecture */
+    case RS_ARCH_GEMMA2: rs_gemma2_block(s, m, layer, B, T); break;
     }
+}
+
+/* Final norm of the stream: LayerNorm (GPT-NeoX) or RMSNorm with weight 1 + w (Gemma-2). */
+static void final_norm(float *out, const float *h, const rs_model *m, int N) {
+    const rs_model_config *c = &m->cfg;
+    if (c->arch == RS_ARCH_GEMMA2)
+        rs_rmsnorm_forward(out, h, m->final_norm_w, N, c->d_model, (float)c->layer_norm_eps, 1.0f);
+    else
+        rs_layernorm_forward(out, h, m->final_norm_w, m->final_norm_b, N, c->d_model, (float)c->layer_norm_eps);
+}
+
+/* Logits of `rows` normalized rows: the unembedding, then the final soft-cap where the model has one. */
+static void logits_rows(float *logits, const float *xn, const rs_model *m, int rows) {
+    const rs_model_config *c = &m->cfg;
+    rs_linear_forward(logits, xn, m->unembed, NULL, rows, c->d_model, c->vocab_size, 0.0f);
+    if (c->final_softcap > 0) rs_softcap_forward(logits, (size_t)rows * c->vocab_size, (float)c->final_softcap);
 }
 
 static rs_err call_hook(const rs_forward_args *a, int layer, float *h, int B, int T, int d) {
@@ -240,6 +279,8 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
         if (!a->tokens) RS_FAIL(RS_ERR_INVAL, "a pass from the embedding needs the tokens");
         for (size_t i = 0; i < N; i++)
             memcpy(s->h + i * d, m->embed + (size_t)a->tokens[i] * d, (size_t)d * sizeof(float));
+        if (c->embed_scale != 1.0f)
+            for (size_t i = 0; i < N * d; i++) s->h[i] *= c->embed_scale;
         RS_TRY(call_hook(a, -1, s->h, B, T, d));
     } else {
         memmove(s->h, a->resid_in, N * d * sizeof(float));
@@ -251,9 +292,9 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
     if (a->resid_out) memmove(a->resid_out, s->h, N * d * sizeof(float));
     if (!full || (!a->logits && !a->ce)) return RS_OK;
 
-    rs_layernorm_forward(s->xn, s->h, m->final_norm_w, m->final_norm_b, (int)N, d, (float)c->layer_norm_eps);
+    final_norm(s->xn, s->h, m, (int)N);
     if (a->logits) {
-        rs_linear_forward(a->logits, s->xn, m->unembed, NULL, (int)N, d, V, 0.0f);
+        logits_rows(a->logits, s->xn, m, (int)N);
         if (a->ce)
             for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
                 int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
@@ -271,7 +312,7 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
     }
     for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
         int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
-        rs_linear_forward(s->logits, s->xn + r0 * d, m->unembed, NULL, rows, d, V, 0.0f);
+        logits_rows(s->logits, s->xn + r0 * d, m, rows);
         ce_rows(a->ce, s, s->logits, a->tokens, (int)r0, rows, T, V);
     }
     return RS_OK;

@@ -1,5 +1,5 @@
 /* Shared transformer kernels against direct double-precision implementations of their definitions:
- * exp, exact GELU, layer norm, rotary (rotate-half), causal attention with grouped-query heads,
+ * exp, exact GELU, tanh-GELU GeGLU, layer norm, RMSNorm (1 + w), logit soft-cap, rotary (rotate-half), causal attention with grouped-query heads,
  * sliding window and soft-capping (several query blocks), next-token CE. Exits non-zero on mismatch. */
 #include <math.h>
 #include <stdint.h>
@@ -86,6 +86,73 @@ static void test_layernorm(void) {
     CHECK(worst < 2e-6, "layernorm error %.3e", worst);
     rs_layernorm_forward(x, x, w, b, N, C, 1e-5f); /* in place */
     CHECK(!memcmp(x, y, sizeof y), "layernorm in place differs");
+}
+
+static void test_geglu(void) {
+    enum { N = 200001 };
+    float *x = malloc(N * sizeof *x), *u = malloc(N * sizeof *u), *y = malloc(N * sizeof *y);
+    for (int i = 0; i < N; i++) {
+        x[i] = -12.0f + 24.0f * (float)i / (N - 1);
+        u[i] = 0.5f + nrand();
+    }
+    rs_geglu_forward(y, x, u, N);
+    /* the definition (transformers' gelu_pytorch_tanh) times up; error relative to |x| |up| */
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        double xd = x[i];
+        double ref = 0.5 * xd * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (xd + 0.044715 * xd * xd * xd))) * u[i];
+        double sc = fabs(xd * u[i]) > 1e-30 ? fabs(xd * u[i]) : 1;
+        worst = fmax(worst, fabs(y[i] - ref) / sc);
+    }
+    printf("geglu (tanh GELU): max |err|/|x up| %.2e\n", worst);
+    CHECK(worst < 3e-7, "geglu error %.3e", worst);
+    rs_geglu_forward(y, x, NULL, N);
+    double w2 = 0;
+    for (int i = 0; i < N; i++) {
+        double xd = x[i], ref = 0.5 * xd * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (xd + 0.044715 * xd * xd * xd)));
+        w2 = fmax(w2, fabs(y[i] - ref) / (fabs(xd) > 1e-30 ? fabs(xd) : 1));
+    }
+    CHECK(w2 < 3e-7, "tanh gelu without up: error %.3e", w2);
+    rs_geglu_forward(x, x, u, N); /* in place on the gate */
+    rs_geglu_forward(y, y, u, 0);
+    free(x);
+    free(u);
+    free(y);
+}
+
+static void test_rmsnorm(void) {
+    const int N = 5, C = 77;
+    float x[5 * 77], w[77], y[5 * 77];
+    for (int i = 0; i < N * C; i++) x[i] = 3.0f + 2.0f * nrand();
+    for (int c = 0; c < C; c++) w[c] = 0.3f * nrand();
+    rs_rmsnorm_forward(y, x, w, N, C, 1e-6f, 1.0f);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        double ms = 0;
+        for (int c = 0; c < C; c++) ms += (double)x[i * C + c] * x[i * C + c];
+        ms /= C;
+        for (int c = 0; c < C; c++) {
+            double ref = x[i * C + c] / sqrt(ms + 1e-6) * (1.0 + w[c]);
+            worst = fmax(worst, fabs(ref - y[i * C + c]));
+        }
+    }
+    printf("rmsnorm: max |err| %.2e\n", worst);
+    CHECK(worst < 2e-6, "rmsnorm error %.3e", worst);
+    rs_rmsnorm_forward(x, x, w, N, C, 1e-6f, 1.0f); /* in place */
+    CHECK(!memcmp(x, y, sizeof y), "rmsnorm in place differs");
+}
+
+static void test_softcap(void) {
+    enum { N = 4001 };
+    float x[N];
+    double worst = 0;
+    for (int i = 0; i < N; i++) x[i] = -200.0f + 400.0f * (float)i / (N - 1);
+    float x0[N];
+    memcpy(x0, x, sizeof x);
+    rs_softcap_forward(x, N, 30.0f);
+    for (int i = 0; i < N; i++) worst = fmax(worst, fabs(x[i] - 30.0 * tanh(x0[i] / 30.0)));
+    printf("softcap: max |err| %.2e\n", worst);
+    CHECK(worst < 1e-5, "softcap error %.3e", worst);
 }
 
 static void test_rope(void) {
@@ -221,6 +288,9 @@ int main(void) {
     test_exp();
     test_gelu();
     test_layernorm();
+    test_geglu();
+    test_rmsnorm();
+    test_softcap();
     test_rope();
     test_attention(4, 4, 0, 0.0f, 300);    /* plain causal, 3 query blocks */
     test_attention(6, 2, 0, 0.0f, 140);    /* grouped-query */
