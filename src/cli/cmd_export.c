@@ -587,7 +587,14 @@ static rs_err export_run(export_ctx *x, const selection *sel) {
         for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
             const char *d = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, i), "dir"));
             char run[300];
-            snprintf(run, sizeof run, "%.*s", (int)strcspn(d, "/"), d);
+            size_t rl = strcspn(d, "/");
+            snprintf(run, sizeof run, "%.*s", (int)rl, d);
+            int seen = 0; /* one config.json per run directory: skip runs an earlier entry wrote */
+            for (int j = 0; j < i && !seen; j++) {
+                const char *dj = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, j), "dir"));
+                seen = !strncmp(dj, d, rl) && dj[rl] == '/';
+            }
+            if (seen) continue;
             RS_TRY(rs_path_join(dir, sizeof dir, x->out, run));
             RS_TRY(rs_path_join(path, sizeof path, dir, "config.json"));
             cJSON *rc = cJSON_CreateObject();
@@ -729,18 +736,12 @@ int rs_cmd_export(int argc, char **argv) {
         t.d = (int)dims[1];
     }
     if (model_name) snprintf(x.model_name, sizeof x.model_name, "%s", model_name);
-    else {
-        const char *p = cfg.model.path, *slash = strrchr(p, '/');
-        while (slash && !slash[1] && slash > p) { /* a trailing slash */
-            const char *q = slash - 1;
-            while (q > p && *q != '/') q--;
-            if (*q == '/') {
-                snprintf(x.model_name, sizeof x.model_name, "%.*s", (int)(slash - q - 1), q + 1);
-                slash = NULL;
-            } else break;
-        }
-        if (slash) snprintf(x.model_name, sizeof x.model_name, "%s", slash + 1);
-        else if (!x.model_name[0]) snprintf(x.model_name, sizeof x.model_name, "%s", p);
+    else { /* the last component of model.path, trailing slashes ignored */
+        const char *p = cfg.model.path;
+        size_t end = strlen(p), start;
+        while (end > 1 && p[end - 1] == '/') end--;
+        for (start = end; start > 0 && p[start - 1] != '/'; start--) {}
+        snprintf(x.model_name, sizeof x.model_name, "%.*s", (int)(end - start), p + start);
     }
     x.context_size = cfg.data.seq_len;
     if (x.context_size <= 0 && cfg.data.format == RS_FORMAT_HDF5 && rs_file_exists(cfg.data.tokens)) {
