@@ -121,6 +121,8 @@ typedef struct rs_config {
         double aux_alpha;
         int64_t dead_tokens;  /* 0 = auto: min(1e7, tokens / 10) */
         int b_dec_init;       /* enum rs_sae_bdec_init (sae.h); names rs_sae_bdec_init_names */
+        int enc_init;         /* enum rs_sae_enc_init (sae.h) */
+        int aux_norm;         /* enum rs_sae_aux_norm (sae.h) */
         int64_t checkpoint_every; /* steps */
         int64_t shuffle_buffer;   /* tokens */
         int64_t curve_bins;       /* 0 = no training curve */

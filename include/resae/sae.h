@@ -85,6 +85,25 @@ enum rs_sae_bdec_init { RS_SAE_BDEC_GEOMEDIAN = 0, RS_SAE_BDEC_MEAN = 1, RS_SAE_
 /* As the config file spells them (train.b_dec_init), indexed by the enum. */
 extern const char *const rs_sae_bdec_init_names[RS_SAE_BDEC_COUNT];
 
+/* Encoder initialisation (docs/sae.md "Recipe"). Every variant starts from random unit decoder rows
+ * and b_enc = 0; they differ in the encoder:
+ *   TIED      W_enc = W_dec (dictionary_learning's TopK trainer)
+ *   DATA      W_enc = alpha W_dec, alpha the least-squares scale of the init sample's reconstruction:
+ *             with u_t = W_dec^T TopK(ReLU(W_dec (x_t - b_dec))), alpha = sum <x_t - b_dec, u_t> / sum ||u_t||^2
+ *             (exact, since the codes are linear in alpha when b_enc = 0)
+ *   OPENAI    W_enc = W_dec / mean ||u(g)|| over 256 random unit vectors g placed at b_dec (OpenAI's
+ *             init_from_data_)
+ *   SPARSIFY  W_enc entries uniform in +-1/sqrt(d), W_dec = W_enc with rows normalised (sparsify's
+ *             nn.Linear init; encoder rows of norm ~0.58) */
+enum rs_sae_enc_init { RS_SAE_ENC_TIED = 0, RS_SAE_ENC_DATA = 1, RS_SAE_ENC_OPENAI = 2, RS_SAE_ENC_SPARSIFY = 3, RS_SAE_ENC_COUNT = 4 };
+extern const char *const rs_sae_enc_init_names[RS_SAE_ENC_COUNT];
+
+/* AuxK normaliser: RESIDUAL = sum ||e - e_hat||^2 / sum ||e - mean e||^2 (METHOD.md, and OpenAI's
+ * normalized_mse); INPUT = min(n_dead / k_aux, 1) sum ||e - e_hat||^2 / sum ||x - mean x||^2 (sparsify),
+ * with k_aux the configured width. */
+enum rs_sae_aux_norm { RS_SAE_AUX_RESIDUAL = 0, RS_SAE_AUX_INPUT = 1, RS_SAE_AUX_COUNT = 2 };
+extern const char *const rs_sae_aux_norm_names[RS_SAE_AUX_COUNT];
+
 typedef struct rs_sae_config {
     int d, n_latents, k;
     int batch;             /* global batch in tokens (4096) */
@@ -98,6 +117,8 @@ typedef struct rs_sae_config {
     double beta1, beta2, eps; /* Adam (0.9, 0.999, 6.25e-10) */
     uint64_t seed;
     enum rs_sae_bdec_init bdec_init; /* default: geometric median */
+    enum rs_sae_enc_init enc_init;   /* default: tied */
+    enum rs_sae_aux_norm aux_norm;   /* default: residual */
     int init_tokens;       /* sample for the b_dec init: the first init_tokens of the stream (4096) */
     int geomedian_iters;   /* Weiszfeld iterations (10) */
     int chunk_rows;        /* rows per encoder GEMM call (1024) */
@@ -198,7 +219,7 @@ typedef struct rs_sae_trainer {
 
 rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *cfg, MPI_Comm comm);
 void rs_sae_trainer_free(rs_sae_trainer *t);
-/* Tied init from cfg.seed and b_dec from the first init_tokens of src (identical on all ranks). */
+/* Init from cfg.seed (cfg.enc_init), b_dec from the first init_tokens of src (identical on all ranks). */
 rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src);
 /* Loss and gradient (into t->g, unprojected) of the global batch whose local share is x.
  * rows is this rank's share; the dead set comes from t->since_fired. Fills t->fired (global). */

@@ -223,6 +223,13 @@ static const rs_cfg_field train_fields[] = {
      .doc = "a latent inactive this many tokens is dead; auto = `min(10^7, tokens / 10)`"},
     {ENUM("b_dec_init", train.b_dec_init, rs_sae_bdec_init_names, RS_SAE_BDEC_GEOMEDIAN, HC | H_SAE),
      .doc = "decoder bias initialization"},
+    {ENUM("enc_init", train.enc_init, rs_sae_enc_init_names, RS_SAE_ENC_TIED, HC | H_SAE), .flags = CFG_HASH_SET,
+     .doc = "encoder initialization (docs/sae.md, Recipe): `tied` W_enc = W_dec; `data` scaled by the "
+            "least-squares fit of the init sample's reconstruction; `openai` scaled so random unit inputs "
+            "reconstruct to unit norm; `sparsify` uniform +-1/sqrt(d) entries, decoder their normalised copy"},
+    {ENUM("aux_norm", train.aux_norm, rs_sae_aux_norm_names, RS_SAE_AUX_RESIDUAL, HC | H_SAE), .flags = CFG_HASH_SET,
+     .doc = "AuxK loss denominator: `residual` = the residual's variance (METHOD.md, OpenAI); `input` = the "
+            "input's variance, the loss weighted by min(n_dead / k_aux, 1) (sparsify)"},
     {INT("checkpoint_every", train.checkpoint_every, 1, INT32_MAX, 200, 0),
      .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},
     {INT("shuffle_buffer", train.shuffle_buffer, 1, (int64_t)1 << 34, 65536, HC | H_SAE),

@@ -165,9 +165,12 @@ static void put_value(FILE *f, const rs_config *c, const rs_cfg_field *fd) {
     }
 }
 
-/* A CFG_HASH_SET int at its default is left out of every hash. */
+/* A CFG_HASH_SET int or enum at its default is left out of every hash. */
 static int hash_skipped(const rs_config *c, const rs_cfg_field *fd) {
-    return (fd->flags & CFG_HASH_SET) && fd->kind == CFG_INT && *CVAL(c, fd, int64_t) == fd->def;
+    if (!(fd->flags & CFG_HASH_SET)) return 0;
+    if (fd->kind == CFG_INT) return *CVAL(c, fd, int64_t) == fd->def;
+    if (fd->kind == CFG_ENUM) return *CVAL(c, fd, int) == fd->def;
+    return 0;
 }
 
 /* Does the field (or, for a section, any of its fields) belong in rs_config_hash? */

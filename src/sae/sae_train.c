@@ -83,6 +83,9 @@ uint64_t rs_sae_config_hash(const rs_sae_config *c) {
     h = rs_hash64(h, &c->seed, sizeof c->seed);
     /* hashed only when recorded, so that the hashes of runs without a curve stay as they were */
     if (c->curve_bins > 0) h = rs_hash64(h, &c->curve_bins, sizeof c->curve_bins);
+    /* likewise the recipe choices added later: hashed when not the first of their kind */
+    int32_t recipe[2] = {(int32_t)c->enc_init, (int32_t)c->aux_norm};
+    if (recipe[0] || recipe[1]) h = rs_hash64(h, recipe, sizeof recipe);
     return h;
 }
 
@@ -136,12 +139,14 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
                 cfg->d, cfg->n_latents, cfg->k, sae->d, sae->n_latents, sae->k);
     if (cfg->batch < 1 || cfg->steps < 0 || cfg->chunk_rows < 1 || cfg->dead_tokens < 1 || cfg->init_tokens < 1 ||
         !(cfg->decay_frac >= 0 && cfg->decay_frac <= 1) || !(cfg->alpha_aux >= 0) || cfg->curve_bins < 0 ||
-        cfg->curve_bins > RS_SAE_MAX_CURVE_BINS || (cfg->curve_bins > 0 && cfg->steps < cfg->curve_bins))
+        cfg->curve_bins > RS_SAE_MAX_CURVE_BINS || (cfg->curve_bins > 0 && cfg->steps < cfg->curve_bins) ||
+        (unsigned)cfg->enc_init >= RS_SAE_ENC_COUNT || (unsigned)cfg->aux_norm >= RS_SAE_AUX_COUNT)
         RS_FAIL(RS_ERR_CONFIG, "SAE training config invalid: batch=%d steps=%lld chunk_rows=%d dead_tokens=%lld "
-                "init_tokens=%d decay_frac=%g alpha_aux=%g curve_bins=%d (need batch, chunk_rows, dead_tokens, "
-                "init_tokens >= 1, steps >= 0, decay_frac in [0,1], alpha_aux >= 0, curve_bins in [0, %d] and at "
-                "most steps)", cfg->batch, (long long)cfg->steps, cfg->chunk_rows, (long long)cfg->dead_tokens,
-                cfg->init_tokens, cfg->decay_frac, cfg->alpha_aux, cfg->curve_bins, RS_SAE_MAX_CURVE_BINS);
+                "init_tokens=%d decay_frac=%g alpha_aux=%g curve_bins=%d enc_init=%d aux_norm=%d (need batch, "
+                "chunk_rows, dead_tokens, init_tokens >= 1, steps >= 0, decay_frac in [0,1], alpha_aux >= 0, "
+                "curve_bins in [0, %d] and at most steps, enc_init and aux_norm one of their names)", cfg->batch,
+                (long long)cfg->steps, cfg->chunk_rows, (long long)cfg->dead_tokens, cfg->init_tokens, cfg->decay_frac,
+                cfg->alpha_aux, cfg->curve_bins, (int)cfg->enc_init, (int)cfg->aux_norm, RS_SAE_MAX_CURVE_BINS);
     t->cfg = *cfg;
     t->cfg.ckpt_path = NULL; /* borrowed strings are not kept */
     t->comm = comm;
@@ -259,64 +264,139 @@ static rs_err allreduce_double(rs_sae_trainer *t, double *buf, int n) {
 
 /* ============================== initialization ============================== */
 
+/* Least-squares scale of the reconstructions of xs (m rows) under the current W_enc with b_enc = 0:
+ * alpha = sum <x - b_dec, u> / sum ||u||^2, u = x_hat - b_dec. 1 when nothing reconstructs. */
+static rs_err fit_enc_scale(double *alpha, const rs_sae *sae, const float *xs, int m, int centred_norm) {
+    int d = sae->d;
+    float *xh = malloc((size_t)m * (size_t)d * sizeof(float));
+    RS_CHECK_ALLOC(xh);
+    rs_err err = rs_sae_reconstruct(xh, sae, xs, m);
+    double num = 0, den = 0, norm = 0;
+    for (int r = 0; !err && r < m; r++) {
+        const float *xr = xs + (size_t)r * (size_t)d, *hr = xh + (size_t)r * (size_t)d;
+        double uu = 0;
+        for (int i = 0; i < d; i++) {
+            double u = (double)hr[i] - sae->p.b_dec[i];
+            num += ((double)xr[i] - sae->p.b_dec[i]) * u;
+            uu += u * u;
+        }
+        den += uu;
+        norm += sqrt(uu);
+    }
+    free(xh);
+    RS_TRY(err);
+    /* centred_norm: OpenAI's rule, 1 / mean ||u|| (the inputs are unit vectors about b_dec) */
+    if (centred_norm) *alpha = norm > 0 ? (double)m / norm : 1.0;
+    else *alpha = den > 0 && num > 0 ? num / den : 1.0;
+    return RS_OK;
+}
+
 rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src) {
     rs_sae *sae = t->sae;
     int d = sae->d, n = sae->n_latents;
     rs_sae_params *p = &sae->p;
-    /* tied init: random unit decoder rows, encoder = decoder */
+    size_t nd = (size_t)n * (size_t)d;
     double *row = t->dwork;
-    for (int j = 0; j < n; j++) {
-        double ss = 0;
-        for (int i = 0; i < d; i++) {
-            row[i] = rng_normal(t->rng);
-            ss += row[i] * row[i];
+    if (t->cfg.enc_init == RS_SAE_ENC_SPARSIFY) {
+        /* nn.Linear's default: entries uniform in +-1/sqrt(d); the decoder is the normalised copy */
+        double bound = 1.0 / sqrt((double)d);
+        for (size_t i = 0; i < nd; i++) p->W_enc[i] = (float)(bound * (2.0 * rng_uniform(t->rng) - 1.0));
+        for (int j = 0; j < n; j++) {
+            const float *we = p->W_enc + (size_t)j * (size_t)d;
+            double ss = 0;
+            for (int i = 0; i < d; i++) ss += (double)we[i] * we[i];
+            double inv = ss > 0 ? 1.0 / sqrt(ss) : 0.0;
+            float *w = p->W_dec + (size_t)j * (size_t)d;
+            for (int i = 0; i < d; i++) w[i] = (float)(we[i] * inv);
         }
-        double inv = 1.0 / sqrt(ss);
-        float *w = p->W_dec + (size_t)j * (size_t)d;
-        for (int i = 0; i < d; i++) w[i] = (float)(row[i] * inv);
+    } else {
+        /* random unit decoder rows, encoder = decoder */
+        for (int j = 0; j < n; j++) {
+            double ss = 0;
+            for (int i = 0; i < d; i++) {
+                row[i] = rng_normal(t->rng);
+                ss += row[i] * row[i];
+            }
+            double inv = 1.0 / sqrt(ss);
+            float *w = p->W_dec + (size_t)j * (size_t)d;
+            for (int i = 0; i < d; i++) w[i] = (float)(row[i] * inv);
+        }
+        memcpy(p->W_enc, p->W_dec, nd * sizeof(float));
     }
-    memcpy(p->W_enc, p->W_dec, (size_t)n * (size_t)d * sizeof(float));
     memset(p->b_enc, 0, (size_t)n * sizeof(float));
     memset(p->b_dec, 0, (size_t)d * sizeof(float));
-    if (t->cfg.bdec_init == RS_SAE_BDEC_ZERO) return RS_OK;
-
-    /* b_dec from the first init_tokens rows; every rank reads the same sample and computes the same
-     * value, so no communication is needed and the result does not depend on the rank count */
+    int need_sample = t->cfg.bdec_init != RS_SAE_BDEC_ZERO || t->cfg.enc_init == RS_SAE_ENC_DATA;
+    float *xs = NULL;
     int m = t->cfg.init_tokens;
-    float *xs = malloc((size_t)m * (size_t)d * sizeof(float));
-    RS_CHECK_ALLOC(xs);
-    rs_err err = src.read(src.ctx, xs, 0, m);
-    if (t->size > 1) err = rs_agree(err, t->comm, "reading the b_dec init sample");
-    if (err) {
-        free(xs);
-        return rs_err_prefix(err, "reading the %d-token sample for the b_dec init", m);
-    }
-    double *mu = t->dwork, *y = t->dwork + d, *num = t->dwork + 2 * d;
-    memset(mu, 0, (size_t)d * sizeof(double));
-    for (int r = 0; r < m; r++)
-        for (int i = 0; i < d; i++) mu[i] += xs[(size_t)r * (size_t)d + i];
-    for (int i = 0; i < d; i++) mu[i] /= m;
-    memcpy(y, mu, (size_t)d * sizeof(double));
-    if (t->cfg.bdec_init == RS_SAE_BDEC_GEOMEDIAN) {
-        /* Weiszfeld: y <- sum_r x_r / |x_r - y| / sum_r 1 / |x_r - y| */
-        for (int it = 0; it < t->cfg.geomedian_iters; it++) {
-            memset(num, 0, (size_t)d * sizeof(double));
-            double den = 0;
-            for (int r = 0; r < m; r++) {
-                const float *xr = xs + (size_t)r * (size_t)d;
-                double dist = 0;
-                for (int i = 0; i < d; i++) dist += (xr[i] - y[i]) * (xr[i] - y[i]);
-                dist = sqrt(dist);
-                double w = 1.0 / (dist > 1e-12 ? dist : 1e-12);
-                den += w;
-                for (int i = 0; i < d; i++) num[i] += w * xr[i];
-            }
-            for (int i = 0; i < d; i++) y[i] = num[i] / den;
+    rs_err err = RS_OK;
+    if (need_sample) {
+        /* the first init_tokens rows; every rank reads the same sample and computes the same values,
+         * so no communication is needed and the result does not depend on the rank count */
+        xs = malloc((size_t)m * (size_t)d * sizeof(float));
+        RS_CHECK_ALLOC(xs);
+        err = src.read(src.ctx, xs, 0, m);
+        if (t->size > 1) err = rs_agree(err, t->comm, "reading the SAE init sample");
+        if (err) {
+            free(xs);
+            return rs_err_prefix(err, "reading the %d-token sample for the SAE init", m);
         }
     }
-    for (int i = 0; i < d; i++) p->b_dec[i] = (float)y[i];
+    if (t->cfg.bdec_init != RS_SAE_BDEC_ZERO) {
+        double *mu = t->dwork, *y = t->dwork + d, *num = t->dwork + 2 * d;
+        memset(mu, 0, (size_t)d * sizeof(double));
+        for (int r = 0; r < m; r++)
+            for (int i = 0; i < d; i++) mu[i] += xs[(size_t)r * (size_t)d + i];
+        for (int i = 0; i < d; i++) mu[i] /= m;
+        memcpy(y, mu, (size_t)d * sizeof(double));
+        if (t->cfg.bdec_init == RS_SAE_BDEC_GEOMEDIAN) {
+            /* Weiszfeld: y <- sum_r x_r / |x_r - y| / sum_r 1 / |x_r - y| */
+            for (int it = 0; it < t->cfg.geomedian_iters; it++) {
+                memset(num, 0, (size_t)d * sizeof(double));
+                double den = 0;
+                for (int r = 0; r < m; r++) {
+                    const float *xr = xs + (size_t)r * (size_t)d;
+                    double dist = 0;
+                    for (int i = 0; i < d; i++) dist += (xr[i] - y[i]) * (xr[i] - y[i]);
+                    dist = sqrt(dist);
+                    double w = 1.0 / (dist > 1e-12 ? dist : 1e-12);
+                    den += w;
+                    for (int i = 0; i < d; i++) num[i] += w * xr[i];
+                }
+                for (int i = 0; i < d; i++) y[i] = num[i] / den;
+            }
+        }
+        for (int i = 0; i < d; i++) p->b_dec[i] = (float)y[i];
+    }
+    double alpha = 1.0;
+    if (t->cfg.enc_init == RS_SAE_ENC_DATA) {
+        err = fit_enc_scale(&alpha, sae, xs, m, 0);
+    } else if (t->cfg.enc_init == RS_SAE_ENC_OPENAI) {
+        enum { NG = 256 };
+        float *g = malloc((size_t)NG * (size_t)d * sizeof(float));
+        if (!g) {
+            err = RS_ERR(RS_ERR_NOMEM, "out of memory for the encoder-scale sample (%d x %d)", (int)NG, d);
+            goto done;
+        }
+        for (int r = 0; r < NG; r++) {
+            float *gr = g + (size_t)r * (size_t)d;
+            double ss = 0;
+            for (int i = 0; i < d; i++) {
+                row[i] = rng_normal(t->rng);
+                ss += row[i] * row[i];
+            }
+            double inv = 1.0 / sqrt(ss);
+            for (int i = 0; i < d; i++) gr[i] = (float)(row[i] * inv + p->b_dec[i]);
+        }
+        err = fit_enc_scale(&alpha, sae, g, NG, 1);
+        free(g);
+    }
+    if (!err && alpha != 1.0)
+        for (size_t i = 0; i < nd; i++) p->W_enc[i] = (float)(p->W_enc[i] * alpha);
+    if (!err && t->rank == 0 && t->cfg.enc_init != RS_SAE_ENC_TIED && t->cfg.enc_init != RS_SAE_ENC_SPARSIFY)
+        RS_DEBUG("SAE init: encoder scale %.4f (%s)", alpha, rs_sae_enc_init_names[t->cfg.enc_init]);
+done:
     free(xs);
-    return RS_OK;
+    return err;
 }
 
 /* ============================== forward: loss and what the backward needs ============================== */
@@ -581,6 +661,11 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x /
 
     double D_e = 0, aux_sse = 0;
     if (b.ka > 0) RS_TRY(auxk_forward(&D_e, &aux_sse, t, &b, dw, rows));
+    if (b.ka > 0 && t->cfg.aux_norm == RS_SAE_AUX_INPUT) {
+        /* sparsify: the input's variance as the denominator, scaled down while few latents are dead */
+        double scale = (double)t->n_dead / (double)t->k_aux;
+        D_e = b.D_x / (scale < 1.0 ? scale : 1.0);
+    }
     int use_aux = b.ka > 0 && D_e > 0 && isfinite(D_e);
     st->auxk = use_aux ? aux_sse / D_e : 0.0;
     st->loss = st->fvu + t->cfg.alpha_aux * st->auxk;

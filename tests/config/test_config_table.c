@@ -287,13 +287,15 @@ static void test_sae_config(void **state) {
     assert_true(sc.beta1 == 0.9 && sc.beta2 == 0.999 && sc.eps == 6.25e-10);
     assert_int_equal(sc.ckpt_every, 200);
     assert_int_equal(sc.curve_bins, 0);
+    assert_int_equal(sc.enc_init, RS_SAE_ENC_TIED);
+    assert_int_equal(sc.aux_norm, RS_SAE_AUX_RESIDUAL);
     assert_true(sc.seed == rs_grid_sae_seed(&g.saes[0], &c));
     rs_grid_free(&g);
     uint64_t base = first_sae_config_hash(&c);
     rs_config_free(&c);
     int n = 0;
     check_sae_fields(&rs_cfg_root, base, &n);
-    assert_int_equal(n, 13); /* seed and the train.* fields but shuffle_buffer */
+    assert_int_equal(n, 15); /* seed and the train.* fields but shuffle_buffer */
 }
 
 /* ============================================================================================

@@ -28,6 +28,10 @@ static inline void ref_topk_mask(unsigned char *mask /*(n)*/, const double *v, c
     }
 }
 
+/* AuxK normaliser: 0 = METHOD.md's (the variance of e), 1 = sparsify's (the variance of x, divided
+ * by min(n_dead / k_aux, 1) with the configured k_aux) */
+static int ref_aux_input_norm;
+
 /* Loss of batch x (B, d). dead (n) marks dead latents; k_aux as configured (capped by the dead count).
  * e_fixed (B, d): if given, AuxK uses it as e (the stop-gradient target), else e = x - x_hat.
  * Writes e (B,d) if e_out; gradients (same layout as the model) if g* are non-NULL.
@@ -91,6 +95,10 @@ static inline double ref_loss(const ref_sae *m, const double *x, int B, const un
             De += (e[t * d + i] - mue[i]) * (e[t * d + i] - mue[i]);
             asse += (e[t * d + i] - eh[t * d + i]) * (e[t * d + i] - eh[t * d + i]);
         }
+    if (ref_aux_input_norm) {
+        double scale = (double)n_dead / (double)k_aux;
+        De = Dx / (scale < 1 ? scale : 1);
+    }
     *fvu = sse / Dx;
     *auxk = ka > 0 ? asse / De : 0;
     if (e_out) memcpy(e_out, e, sizeof(double) * (size_t)B * d);

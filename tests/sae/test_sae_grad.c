@@ -7,7 +7,9 @@
  *     pre-activations give idx -1 slots;
  *  5. the top-k selection on wide rows (n=8192, k=64; row scales that vary 50x so the carried
  *     threshold over- and undershoots; quantized values with many ties) equals a full-sort
- *     reference: same set, ties to the smaller id, ascending order. */
+ *     reference: same set, ties to the smaller id, ascending order;
+ *  6. train.aux_norm = input (sparsify's normaliser, with fewer dead latents than k_aux so that
+ *     min(n_dead / k_aux, 1) < 1): loss and sparse gradient equal the reference's. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +194,37 @@ int main(void) {
         free(bias);
         free(scr);
         free(ord);
+    }
+
+    /* 6. the input-variance AuxK normaliser */
+    {
+        rs_sae_config ci = cfg;
+        ci.aux_norm = RS_SAE_AUX_INPUT;
+        rs_sae_trainer ti;
+        if (rs_sae_trainer_init(&ti, &sae, &ci, MPI_COMM_NULL)) return 1;
+        unsigned char dead2[N] = {0};
+        dead2[0] = dead2[2] = 1; /* 2 dead of k_aux = 3 */
+        ti.since_fired[0] = ti.since_fired[2] = 100;
+        rs_sae_step_stats si;
+        if (rs_sae_trainer_loss_grad(&ti, &si, x, B)) {
+            rs_err_print();
+            return 1;
+        }
+        memset(gd, 0, np * sizeof(double));
+        ref_aux_input_norm = 1;
+        double fvu2, auxk2;
+        double L2 = ref_loss(&m, xd, B, dead2, k_aux, ci.alpha_aux, NULL, NULL, &fvu2, &auxk2, gd, gd + N * D,
+                             gd + N * D + N, gd + 2 * N * D + N);
+        ref_aux_input_norm = 0;
+        printf("aux_norm=input: loss %.8f (ref %.8f) auxk %.6f (ref %.6f), n_dead %d\n", si.loss, L2, si.auxk, auxk2,
+               si.n_dead);
+        CHECK(si.n_dead == 2 && auxk2 > 0.01, "the case needs 2 active dead latents (n_dead %d, auxk %g)", si.n_dead, auxk2);
+        CHECK(fabs(si.loss - L2) <= 1e-5 * fabs(L2), "aux_norm=input loss %.9g vs reference %.9g", si.loss, L2);
+        CHECK(fabs(si.auxk - auxk2) <= 1e-5 * fabs(auxk2), "aux_norm=input auxk %.9g vs reference %.9g", si.auxk, auxk2);
+        ref_grad_block_errors(gerr, ti.grad_slab, gd, N, D);
+        for (int b = 0; b < 4; b++)
+            CHECK(gerr[b] < 2e-5, "aux_norm=input: gradient of %s differs from the reference: %.3g", ref_block_names[b], gerr[b]);
+        rs_sae_trainer_free(&ti);
     }
 
     free(pd);

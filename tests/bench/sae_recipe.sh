@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The SAE training recipe study (docs/sae.md, "Recipe"): final held-out FVU and dead fractions of
+# each recipe on the demo's real activations (raw and residualized streams of several layers) and
+# on a known-dictionary synthetic stream, at fractions of the demo's training budget.
+#   tests/bench/sae_recipe.sh [BUILD_DIR] [RUN_DIR] [OUT_DIR]
+# RUN_DIR is a finished (at least --until affine) run of configs/demo.yaml (default: runs/demo, as
+# jobs/demo.sh leaves it); its activations are extracted once into OUT_DIR (default /tmp/sae_recipe).
+# RECIPES (a file of "name options" lines) and KS ("3 8 20") override what runs; JOBS (default 2)
+# runs that many trainings at once (each single-threaded; the study counts tokens, not seconds).
+# Prints one table per budget: rows dataset x k, columns recipe (FVU on the eval split, and the
+# fraction of latents that never fire on it), then per recipe the mean FVU ratio to the baseline
+# ("today": the recipe before the study, at the full budget) and the worst dead fraction.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+build=${1:-$here/../../build}
+run=${2:-$here/../../runs/demo}
+out=${3:-/tmp/sae_recipe}
+jobs=${JOBS:-2}
+ks=${KS:-3 8 20}
+bin=$build/tests/bench/sae_recipe
+[ -x "$bin" ] || { echo "error: $bin not built (cmake --build $build --target sae_recipe)" >&2; exit 1; }
+[ -f "$run/activations.h5" ] || { echo "error: no $run/activations.h5; run jobs/demo.sh (or resae run --until affine configs/demo.yaml) first" >&2; exit 1; }
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+mkdir -p "$out"
+
+# streams: name, layer, predecessor (resae: the residual after the affine map from it)
+streams="raw_L0:0 raw_L2:2 raw_L4:4 resae_L1:1:0 resae_L2:2:0 resae_L4:4:2"
+for s in $streams; do
+  IFS=: read -r name layer pred <<<"$s"
+  [ -f "$out/$name/shape.txt" ] || /usr/bin/python3 "$here/sae_recipe_data.py" "$run" "$out/$name" "$layer" $pred
+done
+
+full=2380000   # configs/demo.yaml train.tokens before the study
+if [ -n "${RECIPES:-}" ]; then recipes=$(cat "$RECIPES"); else recipes=$(cat <<'EOF'
+today      --batch 1024 --lr 0.004 --warmup 100 --enc-init tied --dead-tokens 238000
+b1024      --batch 1024 --lr 0.004 --warmup 100 --enc-init tied
+b512       --batch 512 --lr 0.008 --warmup 100 --enc-init tied
+b512-dt    --batch 512 --lr 0.008 --warmup 100 --enc-init tied --dead-tokens DT100
+data       --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100
+openai     --batch 512 --lr 0.008 --warmup 100 --enc-init openai --dead-tokens DT100
+sparsify   --batch 512 --lr 0.008 --warmup 100 --enc-init sparsify --dead-tokens DT100
+aux-input  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --aux-norm input
+no-auxk    --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --alpha-aux 0
+warm20     --batch 512 --lr 0.008 --warmup 20 --enc-init data --dead-tokens DT100
+warm400    --batch 512 --lr 0.008 --warmup 400 --enc-init data --dead-tokens DT100
+bdec-mean  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --bdec mean
+bdec-zero  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --bdec zero
+EOF
+); fi
+budgets=${BUDGETS:-1 2 4}   # full / 1, full / 2, full / 4
+
+# the work list: budget divisor, recipe, stream, k (synthetic: 128-d, 512 atoms, 4 active, an SAE of
+# 512 latents; k 4 and 8)
+list=$out/work.txt
+: >"$list"
+for b in $budgets; do
+  tokens=$(( full / b ))
+  while read -r name opts; do
+    [ -n "$name" ] || continue
+    [ "$name" = today ] && [ "$b" != 1 ] && continue   # the baseline runs at the full budget only
+    opts=${opts//DT100/$(( tokens / 100 ))}
+    for s in $streams; do
+      for k in $ks; do echo "$b $name $s $k $tokens $opts" >>"$list"; done
+    done
+    for k in 4 8; do echo "$b $name synth $k $tokens $opts" >>"$list"; done
+  done <<<"$recipes"
+done
+echo "== $(wc -l <"$list") trainings ($jobs at a time), results in $out/results.txt"
+one() {
+  set -- $1
+  local b=$1 name=$2 s=${3%%:*} k=$4 tokens=$5; shift 5
+  local key="$b $name $s $k" src="$out/$s" n=256
+  [ "$s" = synth ] && src="--synth 128 512 4" n=512
+  local f
+  f=$("$bin" $src --n $n --k "$k" --tokens "$tokens" --points 10 "$@" 2>/dev/null | sed -n 's/^final //p') ||
+    { echo "$key FAILED" ; return 0; }
+  echo "$key $f"
+}
+export -f one
+export bin out
+xargs -P "$jobs" -I{} bash -c 'one "$@"' _ {} <"$list" >"$out/results.txt"
+if grep -q FAILED "$out/results.txt"; then grep FAILED "$out/results.txt" >&2; echo "error: trainings failed" >&2; exit 1; fi
+
+# tables: FVU_eval / dead_eval per (stream, k) x recipe, and per recipe the mean ratio to today
+awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
+  { for (i = 5; i < NF; i += 2) v[$(i)] = $(i + 1)
+    key = $3 " k=" $4; fvu[$1, $2, key] = v["fvu_eval"]; dead[$1, $2, key] = v["dead_eval"]
+    if (v["recovered"] != "") rec[$1, $2, key] = v["recovered"]
+    if (!(key in seen)) { seen[key] = 1; keys[nk++] = key }
+    if (!($1 in bs)) { bs[$1] = 1; blist[nb++] = $1 } }
+  END {
+    nr = split(recipes, r, " ")
+    for (bi = 0; bi < nb; bi++) {
+      b = blist[bi]
+      printf "\n== budget: %d tokens (1/%d of the demo'"'"'s 2.38M); FVU on eval / latents dead on eval\n%-16s", 2380000 / b, b, "stream"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %15s", r[j]
+      printf "\n"
+      for (q = 0; q < nk; q++) {
+        printf "%-16s", keys[q]
+        for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %8.4f/%5.1f%%", fvu[b, r[j], keys[q]], 100 * dead[b, r[j], keys[q]]
+        printf "\n"
+      }
+      printf "%-16s", "FVU / today"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
+        s = 0; for (q = 0; q < nk; q++) s += log(fvu[b, r[j], keys[q]] / fvu[1, "today", keys[q]])
+        printf " %15.3f", exp(s / nk) }
+      printf "  (geometric mean)\n%-16s", "worst dead"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
+        w = 0; for (q = 0; q < nk; q++) if (dead[b, r[j], keys[q]] > w) w = dead[b, r[j], keys[q]]
+        printf " %14.1f%%", 100 * w }
+      printf "\n%-16s", "synth recovered"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %7.2f %7.2f", rec[b, r[j], "synth k=4"], rec[b, r[j], "synth k=8"]
+      printf "  (k=4 k=8: true atoms with a decoder row at cosine > 0.9)\n"
+    } }' "$out/results.txt"
