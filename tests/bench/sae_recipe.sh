@@ -5,7 +5,8 @@
 #   tests/bench/sae_recipe.sh [BUILD_DIR] [RUN_DIR] [OUT_DIR]
 # RUN_DIR is a finished (at least --until affine) run of configs/demo.yaml (default: runs/demo, as
 # jobs/demo.sh leaves it); its activations are extracted once into OUT_DIR (default /tmp/sae_recipe).
-# RECIPES (a file of "name options" lines) and KS ("3 8 20") override what runs; JOBS (default 2)
+# RECIPES (a file of "name budgets options" lines, budgets a comma list of divisors of the 2.38M
+# tokens) and KS ("3 8 20") override what runs; JOBS (default 2)
 # runs that many trainings at once (each single-threaded; the study counts tokens, not seconds).
 # Prints one table per budget: rows dataset x k, columns recipe (FVU on the eval split, and the
 # fraction of latents that never fire on it), then per recipe the mean FVU ratio to the baseline
@@ -32,22 +33,24 @@ done
 
 full=2380000   # configs/demo.yaml train.tokens before the study
 if [ -n "${RECIPES:-}" ]; then recipes=$(cat "$RECIPES"); else recipes=$(cat <<'EOF'
-today      --batch 1024 --lr 0.004 --warmup 100 --enc-init tied --dead-tokens 238000
-b1024      --batch 1024 --lr 0.004 --warmup 100 --enc-init tied
-b512       --batch 512 --lr 0.008 --warmup 100 --enc-init tied
-b512-dt    --batch 512 --lr 0.008 --warmup 100 --enc-init tied --dead-tokens DT100
-data       --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100
-openai     --batch 512 --lr 0.008 --warmup 100 --enc-init openai --dead-tokens DT100
-sparsify   --batch 512 --lr 0.008 --warmup 100 --enc-init sparsify --dead-tokens DT100
-aux-input  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --aux-norm input
-no-auxk    --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --alpha-aux 0
-warm20     --batch 512 --lr 0.008 --warmup 20 --enc-init data --dead-tokens DT100
-warm400    --batch 512 --lr 0.008 --warmup 400 --enc-init data --dead-tokens DT100
-bdec-mean  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --bdec mean
-bdec-zero  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --bdec zero
+today      1      --batch 1024 --lr 0.004 --warmup 100 --enc-init tied --dead-tokens 238000
+b1024      2,4    --batch 1024 --lr 0.004 --warmup 100 --enc-init tied
+b512       2      --batch 512 --lr 0.008 --warmup 100 --enc-init tied
+b512-dt    2,4    --batch 512 --lr 0.008 --warmup 100 --enc-init tied --dead-tokens DT100
+data       1,2,4  --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100
+openai     2,4    --batch 512 --lr 0.008 --warmup 100 --enc-init openai --dead-tokens DT100
+sparsify   2,4    --batch 512 --lr 0.008 --warmup 100 --enc-init sparsify --dead-tokens DT100
+aux-input  2      --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --aux-norm input
+no-auxk    2      --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --alpha-aux 0
+warm20     2      --batch 512 --lr 0.008 --warmup 20 --enc-init data --dead-tokens DT100
+warm400    2      --batch 512 --lr 0.008 --warmup 400 --enc-init data --dead-tokens DT100
+bdec-mean  2      --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --bdec mean
+bdec-zero  2      --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT100 --bdec zero
+lr004      2,4    --batch 512 --lr 0.004 --warmup 100 --enc-init data --dead-tokens DT100
+dt50       2      --batch 512 --lr 0.008 --warmup 100 --enc-init data --dead-tokens DT50
 EOF
 ); fi
-budgets=${BUDGETS:-1 2 4}   # full / 1, full / 2, full / 4
+budgets="2 1 4"   # full / 2 (the target), full / 1, full / 4
 
 # the work list: budget divisor, recipe, stream, k (synthetic: 128-d, 512 atoms, 4 active, an SAE of
 # 512 latents; k 4 and 8)
@@ -55,17 +58,24 @@ list=$out/work.txt
 : >"$list"
 for b in $budgets; do
   tokens=$(( full / b ))
-  while read -r name opts; do
+  while read -r name rb opts; do
     [ -n "$name" ] || continue
-    [ "$name" = today ] && [ "$b" != 1 ] && continue   # the baseline runs at the full budget only
+    [[ ",$rb," == *",$b,"* ]] || continue
     opts=${opts//DT100/$(( tokens / 100 ))}
+    opts=${opts//DT50/$(( tokens / 50 ))}
     for s in $streams; do
       for k in $ks; do echo "$b $name $s $k $tokens $opts" >>"$list"; done
     done
     for k in 4 8; do echo "$b $name synth $k $tokens $opts" >>"$list"; done
   done <<<"$recipes"
 done
-echo "== $(wc -l <"$list") trainings ($jobs at a time), results in $out/results.txt"
+# results are kept: a second call runs only what is missing (remove $out/results.txt to redo)
+touch "$out/results.txt"
+sed -i '/FAILED/d' "$out/results.txt"
+todo=$out/todo.txt
+awk 'NR == FNR { done[$1 " " $2 " " $3 " " $4] = 1; next } { split($3, s, ":"); if (!((($1 " " $2 " " s[1] " " $4)) in done)) print }' \
+  "$out/results.txt" "$list" >"$todo"
+echo "== $(wc -l <"$list") trainings, $(wc -l <"$todo") to run ($jobs at a time), results in $out/results.txt"
 one() {
   set -- $1
   local b=$1 name=$2 s=${3%%:*} k=$4 tokens=$5; shift 5
@@ -78,7 +88,7 @@ one() {
 }
 export -f one
 export bin out
-xargs -P "$jobs" -I{} bash -c 'one "$@"' _ {} <"$list" >"$out/results.txt"
+xargs -P "$jobs" -I{} bash -c 'one "$@"' _ {} <"$todo" >>"$out/results.txt"
 if grep -q FAILED "$out/results.txt"; then grep FAILED "$out/results.txt" >&2; echo "error: trainings failed" >&2; exit 1; fi
 
 # tables: FVU_eval / dead_eval per (stream, k) x recipe, and per recipe the mean ratio to today
