@@ -123,6 +123,7 @@ typedef struct rs_config {
         int b_dec_init;       /* enum rs_sae_bdec_init (sae.h); names rs_sae_bdec_init_names */
         int enc_init;         /* enum rs_sae_enc_init (sae.h) */
         int aux_norm;         /* enum rs_sae_aux_norm (sae.h) */
+        int encoder_precision; /* enum rs_sae_precision (sae.h) */
         int64_t checkpoint_every; /* steps */
         int64_t shuffle_buffer;   /* tokens */
         int64_t curve_bins;       /* 0 = no training curve */

@@ -104,6 +104,12 @@ extern const char *const rs_sae_enc_init_names[RS_SAE_ENC_COUNT];
 enum rs_sae_aux_norm { RS_SAE_AUX_RESIDUAL = 0, RS_SAE_AUX_INPUT = 1, RS_SAE_AUX_COUNT = 2 };
 extern const char *const rs_sae_aux_norm_names[RS_SAE_AUX_COUNT];
 
+/* Encoder product precision: FP32 = OpenBLAS SGEMM; BF16 = inputs and W_enc rounded to bfloat16
+ * (nearest even), float32 accumulation (oneDNN matmul; needs AVX512_BF16). Training only: inference
+ * (rs_sae_encode) stays float32. */
+enum rs_sae_precision { RS_SAE_PREC_FP32 = 0, RS_SAE_PREC_BF16 = 1, RS_SAE_PREC_COUNT = 2 };
+extern const char *const rs_sae_precision_names[RS_SAE_PREC_COUNT];
+
 typedef struct rs_sae_config {
     int d, n_latents, k;
     int batch;             /* global batch in tokens (4096) */
@@ -119,6 +125,7 @@ typedef struct rs_sae_config {
     enum rs_sae_bdec_init bdec_init; /* default: geometric median */
     enum rs_sae_enc_init enc_init;   /* default: tied */
     enum rs_sae_aux_norm aux_norm;   /* default: residual */
+    enum rs_sae_precision encoder_precision; /* default: fp32 */
     int init_tokens;       /* sample for the b_dec init: the first init_tokens of the stream (4096) */
     int geomedian_iters;   /* Weiszfeld iterations (10) */
     int chunk_rows;        /* rows per encoder GEMM call (1024) */
@@ -209,6 +216,7 @@ typedef struct rs_sae_trainer {
     unsigned char *fired; // (n + 1) fired flags; the last byte carries the stop request
     double *dwork;        // (3 d) sums
     float *topk_scratch;  // (4 n) candidate buffers of the top-k selection
+    struct rs_bf16_ctx *bf16; /* encoder_precision bf16: bf16 copies and oneDNN primitives (src/sae/sae_bf16.h) */
     /* cumulative CPU seconds of the calling thread per phase */
     double t_prep, t_gemm, t_select, t_decode, t_backward, t_update, t_comm;
     /* metric window over the last steps, kept in checkpoints so a resumed run reports the same */

@@ -8,7 +8,7 @@ RESAE_BUILD_DIR=${RESAE_BUILD_DIR:-$RESAE_ROOT/build}
 RESAE_JOBS=${RESAE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 RESAE_BUILD_PKGS=(gcc make cmake pkg-config libopenmpi-dev openmpi-bin libscalapack-openmpi-dev
-  libopenblas-dev libhdf5-openmpi-dev hdf5-tools libyaml-dev libcmocka-dev libcjson-dev liblinear-dev)
+  libopenblas-dev libhdf5-openmpi-dev hdf5-tools libyaml-dev libcmocka-dev libcjson-dev liblinear-dev libdnnl-dev)
 RESAE_PY_PKGS=(python3 python3-h5py python3-numpy python3-yaml python3-sklearn python3-matplotlib procps)
 
 rs_say() { printf '==> %s\n' "$*"; }

@@ -230,6 +230,11 @@ static const rs_cfg_field train_fields[] = {
     {ENUM("aux_norm", train.aux_norm, rs_sae_aux_norm_names, RS_SAE_AUX_RESIDUAL, HC | H_SAE), .flags = CFG_HASH_SET,
      .doc = "AuxK loss denominator: `residual` = the residual's variance (METHOD.md, OpenAI); `input` = the "
             "input's variance, the loss weighted by min(n_dead / k_aux, 1) (sparsify)"},
+    {ENUM("encoder_precision", train.encoder_precision, rs_sae_precision_names, RS_SAE_PREC_FP32, HC | H_SAE),
+     .flags = CFG_HASH_SET,
+     .doc = "precision of the training encoder product (docs/sae.md, Reduced-precision encoder): `fp32` OpenBLAS "
+            "SGEMM; `bf16` inputs and W_enc rounded to bfloat16, float32 accumulation (oneDNN; needs "
+            "libdnnl-dev at build time and a CPU with AVX512_BF16)"},
     {INT("checkpoint_every", train.checkpoint_every, 1, INT32_MAX, 200, 0),
      .unhashed = "a resumed run continues bit for bit", .doc = "steps between checkpoints"},
     {INT("shuffle_buffer", train.shuffle_buffer, 1, (int64_t)1 << 34, 65536, HC | H_SAE),
@@ -492,6 +497,11 @@ static void sets_write(FILE *f, const rs_config *c, int indent) {
 static rs_err check_consistency(yg_parser *p, yaml_node_t *n) {
     (void)n;
     const rs_config *c = p->c;
+#ifndef RESAE_HAVE_DNNL
+    if (c->train.encoder_precision == RS_SAE_PREC_BF16)
+        RS_CONFIG_FAIL(c, "train.encoder_precision", "bf16 needs oneDNN (Debian libdnnl-dev); rebuild after "
+                       "installing it, or use fp32");
+#endif
     int64_t tokens = rs_config_train_tokens(c);
     if (tokens > c->train.max_epochs * c->data.train)
         RS_CONFIG_FAIL(c, "train.tokens", "%lld tokens per SAE exceed %lld pass(es) (train.max_epochs) over the %lld "

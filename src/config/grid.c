@@ -373,6 +373,7 @@ void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c,
     sc->bdec_init = c->train.b_dec_init; /* one enum: rs_sae_bdec_init */
     sc->enc_init = c->train.enc_init;
     sc->aux_norm = c->train.aux_norm;
+    sc->encoder_precision = c->train.encoder_precision;
     sc->chunk_rows = 1024;
     sc->ckpt_every = c->train.checkpoint_every;
     sc->curve_bins = (int)c->train.curve_bins;

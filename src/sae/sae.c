@@ -219,6 +219,7 @@ static int compress_scalar(float *restrict cv, int32_t *restrict ci, const float
 const char *const rs_sae_bdec_init_names[RS_SAE_BDEC_COUNT] = {"geometric_median", "mean", "zero"};
 const char *const rs_sae_enc_init_names[RS_SAE_ENC_COUNT] = {"tied", "data", "openai", "sparsify"};
 const char *const rs_sae_aux_norm_names[RS_SAE_AUX_COUNT] = {"residual", "input"};
+const char *const rs_sae_precision_names[RS_SAE_PREC_COUNT] = {"fp32", "bf16"};
 #define RS_HAVE_AVX512_COMPRESS 1
 /* floats the compress loop fetches ahead: the rows come from a GEMM output far larger than L2 */
 #define RS_SAE_STREAM_AHEAD 1024

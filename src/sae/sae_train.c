@@ -16,6 +16,7 @@
 #include "resae/rng.h"
 #include "resae/sae.h"
 #include "resae/util.h"
+#include "sae_bf16.h"
 #include "sae_kern.h"
 
 
@@ -86,6 +87,9 @@ uint64_t rs_sae_config_hash(const rs_sae_config *c) {
     /* likewise the recipe choices added later: hashed when not the first of their kind */
     int32_t recipe[2] = {(int32_t)c->enc_init, (int32_t)c->aux_norm};
     if (recipe[0] || recipe[1]) h = rs_hash64(h, recipe, sizeof recipe);
+    /* and the encoder product's precision (bf16 changes the trained weights) */
+    int32_t prec = (int32_t)c->encoder_precision;
+    if (prec) h = rs_hash64(h, &prec, sizeof prec);
     return h;
 }
 
@@ -140,13 +144,17 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     if (cfg->batch < 1 || cfg->steps < 0 || cfg->chunk_rows < 1 || cfg->dead_tokens < 1 || cfg->init_tokens < 1 ||
         !(cfg->decay_frac >= 0 && cfg->decay_frac <= 1) || !(cfg->alpha_aux >= 0) || cfg->curve_bins < 0 ||
         cfg->curve_bins > RS_SAE_MAX_CURVE_BINS || (cfg->curve_bins > 0 && cfg->steps < cfg->curve_bins) ||
-        (unsigned)cfg->enc_init >= RS_SAE_ENC_COUNT || (unsigned)cfg->aux_norm >= RS_SAE_AUX_COUNT)
+        (unsigned)cfg->enc_init >= RS_SAE_ENC_COUNT || (unsigned)cfg->aux_norm >= RS_SAE_AUX_COUNT ||
+        (unsigned)cfg->encoder_precision >= RS_SAE_PREC_COUNT)
         RS_FAIL(RS_ERR_CONFIG, "SAE training config invalid: batch=%d steps=%lld chunk_rows=%d dead_tokens=%lld "
-                "init_tokens=%d decay_frac=%g alpha_aux=%g curve_bins=%d enc_init=%d aux_norm=%d (need batch, "
-                "chunk_rows, dead_tokens, init_tokens >= 1, steps >= 0, decay_frac in [0,1], alpha_aux >= 0, "
-                "curve_bins in [0, %d] and at most steps, enc_init and aux_norm one of their names)", cfg->batch,
-                (long long)cfg->steps, cfg->chunk_rows, (long long)cfg->dead_tokens, cfg->init_tokens, cfg->decay_frac,
-                cfg->alpha_aux, cfg->curve_bins, (int)cfg->enc_init, (int)cfg->aux_norm, RS_SAE_MAX_CURVE_BINS);
+                "init_tokens=%d decay_frac=%g alpha_aux=%g curve_bins=%d enc_init=%d aux_norm=%d "
+                "encoder_precision=%d (need batch, chunk_rows, dead_tokens, init_tokens >= 1, steps >= 0, decay_frac "
+                "in [0,1], alpha_aux >= 0, curve_bins in [0, %d] and at most steps, enc_init, aux_norm and "
+                "encoder_precision one of their names)", cfg->batch, (long long)cfg->steps, cfg->chunk_rows,
+                (long long)cfg->dead_tokens, cfg->init_tokens, cfg->decay_frac, cfg->alpha_aux, cfg->curve_bins,
+                (int)cfg->enc_init, (int)cfg->aux_norm, (int)cfg->encoder_precision, RS_SAE_MAX_CURVE_BINS);
+    /* bf16 needs oneDNN in the build and AVX512_BF16 in the CPU: refuse before allocating anything */
+    if (cfg->encoder_precision == RS_SAE_PREC_BF16) RS_TRY(rs_bf16_check());
     t->cfg = *cfg;
     t->cfg.ckpt_path = NULL; /* borrowed strings are not kept */
     t->comm = comm;
@@ -196,9 +204,17 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     t->pair_fill = rs_calloc_aligned((size_t)n, sizeof(int32_t));
     t->pair_tok = rs_calloc_aligned(rows * (size_t)k, sizeof(int32_t));
     t->pair_coef = rs_calloc_aligned(rows * (size_t)k, sizeof(float));
-    /* token blocks of the decode and latent blocks of the backward: about 1 MB of rows each */
-    t->tok_block = (int)(((size_t)1 << 18) / (size_t)d);
-    if (t->tok_block < 1) t->tok_block = 1;
+    /* token blocks of the decode: each block sweeps the decoder rows its codes touch, so a block
+     * should use each row several times (tok_block k / n >= 4) while its output rows stay cached
+     * (at most 8 MB, at least 1 MB of rows); latent blocks of the backward: about 1 MB of rows. The
+     * block size changes no result (each output row sums its codes in latent order). */
+    {
+        size_t tb_lo = ((size_t)1 << 18) / (size_t)d, tb_hi = ((size_t)1 << 21) / (size_t)d;
+        size_t want = 4 * (size_t)n / (size_t)(k > 0 ? k : 1);
+        size_t tb = want < tb_hi ? want : tb_hi;
+        if (tb < tb_lo) tb = tb_lo;
+        t->tok_block = tb < 1 ? 1 : (tb > (size_t)INT32_MAX ? INT32_MAX : (int)tb);
+    }
     t->lat_shift = 0;
     while (t->lat_shift < 30 && ((size_t)2 << t->lat_shift) * 2 * (size_t)d * sizeof(float) <= ((size_t)1 << 20) &&
            ((size_t)1 << t->lat_shift) < (size_t)n)
@@ -220,12 +236,20 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
         rs_sae_trainer_free(t);
         RS_FAIL(RS_ERR_NOMEM, "out of memory for SAE trainer buffers (d=%d, n_latents=%d, %zu local rows)", d, n, rows);
     }
+    if (cfg->encoder_precision == RS_SAE_PREC_BF16) {
+        rs_err e = rs_bf16_ctx_create(&t->bf16, (int)chunk, n, d);
+        if (e) {
+            rs_sae_trainer_free(t);
+            return rs_err_push(e, __FILE__, __LINE__, __func__);
+        }
+    }
     uint64_t s = cfg->seed;
     for (int i = 0; i < 4; i++) t->rng[i] = rs_splitmix64_next(&s);
     return RS_OK;
 }
 
 void rs_sae_trainer_free(rs_sae_trainer *t) {
+    rs_bf16_ctx_free(t->bf16);
     free(t->opt_slab);
     free(t->since_fired);
     free(t->x);
@@ -293,6 +317,7 @@ static rs_err fit_enc_scale(double *alpha, const rs_sae *sae, const float *xs, i
 
 rs_err rs_sae_trainer_init_params(rs_sae_trainer *t, rs_sae_source src) {
     rs_sae *sae = t->sae;
+    rs_bf16_mark_dirty(t->bf16);
     int d = sae->d, n = sae->n_latents;
     rs_sae_params *p = &sae->p;
     size_t nd = (size_t)n * (size_t)d;
@@ -466,7 +491,7 @@ static int dead_set(rs_sae_trainer *t) {
 
 /* Encoder over chunks of rows (GEMM into t->pre), then per row the top-k codes and, when ka > 0,
  * the top-ka codes among the dead latents. */
-static void encode_topk(rs_sae_trainer *t, int rows, int ka) {
+static rs_err encode_topk(rs_sae_trainer *t, int rows, int ka) {
     const rs_sae_params *p = &t->sae->p;
     int d = t->sae->d, n = t->sae->n_latents, k = t->sae->k;
     const size_t ld = 2 * (size_t)d;
@@ -475,8 +500,12 @@ static void encode_topk(rs_sae_trainer *t, int rows, int ka) {
     for (int r0 = 0; r0 < rows; r0 += chunk) {
         int m = rows - r0 < chunk ? rows - r0 : chunk;
         double t0 = cpu_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, t->gx + (size_t)r0 * ld + (size_t)d, (int)ld,
-                    p->W_enc, d, 0.0f, t->pre, n);
+        const float *xc = t->gx + (size_t)r0 * ld + (size_t)d;
+        if (t->bf16) /* converts W_enc first when the last update marked it dirty */
+            RS_TRY(rs_bf16_encoder_gemm(t->bf16, m, n, d, xc, ld, p->W_enc, t->pre));
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, xc, (int)ld, p->W_enc, d, 0.0f, t->pre,
+                        n);
         double t1 = cpu_now();
         for (int r = 0; r < m; r++) {
             const float *pr = t->pre + (size_t)r * (size_t)n;
@@ -490,6 +519,7 @@ static void encode_topk(rs_sae_trainer *t, int rows, int ka) {
         t->t_gemm += t1 - t0;
         t->t_select += cpu_now() - t1;
     }
+    return RS_OK;
 }
 
 /* One list of codes: rows x kk (latent, value) slots; slot (r, s) belongs to token tok0 + r. */
@@ -644,7 +674,7 @@ static rs_err forward(rs_sae_trainer *t, rs_sae_step_stats *st, const float *x /
     fwd_batch b = {0};
     RS_TRY(batch_center(&b, t, x, rows));
     b.ka = dead_set(t);
-    encode_topk(t, rows, b.ka);
+    RS_TRY(encode_topk(t, rows, b.ka));
 
     /* latent-major pair lists of the main codes (token order within a latent), then the decode */
     double t0 = cpu_now();
@@ -800,6 +830,7 @@ static void backward(rs_sae_trainer *t, const adam_coef *fuse) {
 
 static void finish_step(rs_sae_trainer *t) {
     int n = t->sae->n_latents;
+    rs_bf16_mark_dirty(t->bf16); /* the parameters were just updated */
     for (int j = 0; j < n; j++) t->since_fired[j] = t->fired[j] ? 0 : t->since_fired[j] + t->cfg.batch;
     t->step++;
 }
@@ -1055,6 +1086,7 @@ done:
 
 rs_err rs_sae_ckpt_load(rs_sae_trainer *t, const char *path) {
     rs_err err = ckpt_read_file(t, path);
+    rs_bf16_mark_dirty(t->bf16);
     if (t->size > 1) RS_AGREE(err, t->comm, "loading the SAE checkpoint");
     RS_TRY(err);
     return RS_OK;

@@ -1,5 +1,6 @@
 /* TopK SAE training throughput (C side of tests/bench/sae_bench.sh).
  *   sae_bench DIR [--d 512] [--n 8192] [--k 64] [--batch 4096] [--steps 40] [--pool 32768] [--write]
+ *             [--encoder-precision fp32|bf16]
  * Trains on a pool of synthetic rows (cycled), reports tokens/s, the per-phase split, the encoder
  * GEMM's share and GFLOP/s, and a standalone SGEMM of the same shape. With --write it first
  * stores the pool (DIR/pool.f32, (pool, d)) and the initial parameters (DIR/init.f32, the slab)
@@ -50,11 +51,12 @@ static int write_file(const char *path, const void *buf, size_t bytes) {
 int main(int argc, char **argv) {
     rs_log_init(0);
     if (argc < 2) {
-        fprintf(stderr, "usage: sae_bench DIR [--d D] [--n N] [--k K] [--batch B] [--steps S] [--pool P] [--write]\n");
+        fprintf(stderr, "usage: sae_bench DIR [--d D] [--n N] [--k K] [--batch B] [--steps S] [--pool P] [--write] "
+                "[--encoder-precision fp32|bf16]\n");
         return 2;
     }
     const char *dir = argv[1];
-    int d = 512, n = 8192, k = 64, batch = 4096, steps = 40, wr = 0, chunk = 1024;
+    int d = 512, n = 8192, k = 64, batch = 4096, steps = 40, wr = 0, chunk = 1024, prec = RS_SAE_PREC_FP32;
     int64_t npool = 32768;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--write")) wr = 1;
@@ -65,6 +67,14 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--steps")) steps = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--chunk")) chunk = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--pool")) npool = atoll(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--encoder-precision")) {
+            const char *v = argv[++i];
+            for (prec = 0; prec < RS_SAE_PREC_COUNT && strcmp(v, rs_sae_precision_names[prec]); prec++) {}
+            if (prec == RS_SAE_PREC_COUNT) {
+                fprintf(stderr, "--encoder-precision: '%s' is not fp32 or bf16\n", v);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "unknown argument %s\n", argv[i]);
             return 2;
@@ -88,6 +98,7 @@ int main(int argc, char **argv) {
     cfg.warmup_steps = steps / 10;
     cfg.seed = 1;
     cfg.chunk_rows = chunk;
+    cfg.encoder_precision = (enum rs_sae_precision)prec;
     rs_sae_trainer t;
     if (rs_sae_trainer_init(&t, &sae, &cfg, MPI_COMM_NULL) || rs_sae_trainer_init_params(&t, src)) {
         rs_err_print();
@@ -139,6 +150,7 @@ int main(int argc, char **argv) {
     double g_cpu = t.t_gemm - tg0 > 0 ? (t.t_gemm - tg0) / timed : 0;
     double rest = (t.t_prep + t.t_select + t.t_decode + t.t_backward + t.t_update) / steps;
     double g_all = t.t_gemm / steps;
+    printf("C: encoder %s\n", rs_sae_precision_names[prec]);
     printf("C: %d steps of %d tokens, %.1f ms/step wall, %.0f tokens/s (%.0f tokens per CPU second), final fvu "
            "(mean last %d steps) %.4f\n", steps, batch, 1e3 * step_s, batch / step_s, batch / step_cpu, tail, fvu_tail);
     printf("C CPU time per step: encoder GEMM %.1f ms (%.1f GFLOP/s), everything else %.1f ms "

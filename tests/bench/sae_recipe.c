@@ -4,7 +4,7 @@
  *   sae_recipe --synth D M K_TRUE [options]   the known-dictionary source of tests/sae/sae_synth.h
  * Options: --n N --k K --batch B --tokens T --lr LR (0: auto) --warmup W --decay F --dead-tokens D
  *          --alpha-aux A --enc-init tied|data|openai|sparsify --bdec geometric_median|mean|zero
- *          --aux-norm residual|input --points P --seed S --eval-rows R
+ *          --aux-norm residual|input --points P --seed S --eval-rows R --encoder-precision fp32|bf16
  * Output lines:
  *   curve TOKENS FVU_EVAL DEAD_TRAIN
  *   final tokens T fvu_eval F fvu_train_tail F dead_train X dead_eval Y [recovered R] init_fvu F0 seconds S
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
     int n = 256, k = 8, batch = 1024, points = 20;
     int64_t tokens = 2380000, dead_tokens = 0, eval_rows = 30000, warmup = -1;
     double lr = 0.004, decay = 0.2, alpha_aux = 1.0 / 32;
-    int enc = RS_SAE_ENC_TIED, bdec = RS_SAE_BDEC_GEOMEDIAN, auxn = RS_SAE_AUX_RESIDUAL;
+    int enc = RS_SAE_ENC_TIED, bdec = RS_SAE_BDEC_GEOMEDIAN, auxn = RS_SAE_AUX_RESIDUAL, prec = RS_SAE_PREC_FP32;
     uint64_t seed = 1;
     for (int i = ai; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -154,6 +154,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--enc-init")) enc = pick(rs_sae_enc_init_names, RS_SAE_ENC_COUNT, v, a);
         else if (!strcmp(a, "--bdec")) bdec = pick(rs_sae_bdec_init_names, RS_SAE_BDEC_COUNT, v, a);
         else if (!strcmp(a, "--aux-norm")) auxn = pick(rs_sae_aux_norm_names, RS_SAE_AUX_COUNT, v, a);
+        else if (!strcmp(a, "--encoder-precision")) prec = pick(rs_sae_precision_names, RS_SAE_PREC_COUNT, v, a);
         else {
             fprintf(stderr, "sae_recipe: unknown option %s\n", a);
             return 2;
@@ -206,6 +207,7 @@ int main(int argc, char **argv) {
     cfg.enc_init = enc;
     cfg.bdec_init = bdec;
     cfg.aux_norm = auxn;
+    cfg.encoder_precision = prec;
     cfg.seed = seed;
     rs_sae_trainer t;
     if (rs_sae_trainer_init(&t, &sae, &cfg, MPI_COMM_NULL) || rs_sae_trainer_init_params(&t, src)) {

@@ -295,7 +295,7 @@ static void test_sae_config(void **state) {
     rs_config_free(&c);
     int n = 0;
     check_sae_fields(&rs_cfg_root, base, &n);
-    assert_int_equal(n, 15); /* seed and the train.* fields but shuffle_buffer */
+    assert_int_equal(n, 16); /* seed and the train.* fields but shuffle_buffer */
 }
 
 /* ============================================================================================
