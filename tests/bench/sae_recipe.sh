@@ -63,23 +63,25 @@ for b in $budgets; do
     [[ ",$rb," == *",$b,"* ]] || continue
     opts=${opts//DT100/$(( tokens / 100 ))}
     opts=${opts//DT50/$(( tokens / 50 ))}
+    # a result counts only for the settings that produced it: a recipe whose options changed reruns
+    sig=$(printf '%s' "$tokens $opts" | cksum | cut -d' ' -f1)
     for s in $streams; do
-      for k in $ks; do echo "$b $name $s $k $tokens $opts" >>"$list"; done
+      for k in $ks; do echo "$b $name $s $k $tokens $sig $opts" >>"$list"; done
     done
-    for k in 4 8; do echo "$b $name synth $k $tokens $opts" >>"$list"; done
+    for k in 4 8; do echo "$b $name synth $k $tokens $sig $opts" >>"$list"; done
   done <<<"$recipes"
 done
 # results are kept: a second call runs only what is missing (remove $out/results.txt to redo)
 touch "$out/results.txt"
 sed -i '/FAILED/d' "$out/results.txt"
 todo=$out/todo.txt
-awk 'NR == FNR { done[$1 " " $2 " " $3 " " $4] = 1; next } { split($3, s, ":"); if (!((($1 " " $2 " " s[1] " " $4)) in done)) print }' \
+awk 'FILENAME == ARGV[1] { done[$1 " " $2 " " $3 " " $4 " " $5] = 1; next } { split($3, s, ":"); if (!((($1 " " $2 " " s[1] " " $4 " " $6)) in done)) print }' \
   "$out/results.txt" "$list" >"$todo"
 echo "== $(wc -l <"$list") trainings, $(wc -l <"$todo") to run ($jobs at a time), results in $out/results.txt"
 one() {
   set -- $1
-  local b=$1 name=$2 s=${3%%:*} k=$4 tokens=$5; shift 5
-  local key="$b $name $s $k" src="$out/$s" n=256
+  local b=$1 name=$2 s=${3%%:*} k=$4 tokens=$5 sig=$6; shift 6
+  local key="$b $name $s $k $sig" src="$out/$s" n=256
   [ "$s" = synth ] && src="--synth 128 512 4" n=512
   local f
   f=$("$bin" $src --n $n --k "$k" --tokens "$tokens" --points 10 "$@" 2>/dev/null | sed -n 's/^final //p') ||
@@ -91,9 +93,12 @@ export bin out
 xargs -P "$jobs" -I{} bash -c 'one "$@"' _ {} <"$todo" >>"$out/results.txt"
 if grep -q FAILED "$out/results.txt"; then grep FAILED "$out/results.txt" >&2; echo "error: trainings failed" >&2; exit 1; fi
 
-# tables: FVU_eval / dead_eval per (stream, k) x recipe, and per recipe the mean ratio to today
+# tables: FVU_eval / dead_eval per (stream, k) x recipe, and per recipe the mean ratio to today;
+# only lines of this call's list with its settings count (the last one where a key repeats)
 awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
-  { for (i = 5; i < NF; i += 2) v[$(i)] = $(i + 1)
+  FILENAME == ARGV[1] { split($3, sp, ":"); want[$1 " " $2 " " sp[1] " " $4 " " $6] = 1; next }
+  !(($1 " " $2 " " $3 " " $4 " " $5) in want) { next }
+  { delete v; for (i = 6; i < NF; i += 2) v[$(i)] = $(i + 1)
     key = $3 " k=" $4; fvu[$1, $2, key] = v["fvu_eval"]; dead[$1, $2, key] = v["dead_eval"]
     if (v["recovered"] != "") rec[$1, $2, key] = v["recovered"]
     if (!(key in seen)) { seen[key] = 1; keys[nk++] = key }
@@ -112,8 +117,9 @@ awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
       }
       printf "%-16s", "FVU / today"
       for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
-        s = 0; for (q = 0; q < nk; q++) s += log(fvu[b, r[j], keys[q]] / fvu[1, "today", keys[q]])
-        printf " %15.3f", exp(s / nk) }
+        s = 0; miss = 0
+        for (q = 0; q < nk; q++) if ((1, "today", keys[q]) in fvu) s += log(fvu[b, r[j], keys[q]] / fvu[1, "today", keys[q]]); else miss = 1
+        if (miss) printf " %15s", "(no today)"; else printf " %15.3f", exp(s / nk) }
       printf "  (geometric mean)\n%-16s", "worst dead"
       for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
         w = 0; for (q = 0; q < nk; q++) if (dead[b, r[j], keys[q]] > w) w = dead[b, r[j], keys[q]]
@@ -121,4 +127,4 @@ awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
       printf "\n%-16s", "synth recovered"
       for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %7.2f %7.2f", rec[b, r[j], "synth k=4"], rec[b, r[j], "synth k=8"]
       printf "  (k=4 k=8: true atoms with a decoder row at cosine > 0.9)\n"
-    } }' "$out/results.txt"
+    } }' "$list" "$out/results.txt"
