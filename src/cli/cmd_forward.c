@@ -23,8 +23,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: resae forward --model DIR --tokens FILE --out OUT.h5 [options]\n"
             "\n"
-            "Runs a Hugging Face checkpoint (GPT-NeoX / Pythia) over fixed-length token sequences in fp32 and\n"
-            "writes an HDF5 file with\n"
+            "Runs a Hugging Face checkpoint (GPT-NeoX / Pythia or Gemma-2, chosen by config.json's model_type)\n"
+            "over fixed-length token sequences in fp32 and writes an HDF5 file with\n"
             "  /ce          float32 [n_seq, T-1]  cross-entropy of predicting token t+1 at position t\n"
             "  /resid/<L>   float32 [n_seq, T, d] residual stream after block L, before the final layer norm\n"
             "               (L = -1: the embedding output), for each layer of --layers\n"
