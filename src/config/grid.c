@@ -34,6 +34,15 @@ static uint64_t inputs_hash(const rs_config *c, const rs_model_config *mc) {
     h = h_f64(h, mc->rotary_base);
     h = h_f64(h, mc->layer_norm_eps);
     h = h_str(h, mc->hidden_act);
+    if (mc->arch == RS_ARCH_GEMMA2) { /* the fields GPT-NeoX does not have (its hashes are unchanged) */
+        int64_t g2[] = {mc->n_kv_heads, mc->head_dim, mc->sliding_window};
+        for (size_t i = 0; i < sizeof g2 / sizeof *g2; i++) h = h_i64(h, g2[i]);
+        for (int l = 0; l < mc->n_layers; l++) h = h_i64(h, mc->layer_sliding[l]);
+        h = h_f64(h, mc->query_pre_attn_scalar);
+        h = h_f64(h, mc->attn_softcap);
+        h = h_f64(h, mc->final_softcap);
+        h = h_f64(h, mc->embed_scale);
+    }
     return rs_cfg_hash(h, c, H_INPUTS, 0);
 }
 
@@ -383,13 +392,29 @@ void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c,
  * Cost model (rough, stated in docs/config.md)
  * ========================================================================================== */
 
+/* Mean forward FLOP per token of one block: the Q, K, V and output projections (2d(2 H hd + 2 KV hd);
+ * GPT-NeoX: 8d^2), the MLP (GPT-NeoX 4 d d_ff; Gemma-2's GeGLU has three matrices, 6 d d_ff) and causal
+ * attention over ~T/2 keys (2 H hd T; a sliding layer sees at most its window). */
+static double block_flops(const rs_model_config *mc, double T) {
+    double d = mc->d_model;
+    double hd = mc->head_dim > 0 ? mc->head_dim : d / mc->n_heads;
+    double kv = mc->n_kv_heads > 0 ? mc->n_kv_heads : mc->n_heads;
+    double qo = mc->n_heads * hd;
+    double f = 2 * d * (2 * qo + 2 * kv * hd) + (mc->arch == RS_ARCH_GEMMA2 ? 6.0 : 4.0) * d * mc->d_ff;
+    double keys = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        double w = mc->sliding_window > 0 && mc->layer_sliding[l] && mc->sliding_window < T ? mc->sliding_window : T;
+        keys += w;
+    }
+    return f + 2 * qo * (mc->n_layers > 0 ? keys / mc->n_layers : T);
+}
+
 void rs_grid_estimate_cost(rs_grid_cost *out, const rs_grid *g, const rs_config *c, const rs_model_config *mc) {
     memset(out, 0, sizeof *out);
     double d = mc->d_model, T = (double)(c->data.seq_len ? c->data.seq_len : mc->max_positions);
     out->seq_len_assumed = (int64_t)T;
     double nl = (double)g->n_latents;
-    /* per token and block: QKV + output projections 8d^2, MLP 4 d d_ff, causal attention ~2 d T */
-    double f_block = 8 * d * d + 4 * d * mc->d_ff + 2 * d * T;
+    double f_block = block_flops(mc, T);
     double f_unembed = 2 * d * mc->vocab_size;
     double cal = (double)c->data.calibration, tr = (double)c->data.train, ev = (double)c->data.eval;
 

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,10 +277,86 @@ static void test_cost(void **state) {
     rs_config_free(&c);
 }
 
+/* The model fields that differ between the architectures: the cost model's block FLOP against the
+ * formulas in docs/config.md, computed here by hand, and the inputs hash, which must see every
+ * Gemma-2 field that changes the forward pass (and keeps GPT-NeoX's hash as it was). */
+static void grid_for(rs_config *c, rs_grid *g, const rs_model_config *m) {
+    static const char text[] = "name: t\nmodel: {path: m}\n"
+                               "data: {tokens: t.h5, splits: {calibration: 1000, train: 100000, eval: 1000}}\n"
+                               "train: {tokens: 50000, warmup_steps: 1}\nlayers:\n  sets:\n    - {layers: [0, 2, 4]}\n"
+                               "sae: {k: [4]}\n";
+    if (rs_config_load_text(c, "/tmp/grid-test/inline.yaml", text, strlen(text))) fail_msg("config: %s", rs_err_msg());
+    if (rs_grid_build(g, c, m)) fail_msg("grid: %s", rs_err_msg());
+}
+
+static rs_model_config gemma8(void) {
+    rs_model_config m = model8();
+    m.arch = RS_ARCH_GEMMA2;
+    snprintf(m.arch_name, sizeof m.arch_name, "Gemma2ForCausalLM");
+    m.n_heads = 4, m.n_kv_heads = 2, m.head_dim = 48, m.d_ff = 384, m.rotary_pct = 1, m.parallel_residual = 0;
+    m.query_pre_attn_scalar = 48, m.attn_softcap = 50, m.final_softcap = 30, m.sliding_window = 64;
+    for (int l = 0; l < m.n_layers; l += 2) m.layer_sliding[l] = 1;
+    m.embed_scale = 11.3137085f;
+    snprintf(m.hidden_act, sizeof m.hidden_act, "gelu_pytorch_tanh");
+    return m;
+}
+
+static void cost_and_hash(const rs_model_config *m, double *harvest, uint64_t *hash) {
+    rs_config c;
+    rs_grid g;
+    rs_grid_cost k;
+    grid_for(&c, &g, m);
+    rs_grid_estimate_cost(&k, &g, &c, m);
+    *harvest = k.harvest;
+    *hash = g.inputs_hash;
+    rs_grid_free(&g);
+    rs_config_free(&c);
+}
+
+static void test_arch_cost_hash(void **state) {
+    (void)state;
+    const double tokens = 1000 + 100000 + 1000, blocks = 5, T = 256; /* harvest runs blocks 0..4 */
+    double h;
+    uint64_t neox_hash, hash;
+    rs_model_config n = model8();
+    cost_and_hash(&n, &h, &neox_hash);
+    double d = 128, f = 8 * d * d + 4 * d * 512 + 2 * d * T;
+    assert_true(fabs(h - tokens * blocks * f) <= 1e-12 * h);
+    /* fields GPT-NeoX does not read leave its hash alone */
+    n.attn_softcap = 50, n.sliding_window = 64;
+    cost_and_hash(&n, &h, &hash);
+    assert_true(hash == neox_hash);
+
+    rs_model_config g = gemma8();
+    uint64_t g_hash;
+    cost_and_hash(&g, &h, &g_hash);
+    /* Q, O: 4 x 48 = 192 wide; K, V: 2 x 48 = 96; GeGLU 3 matrices; half the layers see 64 keys */
+    double qo = 192, kv = 96, keys = (64 + T) / 2;
+    double fg = 2 * d * (2 * qo + 2 * kv) + 6 * d * 384 + 2 * qo * keys;
+    assert_true(fabs(h - tokens * blocks * fg) <= 1e-12 * h);
+    assert_true(g_hash != neox_hash);
+    /* every Gemma-2 field that changes the forward pass changes the identity */
+    for (int field = 0; field < 8; field++) {
+        rs_model_config v = gemma8();
+        switch (field) {
+        case 0: v.n_kv_heads = 4; break;
+        case 1: v.head_dim = 32; break;
+        case 2: v.sliding_window = 32; break;
+        case 3: v.layer_sliding[0] = 0, v.layer_sliding[1] = 1; break;
+        case 4: v.query_pre_attn_scalar = 32; break;
+        case 5: v.attn_softcap = 0; break;
+        case 6: v.final_softcap = 0; break;
+        default: v.embed_scale = 1; break;
+        }
+        cost_and_hash(&v, &h, &hash);
+        if (hash == g_hash) fail_msg("Gemma-2 field %d left the inputs hash unchanged", field);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_grid), cmocka_unit_test(test_overlap_variants), cmocka_unit_test(test_hashes),
-        cmocka_unit_test(test_model_errors), cmocka_unit_test(test_cost),
+        cmocka_unit_test(test_model_errors), cmocka_unit_test(test_cost), cmocka_unit_test(test_arch_cost_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
