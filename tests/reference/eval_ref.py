@@ -4,8 +4,8 @@ usage: eval_ref.py RUN_DIR [--tol-ce 1e-5] [--tol-ev 1e-6] [--pick I,J,...]
 
 Reads the finished run (activations.h5, the token file, config.yaml and results.h5 for the SAE and
 affine parameters), recomputes every number of /eval/recon, /eval/redundancy and /eval/ce from the
-definitions, with plain full forward passes (no cached streams) of tests/reference/neox_np.py in
-float64, and compares. Exits 1 on any mismatch beyond the tolerances (CE-derived columns: --tol-ce,
+definitions, with plain full forward passes (no cached streams) of tests/reference/neox_np.py or
+gemma2_np.py (by config.json's model_type) in float64, and compares. Exits 1 on any mismatch beyond the tolerances (CE-derived columns: --tol-ce,
 absolute, propagated through the ratios of recovered CE and the sum of overinteraction; EV, MSE and redundancy: --tol-ev, absolute; L0 and dead fractions: 1e-9). --pick checks only those evaluations (indices in the order
 of (set, variant, k, seed)), to keep tests at several rank counts short.
 """
@@ -17,7 +17,16 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gemma2_np  # noqa: E402
 import neox_np  # noqa: E402
+
+
+def load_model(path):
+    """The float64 reference model for the checkpoint's architecture (config.json's model_type)."""
+    import json
+    with open(os.path.join(path, "config.json")) as f:
+        kind = json.load(f).get("model_type")
+    return gemma2_np.Gemma2(path) if kind == "gemma2" else neox_np.NeoX(path)
 
 
 def topk_sae(x, g, k):
@@ -257,7 +266,7 @@ def main():
     res = h5py.File(os.path.join(run, "results.h5"), "r")
     skip = int(store.attrs["skip_pos0"])
     p0 = 1 if cfg["data"]["exclude_first_position"] else 0
-    model = neox_np.NeoX(cfg["model"]["path"])
+    model = load_model(cfg["model"]["path"])
     ids = store["eval/seq_ids"][:]
     tokens = h5py.File(cfg["data"]["tokens"], "r")["tokens"][:][ids]
     rec, red, ce = res["eval/recon"][:], res["eval/redundancy"][:], res["eval/ce"][:]

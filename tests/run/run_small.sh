@@ -19,12 +19,15 @@ resae=$1 mpiexec=$2 out=$3 src=$4 mode=$5 arg=${6:-}
 py=/usr/bin/python3
 check=$src/tests/run/compare_results.py
 data=$src/tests/data/pipeline
+# RESAE_PIPELINE_MODEL=gemma2_model: the same experiment on the Gemma-2 model of that directory
+pm=${RESAE_PIPELINE_MODEL:-model}
+sfx=; [ "$pm" = model ] || sfx=_$pm
 RANDOM=${RESAE_TEST_SEED:-$$}
 
 mpi() { "$mpiexec" --oversubscribe --bind-to none --mca btl self,vader -n "$@"; }
 # a copy of the config with its own run directory and absolute data paths
 make_config() {
-  sed -e "s#^run_dir:.*#run_dir: $2#" -e "s#path: model#path: $data/model#" \
+  sed -e "s#^run_dir:.*#run_dir: $2#" -e "s#path: model#path: $data/$pm#" \
       -e "s#tokens: tokens.h5#tokens: $data/tokens.h5#" "$data/small.yaml" >"$1"
 }
 fail() { echo "FAIL: $*"; exit 1; }
@@ -32,7 +35,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 case $mode in
 harvest)
   # stores from 1, 2 and 4 ranks are identical, and equal `resae forward`'s residual streams
-  dir=$out/pipeline_harvest; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_harvest; rm -rf "$dir"; mkdir -p "$dir"
   for n in 1 2 4; do
     make_config "$dir/np$n.yaml" "$dir/np$n"
     mpi "$n" "$resae" run --until harvest "$dir/np$n.yaml" >"$dir/np$n.log" 2>&1 || { tail -30 "$dir/np$n.log"; fail "harvest at $n ranks"; }
@@ -41,13 +44,13 @@ harvest)
   for n in 2 4; do
     h5diff "$dir/np1/activations.h5" "$dir/np$n/activations.h5" || fail "store at $n ranks differs from 1 rank"
   done
-  "$resae" forward --model "$data/model" --tokens "$data/tokens.h5" --out "$dir/forward.h5" --layers 0,1,2,3 \
+  "$resae" forward --model "$data/$pm" --tokens "$data/tokens.h5" --out "$dir/forward.h5" --layers 0,1,2,3 \
     >"$dir/forward.log" 2>&1 || { tail "$dir/forward.log"; fail "resae forward"; }
   "$py" "$src/tests/run/check_store_vs_forward.py" "$dir/np1/activations.h5" "$dir/forward.h5" || fail "store vs forward"
   echo "harvest stores at 1, 2, 4 ranks identical and equal to resae forward"
   ;;
 ranks)
-  dir=$out/pipeline_np$arg; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_np$arg; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/small.yaml" "$dir/run"
   mpi "$arg" "$resae" run "$dir/small.yaml" >"$dir/log" 2>&1 || { tail -30 "$dir/log"; fail "run at $arg ranks"; }
   "$py" "$check" "$dir/run/results.h5" || fail "results check"
@@ -94,13 +97,13 @@ PYEOF
   echo "pipeline at $arg ranks: ok"
   ;;
 kill)
-  dir=$out/pipeline_kill; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_kill; rm -rf "$dir"; mkdir -p "$dir"
   # the uninterrupted reference reads a copy of the model and tokens elsewhere: results must not
   # depend on where the data lives
-  mkdir -p "$dir/moved" && cp -r "$data/model" "$data/tokens.h5" "$dir/moved/"
+  mkdir -p "$dir/moved" && cp -r "$data/$pm" "$data/tokens.h5" "$dir/moved/"
   make_config "$dir/ref.yaml" "$dir/ref"
-  sed -i -e "s#$data/model#$dir/moved/model#" -e "s#$data/tokens.h5#$dir/moved/tokens.h5#" "$dir/ref.yaml"
-  grep -q "$dir/moved/model" "$dir/ref.yaml" || fail "could not point the reference at the moved data"
+  sed -i -e "s#$data/$pm#$dir/moved/$pm#" -e "s#$data/tokens.h5#$dir/moved/tokens.h5#" "$dir/ref.yaml"
+  grep -q "$dir/moved/$pm" "$dir/ref.yaml" || fail "could not point the reference at the moved data"
   make_config "$dir/run.yaml" "$dir/run"
   mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
   for i in 1 2 3 4; do
@@ -122,7 +125,7 @@ kill)
 killeval)
   # SIGKILL inside the evaluation stage: the restart keeps the finished evaluation task files, runs
   # only the others, and the results equal an uninterrupted run's
-  dir=$out/pipeline_killeval; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_killeval; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/ref.yaml" "$dir/ref"
   make_config "$dir/run.yaml" "$dir/run"
   mpi 2 "$resae" run "$dir/ref.yaml" >"$dir/ref.log" 2>&1 || { tail -30 "$dir/ref.log"; fail "reference run"; }
@@ -155,7 +158,7 @@ killeval)
   echo "killed in evaluation and restarted: results identical"
   ;;
 term)
-  dir=$out/pipeline_term; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_term; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/ref.yaml" "$dir/ref"
   make_config "$dir/run.yaml" "$dir/run"
   # one group of 2 ranks (tasks one after another) and a larger grid (4 seeds, batch 256: 64 SAEs of
@@ -198,7 +201,7 @@ groups)
   # N ranks in groups of GS: tasks run on every group (rank 0's too, by the task table); two runs
   # are bitwise equal; a run with one group of N agrees within 1e-4 (reductions differ)
   n=$arg gs=${7:?groups needs N and GS}
-  dir=$out/pipeline_groups_np${n}_gs$gs; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_groups_np${n}_gs$gs; rm -rf "$dir"; mkdir -p "$dir"
   for r in a b one; do
     make_config "$dir/$r.yaml" "$dir/$r"
     g=$gs; [ $r = one ] && g=$n
@@ -229,7 +232,7 @@ PYEOF
   echo "groups of $gs at $n ranks: tasks on every group, repeatable, equal to one group within 1e-4"
   ;;
 killgrid)
-  dir=$out/pipeline_killgrid; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_killgrid; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/grid.yaml" "$dir/unused"
   printf 'parallel:\n  group_size: 1\n' >>"$dir/grid.yaml"
   sed -i -e 's/^  seeds: \[0\]/  seeds: [0, 1, 2, 3]/' -e 's/^  batch_size: 1024/  batch_size: 256/' "$dir/grid.yaml"
@@ -241,7 +244,7 @@ killgrid)
   RESAE_KILL_DMIN=0.5 bash "$src/tests/run/kill_grid.sh" "$resae" "$dir/grid.yaml" 10 2 "$dir/kill" "$mpiexec"
   ;;
 changed)
-  dir=$out/pipeline_changed; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_changed; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/a.yaml" "$dir/run"
   mpi 2 "$resae" run "$dir/a.yaml" >"$dir/a.log" 2>&1 || { tail -30 "$dir/a.log"; fail "run of config A"; }
   (cd "$dir/run/tasks" && sha256sum ./*.h5) >"$dir/a.sums"
@@ -278,7 +281,7 @@ changed)
 lock)
   # one run per run directory: a live holder (another resae run, or a process holding run.lock) is
   # refused by name before anything is written; a lock left by a killed run elsewhere is taken over
-  dir=$out/pipeline_lock; rm -rf "$dir"; mkdir -p "$dir"
+  dir=$out/pipeline${sfx}_lock; rm -rf "$dir"; mkdir -p "$dir"
   make_config "$dir/small.yaml" "$dir/run"
   mkdir -p "$dir/run"
   "$py" - "$dir/run/run.lock" "$dir/held" <<'PYEOF' &

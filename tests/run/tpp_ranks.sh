@@ -11,14 +11,17 @@ set -uo pipefail
 resae=$1 mpiexec=$2 out=$3 src=$4
 py=/usr/bin/python3
 data=$src/tests/data/pipeline
-dir=$out/pipeline_tpp_ranks
+# RESAE_PIPELINE_MODEL=gemma2_model: the same experiment on the Gemma-2 model of that directory
+pm=${RESAE_PIPELINE_MODEL:-model}
+sfx=; [ "$pm" = model ] || sfx=_$pm
+dir=$out/pipeline${sfx}_tpp_ranks
 rm -rf "$dir"; mkdir -p "$dir"
 mpi() { "$mpiexec" --oversubscribe --bind-to none --mca btl self,vader -n "$@"; }
 fail() { echo "FAIL: $*"; exit 1; }
 
 "$py" "$src/tests/run/make_probe_windows.py" "$data/tokens.h5" "$dir/probe.h5" || fail "making the labelled windows"
 make_config() {
-  sed -e "s#^run_dir:.*#run_dir: $dir/np$1#" -e "s#path: model#path: $data/model#" \
+  sed -e "s#^run_dir:.*#run_dir: $dir/np$1#" -e "s#path: model#path: $data/$pm#" \
       -e "s#tokens: tokens.h5#tokens: $data/tokens.h5#" \
       -e "s#^    - {name: even, layers: \[0, 2\]}#&\n    - {name: one, layers: [2]}#" \
       -e "s#^  batch_sequences: 8#  batch_sequences: 8\n  probing: {data: $dir/probe.h5, n_train: 20, n_test: 8, classes_per_set: 3}\n  tpp: {enabled: true, budgets: [2, 5], epochs: 30}#" \
