@@ -1,9 +1,11 @@
-"""Tokens/s of `resae forward` against the PyTorch reference (tests/reference/neox.py), same machine,
-same run, same BLAS (OpenBLAS, SkylakeX kernels), same thread counts.
+"""Tokens/s of `resae forward` against the PyTorch reference (tests/reference/neox.py or gemma2.py),
+same machine, same run, same BLAS (OpenBLAS, SkylakeX kernels), same thread counts.
 
-usage: forward_bench.py RESAE_BINARY [--threads 1,2] [--repeats 3] [--workdir DIR]
-Model: random GPT-NeoX, d=512, 8 heads, 8 layers, ff 2048, vocab 50304, fp32; data: 4 batches of
-8 x 256 tokens. Both sides compute the full forward pass and the per-token CE (no logits written).
+usage: forward_bench.py RESAE_BINARY [--arch neox|gemma2] [--threads 1,2] [--repeats 3] [--workdir DIR]
+Model: random GPT-NeoX, d=512, 8 heads, 8 layers, ff 2048, vocab 50304, fp32; or (--arch gemma2) a
+Gemma-2-shaped one: d=512, 8 query / 4 kv heads of head_dim 96 (!= d / heads), 8 layers with a
+sliding window of 128 on the even ones, GeGLU ff 2048, both soft-caps (50, 30), tied, vocab 50304,
+fp32. Data: 4 batches of 8 x 256 tokens. Both sides compute the full forward pass and the per-token CE (no logits written).
 resae's rate is the one its progress line reports for the forward loop (token reads, passes and
 /ce writes; model loading excluded); PyTorch's is timed around the same loop. Best of --repeats.
 Run through tests/bench/forward_bench.sh, which sets OPENBLAS_CORETYPE for both.
@@ -22,22 +24,35 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 CFG = dict(hidden_size=512, num_attention_heads=8, num_hidden_layers=8, intermediate_size=2048, vocab_size=50304,
            rotary_pct=0.25, use_parallel_residual=True, max_position_embeddings=2048)
+GEMMA_CFG = dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=4, head_dim=96, num_hidden_layers=8,
+                 intermediate_size=2048, vocab_size=50304, sliding_window=128, query_pre_attn_scalar=96,
+                 attn_logit_softcapping=50.0, final_logit_softcapping=30.0, max_position_embeddings=2048)
 B, T, NBATCH = 8, 256, 4
 
 
-def prepare(workdir):
-    import torch
+def reference(arch):
+    """The PyTorch reference module for the architecture."""
+    import gemma2
     import neox
-    mdir = os.path.join(workdir, "model")
+    return gemma2 if arch == "gemma2" else neox
+
+
+def prepare(workdir, arch="neox"):
+    import torch
+    ref = reference(arch)
+    mdir = os.path.join(workdir, "model" if arch == "neox" else "model_" + arch)
     tok_path = os.path.join(workdir, "tokens.h5")
     if not os.path.exists(os.path.join(mdir, "model.safetensors")):
         torch.manual_seed(0)
-        model = neox.GPTNeoX(neox.make_config(**CFG))
+        if arch == "gemma2":
+            model = ref.Gemma2(ref.make_config(**GEMMA_CFG))
+        else:
+            model = ref.GPTNeoX(ref.make_config(**CFG))
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if p.dim() == 2:
                     p.normal_(0, 0.02)
-        neox.save_checkpoint(model, mdir)
+        ref.save_checkpoint(model, mdir)
     if not os.path.exists(tok_path):
         rng = np.random.default_rng(0)
         with h5py.File(tok_path, "w") as f:
@@ -45,11 +60,11 @@ def prepare(workdir):
     return mdir, tok_path
 
 
-def bench_torch(mdir, tok_path, threads, repeats):
+def bench_torch(mdir, tok_path, threads, repeats, arch="neox"):
     import torch
     import neox
     torch.set_num_threads(threads)
-    model = neox.load_checkpoint(mdir).eval()
+    model = reference(arch).load_checkpoint(mdir).eval()
     with h5py.File(tok_path, "r") as f:
         toks = torch.from_numpy(f["tokens"][:].astype(np.int64))
     best = 0.0
@@ -93,17 +108,20 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/resae_forward_bench")
+    ap.add_argument("--arch", choices=("neox", "gemma2"), default="neox")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
-    mdir, tok_path = prepare(a.workdir)
-    print(f"model d=512 heads=8 layers=8 ff=2048 vocab=50304 fp32; {NBATCH} batches of {B} x {T} tokens; "
+    mdir, tok_path = prepare(a.workdir, a.arch)
+    shape = ("GPT-NeoX d=512 heads=8 layers=8 ff=2048" if a.arch == "neox" else
+             "Gemma-2 d=512 heads=8/4 head_dim=96 layers=8 window=128 ff=2048 (GeGLU) soft-caps 50/30")
+    print(f"model {shape} vocab=50304 fp32; {NBATCH} batches of {B} x {T} tokens; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; best of {a.repeats}")
     for th in [int(x) for x in a.threads.split(",")]:
         # torch reads OPENBLAS_NUM_THREADS at load: measure it in a child with the variable set.
         # resae and torch runs alternate so both see the same machine load; best of each.
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(th), OMP_NUM_THREADS=str(th))
         code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-                f"import forward_bench as fb; r = fb.bench_torch({mdir!r}, {tok_path!r}, {th}, 1); "
+                f"import forward_bench as fb; r = fb.bench_torch({mdir!r}, {tok_path!r}, {th}, 1, {a.arch!r}); "
                 f"print(r[0], r[1], r[2])")
         c_best = t_best = c_cpu = t_cpu = 0.0
         for rep in range(a.repeats):
