@@ -58,5 +58,10 @@ rs_err rs_file_commit(const char *tmp, const char *path);
 /* mkdir -p */
 rs_err rs_mkdirs(const char *path);
 int rs_file_exists(const char *path);
+/* Bytes available to this user on the file system holding path (a file or a directory); -1 when
+ * it cannot be told. */
+int64_t rs_fs_avail(const char *path);
+/* Total size of the regular files directly in dir (0 when it does not exist). */
+int64_t rs_dir_bytes(const char *dir);
 
 #endif

@@ -1,5 +1,6 @@
 #include "resae/err.h"
 
+#include <errno.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,11 +26,28 @@ static void trace_append(const char *file, int line, const char *func) {
     }
 }
 
+/* An I/O error raised right after a failed write on a full file system (or quota) says so, whatever
+ * layer (HDF5, stdio, MPI-IO) failed: errno is ENOSPC / EDQUOT there. */
+static void space_hint(int saved_errno) {
+    const char *what = saved_errno == ENOSPC ? "no space left on device"
+#ifdef EDQUOT
+                       : saved_errno == EDQUOT ? "disk quota exceeded"
+#endif
+                                               : NULL;
+    const char *fix = "free space on that file system and run the same command again; finished work is kept";
+    if (!what || strstr(g_msg, fix)) return;
+    int named = strstr(g_msg, what + 1) != NULL; /* "o space left": strerror says "No space left" */
+    size_t n = strlen(g_msg);
+    snprintf(g_msg + n, sizeof g_msg - n, " (%s%s%s)", named ? "" : what, named ? "" : ": ", fix);
+}
+
 rs_err rs_err_set(rs_err code, const char *file, int line, const char *func, const char *fmt, ...) {
+    int saved_errno = errno;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g_msg, sizeof g_msg, fmt, ap);
     va_end(ap);
+    if (code == RS_ERR_IO) space_hint(saved_errno);
     g_trace_len = 0;
     g_trace[0] = '\0';
     g_remote = 0;

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------------------------------
@@ -103,13 +105,21 @@ static rs_err rows_io(hid_t dset, hid_t mem_type, int64_t row0, int64_t n, void 
     if (e >= 0)
         e = wbuf ? H5Dwrite(dset, mem_type, ms, fs, H5P_DEFAULT, wbuf)
                  : H5Dread(dset, mem_type, ms, fs, H5P_DEFAULT, rbuf);
+    int saved_errno = errno;
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     if (e < 0) {
-        char w[1600];
+        char w[1600], file[1024] = "";
         where(w, sizeof w, dset);
+        /* MPI-IO does not always leave errno set: look at the file system itself */
+        int full = saved_errno == ENOSPC;
+        if (wbuf && !full && H5Fget_name(dset, file, sizeof file) > 0) {
+            int64_t avail = rs_fs_avail(file);
+            full = avail >= 0 && avail < (1 << 20);
+        }
+        errno = full ? ENOSPC : saved_errno;
         return RS_ERR(RS_ERR_IO, "%s: cannot %s rows [%lld, %lld)%s", w, wbuf ? "write" : "read", (long long)row0,
-                      (long long)(row0 + n), wbuf ? " (disk full?)" : "");
+                      (long long)(row0 + n), wbuf && !full ? " (disk full?)" : "");
     }
     return RS_OK;
 }
@@ -291,4 +301,25 @@ rs_err rs_mkdirs(const char *path) {
 int rs_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int64_t rs_fs_avail(const char *path) {
+    struct statvfs v;
+    if (statvfs(path, &v)) return -1;
+    return (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+}
+
+int64_t rs_dir_bytes(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int64_t total = 0;
+    struct dirent *e;
+    char p[4352];
+    while ((e = readdir(d))) {
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (!stat(p, &st) && S_ISREG(st.st_mode)) total += (int64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
 }

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "resae/results.h"
 
+#include <errno.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -409,8 +410,24 @@ static rs_err write_file(const rs_task_ctx *c, const rs_sched *s) {
     RS_TRY(rs_tasks_run_file(path, sizeof path, c->run, RS_RESULTS_FILE));
     rs_task_list l;
     RS_TRY(rs_tasks_build(&l, c->run));
+    rs_err err;
+    /* results.h5 holds about what the task files hold. Checked before writing: HDF5 1.10's H5Ocopy
+     * can crash when a write fails in the middle of a copy */
+    char tasks_dir[4200];
+    err = rs_path_join(tasks_dir, sizeof tasks_dir, c->run->cfg.run_dir, "tasks");
+    if (err) {
+        rs_tasks_free(&l);
+        return err;
+    }
+    int64_t need = rs_dir_bytes(tasks_dir) + (1 << 20), avail = rs_fs_avail(c->run->cfg.run_dir);
+    if (avail >= 0 && avail < need) {
+        rs_tasks_free(&l);
+        errno = ENOSPC;
+        RS_FAIL(RS_ERR_IO, "%s: cannot write results.h5: it needs about %.1f MB (the task files and 1 MB), the file system "
+                "has %.1f MB free", path, (double)need / 1e6, (double)avail / 1e6);
+    }
     hid_t f;
-    rs_err err = rs_taskfile_create(&f, tmp, sizeof tmp, path);
+    err = rs_taskfile_create(&f, tmp, sizeof tmp, path);
     if (err) {
         rs_tasks_free(&l);
         return err;
