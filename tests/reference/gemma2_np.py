@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from neox_np import load_safetensors, log_softmax  # noqa: E402,F401  (log_softmax re-exported)
+from neox_np import hooked_recorder, load_weights, log_softmax  # noqa: E402,F401  (log_softmax re-exported)
 
 DEFAULTS = dict(rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
                 final_logit_softcapping=30.0, attn_logit_softcapping=50.0, tie_word_embeddings=True)
@@ -36,14 +36,7 @@ class Gemma2:
         types = c.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
                                          for i in range(self.L)]
         self.sliding = [t == "sliding_attention" for t in types]
-        index = os.path.join(directory, "model.safetensors.index.json")
-        w = {}
-        if os.path.exists(index):
-            with open(index) as f:
-                for fname in sorted(set(json.load(f)["weight_map"].values())):
-                    w.update(load_safetensors(os.path.join(directory, fname)))
-        else:
-            w = load_safetensors(os.path.join(directory, "model.safetensors"))
+        w = load_weights(directory)
         if c["tie_word_embeddings"]:
             w["lm_head.weight"] = w["model.embed_tokens.weight"]
         self.w = w
@@ -96,14 +89,7 @@ class Gemma2:
 
     def __call__(self, tokens, hook=None):
         resid = {}
-
-        def hooked(layer, h):
-            if hook is not None:
-                out = hook(layer, h)
-                if out is not None:
-                    h = out
-            resid[layer] = h
-            return h
+        hooked = hooked_recorder(hook, resid)
         normalizer = float(np.float32(math.sqrt(self.d)))
         h = hooked(-1, self.w["model.embed_tokens.weight"][tokens] * normalizer)
         for i in range(self.L):

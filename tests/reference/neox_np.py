@@ -38,6 +38,30 @@ def load_safetensors(path):
     return out
 
 
+def load_weights(directory):
+    """Every tensor of a checkpoint directory: model.safetensors, or the shards its index names."""
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        return load_safetensors(os.path.join(directory, "model.safetensors"))
+    w = {}
+    with open(index) as f:
+        for fname in sorted(set(json.load(f)["weight_map"].values())):
+            w.update(load_safetensors(os.path.join(directory, fname)))
+    return w
+
+
+def hooked_recorder(hook, resid):
+    """f(layer, h): applies hook (which may return a replacement for h), records h in resid, returns it."""
+    def hooked(layer, h):
+        if hook is not None:
+            out = hook(layer, h)
+            if out is not None:
+                h = out
+        resid[layer] = h
+        return h
+    return hooked
+
+
 class NeoX:
     def __init__(self, directory):
         with open(os.path.join(directory, "config.json")) as f:
@@ -48,7 +72,7 @@ class NeoX:
         self.base = c.get("rotary_emb_base", 10000)
         self.eps = c.get("layer_norm_eps", 1e-5)
         self.parallel = c.get("use_parallel_residual", True)
-        w = load_safetensors(os.path.join(directory, "model.safetensors"))
+        w = load_weights(directory)
         if c.get("tie_word_embeddings", False):
             w["embed_out.weight"] = w["gpt_neox.embed_in.weight"]
         self.w = w
@@ -94,14 +118,7 @@ class NeoX:
 
     def __call__(self, tokens, hook=None):
         resid = {}
-
-        def hooked(layer, h):
-            if hook is not None:
-                out = hook(layer, h)
-                if out is not None:
-                    h = out
-            resid[layer] = h
-            return h
+        hooked = hooked_recorder(hook, resid)
         h = hooked(-1, self.w["gpt_neox.embed_in.weight"][tokens])
         for i in range(self.L):
             p = f"gpt_neox.layers.{i}."
