@@ -385,17 +385,24 @@ rs_err rs_actstore_create(rs_actstore *st, const char *path, const rs_actstore_i
     for (int s = 0; s < RS_SPLIT_COUNT; s++) st->n_seq[s] = splits->split[s].n_seq;
     derive_sizes(st);
     if (st->half_type < 0) RS_FAIL_GOTO(fail, RS_ERR_IO, "HDF5: cannot build the float16 type");
+    /* made under a temporary name and renamed once its identity and datasets are written, so that a
+     * run killed while creating it never leaves a file at path that is not a whole store */
+    char tmp[RS_ACTSTORE_PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     hid_t fapl = fapl_mpio(comm);
-    st->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    st->file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (st->file < 0)
-        RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: cannot create the activation store (is the directory writable?)", path);
+        RS_FAIL_GOTO(fail, RS_ERR_IO, "%s: cannot create the activation store (is the directory writable?)", tmp);
     /* any failure from here on is collective-fatal: the ranks would disagree on the metadata */
     RS_TRY_COLL(write_identity(st->file, id), comm);
     RS_TRY_COLL(open_objects(st, 1, splits), comm);
     RS_TRY_COLL(rs_actstore_flush(st), comm);
-    open_writeback(st);
-    return RS_OK;
+    int rank = st->rank; /* close resets st */
+    rs_actstore_close(st);
+    rs_err mine = rank == 0 ? rs_file_commit(tmp, path) : RS_OK;
+    RS_TRY_GOTO(rs_agree(mine, comm, "creating the activation store"), fail);
+    return rs_actstore_open(st, path, 1, comm);
 fail:
     rs_actstore_close(st);
     return err;

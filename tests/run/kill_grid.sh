@@ -84,6 +84,8 @@ while [ "$done_kills" -lt "$kills" ]; do
   # every rank must exist before the kill (a kill before mpirun started them would miss)
   for _ in $(seq 1 100); do [ "$(pgrep -f "$pat" | wc -l)" -ge "$ranks" ] && break; sleep 0.1; done
   mapfile -t pids < <(pgrep -f "$pat")
+  t_kill=$(now)
+  during=$(grep -oE "INFO  task [a-z]+ [^:]+: start" "$log" | tail -1 | sed -E 's/INFO  task ([a-z]+) ([^:]+): start/\1 \2/')
   if [ $((RANDOM % 2)) = 0 ] || [ "${#pids[@]}" -lt 2 ]; then
     how="every rank"; pkill -KILL -f "$pat"
   else
@@ -96,11 +98,12 @@ while [ "$done_kills" -lt "$kills" ]; do
     fail "the launcher did not end within 60 s of the kill of attempt $attempt ($log)"
   fi
   wait "$pid"; rc=$?
+  t_end=$(elapsed "$t_kill" "$(now)")
   # make sure no rank is left before the restart
   for _ in $(seq 1 100); do pgrep -f "$pat" >/dev/null || break; sleep 0.1; done
   pgrep -f "$pat" >/dev/null && { pkill -KILL -f "$pat"; fail "ranks still alive 10 s after the kill of attempt $attempt"; }
   done_kills=$((done_kills + 1))
-  echo "kill $done_kills (attempt $attempt) at $want task files + ${delay}s, $how: mpirun exit $rc; $(ntask) task files after"
+  echo "kill $done_kills (attempt $attempt) at $want task files + ${delay}s, $how, last task started: ${during:-none}: mpirun exit $rc ${t_end}s after the kill; $(ntask) task files after"
 done
 mpi "$resae" run "$out/run.yaml" >"$out/final.log" 2>&1 || { tail -30 "$out/final.log"; fail "final run"; }
 echo "killed run: $done_kills kills, completed in $(elapsed "$t1" "$(now)")s of wall time in all"
