@@ -410,11 +410,10 @@ static rs_err write_file(const rs_task_ctx *c, const rs_sched *s) {
     RS_TRY(rs_tasks_run_file(path, sizeof path, c->run, RS_RESULTS_FILE));
     rs_task_list l;
     RS_TRY(rs_tasks_build(&l, c->run));
-    rs_err err;
     /* results.h5 holds about what the task files hold. Checked before writing: HDF5 1.10's H5Ocopy
      * can crash when a write fails in the middle of a copy */
     char tasks_dir[4200];
-    err = rs_path_join(tasks_dir, sizeof tasks_dir, c->run->cfg.run_dir, "tasks");
+    rs_err err = rs_tasks_run_file(tasks_dir, sizeof tasks_dir, c->run, "tasks");
     if (err) {
         rs_tasks_free(&l);
         return err;

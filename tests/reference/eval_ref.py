@@ -9,6 +9,7 @@ gemma2_np.py (by config.json's model_type) in float64, and compares. Exits 1 on 
 absolute, propagated through the ratios of recovered CE and the sum of overinteraction; EV, MSE and redundancy: --tol-ev, absolute; L0 and dead fractions: 1e-9). --pick checks only those evaluations (indices in the order
 of (set, variant, k, seed)), to keep tests at several rank counts short.
 """
+import json
 import os
 import sys
 
@@ -23,7 +24,6 @@ import neox_np  # noqa: E402
 
 def load_model(path):
     """The float64 reference model for the checkpoint's architecture (config.json's model_type)."""
-    import json
     with open(os.path.join(path, "config.json")) as f:
         kind = json.load(f).get("model_type")
     return gemma2_np.Gemma2(path) if kind == "gemma2" else neox_np.NeoX(path)
