@@ -8,6 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib/setup.sh"
 rs_install_packages "${RESAE_BUILD_PKGS[@]}" "${RESAE_PY_PKGS[@]}" python3-matplotlib
 rs_build
+rs_blas_env
 rs_mpi_env
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 

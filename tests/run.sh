@@ -34,6 +34,7 @@ elif [ $asan = 1 ]; then
   cmake_args+=(-DRESAE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
 fi
 rs_build "${cmake_args[@]}" || exit 1
+rs_blas_env
 
 log=$RESAE_BUILD_DIR/ctest.log
 start=$(date +%s)

@@ -13,6 +13,9 @@
  *     AVX sets such as Sandybridge run SGEMM about as fast as Haswell): when the user did not choose it the
  *     process re-execs itself with OPENBLAS_CORETYPE set (before MPI_Init), when the user did it is
  *     refused (RESAE_ALLOW_GENERIC_BLAS=1 runs it anyway);
+ *   - a set wider than the CPU (a site presetting SkylakeX on every node of a mixed cluster) would stop
+ *     on an illegal instruction: the process re-execs itself with the best set the CPU runs and warns
+ *     once, naming the variable and the value it replaced;
  *   - a name the table does not know runs with a warning that names it;
  *   - then SGEMM, DGEMM, DSYRK, DSYR, DGER and DPOSV are run on small problems and compared with plain
  *     C loops; wrong results are refused with the kernel set's name and the fix. PDPOSV is checked the
@@ -36,7 +39,8 @@ enum rs_isa {
 };
 const char *rs_isa_name(enum rs_isa isa);
 
-/* The widest level this CPU (and the OS, which must save the vector state) supports. */
+/* The widest level this CPU (and the OS, which must save the vector state) supports; capped by
+ * RESAE_TEST_CPU_ISA (SSE, AVX, AVX2 or AVX-512), which the guard's tests use to stand for a narrower CPU. */
 enum rs_isa rs_cpu_isa(void);
 /* The level an OpenBLAS core name uses (case-insensitive); RS_ISA_UNKNOWN if not in the table. */
 enum rs_isa rs_blas_core_isa(const char *core);
@@ -61,6 +65,7 @@ typedef struct rs_blas_situation {
     const char *core;  /* the kernel set OpenBLAS runs (openblas_get_corename) */
     const char *user;  /* OPENBLAS_CORETYPE as set before resae started; NULL if unset or empty */
     int reexeced;      /* this process is the guard's own re-exec */
+    const char *replaced; /* in the re-exec: the OPENBLAS_CORETYPE it replaced (kernels above the CPU) */
     int allow_generic; /* RESAE_ALLOW_GENERIC_BLAS=1 */
 } rs_blas_situation;
 

@@ -46,6 +46,20 @@ rs_build() {
     || { tail -50 "$RESAE_BUILD_DIR.build.log" >&2; echo "error: build failed (full log: $RESAE_BUILD_DIR.build.log)" >&2; return 1; }
 }
 
+# After rs_build: when OPENBLAS_CORETYPE, preset before this script, names kernels this CPU cannot run
+# (a site's SkylakeX on an AVX2 node), resae re-executes itself with the CPU's best set; so must
+# everything else this script starts that loads OpenBLAS (the C tests, numpy in analysis/). Export that set.
+rs_blas_env() {
+  local line core old
+  line=$("$RESAE_BUILD_DIR/resae" version 2>/dev/null |
+    grep -o 'resae set OPENBLAS_CORETYPE=[A-Za-z]* in place of OPENBLAS_CORETYPE=[^;]*' || true)
+  [ -n "$line" ] || return 0
+  core=${line#resae set OPENBLAS_CORETYPE=}; core=${core%% *}
+  old=${line##*in place of OPENBLAS_CORETYPE=}
+  rs_say "OPENBLAS_CORETYPE=$old selects kernels this CPU cannot run: using OPENBLAS_CORETYPE=$core here"
+  export OPENBLAS_CORETYPE=$core
+}
+
 # Environment for running resae under mpirun on one machine (root allowed, oversubscription,
 # one BLAS thread per rank when ranks share cores).
 rs_mpi_env() {

@@ -28,12 +28,16 @@ const char *rs_isa_name(enum rs_isa isa) {
 enum rs_isa rs_cpu_isa(void) {
     /* __builtin_cpu_supports reports a feature only when the OS saves its vector state (XCR0) */
     __builtin_cpu_init();
+    enum rs_isa isa = RS_ISA_SSE;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        return RS_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return RS_ISA_AVX2;
-    if (__builtin_cpu_supports("avx")) return RS_ISA_AVX;
-    return RS_ISA_SSE;
+        isa = RS_ISA_AVX512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = RS_ISA_AVX2;
+    else if (__builtin_cpu_supports("avx")) isa = RS_ISA_AVX;
+    const char *cap = getenv("RESAE_TEST_CPU_ISA");
+    for (int l = RS_ISA_SSE; cap && l < (int)isa; l++)
+        if (!strcasecmp(cap, rs_isa_name((enum rs_isa)l))) isa = (enum rs_isa)l;
+    return isa;
 }
 
 /* Every x86-64 core name of OpenBLAS 0.3.x (driver/others/dynamic.c: the names openblas_get_corename
@@ -119,11 +123,27 @@ void rs_blas_decide(rs_blas_verdict *v, const rs_blas_situation *s) {
         return;
     }
     if (kern > cpu) {
+        if (!s->reexeced) { /* the best set this CPU runs, in a re-exec that warns */
+            v->action = RS_BLAS_REEXEC;
+            v->reexec_core = best;
+            return;
+        }
         v->action = RS_BLAS_REFUSE;
         snprintf(v->msg, sizeof v->msg,
                  "%sOpenBLAS runs its '%s' kernels (%s) on a CPU with only %s: they would stop on an illegal "
                  "instruction (%s). Fix: set OPENBLAS_CORETYPE=%s, or unset it",
                  ignored, core, rs_isa_name(kern), rs_isa_name(cpu), how, best);
+        return;
+    }
+    if (s->reexeced && s->replaced && *s->replaced) { /* the re-exec above: say what it replaced */
+        v->action = RS_BLAS_WARN;
+        snprintf(v->status, sizeof v->status, "%s in place of OPENBLAS_CORETYPE=%s; kernels %s, CPU %s", how,
+                 s->replaced, rs_isa_name(kern), rs_isa_name(cpu));
+        snprintf(v->msg, sizeof v->msg,
+                 "OPENBLAS_CORETYPE=%s (set before resae started) selects %s kernels, which this CPU (%s) cannot "
+                 "run: they would stop on an illegal instruction. resae re-executed itself with "
+                 "OPENBLAS_CORETYPE=%s. To silence this, set OPENBLAS_CORETYPE=%s on this node or unset it",
+                 s->replaced, rs_isa_name(rs_blas_core_isa(s->replaced)), rs_isa_name(cpu), core, best);
         return;
     }
     /* the trap is the SSE-only sets on a CPU with AVX2 (3-7x); AVX and AVX2 sets are SIMD choices */
@@ -485,23 +505,28 @@ rs_err rs_blas_guard(int argc, char **argv) {
         .core = rs_blas_corename(),
         .user = getenv("OPENBLAS_CORETYPE"),
         .reexeced = env_is("RESAE_BLAS_REEXEC", "1"),
+        .replaced = getenv("RESAE_BLAS_REPLACED"),
         .allow_generic = env_is("RESAE_ALLOW_GENERIC_BLAS", "1"),
     };
     if (s.user && !*s.user) s.user = NULL;
     rs_blas_verdict v;
     rs_blas_decide(&v, &s);
     if (v.action == RS_BLAS_REEXEC) {
+        /* kernels above the CPU: the re-exec names the value it replaced in its warning */
+        if (rs_blas_core_isa(s.core) > s.cpu && s.user) setenv("RESAE_BLAS_REPLACED", s.user, 1);
         setenv("OPENBLAS_CORETYPE", v.reexec_core, 1);
         setenv("RESAE_BLAS_REEXEC", "1", 1);
         execv("/proc/self/exe", argv);
-        /* execv returned: the generic kernels stay; refuse as if the user had chosen them */
+        /* execv returned: the kernels stay; refuse as if the user had chosen them */
         unsetenv("RESAE_BLAS_REEXEC");
+        unsetenv("RESAE_BLAS_REPLACED");
         unsetenv("OPENBLAS_CORETYPE");
         s.reexeced = 1;
         s.user = "(re-exec failed)";
         rs_blas_decide(&v, &s);
     }
     unsetenv("RESAE_BLAS_REEXEC"); /* not inherited by anything this process starts */
+    unsetenv("RESAE_BLAS_REPLACED");
     if (v.action == RS_BLAS_REFUSE) {
         snprintf(g_status, sizeof g_status, "refused: %s", v.status);
         result = RS_ERR(RS_ERR_UNSUPPORTED, "%s", v.msg);

@@ -71,6 +71,29 @@ if [ $wide = 1 ]; then
     "kernels Prescott" "allowed by RESAE_ALLOW_GENERIC_BLAS=1" "generic SSE kernels allowed"
 fi
 
+# 3b. a preset above the CPU (a site's SkylakeX on an AVX2 node): re-executed with the CPU's best set and
+# one warning that names the variable and the value replaced. On an AVX-512 CPU, RESAE_TEST_CPU_ISA=AVX2
+# stands for the narrower CPU (the AVX-512 kernels then run, but the guard decides as on AVX2).
+if [ "$level" = AVX2 ] || [ "$level" = AVX-512 ]; then
+  cap=(); [ "$level" = AVX-512 ] && cap=(RESAE_TEST_CPU_ISA=AVX2)
+  for spell in SkylakeX skylakex Cooperlake; do
+    case_run "user $spell above an AVX2 CPU: re-exec" 0 1 OPENBLAS_CORETYPE=$spell "${cap[@]}" -- \
+      "warning: OPENBLAS_CORETYPE=$spell \(set before resae started\) selects AVX-512 kernels, which this CPU \(AVX2\) cannot run" \
+      "re-executed itself with OPENBLAS_CORETYPE=Haswell" "kernels Haswell" \
+      "resae set OPENBLAS_CORETYPE=Haswell in place of OPENBLAS_CORETYPE=$spell" "self-test passed"
+  done
+  # the same under mpirun: every rank re-execs, rank 0 alone warns
+  if command -v mpirun >/dev/null; then
+    n=$((n + 1))
+    env -u RESAE_NO_BLAS_GUARD OPENBLAS_CORETYPE=SkylakeX "${cap[@]}" mpirun --oversubscribe --bind-to none \
+      -np 2 "$resae" version >"$out" 2>"$err"
+    rc=$?
+    if [ $rc = 0 ] && [ "$(grep -c '^warning: OPENBLAS_CORETYPE=SkylakeX' "$err")" = 1 ] &&
+      [ "$(grep -c 'kernels Haswell \[resae set' "$out")" = 2 ]; then echo "ok: SkylakeX above the CPU, 2 ranks"
+    else fail "SkylakeX above the CPU, 2 ranks: exit $rc, expected 0, one warning and two ranks on Haswell"; fi
+  fi
+fi
+
 # 4. unknown names: one the user gives (OpenBLAS ignores it), one OpenBLAS reports
 case_run "user unknown name" 0 1 OPENBLAS_CORETYPE=Frobnicator -- \
   "warning: OPENBLAS_CORETYPE=Frobnicator names no OpenBLAS kernel set" "self-test passed"

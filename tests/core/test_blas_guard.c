@@ -158,7 +158,33 @@ static void test_unknown(void) {
 }
 
 static void test_wider_than_cpu(void) {
-    rs_blas_verdict v = decide(RS_ISA_AVX2, "SkylakeX", "SkylakeX", 0, 0);
+    /* a preset above the CPU: re-exec with the best set the CPU runs ... */
+    const char *spell[] = {"SkylakeX", "skylakex", "Cooperlake", "SapphireRapids"};
+    for (size_t i = 0; i < sizeof spell / sizeof *spell; i++) {
+        rs_blas_verdict v = decide(RS_ISA_AVX2, spell[i], spell[i], 0, 0);
+        EXPECT_ACTION(v, RS_BLAS_REEXEC);
+        CHECK(v.reexec_core && !strcmp(v.reexec_core, "Haswell"), "re-exec with Haswell, not %s",
+              v.reexec_core ? v.reexec_core : "(none)");
+    }
+    rs_blas_verdict v = decide(RS_ISA_AVX, "Haswell", "Haswell", 0, 0);
+    EXPECT_ACTION(v, RS_BLAS_REEXEC);
+    CHECK(v.reexec_core && !strcmp(v.reexec_core, "Sandybridge"), "AVX CPU: re-exec with Sandybridge");
+    /* ... also when OpenBLAS itself detected a set above the CPU */
+    v = decide(RS_ISA_AVX2, "SkylakeX", NULL, 0, 0);
+    EXPECT_ACTION(v, RS_BLAS_REEXEC);
+    /* the re-exec runs and warns once, naming the variable, the value it replaced and the fix */
+    rs_blas_situation s = {.cpu = RS_ISA_AVX2, .core = "Haswell", .user = "Haswell", .reexeced = 1,
+                           .replaced = "SkylakeX"};
+    rs_blas_decide(&v, &s);
+    EXPECT_ACTION(v, RS_BLAS_WARN);
+    EXPECT_MSG(v, "OPENBLAS_CORETYPE=SkylakeX (set before resae started) selects AVX-512 kernels");
+    EXPECT_MSG(v, "this CPU (AVX2) cannot run");
+    EXPECT_MSG(v, "re-executed itself with OPENBLAS_CORETYPE=Haswell");
+    CHECK(strstr(v.status, "in place of OPENBLAS_CORETYPE=SkylakeX") != NULL, "status names the replaced value: %s",
+          v.status);
+    /* a re-exec that still runs kernels above the CPU is refused, naming the fix */
+    s.core = "SkylakeX";
+    rs_blas_decide(&v, &s);
     EXPECT_ACTION(v, RS_BLAS_REFUSE);
     EXPECT_MSG(v, "illegal instruction");
     EXPECT_MSG(v, "OPENBLAS_CORETYPE=Haswell");
