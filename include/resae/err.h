@@ -29,7 +29,8 @@ enum rs_err_code {
     RS_ERR_CONFIG = 7,   /* configuration error */
     RS_ERR_UNSUPPORTED = 8,
     RS_ERR_INTERRUPTED = 9, /* stopped by a signal after checkpointing */
-    RS_ERR_INTERNAL = 10
+    RS_ERR_INTERNAL = 10,
+    RS_ERR_NOSPACE = 11 /* an I/O error on a full file system or quota (ENOSPC, EDQUOT): not retried */
 };
 
 /* Record an error (message formatted like printf); returns code. Replaces any previous record. */

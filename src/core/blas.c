@@ -139,11 +139,18 @@ void rs_blas_decide(rs_blas_verdict *v, const rs_blas_situation *s) {
         v->action = RS_BLAS_WARN;
         snprintf(v->status, sizeof v->status, "%s in place of OPENBLAS_CORETYPE=%s; kernels %s, CPU %s", how,
                  s->replaced, rs_isa_name(kern), rs_isa_name(cpu));
+        enum rs_isa was = rs_blas_core_isa(s->replaced);
+        char what[160];
+        if (was == RS_ISA_UNKNOWN) /* OpenBLAS ignored the name and detected a set above the CPU */
+            snprintf(what, sizeof what, "names no OpenBLAS kernel set, and the set OpenBLAS detected instead uses "
+                     "instructions");
+        else
+            snprintf(what, sizeof what, "(set before resae started) selects %s kernels, which", rs_isa_name(was));
         snprintf(v->msg, sizeof v->msg,
-                 "OPENBLAS_CORETYPE=%s (set before resae started) selects %s kernels, which this CPU (%s) cannot "
-                 "run: they would stop on an illegal instruction. resae re-executed itself with "
-                 "OPENBLAS_CORETYPE=%s. To silence this, set OPENBLAS_CORETYPE=%s on this node or unset it",
-                 s->replaced, rs_isa_name(rs_blas_core_isa(s->replaced)), rs_isa_name(cpu), core, best);
+                 "OPENBLAS_CORETYPE=%s %s this CPU (%s) cannot run: they would stop on an illegal instruction. "
+                 "resae re-executed itself with OPENBLAS_CORETYPE=%s. To silence this, set OPENBLAS_CORETYPE=%s "
+                 "on this node or unset it",
+                 s->replaced, what, rs_isa_name(cpu), core, best);
         return;
     }
     /* the trap is the SSE-only sets on a CPU with AVX2 (3-7x); AVX and AVX2 sets are SIMD choices */

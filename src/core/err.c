@@ -28,17 +28,19 @@ static void trace_append(const char *file, int line, const char *func) {
 
 /* An I/O error raised right after a failed write on a full file system (or quota) says so, whatever
  * layer (HDF5, stdio, MPI-IO) failed: errno is ENOSPC / EDQUOT there. */
-static void space_hint(int saved_errno) {
+static int space_hint(int saved_errno) {
     const char *what = saved_errno == ENOSPC ? "no space left on device"
 #ifdef EDQUOT
                        : saved_errno == EDQUOT ? "disk quota exceeded"
 #endif
                                                : NULL;
     const char *fix = "free space on that file system and run the same command again; finished work is kept";
-    if (!what || strstr(g_msg, fix)) return;
+    if (!what) return 0;
+    if (strstr(g_msg, fix)) return 1;
     int named = strstr(g_msg, what + 1) != NULL; /* "o space left": strerror says "No space left" */
     size_t n = strlen(g_msg);
     snprintf(g_msg + n, sizeof g_msg - n, " (%s%s%s)", named ? "" : what, named ? "" : ": ", fix);
+    return 1;
 }
 
 rs_err rs_err_set(rs_err code, const char *file, int line, const char *func, const char *fmt, ...) {
@@ -47,7 +49,7 @@ rs_err rs_err_set(rs_err code, const char *file, int line, const char *func, con
     va_start(ap, fmt);
     vsnprintf(g_msg, sizeof g_msg, fmt, ap);
     va_end(ap);
-    if (code == RS_ERR_IO) space_hint(saved_errno);
+    if (code == RS_ERR_IO && space_hint(saved_errno)) code = RS_ERR_NOSPACE;
     g_trace_len = 0;
     g_trace[0] = '\0';
     g_remote = 0;
@@ -105,6 +107,7 @@ const char *rs_err_name(rs_err code) {
     case RS_ERR_UNSUPPORTED: return "unsupported";
     case RS_ERR_INTERRUPTED: return "interrupted";
     case RS_ERR_INTERNAL: return "internal error";
+    case RS_ERR_NOSPACE: return "no space left on device";
     default: return "unknown error";
     }
 }

@@ -1,5 +1,6 @@
 #include "resae/mpi_util.h"
 
+#include <hdf5.h>
 #include <limits.h>
 #include <stdlib.h>
 
@@ -16,6 +17,9 @@ rs_err rs_mpi_begin(int *argc, char ***argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     rs_log_init(g_rank);
+    /* every HDF5 failure resae meets becomes an error naming the file and the fix; HDF5's own error
+     * stack (dozens of lines per rank on a full disk) is printed only with RESAE_LOG_LEVEL=debug */
+    if (rs_log_level() < RS_LOG_DEBUG) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     MPI_Comm node;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node);
     int local = 1;

@@ -236,7 +236,7 @@ typedef struct coord {
     double *prio;         /* (n_tasks) critical-path cost: own cost + the costliest chain of dependents */
     int world_task, world_reports, world_err;
     char world_text[RS_SCHED_MSG_MAX];
-    int stopping, interrupted;
+    int stopping, interrupted, no_space;
     double t0, t0_epoch; /* rs_now() and the wall clock at the start */
     double t_snap;       /* rs_now() of the last status snapshot */
     int snap_dirty;      /* the table changed since the last snapshot */
@@ -399,7 +399,13 @@ static void task_finished(coord *c, int i, int group, int err, double seconds, c
         snprintf(r->error, sizeof r->error, "%s", text && text[0] ? text : rs_err_name(err));
         /* a configuration, format or argument error fails the same way every time */
         int permanent = err == RS_ERR_CONFIG || err == RS_ERR_FORMAT || err == RS_ERR_INVAL || err == RS_ERR_UNSUPPORTED;
-        if (r->attempts <= s->opts.max_retries && !permanent) {
+        /* a full file system stays full: no retry, and no new task (each would fail the same way) */
+        int full = err == RS_ERR_NOSPACE;
+        if (full && !c->stopping) {
+            c->stopping = c->no_space = 1;
+            RS_WARN("task %s: the file system is full; no more tasks are started", t->name);
+        }
+        if (r->attempts <= s->opts.max_retries && !permanent && !full) {
             r->state = RS_SCHED_PENDING;
             RS_WARN("task %s: attempt %d of %d failed on %s %d: %s; retrying", t->name, r->attempts,
                     s->opts.max_retries + 1, group < 0 ? "the world, group" : "group", group, r->error);
@@ -407,7 +413,10 @@ static void task_finished(coord *c, int i, int group, int err, double seconds, c
             r->state = RS_SCHED_FAILED;
             c->cost_todo -= t->cost;
             RS_ERROR("task %s: failed after %d attempt(s)%s: %s", t->name, r->attempts,
-                     permanent ? " (not retried: the same inputs fail the same way)" : "", r->error);
+                     permanent ? " (not retried: the same inputs fail the same way)"
+                     : full    ? " (not retried: no space left on device)"
+                               : "",
+                     r->error);
             propagate_skips(c);
         }
     }
@@ -829,7 +838,11 @@ static rs_err summarize(const rs_sched *s, int interrupted) {
             listed++;
         }
     if (listed < n_skipped && len < sizeof msg - 1)
-        snprintf(msg + len, sizeof msg - len, " and %d more (the task table lists them)", n_skipped - listed);
+        len += (size_t)snprintf(msg + len, sizeof msg - len, " and %d more (the task table lists them)",
+                                n_skipped - listed);
+    if (n_left && len < sizeof msg - 1) /* the run stopped early (a full file system) */
+        snprintf(msg + len, sizeof msg - len, " %d task(s) not started (run the same command again to continue)",
+                 n_left);
     RS_FAIL(first_err ? first_err : RS_ERR_INTERNAL, "%s", msg);
 }
 

@@ -15,7 +15,7 @@ case_run() {
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
   n=$((n + 1))
-  env -u OPENBLAS_CORETYPE -u RESAE_ALLOW_GENERIC_BLAS -u RESAE_NO_BLAS_GUARD "${envs[@]}" "$resae" version >"$out" 2>"$err"
+  env -u OPENBLAS_CORETYPE -u RESAE_ALLOW_GENERIC_BLAS -u RESAE_NO_BLAS_GUARD -u RESAE_TEST_CPU_ISA "${envs[@]}" "$resae" version >"$out" 2>"$err"
   local rc=$? warn
   warn=$(grep -c '^warning:' "$err")
   [ "$rc" = "$want_rc" ] || { fail "$name: exit $rc, expected $want_rc"; return; }
@@ -27,14 +27,14 @@ case_run() {
   echo "ok: $name"
 }
 
-level=$(env -u OPENBLAS_CORETYPE RESAE_NO_BLAS_GUARD=1 "$resae" version | sed -n 's/^cpu: \([^ ]*\) .*/\1/p')
-best=$(env -u OPENBLAS_CORETYPE RESAE_NO_BLAS_GUARD=1 "$resae" version | sed -n 's/^cpu: .*best OpenBLAS kernel set: \([A-Za-z]*\).*/\1/p')
+level=$(env -u OPENBLAS_CORETYPE -u RESAE_TEST_CPU_ISA RESAE_NO_BLAS_GUARD=1 "$resae" version | sed -n 's/^cpu: \([^ ]*\) .*/\1/p')
+best=$(env -u OPENBLAS_CORETYPE -u RESAE_TEST_CPU_ISA RESAE_NO_BLAS_GUARD=1 "$resae" version | sed -n 's/^cpu: .*best OpenBLAS kernel set: \([A-Za-z]*\).*/\1/p')
 echo "CPU level $level, best kernel set $best"
 [ -n "$level" ] && [ -n "$best" ] || { echo "FAIL: resae version does not report the CPU level"; exit 1; }
 wide=0; [ "$level" = AVX2 ] || [ "$level" = AVX-512 ] && wide=1
 
 # 1. unset: the kernels OpenBLAS detects (or the guard's re-exec); the self-test passed
-native=$(env -u OPENBLAS_CORETYPE "$resae" version 2>/dev/null | sed -n 's/.*kernels \([A-Za-z]*\), CPU \([A-Za-z0-9-]*\).*/\1 \2/p')
+native=$(env -u OPENBLAS_CORETYPE -u RESAE_TEST_CPU_ISA "$resae" version 2>/dev/null | sed -n 's/.*kernels \([A-Za-z]*\), CPU \([A-Za-z0-9-]*\).*/\1 \2/p')
 if [ "${native% *}" = "${native#* }" ]; then nw=0; else nw=1; fi
 case_run "unset" 0 $nw -- "self-test passed" "native detection|resae set OPENBLAS_CORETYPE"
 # ... and OpenBLAS's misdetection (a generic set reported while the variable is unset) is re-executed away
@@ -85,7 +85,7 @@ if [ "$level" = AVX2 ] || [ "$level" = AVX-512 ]; then
   # the same under mpirun: every rank re-execs, rank 0 alone warns
   if command -v mpirun >/dev/null; then
     n=$((n + 1))
-    env -u RESAE_NO_BLAS_GUARD OPENBLAS_CORETYPE=SkylakeX "${cap[@]}" mpirun --oversubscribe --bind-to none \
+    env -u RESAE_NO_BLAS_GUARD -u RESAE_TEST_CPU_ISA OPENBLAS_CORETYPE=SkylakeX "${cap[@]}" mpirun --oversubscribe --bind-to none \
       -np 2 "$resae" version >"$out" 2>"$err"
     rc=$?
     if [ $rc = 0 ] && [ "$(grep -c '^warning: OPENBLAS_CORETYPE=SkylakeX' "$err")" = 1 ] &&
@@ -97,6 +97,11 @@ fi
 # 4. unknown names: one the user gives (OpenBLAS ignores it), one OpenBLAS reports
 case_run "user unknown name" 0 1 OPENBLAS_CORETYPE=Frobnicator -- \
   "warning: OPENBLAS_CORETYPE=Frobnicator names no OpenBLAS kernel set" "self-test passed"
+if [ "$level" = AVX-512 ]; then # ... and the set OpenBLAS detects instead is above a (stand-in) AVX2 CPU
+  case_run "user unknown name, detection above the CPU" 0 1 OPENBLAS_CORETYPE=Frobnicator RESAE_TEST_CPU_ISA=AVX2 -- \
+    "warning: OPENBLAS_CORETYPE=Frobnicator names no OpenBLAS kernel set, and the set OpenBLAS detected instead uses instructions this CPU \\(AVX2\\) cannot run" \
+    "kernels Haswell"
+fi
 case_run "unknown kernel set" 0 1 LD_PRELOAD="$shim" RESAE_TEST_BLAS_CORENAME=Futurelake \
   ASAN_OPTIONS=verify_asan_link_order=0 -- "warning: .*kernel set named 'Futurelake'" "kernels Futurelake"
 
@@ -112,7 +117,7 @@ case_run "guard off" 0 0 LD_PRELOAD="$shim" RESAE_TEST_BLAS_FAULT=sgemm RESAE_NO
 # 6. the bookkeeping commands do not repeat the warning (resae run and resae version give it)
 if [ "$level" = AVX-512 ]; then
   n=$((n + 1))
-  env OPENBLAS_CORETYPE=Haswell "$resae" validate --keys >"$out" 2>"$err"
+  env -u RESAE_TEST_CPU_ISA OPENBLAS_CORETYPE=Haswell "$resae" validate --keys >"$out" 2>"$err"
   if [ "$(grep -c '^warning:' "$err")" = 0 ] && grep -q 'adam.beta1' "$out"; then echo "ok: validate quiet"
   else fail "validate --keys with a user SIMD set: expected no warning"; fi
 fi

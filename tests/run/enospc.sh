@@ -54,6 +54,10 @@ for stage in harvest train tasks results; do
   grep -E "^error: " "$dir/$stage.log" | grep -qi "no space left on device" ||
     { tail -20 "$dir/$stage.log"; fail "$stage: the error does not say 'no space left on device'"; }
   grep -E "^error: " "$dir/$stage.log" | grep -q "$mnt/run/" || fail "$stage: the error names no file of the run directory"
+  grep -q "HDF5-DIAG" "$dir/$stage.log" && fail "$stage: HDF5's own error stack reached stderr ($(grep -c HDF5-DIAG "$dir/$stage.log") lines)"
+  grep -q "retrying" "$dir/$stage.log" && fail "$stage: a task was retried on a full file system"
+  grep -qE "not retried: no space left on device|the file system is full" "$dir/$stage.log" ||
+    [ $stage = results ] || fail "$stage: the log does not say the task was not retried because the disk is full"
   rm -f "$mnt/filler"
   mpi 2 "$resae" run "$dir/$stage.yaml" >"$dir/$stage.again.log" 2>&1 ||
     { tail -20 "$dir/$stage.again.log"; fail "$stage: the same command failed after space was freed"; }
