@@ -119,6 +119,7 @@ typedef struct rs_config {
         int64_t warmup_steps;
         double decay_fraction;
         double aux_alpha;
+        double max_fvu;       /* a training FVU above this stops the SAE as diverged */
         int64_t dead_tokens;  /* 0 = auto: min(1e7, tokens / 10) */
         int b_dec_init;       /* enum rs_sae_bdec_init (sae.h); names rs_sae_bdec_init_names */
         int enc_init;         /* enum rs_sae_enc_init (sae.h) */

@@ -133,6 +133,7 @@ typedef struct rs_sae_config {
     int64_t ckpt_every;    /* steps between checkpoints (also written at the end) */
     int64_t log_every;     /* steps between log lines (0: only by the progress interval) */
     int curve_bins;        /* 0: no curve; else the mean FVU of each of curve_bins equal spans of steps */
+    double max_fvu;        /* a step's FVU above this stops training as diverged (100; <= 0: no limit) */
     volatile sig_atomic_t *stop; /* when set on any rank: checkpoint and return RS_ERR_INTERRUPTED */
 } rs_sae_config;
 

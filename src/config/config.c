@@ -218,6 +218,9 @@ static const rs_cfg_field train_fields[] = {
     {NUM("decay_fraction", train.decay_fraction, 0, 0, 1, 0, 0.2, HC | H_SAE),
      .doc = "final fraction of steps with linear decay to 0"},
     {NUM("aux_alpha", train.aux_alpha, 0, 0, 1e3, 0, 0.03125, HC | H_SAE), .doc = "AuxK loss weight"},
+    {NUM("max_fvu", train.max_fvu, 1, 0, 1e12, 0, 100, 0), .unhashed = "a stop for diverged training only",
+     .doc = "a training step whose FVU exceeds this stops the SAE as diverged (predicting the mean gives FVU 1): "
+            "the error names the SAE, the step and the weights' norms; no SAE is written"},
     {INT("dead_tokens", train.dead_tokens, 1, I64_MAX_TOKENS, 0, HC | H_SAE), .flags = CFG_AUTO,
      .resolve_int = rs_config_dead_tokens, .doc_range = "[1, tokens]",
      .doc = "a latent inactive this many tokens is dead; auto = `min(10^7, tokens / 10)`"},

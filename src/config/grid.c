@@ -386,6 +386,7 @@ void rs_grid_sae_config(rs_sae_config *sc, const rs_grid *g, const rs_config *c,
     sc->chunk_rows = 1024;
     sc->ckpt_every = c->train.checkpoint_every;
     sc->curve_bins = (int)c->train.curve_bins;
+    sc->max_fvu = c->train.max_fvu;
 }
 
 /* ============================================================================================

@@ -397,8 +397,10 @@ static void task_finished(coord *c, int i, int group, int err, double seconds, c
     } else {
         r->err = err;
         snprintf(r->error, sizeof r->error, "%s", text && text[0] ? text : rs_err_name(err));
-        /* a configuration, format or argument error fails the same way every time */
-        int permanent = err == RS_ERR_CONFIG || err == RS_ERR_FORMAT || err == RS_ERR_INVAL || err == RS_ERR_UNSUPPORTED;
+        /* a configuration, format or argument error fails the same way every time, and so does a numerical
+         * one (NaN inputs, a diverging SAE, a failed factorization): every task is deterministic */
+        int permanent = err == RS_ERR_CONFIG || err == RS_ERR_FORMAT || err == RS_ERR_INVAL ||
+                        err == RS_ERR_UNSUPPORTED || err == RS_ERR_NUMERIC;
         /* a full file system stays full: no retry, and no new task (each would fail the same way) */
         int full = err == RS_ERR_NOSPACE;
         if (full && !c->stopping) {

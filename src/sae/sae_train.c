@@ -46,6 +46,7 @@ void rs_sae_config_default(rs_sae_config *c, int d, int n_latents, int k) {
     c->ckpt_path = NULL;
     c->ckpt_every = 1000;
     c->log_every = 0;
+    c->max_fvu = 100;
     c->stop = NULL;
 }
 
@@ -856,6 +857,16 @@ void rs_sae_trainer_update(rs_sae_trainer *t) {
     t->t_update += cpu_now() - t0;
 }
 
+static double max_row_norm(const float *w, int rows, int cols) {
+    double best = 0;
+    for (int j = 0; j < rows; j++) {
+        double s = 0;
+        for (int i = 0; i < cols; i++) s += (double)w[(size_t)j * cols + i] * w[(size_t)j * cols + i];
+        if (!(s <= best)) best = s; /* NaN wins */
+    }
+    return sqrt(best);
+}
+
 rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_source src) {
     int64_t lo, hi;
     rs_range_share(&lo, &hi, t->cfg.batch, t->rank, t->size);
@@ -867,6 +878,16 @@ rs_err rs_sae_trainer_step(rs_sae_trainer *t, rs_sae_step_stats *st, rs_sae_sour
     if (!isfinite(st->loss))
         RS_FAIL(RS_ERR_NUMERIC, "SAE loss is not finite at step %lld (fvu %g, auxk %g); lower the learning rate or "
                 "check the inputs for NaN/Inf", (long long)t->step, st->fvu, st->auxk);
+    if (t->cfg.max_fvu > 0 && st->fvu > t->cfg.max_fvu) {
+        const rs_sae *s = t->sae;
+        RS_FAIL(RS_ERR_NUMERIC,
+                "SAE training diverged at step %lld of %lld: the batch FVU is %.4g, above train.max_fvu = %g (an SAE "
+                "that predicts the mean has FVU 1); largest encoder row norm %.4g, decoder row norm %.4g. Lower "
+                "train.lr (now %g) or raise train.warmup_steps; check the inputs' scale",
+                (long long)t->step, (long long)t->cfg.steps, st->fvu, t->cfg.max_fvu,
+                max_row_norm(s->p.W_enc, s->n_latents, s->d), max_row_norm(s->p.W_dec, s->n_latents, s->d),
+                rs_sae_config_lr(&t->cfg));
+    }
     if (t->size == 1) {
         /* nothing to sum over ranks: apply each latent block's update as soon as its gradient is done */
         adam_coef a = adam_coef_at(t);

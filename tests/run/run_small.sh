@@ -327,5 +327,21 @@ PYEOF
   "$py" "$check" "$dir/full.h5" "$dir/run/results.h5" || fail "results.h5 rebuilt after deletion differs"
   echo "run lock: held lock refused by name, stale lock taken over, concurrent run refused; results.h5 rebuilt"
   ;;
+diverge)
+  # an SAE whose training diverges (train.lr far too high) stops its task at once with an error naming
+  # the SAE, the step and the setting, is not retried, and no SAE or result of it is written
+  dir=$out/pipeline${sfx}_diverge; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/small.yaml" "$dir/run"
+  sed -i 's/^  warmup_steps: 2/  warmup_steps: 0\n  lr: 10/' "$dir/small.yaml"
+  grep -q "^  lr: 10" "$dir/small.yaml" || fail "could not set train.lr in the config copy"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/run.log" 2>&1 && fail "a run with train.lr = 10 finished"
+  grep -E "ERROR +task sae [a-z]+_L[0-9]+_k[0-9]+_s0: failed after 1 attempt\(s\) \(not retried: the same inputs fail the same way\): .*SAE training diverged at step [0-9]+ of [0-9]+: the batch FVU is .*above train.max_fvu = 100.*Lower train.lr \(now 10\)" \
+    "$dir/run.log" | head -1 | cut -c1-400
+  grep -qE "task sae .*not retried: the same inputs fail the same way.*SAE training diverged at step" "$dir/run.log" ||
+    { tail -20 "$dir/run.log"; fail "no error naming the diverged SAE, its step and train.lr"; }
+  grep -q "retrying" "$dir/run.log" && fail "a diverging SAE was retried"
+  find "$dir/run/tasks" -name 'sae_*.h5' 2>/dev/null | grep -q . && fail "an SAE task file was written: $(find "$dir/run/tasks" -name 'sae_*.h5' | head -1)"
+  echo "diverging SAEs: stopped with the step and the setting, not retried, nothing written"
+  ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -128,7 +128,7 @@ static rs_err run_task(void *vc, const rs_sched_task *t, MPI_Comm comm) {
             snprintf(path, sizeof path, "%s/flaky.marker", c->dir);
             if (!rs_file_exists(path)) {
                 append_line(path, "failed once\n");
-                err = rs_err_set(RS_ERR_NUMERIC, __FILE__, __LINE__, __func__, "injected first-attempt failure");
+                err = rs_err_set(RS_ERR_IO, __FILE__, __LINE__, __func__, "injected first-attempt failure");
             }
         }
     }
