@@ -4,6 +4,8 @@
  *
  *   /<split>/L<layer>          (n_rows, d) float32 or float16, chunked (chunk_rows, d);
  *                              layer -1 (the embedding output) is named "Lemb"
+ *   /<split>/L<layer>_rowsum   (n_rows) uint64  rs_checksum64 of each stored row, checked on every read
+ *                              (absent in stores written before it: their rows are read unchecked)
  *   /<split>/L<layer>_bsum     (n_batches, d) float64  per-batch sums of the stored rows
  *   /<split>/L<layer>_bsqnorm  (n_batches)    float64  per-batch sums of ||h||^2
  *   /<split>/L<layer>_mean     (d) float64    per-dimension mean over the split (at finalize)
@@ -87,6 +89,7 @@ typedef struct rs_actstore {
     hid_t bsqn[RS_SPLIT_COUNT][RS_ACTSTORE_MAX_LAYERS];  /* (n_batches) */
     hid_t mean[RS_SPLIT_COUNT][RS_ACTSTORE_MAX_LAYERS];  /* (d) */
     hid_t sqn[RS_SPLIT_COUNT][RS_ACTSTORE_MAX_LAYERS];   /* () */
+    hid_t rsum[RS_SPLIT_COUNT][RS_ACTSTORE_MAX_LAYERS];  /* (n_rows) row checksums; -1 if the store has none */
     hid_t seq_ids[RS_SPLIT_COUNT];
     hid_t complete;
     uint16_t *scratch; /* f16 conversion buffer for writes */

@@ -45,7 +45,14 @@ extern const rs_eval_table_desc rs_eval_tables[RS_EVAL_TABLE_COUNT];
 /* Whether the task file exists, as rank 0 of c->comm sees it (every rank takes the same branch).
  * Collective. */
 int rs_taskfile_done(const rs_task_ctx *c, const char *path);
-/* Create <path>.tmp (into tmp) for writing, serial HDF5 on one rank. */
+/* Whether a finished task file reads back whole: HDF5 opens it (a truncated tail fails here), every
+ * object header verifies its checksum, and, up to RS_TASKFILE_VERIFY_BYTES per file, every dataset's
+ * Fletcher-32 checksum verifies (larger datasets are checked when they are read). 0 with the reason
+ * in why when not. Serial, on the rank that asks. */
+enum { RS_TASKFILE_VERIFY_BYTES = 64 << 20 };
+int rs_taskfile_intact(const char *path, char *why, size_t n);
+/* Create <path>.tmp (into tmp) for writing, serial HDF5 on one rank, in the HDF5 1.8 file format (every
+ * object header checksummed); datasets written by rs_h5_write carry their own checksum. */
 rs_err rs_taskfile_create(hid_t *f, char *tmp, size_t n, const char *path);
 /* Close f and commit tmp to path (fsync, rename: rs_file_commit). */
 rs_err rs_taskfile_commit(hid_t f, const char *tmp, const char *path);

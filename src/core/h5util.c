@@ -13,10 +13,32 @@
  * whole datasets
  * ---------------------------------------------------------------------------------------------- */
 
+/* Datasets of serial files (task files, results.h5) carry a Fletcher-32 checksum, which HDF5 checks on
+ * every read: stored as one chunk (a chunk must be non-empty and under 4 GB; other datasets stay
+ * contiguous, unchecked). */
+static hid_t checksummed_dcpl(hid_t mem_type, int rank, const hsize_t *dims) {
+    if (rank < 1 || rank > 8) return H5P_DEFAULT;
+    double bytes = (double)H5Tget_size(mem_type);
+    for (int i = 0; i < rank; i++) {
+        if (!dims[i]) return H5P_DEFAULT;
+        bytes *= (double)dims[i];
+    }
+    if (bytes >= 4.0e9) return H5P_DEFAULT;
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (dcpl < 0) return H5P_DEFAULT;
+    if (H5Pset_chunk(dcpl, rank, dims) < 0 || H5Pset_fletcher32(dcpl) < 0 || H5Pset_obj_track_times(dcpl, 0) < 0) {
+        H5Pclose(dcpl);
+        return H5P_DEFAULT;
+    }
+    return dcpl;
+}
+
 rs_err rs_h5_write(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims, const void *data) {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     if (sp < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot create the dataspace of '%s'", name);
-    hid_t ds = H5Dcreate2(loc, name, mem_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = checksummed_dcpl(mem_type, rank, dims);
+    hid_t ds = H5Dcreate2(loc, name, mem_type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl != H5P_DEFAULT) H5Pclose(dcpl);
     H5Sclose(sp);
     if (ds < 0) RS_FAIL(RS_ERR_IO, "HDF5: cannot create dataset '%s'", name);
     herr_t e = H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
@@ -37,7 +59,9 @@ rs_err rs_h5_read(hid_t loc, const char *name, hid_t mem_type, void *data, size_
     }
     herr_t e = H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
     H5Dclose(ds);
-    if (e < 0) RS_FAIL(RS_ERR_IO, "%s: cannot read dataset '%s'", file, name);
+    if (e < 0)
+        RS_FAIL(RS_ERR_IO, "%s: cannot read dataset '%s': the file is damaged (its checksum does not verify) or "
+                "unreadable; delete it and run the same command again to redo the task that wrote it", file, name);
     return RS_OK;
 }
 

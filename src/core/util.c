@@ -48,6 +48,31 @@ uint64_t rs_hash64(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
+/* Each lane step h -> ((h ^ w) * M) ^ (that >> 29) is a bijection of h for fixed w and of w for fixed
+ * h, so a changed word leaves its lane changed to the end; the final mix is a bijection of each lane. */
+uint64_t rs_checksum64(const void *data, size_t n) {
+    const unsigned char *p = data;
+    const uint64_t M = 0x9e3779b97f4a7c15ULL;
+    uint64_t h[4] = {0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL, 0xa4093822299f31d0ULL, 0x082efa98ec4e6c89ULL};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int l = 0; l < 4; l++) {
+            uint64_t w;
+            memcpy(&w, p + i + 8 * (size_t)l, 8);
+            h[l] = (h[l] ^ w) * M;
+            h[l] ^= h[l] >> 29;
+        }
+    for (int l = 0; i < n; i++, l = (l + 1) & 3) {
+        h[l] = (h[l] ^ p[i]) * M;
+        h[l] ^= h[l] >> 29;
+    }
+    uint64_t x = h[0] ^ ((h[1] << 16) | (h[1] >> 48)) ^ ((h[2] << 32) | (h[2] >> 32)) ^ ((h[3] << 48) | (h[3] >> 16));
+    x ^= (uint64_t)n;
+    x = (x ^ (x >> 33)) * 0xff51afd7ed558ccdULL;
+    x = (x ^ (x >> 33)) * 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
 void *rs_calloc_aligned(size_t n, size_t size) {
     if (size && n > SIZE_MAX / size) return NULL;
     size_t bytes = n * size;

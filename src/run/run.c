@@ -27,6 +27,7 @@
 #include "resae/stage_tpp.h"
 #include "resae/stage_harvest.h"
 #include "resae/stage_train.h"
+#include "resae/taskfile.h"
 #include "resae/tasks.h"
 #include "resae/tokens.h"
 #include "resae/util.h"
@@ -137,7 +138,18 @@ static const rs_task *task_of(const run_ctx *c, const rs_sched_task *t) { return
  * store, so a finished harvest costs only the check. */
 static int sched_done(void *vctx, const rs_sched_task *t) {
     const rs_task *task = task_of(vctx, t);
-    return task->kind != RS_TASK_HARVEST && rs_file_exists(task->path);
+    if (task->kind == RS_TASK_HARVEST || !rs_file_exists(task->path)) return 0;
+    /* a damaged task file (flipped bytes, a truncated tail) is moved aside and its task runs again */
+    char why[256] = "", aside[4200];
+    if (rs_taskfile_intact(task->path, why, sizeof why)) return 1;
+    snprintf(aside, sizeof aside, "%s.damaged", task->path);
+    if (rename(task->path, aside)) {
+        RS_WARN("task file %s is damaged (%s) and cannot be moved aside (%s): the task runs again and replaces it",
+                task->path, why, strerror(errno));
+        return 0;
+    }
+    RS_WARN("task file %s is damaged (%s): moved to %s; the task runs again", task->path, why, aside);
+    return 0;
 }
 
 /* Model and tokens of the evaluation tasks, loaded once per rank on first use. Collective over tc->comm. */

@@ -1131,7 +1131,20 @@ rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, 
     if (cfg->ckpt_path && t.rank == 0) have = access(cfg->ckpt_path, F_OK) == 0;
     if (t.size > 1) MPI_Bcast(&have, 1, MPI_INT, 0, comm);
     if (have) {
-        RS_TRY_GOTO(rs_sae_ckpt_load(&t, cfg->ckpt_path), done);
+        err = rs_sae_ckpt_load(&t, cfg->ckpt_path);
+        if (err == RS_ERR_FORMAT) { /* damaged (truncated, flipped bytes): set aside, train from the start */
+            char why[1024], aside[4200];
+            snprintf(why, sizeof why, "%s", rs_err_msg());
+            snprintf(aside, sizeof aside, "%s.damaged", cfg->ckpt_path);
+            if (t.rank == 0 && rename(cfg->ckpt_path, aside)) unlink(cfg->ckpt_path);
+            RS_WARN("SAE checkpoint not usable (%s): moved to %s; this SAE trains from the start", why, aside);
+            rs_err_clear();
+            err = RS_OK;
+            have = 0;
+        }
+        RS_TRY_GOTO(err, done);
+    }
+    if (have) {
         out->resumed_from = (int)t.step;
         RS_INFO("SAE: resumed from %s at step %lld/%lld", cfg->ckpt_path, (long long)t.step, (long long)cfg->steps);
     } else {

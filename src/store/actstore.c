@@ -169,8 +169,25 @@ static void store_reset(rs_actstore *st) {
     for (int s = 0; s < RS_SPLIT_COUNT; s++) {
         st->grp[s] = st->seq_ids[s] = -1;
         for (int i = 0; i < RS_ACTSTORE_MAX_LAYERS; i++)
-            st->dset[s][i] = st->bsum[s][i] = st->bsqn[s][i] = st->mean[s][i] = st->sqn[s][i] = -1;
+            st->dset[s][i] = st->bsum[s][i] = st->bsqn[s][i] = st->mean[s][i] = st->sqn[s][i] = st->rsum[s][i] = -1;
     }
+}
+
+/* The checksums of n stored rows of row_bytes each. */
+static void row_checksums(uint64_t *out, const void *rows, int64_t n, size_t row_bytes) {
+    const unsigned char *p = rows;
+    for (int64_t r = 0; r < n; r++) out[r] = rs_checksum64(p + (size_t)r * row_bytes, row_bytes);
+}
+
+/* Write the checksums of rows [row0, row0 + n) of (split, layer index li), stored as `rows`. */
+static rs_err write_row_checksums(rs_actstore *st, int split, int li, int64_t row0, int64_t n, const void *rows) {
+    if (st->rsum[split][li] < 0 || n == 0) return RS_OK;
+    uint64_t *sums = malloc((size_t)n * sizeof *sums);
+    RS_CHECK_ALLOC(sums);
+    row_checksums(sums, rows, n, (size_t)st->id.d * (st->id.dtype == RS_DTYPE_F16 ? 2u : 4u));
+    rs_err e = rs_h5_write_rows(st->rsum[split][li], H5T_NATIVE_UINT64, row0, n, sums);
+    free(sums);
+    return e;
 }
 
 static void derive_sizes(rs_actstore *st) {
@@ -322,15 +339,18 @@ static rs_err open_objects(rs_actstore *st, int create, const rs_splits *splits)
                 int rank;
                 const hsize_t *dims;
                 hsize_t chunk;
-            } objs[5] = {
+            } objs[6] = {
                 {&st->dset[s][i], "", ftype, 2, dims, (hsize_t)id->chunk_rows},
+                {&st->rsum[s][i], "_rowsum", H5T_STD_U64LE, 1, dims, 0},
                 {&st->bsum[s][i], "_bsum", H5T_IEEE_F64LE, 2, bdims, 0},
                 {&st->bsqn[s][i], "_bsqnorm", H5T_IEEE_F64LE, 1, bdims, 0},
                 {&st->mean[s][i], "_mean", H5T_IEEE_F64LE, 1, &dims[1], 0},
                 {&st->sqn[s][i], "_sqnorm", H5T_IEEE_F64LE, 0, NULL, 0},
             };
-            for (int o = 0; o < 5; o++) {
+            for (int o = 0; o < 6; o++) {
                 snprintf(name, sizeof name, "%s%s", base, objs[o].suffix);
+                if (!create && objs[o].h == &st->rsum[s][i] && H5Lexists(st->grp[s], name, H5P_DEFAULT) <= 0)
+                    continue; /* a store from before the row checksums */
                 *objs[o].h = create ? rs_h5_dataset_create(st->grp[s], name, objs[o].type, objs[o].rank,
                                                            objs[o].dims, 1, objs[o].chunk)
                                     : H5Dopen2(st->grp[s], name, H5P_DEFAULT);
@@ -491,8 +511,9 @@ rs_err rs_actstore_open_or_create(rs_actstore *st, int *created, const char *pat
         } else if (reuse && !force) {
             RS_TRY(rs_err_prefix(RS_ERR_FORMAT,
                                  "%s cannot be opened although the harvest journal records finished batches: the "
-                                 "file is damaged. Delete the run directory (or use a new run_dir), or pass --force "
-                                 "to recreate it",
+                                 "file is damaged (a truncated or overwritten file). Delete it and run the same "
+                                 "command again (the harvest runs again; finished SAEs and evaluations are kept), or "
+                                 "pass --force to recreate it",
                                  path));
         } else {
             RS_DEBUG("%s: unusable store (%s); recreating it", path, rs_err_msg());
@@ -507,8 +528,9 @@ void rs_actstore_close(rs_actstore *st) {
     if (!st) return;
     for (int s = 0; s < RS_SPLIT_COUNT; s++) {
         for (int i = 0; i < RS_ACTSTORE_MAX_LAYERS; i++) {
-            hid_t *hs[5] = {&st->dset[s][i], &st->bsum[s][i], &st->bsqn[s][i], &st->mean[s][i], &st->sqn[s][i]};
-            for (int o = 0; o < 5; o++)
+            hid_t *hs[6] = {&st->dset[s][i], &st->bsum[s][i], &st->bsqn[s][i], &st->mean[s][i], &st->sqn[s][i],
+                            &st->rsum[s][i]};
+            for (int o = 0; o < 6; o++)
                 if (*hs[o] > 0) H5Dclose(*hs[o]);
         }
         if (st->seq_ids[s] > 0) H5Dclose(st->seq_ids[s]);
@@ -610,6 +632,7 @@ rs_err rs_actstore_write_batch(rs_actstore *st, int split, int layer, int64_t ba
     double sqn = 0.0;
     for (int j = 0; j < d; j++) sqn += sq[j];
     rs_err e = rs_h5_write_rows(st->dset[split][li], mtype, row0, n, buf);
+    if (!e) e = write_row_checksums(st, split, li, row0, n, buf);
     if (!e) e = rs_h5_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, batch, 1, sum);
     if (!e) e = rs_h5_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, batch, 1, &sqn);
     free(acc);
@@ -840,6 +863,7 @@ rs_err rs_actstore_write_packed(rs_actstore *st, int split, int64_t batch, const
     for (int li = 0; li < nl && !e; li++) {
         const double *sum = st->stat_buf + (size_t)li * stride;
         e = rs_h5_write_rows(st->dset[split][li], mtype, row0, nb, packed[li]);
+        if (!e) e = write_row_checksums(st, split, li, row0, nb, packed[li]);
         if (!e) e = rs_h5_write_rows(st->bsum[split][li], H5T_NATIVE_DOUBLE, batch, 1, sum);
         if (!e) e = rs_h5_write_rows(st->bsqn[split][li], H5T_NATIVE_DOUBLE, batch, 1, sum + 2 * d);
     }
@@ -923,6 +947,30 @@ int rs_actstore_is_complete(const rs_actstore *st) {
  * read
  * ---------------------------------------------------------------------------------------------- */
 
+/* Rows [row0, row0 + n) of (split, li) as read (stored form) against their checksums. */
+static rs_err verify_rows(const rs_actstore *st, int split, int li, int64_t row0, int64_t n, const void *rows) {
+    if (st->rsum[split][li] < 0 || n == 0) return RS_OK;
+    uint64_t *want = malloc((size_t)n * 2 * sizeof *want);
+    RS_CHECK_ALLOC(want);
+    uint64_t *got = want + n;
+    rs_err e = rs_h5_read_rows(want, st->rsum[split][li], H5T_NATIVE_UINT64, row0, n);
+    if (!e) row_checksums(got, rows, n, (size_t)st->id.d * (st->id.dtype == RS_DTYPE_F16 ? 2u : 4u));
+    int64_t bad = -1;
+    for (int64_t r = 0; !e && r < n && bad < 0; r++)
+        if (got[r] != want[r]) bad = r;
+    free(want);
+    RS_TRY(e);
+    if (bad >= 0) {
+        char lname[32];
+        rs_actstore_layer_name(lname, sizeof lname, st->id.layers[li]);
+        RS_FAIL(RS_ERR_FORMAT,
+                "%s: row %lld of /%s/%s does not match its checksum: the activation store is damaged on disk. Delete "
+                "it and run the same command again (the harvest runs again; finished SAEs and evaluations are kept)",
+                st->path, (long long)(row0 + bad), rs_split_name(split), lname);
+    }
+    return RS_OK;
+}
+
 rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int layer, int64_t row0, int64_t n) {
     int li = -1;
     RS_TRY(check_split_layer(&li, st, split, layer));
@@ -932,6 +980,7 @@ rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int l
     const size_t count = (size_t)n * (size_t)st->id.d;
     if (st->id.dtype == RS_DTYPE_F32) {
         RS_TRY(rs_h5_read_rows(dst, st->dset[split][li], H5T_NATIVE_FLOAT, row0, n));
+        RS_TRY(verify_rows(st, split, li, row0, n, dst));
         return RS_OK;
     }
     /* float16: read into the upper half of dst, then widen front to back in blocks copied out
@@ -940,6 +989,7 @@ rs_err rs_actstore_read_rows(const rs_actstore *st, float *dst, int split, int l
     unsigned char *bytes = (unsigned char *)dst;
     unsigned char *halves = bytes + 2 * count;
     RS_TRY(rs_h5_read_rows(halves, st->dset[split][li], st->half_type, row0, n));
+    RS_TRY(verify_rows(st, split, li, row0, n, halves));
     enum { BLOCK = 1024 };
     uint16_t tmp[BLOCK];
     for (size_t i = 0; i < count; i += BLOCK) {

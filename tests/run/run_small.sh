@@ -327,6 +327,51 @@ PYEOF
   "$py" "$check" "$dir/full.h5" "$dir/run/results.h5" || fail "results.h5 rebuilt after deletion differs"
   echo "run lock: held lock refused by name, stale lock taken over, concurrent run refused; results.h5 rebuilt"
   ;;
+corrupt)
+  # flipped bits and truncated tails: damaged task files are found by their checksums when the run
+  # starts, moved aside and redone (damaged checkpoints: test_sae_ckpt); a damaged activation store row is refused by name when read, and after the store is deleted the
+  # same command finishes. Every time the results equal the undamaged run's.
+  dmg=$src/tests/run/damage.py
+  dir=$out/pipeline${sfx}_corrupt; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/small.yaml" "$dir/run"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/first.log" 2>&1 || { tail -20 "$dir/first.log"; fail "first run"; }
+  cp "$dir/run/results.h5" "$dir/full.h5"
+  t=$dir/run/tasks
+  one() { ls "$t"/$1_*.h5 | head -1; }
+  "$py" "$dmg" data "$(one sae_raw_L1_k4_s0)" W_dec || fail "damaging an SAE task file"
+  "$py" "$dmg" data "$(one eval_all_raw_k4_s0)" ce || fail "damaging an evaluation task file"
+  "$py" "$dmg" header "$(one eval_even_resae_k8_s0)" recon || fail "damaging an object header"
+  "$py" "$dmg" truncate "$(one affine_L0_L1)" || fail "truncating an affine task file"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/again.log" 2>&1 || { tail -20 "$dir/again.log"; fail "the run after damaging 4 task files"; }
+  n=$(grep -c "WARN  task file .* is damaged (.*): moved to .*\.damaged; the task runs again" "$dir/again.log")
+  grep "is damaged" "$dir/again.log" | head -4 | cut -c1-260
+  [ "$n" = 4 ] || fail "$n damaged task files reported, expected 4"
+  for k in "sae raw_L1_k4_s0" "eval all_raw_k4_s0" "eval even_resae_k8_s0" "affine L0_L1"; do
+    grep -q "task $k: done" "$dir/again.log" || fail "task $k did not run again"
+  done
+  # the harvest always runs (it finds the store complete); the 4 damaged tasks; nothing else
+  grep -qE "scheduler: [0-9]+ tasks, [0-9]+ done before, 5 to run" "$dir/again.log" ||
+    fail "other tasks than the harvest and the 4 damaged ones ran again"
+  grep -m1 "scheduler: .* to run" "$dir/again.log" | cut -c24-200
+  "$py" "$check" "$dir/full.h5" "$dir/run/results.h5" || fail "results after redoing the damaged task files differ"
+  # the store: one bit flipped in every chunk of layer 1's rows; its readers refuse it by name
+  for s in train calib eval; do "$py" "$dmg" data "$dir/run/activations.h5" "$s/L1" --every >/dev/null || fail "damaging the store"; done
+  rm -f "$t"/sae_*L1_* "$t"/affine_* "$t"/eval_* "$dir/run/results.h5"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/store.log" 2>&1 && fail "a run on a damaged activation store finished"
+  grep -E "^error: |ERROR" "$dir/store.log" | grep -m1 "does not match its checksum" | cut -c1-400
+  grep -qE "activations.h5: row [0-9]+ of /[a-z]+/L1 does not match its checksum: the activation store is damaged on disk. Delete it" "$dir/store.log" ||
+    { tail -20 "$dir/store.log"; fail "the damaged store row was not reported by name"; }
+  grep -q "retrying" "$dir/store.log" && fail "a task on a damaged store was retried"
+  # ... and a store with a truncated tail is refused when the run starts
+  "$py" "$dmg" truncate "$dir/run/activations.h5" >/dev/null || fail "truncating the store"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/store_cut.log" 2>&1 && fail "a run on a truncated activation store finished"
+  grep -q "activations.h5 cannot be opened although the harvest journal records finished batches: the file is damaged (a truncated or overwritten file). Delete it and run the same command again" "$dir/store_cut.log" ||
+    { tail -20 "$dir/store_cut.log"; fail "the truncated store was not refused by name with the fix"; }
+  rm "$dir/run/activations.h5"
+  mpi 2 "$resae" run "$dir/small.yaml" >"$dir/rebuilt.log" 2>&1 || { tail -20 "$dir/rebuilt.log"; fail "the run after deleting the damaged store"; }
+  "$py" "$check" "$dir/full.h5" "$dir/run/results.h5" || fail "results after harvesting again differ"
+  echo "damaged files: 4 task files redone, a damaged or truncated store refused by name and rebuilt; results identical"
+  ;;
 diverge)
   # an SAE whose training diverges (train.lr far too high) stops its task at once with an error naming
   # the SAE, the step and the setting, is not retried, and no SAE or result of it is written
