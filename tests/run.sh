@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Install what is missing, build, run every test through ctest, print the totals.
-# Usage: tests/run.sh [--asan] [--valgrind] [-R REGEX] [-L LABEL]
+# Usage: tests/run.sh [--asan] [--valgrind] [--fuzz SECONDS] [-R REGEX] [-L LABEL]
 #   --asan      build in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer, run all tests
 #   --valgrind  build in build-valgrind/ and run the serial tests under valgrind (memcheck) only
 #               (OpenBLAS with its AVX2 kernels: valgrind cannot execute AVX-512)
+#   --fuzz S    install clang, build the fuzz harnesses with libFuzzer + ASan/UBSan in build-fuzz/,
+#               run each for S seconds from its seed corpus (tests/fuzz/README.md), print the totals
 # Other arguments go to ctest.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../jobs/lib/setup.sh"
 
-asan=0 vg=0 ctest_args=()
+asan=0 vg=0 fuzz=0 ctest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --asan) asan=1 ;;
     --valgrind) vg=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --fuzz) fuzz=${2:-}; shift
+      [[ $fuzz =~ ^[0-9]+$ ]] && [ "$fuzz" -gt 0 ] || { echo "error: --fuzz needs a number of seconds, e.g. --fuzz 60" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) ctest_args+=("$1") ;;
   esac
   shift
@@ -22,7 +26,12 @@ done
 
 pkgs=("${RESAE_BUILD_PKGS[@]}" "${RESAE_PY_PKGS[@]}")
 [ $vg = 1 ] && pkgs+=(valgrind)
+[ "$fuzz" != 0 ] && pkgs+=(clang)
 rs_install_packages "${pkgs[@]}" || exit 1
+
+if [ "$fuzz" != 0 ]; then
+  exec bash "$here/fuzz/run_fuzz.sh" "$fuzz"
+fi
 
 cmake_args=()
 if [ $vg = 1 ]; then

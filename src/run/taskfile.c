@@ -248,8 +248,9 @@ rs_err rs_taskfile_read_affine(rs_affine_map *m, const char *path, int d) {
     RS_TRY_GOTO(rs_h5_read(f, "mu_x", H5T_NATIVE_DOUBLE, buf + nd * nd, nd, path), done);
     RS_TRY_GOTO(rs_h5_read(f, "mu_y", H5T_NATIVE_DOUBLE, buf + nd * nd + nd, nd, path), done);
     RS_TRY_GOTO(rs_affine_map_set(m, d, d, buf, buf + nd * nd, buf + nd * nd + nd), done);
-    RS_TRY_GOTO(rs_h5_attr_get_f64(&m->s, f, "s", path), done);
-    RS_TRY_GOTO(rs_h5_attr_get_f64(&m->r2, f, "r2", path), done);
+    err = rs_h5_attr_get_f64(&m->s, f, "s", path);
+    if (!err) err = rs_h5_attr_get_f64(&m->r2, f, "r2", path);
+    if (err) rs_affine_map_free(m); /* the map is the caller's only when the whole file read */
 done:
     free(buf);
     H5Fclose(f);
