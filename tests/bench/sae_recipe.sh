@@ -8,9 +8,10 @@
 # RECIPES (a file of "name budgets options" lines, budgets a comma list of divisors of the 2.38M
 # tokens) and KS ("3 8 20") override what runs; JOBS (default 2)
 # runs that many trainings at once (each single-threaded; the study counts tokens, not seconds).
-# Prints one table per budget: rows dataset x k, columns recipe (FVU on the eval split, and the
-# fraction of latents that never fire on it), then per recipe the mean FVU ratio to the baseline
-# ("today": the recipe before the study, at the full budget) and the worst dead fraction.
+# Prints one table per budget: rows dataset x k, columns recipe (FVU on the eval split, the fraction
+# of latents that never fire on it, and the fraction dead at the end of training: inactive for the
+# last dead_tokens training tokens), then per recipe the mean FVU ratio to the baseline ("today":
+# the recipe before the study, at the full budget) and the worst dead fractions (eval / training).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:-$here/../../build}
@@ -100,6 +101,7 @@ awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
   !(($1 " " $2 " " $3 " " $4 " " $5) in want) { next }
   { delete v; for (i = 6; i < NF; i += 2) v[$(i)] = $(i + 1)
     key = $3 " k=" $4; fvu[$1, $2, key] = v["fvu_eval"]; dead[$1, $2, key] = v["dead_eval"]
+    dtr[$1, $2, key] = v["dead_train"]
     if (v["recovered"] != "") rec[$1, $2, key] = v["recovered"]
     if (!(key in seen)) { seen[key] = 1; keys[nk++] = key }
     if (!($1 in bs)) { bs[$1] = 1; blist[nb++] = $1 } }
@@ -107,24 +109,25 @@ awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
     nr = split(recipes, r, " ")
     for (bi = 0; bi < nb; bi++) {
       b = blist[bi]
-      printf "\n== budget: %d tokens (1/%d of the demo'"'"'s 2.38M); FVU on eval / latents dead on eval\n%-16s", 2380000 / b, b, "stream"
-      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %15s", r[j]
+      printf "\n== budget: %d tokens (1/%d of the demo'"'"'s 2.38M); FVU on eval / latents dead on eval / dead at the end of training\n%-16s", 2380000 / b, b, "stream"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %22s", r[j]
       printf "\n"
       for (q = 0; q < nk; q++) {
         printf "%-16s", keys[q]
-        for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %8.4f/%5.1f%%", fvu[b, r[j], keys[q]], 100 * dead[b, r[j], keys[q]]
+        for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %8.4f/%5.1f%%/%5.1f%%", fvu[b, r[j], keys[q]], 100 * dead[b, r[j], keys[q]], 100 * dtr[b, r[j], keys[q]]
         printf "\n"
       }
       printf "%-16s", "FVU / today"
       for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
         s = 0; miss = 0
         for (q = 0; q < nk; q++) if ((1, "today", keys[q]) in fvu) s += log(fvu[b, r[j], keys[q]] / fvu[1, "today", keys[q]]); else miss = 1
-        if (miss) printf " %15s", "(no today)"; else printf " %15.3f", exp(s / nk) }
+        if (miss) printf " %22s", "(no today)"; else printf " %22.3f", exp(s / nk) }
       printf "  (geometric mean)\n%-16s", "worst dead"
       for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
-        w = 0; for (q = 0; q < nk; q++) if (dead[b, r[j], keys[q]] > w) w = dead[b, r[j], keys[q]]
-        printf " %14.1f%%", 100 * w }
-      printf "\n%-16s", "synth recovered"
-      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %7.2f %7.2f", rec[b, r[j], "synth k=4"], rec[b, r[j], "synth k=8"]
+        w = 0; wt = 0
+        for (q = 0; q < nk; q++) { if (dead[b, r[j], keys[q]] > w) w = dead[b, r[j], keys[q]]; if (dtr[b, r[j], keys[q]] > wt) wt = dtr[b, r[j], keys[q]] }
+        printf " %14.1f%%/%5.1f%%", 100 * w, 100 * wt }
+      printf "  (eval / training)\n%-16s", "synth recovered"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %10.2f %10.2f", rec[b, r[j], "synth k=4"], rec[b, r[j], "synth k=8"]
       printf "  (k=4 k=8: true atoms with a decoder row at cosine > 0.9)\n"
     } }' "$list" "$out/results.txt"
