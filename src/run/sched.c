@@ -708,7 +708,7 @@ static int run_one(worker *w, int i, rs_sched_run_fn run, void *ctx, double *sec
         char mine[RS_SCHED_MSG_MAX];
         const char *other = w->s->opts.other_rank_msg;
         mine[0] = '\0';
-        if (e && e != RS_ERR_INTERRUPTED && !(other && !strcmp(rs_err_msg(), other)))
+        if (e && e != RS_ERR_INTERRUPTED && !rs_err_is_remote() && !(other && !strcmp(rs_err_msg(), other)))
             snprintf(mine, sizeof mine, "rank %d: %s", w->rank, rs_err_msg()[0] ? rs_err_msg() : rs_err_name(e));
         char *all_txt = w->txt;
         MPI_Gather(mine, RS_SCHED_MSG_MAX, MPI_CHAR, all_txt, RS_SCHED_MSG_MAX, MPI_CHAR, 0, w->group_comm);

@@ -356,7 +356,9 @@ static rs_err checkpoint(harvest_run *h, int64_t upto) {
 static rs_err failed_round(harvest_run *h, int64_t first, const int *out) {
     if (h->pending < first) RS_TRY(checkpoint(h, first));
     if (h->my_err) return h->my_err; /* its message is still the current one */
-    RS_FAIL(out[0], "harvest stopped: rank %d failed (its error is printed above)", out[2]);
+    rs_err e = RS_ERR(out[0], "harvest stopped: rank %d failed (its error is printed above)", out[2]);
+    rs_err_mark_remote(); /* the scheduler reports the failing rank's own message, not this one */
+    return e;
 }
 
 static void agree_start(agreements *g, rs_err my_err, int stop, int rank, int flush, int64_t first, int64_t last,
