@@ -50,9 +50,15 @@ start=$(date +%s)
 if [ $vg = 1 ]; then
   rs_say "serial tests under valgrind"
   ctest --test-dir "$RESAE_BUILD_DIR" -L serial -T memcheck -j "$RESAE_JOBS" "${ctest_args[@]}" \
-    --overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite" \
+    --overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite --suppressions=$RESAE_ROOT/tests/valgrind.supp" \
     --output-on-failure 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
+  # valgrind's findings ("Defects: N" per test) fail the run even where the test's own checks passed
+  if grep -qE '^ *[0-9]+/[0-9]+ MemCheck: #[0-9]+: .*Defects: [1-9]' "$log"; then
+    echo "valgrind found defects (logs in $RESAE_BUILD_DIR/Testing/Temporary/MemoryChecker.*.log):"
+    grep -E '^ *[0-9]+/[0-9]+ MemCheck: #[0-9]+: .*Defects: [1-9]' "$log"
+    rc=1
+  fi
   sed -i 's/MemCheck/Test/' "$log"   # count lines below like ordinary runs
 else
   rs_say "running tests"
