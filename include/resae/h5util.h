@@ -55,6 +55,9 @@ rs_err rs_h5_attr_get_str(char *out, size_t n, hid_t loc, const char *name, cons
 
 /* Make path durable and atomically visible: fsync tmp, rename tmp -> path, fsync the directory. */
 rs_err rs_file_commit(const char *tmp, const char *path);
+/* Create (or truncate) path and write n bytes to it; on failure the file is removed and the error names
+ * it (a full disk says so). Not synced: rs_file_commit does that. */
+rs_err rs_file_write_all(const char *path, const void *data, size_t n);
 /* mkdir -p */
 rs_err rs_mkdirs(const char *path);
 int rs_file_exists(const char *path);

@@ -291,6 +291,32 @@ static rs_err fsync_path(const char *path, int dir) {
     return RS_OK;
 }
 
+rs_err rs_file_write_all(const char *path, const void *data, size_t n) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) RS_FAIL(RS_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            close(fd);
+            unlink(path);
+            errno = e;
+            RS_FAIL(RS_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    if (close(fd)) {
+        int e = errno;
+        unlink(path);
+        errno = e;
+        RS_FAIL(RS_ERR_IO, "%s: close failed: %s", path, strerror(e));
+    }
+    return RS_OK;
+}
+
 rs_err rs_file_commit(const char *tmp, const char *path) {
     RS_TRY(fsync_path(tmp, 0));
     if (rename(tmp, path)) RS_FAIL(RS_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));

@@ -426,7 +426,7 @@ static rs_err write_file(const rs_task_ctx *c, const rs_sched *s) {
                 "has %.1f MB free", path, (double)need / 1e6, (double)avail / 1e6);
     }
     hid_t f;
-    err = rs_taskfile_create(&f, tmp, sizeof tmp, path);
+    err = rs_taskfile_create_on_disk(&f, tmp, sizeof tmp, path);
     if (err) {
         rs_tasks_free(&l);
         return err;

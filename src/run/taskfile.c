@@ -77,17 +77,91 @@ int rs_taskfile_done(const rs_task_ctx *c, const char *path) {
     return done;
 }
 
-rs_err rs_taskfile_create(hid_t *f, char *tmp, size_t n, const char *path) {
+static rs_err create_file(hid_t *f, char *tmp, size_t n, const char *path, int in_memory) {
     int len = snprintf(tmp, n, "%s.tmp", path);
     RS_CHECK(len >= 0 && (size_t)len < n, RS_ERR_INVAL, "%s: path too long for a temporary name", path);
     /* the 1.8 format's object headers and superblock carry checksums; 1.10's readers (h5py) read it */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    RS_CHECK(fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V110) >= 0, RS_ERR_IO,
-             "%s: cannot set the HDF5 file format", tmp);
+    RS_CHECK(fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V110) >= 0 &&
+                 (!in_memory || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) >= 0),
+             RS_ERR_IO, "%s: cannot set the HDF5 file format", tmp);
     *f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     RS_CHECK(*f >= 0, RS_ERR_IO, "%s: cannot create", tmp);
     return RS_OK;
+}
+
+rs_err rs_taskfile_create(hid_t *f, char *tmp, size_t n, const char *path) { return create_file(f, tmp, n, path, 1); }
+
+rs_err rs_taskfile_create_on_disk(hid_t *f, char *tmp, size_t n, const char *path) {
+    return create_file(f, tmp, n, path, 0);
+}
+
+/* Bob Jenkins' lookup3 hash (hashlittle, initial value 0), the checksum of HDF5's metadata. */
+static uint32_t rot32(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+static uint32_t word_at(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t lookup3(const unsigned char *k, size_t n) {
+    uint32_t a, b, c;
+    a = b = c = 0xdeadbeefu + (uint32_t)n;
+    for (; n > 12; n -= 12, k += 12) {
+        a += word_at(k), b += word_at(k + 4), c += word_at(k + 8);
+        a -= c, a ^= rot32(c, 4), c += b;
+        b -= a, b ^= rot32(a, 6), a += c;
+        c -= b, c ^= rot32(b, 8), b += a;
+        a -= c, a ^= rot32(c, 16), c += b;
+        b -= a, b ^= rot32(a, 19), a += c;
+        c -= b, c ^= rot32(b, 4), b += a;
+    }
+    if (!n) return c;
+    unsigned char tail[12] = {0};
+    memcpy(tail, k, n);
+    a += word_at(tail), b += word_at(tail + 4), c += word_at(tail + 8);
+    c ^= b, c -= rot32(b, 14);
+    a ^= c, a -= rot32(c, 11);
+    b ^= a, b -= rot32(a, 25);
+    c ^= b, c -= rot32(b, 16);
+    a ^= c, a -= rot32(c, 4);
+    b ^= a, b -= rot32(a, 14);
+    c ^= b, c -= rot32(b, 24);
+    return c;
+}
+
+/* HDF5 1.10.8's H5Fget_file_image returns a version 2 or 3 superblock whose checksum it did not
+ * recompute after patching the image (the file then fails to open: "incorrect metadata checksum").
+ * Recompute it: signature, version, the two size bytes, the flags, four addresses, then the checksum. */
+static void fix_superblock_checksum(unsigned char *img, size_t size) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (size < 13 || memcmp(img, sig, 8) || (img[8] != 2 && img[8] != 3)) return;
+    size_t at = 12 + 4 * (size_t)img[9];
+    if (at + 4 > size) return;
+    uint32_t cs = lookup3(img, at);
+    for (int i = 0; i < 4; i++) img[at + (size_t)i] = (unsigned char)(cs >> (8 * i));
+}
+
+/* An in-memory task file goes to disk as one image written by plain write(2): a full disk is then an
+ * ordinary write error, never a failed H5Fclose, which leaves HDF5 1.10 a half-closed file that it
+ * crashes on at exit. */
+static rs_err write_image(hid_t f, const char *tmp) {
+    if (H5Fflush(f, H5F_SCOPE_LOCAL) < 0) {
+        H5Fclose(f);
+        RS_FAIL(RS_ERR_IO, "%s: cannot flush the file in memory", tmp);
+    }
+    ssize_t size = H5Fget_file_image(f, NULL, 0);
+    void *img = size > 0 ? malloc((size_t)size) : NULL;
+    if (!img || H5Fget_file_image(f, img, (size_t)size) != size) {
+        free(img);
+        H5Fclose(f);
+        RS_FAIL(RS_ERR_NOMEM, "%s: cannot take the file's image (%lld bytes)", tmp, (long long)size);
+    }
+    H5Fclose(f);
+    fix_superblock_checksum(img, (size_t)size);
+    rs_err err = rs_file_write_all(tmp, img, (size_t)size);
+    free(img);
+    return err;
 }
 
 typedef struct verify_ctx {
@@ -152,7 +226,11 @@ int rs_taskfile_intact(const char *path, char *why, size_t n) {
 }
 
 rs_err rs_taskfile_commit(hid_t f, const char *tmp, const char *path) {
-    RS_CHECK(H5Fclose(f) >= 0, RS_ERR_IO, "%s: cannot close", tmp);
+    hid_t fapl = H5Fget_access_plist(f);
+    int in_memory = fapl >= 0 && H5Pget_driver(fapl) == H5FD_CORE;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (in_memory) RS_TRY(write_image(f, tmp));
+    else RS_CHECK(H5Fclose(f) >= 0, RS_ERR_IO, "%s: cannot close", tmp);
     return rs_file_commit(tmp, path);
 }
 
