@@ -51,14 +51,14 @@ int rs_taskfile_done(const rs_task_ctx *c, const char *path);
  * in why when not. Serial, on the rank that asks. */
 enum { RS_TASKFILE_VERIFY_BYTES = 64 << 20 };
 int rs_taskfile_intact(const char *path, char *why, size_t n);
-/* Create <path>.tmp (into tmp) for writing, serial HDF5 on one rank, in the HDF5 1.8 file format (every
- * object header checksummed); datasets written by rs_h5_write carry their own checksum. */
+/* Create the task file <path>.tmp (into tmp) for writing, serial HDF5 on one rank, in the HDF5 1.8 file
+ * format (every object header checksummed; datasets written by rs_h5_write carry their own checksum).
+ * The file is built in memory (HDF5's core driver) and written out as one image at commit, so a full
+ * disk fails a plain write rather than an HDF5 close. */
 rs_err rs_taskfile_create(hid_t *f, char *tmp, size_t n, const char *path);
-/* The same, but the file is built in memory only by rs_taskfile_create (HDF5's core driver; written
- * out as one image at commit, so a full disk fails a plain write); rs_taskfile_create_on_disk writes
- * through HDF5 as it goes (results.h5, which holds every task file's contents). */
+/* The same format, written through HDF5 as it goes (results.h5, which holds every task file's contents). */
 rs_err rs_taskfile_create_on_disk(hid_t *f, char *tmp, size_t n, const char *path);
-/* Close f and commit tmp to path (fsync, rename: rs_file_commit). */
+/* Close f and commit tmp to path (an in-memory file written as one image; fsync, rename: rs_file_commit). */
 rs_err rs_taskfile_commit(hid_t f, const char *tmp, const char *path);
 /* The `seconds` attribute of a finished task file (0 if absent or unreadable; clears the error). */
 double rs_taskfile_seconds(const char *path);

@@ -130,14 +130,24 @@ typedef struct run_ctx {
     rs_model model;
     rs_tokens tk;
     int started[RS_TASK_KIND_COUNT]; /* this rank has led a task of the kind (for the "stage" lines) */
+    signed char *done;     /* (l->n) rank 0's verdict on each task file: 0 not taken yet, 1 done, -1 to run */
 } run_ctx;
 
 static const rs_task *task_of(const run_ctx *c, const rs_sched_task *t) { return &c->l->tasks[(intptr_t)t->data]; }
 
-/* done(): the task file exists (asked on rank 0). The harvest always runs: it reuses a complete
- * store, so a finished harvest costs only the check. */
+/* done(): the task file exists and reads back whole (asked on rank 0, by the plan and then by the
+ * scheduler, both before any task runs: each file is verified once). The harvest always runs: it
+ * reuses a complete store, so a finished harvest costs only the check. */
+static int task_file_done(const rs_task *task);
+
 static int sched_done(void *vctx, const rs_sched_task *t) {
-    const rs_task *task = task_of(vctx, t);
+    run_ctx *c = vctx;
+    signed char *d = &c->done[(intptr_t)t->data];
+    if (!*d) *d = task_file_done(task_of(c, t)) ? 1 : -1;
+    return *d > 0;
+}
+
+static int task_file_done(const rs_task *task) {
     if (task->kind == RS_TASK_HARVEST || !rs_file_exists(task->path)) return 0;
     /* a damaged task file (flipped bytes, a truncated tail) is moved aside and its task runs again */
     char why[256] = "", aside[4200];
@@ -397,6 +407,11 @@ static rs_err run_locked(const rs_run *run, const rs_task_ctx *tc0, MPI_Comm com
     c.run = run;
     c.l = &l;
     c.tk.fd = -1;
+    c.done = calloc(l.n > 0 ? (size_t)l.n : 1, sizeof *c.done);
+    if (!c.done) {
+        rs_tasks_free(&l);
+        return RS_ERR(RS_ERR_NOMEM, "out of memory for the task table");
+    }
     rs_sched_opts o;
     rs_sched_opts_default(&o);
     o.group_size = (int)run->cfg.parallel.group_size;
@@ -415,5 +430,6 @@ static rs_err run_locked(const rs_run *run, const rs_task_ctx *tc0, MPI_Comm com
     }
     rs_sched_free(&s);
     rs_tasks_free(&l);
+    free(c.done);
     return err;
 }

@@ -236,7 +236,7 @@ typedef struct coord {
     double *prio;         /* (n_tasks) critical-path cost: own cost + the costliest chain of dependents */
     int world_task, world_reports, world_err;
     char world_text[RS_SCHED_MSG_MAX];
-    int stopping, interrupted, no_space;
+    int stopping, interrupted;
     double t0, t0_epoch; /* rs_now() and the wall clock at the start */
     double t_snap;       /* rs_now() of the last status snapshot */
     int snap_dirty;      /* the table changed since the last snapshot */
@@ -404,7 +404,7 @@ static void task_finished(coord *c, int i, int group, int err, double seconds, c
         /* a full file system stays full: no retry, and no new task (each would fail the same way) */
         int full = err == RS_ERR_NOSPACE;
         if (full && !c->stopping) {
-            c->stopping = c->no_space = 1;
+            c->stopping = 1;
             RS_WARN("task %s: the file system is full; no more tasks are started", t->name);
         }
         if (r->attempts <= s->opts.max_retries && !permanent && !full) {
