@@ -2,6 +2,7 @@
 #ifndef RESAE_UTIL_H
 #define RESAE_UTIL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,5 +21,13 @@ uint64_t rs_checksum64(const void *data, size_t n);
 rs_err rs_path_join(char *out, size_t cap, const char *dir, const char *name);
 /* 64-byte aligned, zeroed allocation; free with free(). Returns NULL on failure or overflow. */
 void *rs_calloc_aligned(size_t n, size_t size);
+
+/* A hook for the Slurm tests (tests/slurm/slurm_jobs.sh), inert unless RESAE_TEST_HOLD is set: its
+ * comma-separated entry i (i = SLURM_RESTART_COUNT, 0 when unset) names the stage (harvest, train or
+ * evaluate; "-" for none) in which this process, at its first hold point of that stage, waits for a
+ * stop request (*stop set by SIGUSR1/SIGTERM; at most RESAE_TEST_HOLD_SECONDS, default 600), so that
+ * a time limit's signal lands inside that stage in that allocation. Each caller's hold point comes
+ * after some of the stage's work is done. Returns 1 when it waited. */
+int rs_test_hold(const char *stage, volatile sig_atomic_t *stop);
 
 #endif

@@ -77,6 +77,20 @@ static void line(const char *stage, int64_t done, int64_t running, int64_t total
     printf("\n");
 }
 
+/* The Slurm job of the run holding the run lock now (" (Slurm job N)"; empty when none). */
+static void lock_job(char *out, size_t cap, const char *run_dir) {
+    out[0] = 0;
+    char path[4096], *text = NULL;
+    size_t len = 0;
+    if (rs_path_join(path, sizeof path, run_dir, RS_RUN_LOCK_FILE) || rs_read_file(&text, &len, path, 4096)) {
+        rs_err_clear();
+        return;
+    }
+    const char *job = strstr(text, ", Slurm job ");
+    if (job) snprintf(out, cap, " (Slurm job %.*s)", (int)strcspn(job + 12, "\n"), job + 12);
+    free(text);
+}
+
 /* The scheduler's snapshot: running, failed and per-kind times of the last (or current) run; prints
  * the run's state and its failed tasks. Returns whether there is a snapshot; *ng: its group count. */
 static int read_snapshot(stage_snap sn[RS_TASK_KIND_COUNT], int *ng, const char *run_dir) {
@@ -102,8 +116,10 @@ static int read_snapshot(stage_snap sn[RS_TASK_KIND_COUNT], int *ng, const char 
     rs_fmt_duration(upd, sizeof upd, now > ss.updated ? now - ss.updated : 0);
     const char *what = ss.final ? "ended" : live == 1 ? "running" : live == 0 ? "killed or lost (no exit recorded)"
                                                                               : "on another host";
-    printf("last run: %s; pid %ld on %s, started %s ago, snapshot %s old; %d group(s) of %d rank(s)\n", what, ss.pid,
-           ss.host, ago, upd, ss.n_groups, ss.group_size);
+    char job[64] = "";
+    if (live != 0 && !ss.final) lock_job(job, sizeof job, run_dir);
+    printf("last run: %s%s; pid %ld on %s, started %s ago, snapshot %s old; %d group(s) of %d rank(s)\n", what, job,
+           ss.pid, ss.host, ago, upd, ss.n_groups, ss.group_size);
     for (int i = 0; i < RS_TASK_KIND_COUNT; i++) sn[i].t_lo = 1e300;
     int n_skipped = 0;
     for (int i = 0; i < ss.n; i++) {

@@ -1,10 +1,13 @@
 #include "resae/util.h"
 
+#include "resae/log.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 rs_err rs_read_file(char **out, size_t *len, const char *path, size_t max_bytes) {
     *out = NULL;
@@ -91,4 +94,30 @@ rs_err rs_path_join(char *out, size_t cap, const char *dir, const char *name) {
                 name, cap ? cap - 1 : 0);
     }
     return RS_OK;
+}
+
+int rs_test_hold(const char *stage, volatile sig_atomic_t *stop) {
+    static char held[8][16]; /* the stages this process has held in */
+    const char *spec = getenv("RESAE_TEST_HOLD");
+    if (!spec || !*spec || !stop) return 0;
+    const char *rc = getenv("SLURM_RESTART_COUNT");
+    long want = rc && *rc ? strtol(rc, NULL, 10) : 0;
+    const char *p = spec;
+    for (long i = 0; i < want && p; i++) {
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    size_t n = p ? strcspn(p, ",") : 0;
+    if (!n || n != strlen(stage) || strncmp(p, stage, n) != 0) return 0;
+    int slot = 0;
+    while (slot < 8 && held[slot][0] && strcmp(held[slot], stage) != 0) slot++;
+    if (slot == 8 || held[slot][0]) return 0;
+    snprintf(held[slot], sizeof held[slot], "%s", stage);
+    const char *ts = getenv("RESAE_TEST_HOLD_SECONDS");
+    double limit = ts && *ts ? strtod(ts, NULL) : 600;
+    RS_INFO("test hold (RESAE_TEST_HOLD): in stage %s until a stop request arrives (at most %.0f s)", stage, limit);
+    struct timespec nap = {0, 20 * 1000 * 1000};
+    for (double waited = 0; !*stop && waited < limit; waited += 0.02) nanosleep(&nap, NULL);
+    RS_INFO("test hold: %s", *stop ? "stop request received" : "no stop request; going on");
+    return 1;
 }

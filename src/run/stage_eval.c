@@ -362,7 +362,21 @@ done:
     return err;
 }
 
+/* RESAE_TEST_HOLD (util.h): the hold point of the evaluation stage is the start of the second
+ * evaluation this process runs; a stop request seen there by any rank of the group leaves the task
+ * to the next run. Collective over c->comm. */
+static rs_err eval_test_hold(const rs_task_ctx *c) {
+    static int n_started;
+    volatile sig_atomic_t *stop = c->run->opts.stop;
+    if (++n_started != 2 || !rs_test_hold("evaluate", stop)) return RS_OK;
+    int mine = *stop != 0, any = 0;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, c->comm);
+    if (any) RS_FAIL(RS_ERR_INTERRUPTED, "evaluation not started: stop requested (test hold)");
+    return RS_OK;
+}
+
 rs_err rs_stage_eval_run(const rs_task_ctx *c, int i, const char *path, const rs_model *model, rs_tokens *tk) {
+    RS_TRY(eval_test_hold(c));
     rs_actstore st;
     rs_err err = RS_OK;
     RS_TRY_GOTO(rs_taskfile_open_store(&st, c), done);

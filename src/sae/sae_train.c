@@ -1159,6 +1159,7 @@ rs_err rs_sae_train(rs_sae *sae, rs_sae_metrics *out, const rs_sae_config *cfg, 
     rs_sae_step_stats st = {0};
     int64_t last_saved = -1;
     while (t.step < cfg->steps) {
+        if (t.step == cfg->steps / 2) rs_test_hold("train", cfg->stop); /* halfway (RESAE_TEST_HOLD) */
         RS_TRY_GOTO(rs_sae_trainer_step(&t, &st, src), done);
         if (t.step > cfg->steps - tail) {
             t.tail_fvu += st.fvu;

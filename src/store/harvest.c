@@ -415,6 +415,7 @@ static rs_err harvest_round(harvest_run *h, int64_t r) {
     const int64_t first = r * per_global_round;
     const int64_t last = first + per_global_round < h->n_todo ? first + per_global_round : h->n_todo;
     const int every_round = cfg->flush_seconds <= 0; /* the same on every rank: checkpoint after each round */
+    if (r == 1) rs_test_hold("harvest", cfg->stop); /* after the first round's batches (RESAE_TEST_HOLD) */
     for (int j = 0; j < h->per_round && !h->my_err; j++) {
         int64_t k = first + (int64_t)j * h->size + h->rank;
         if (k >= h->n_todo) break;

@@ -114,24 +114,9 @@ ls "$out/run/tasks" "$out/run/ckpt" 2>/dev/null | grep -q '\.tmp$' && fail "a te
 "$py" "$src/tests/run/compare_results.py" "$out/ref/results.h5" "$out/run/results.h5" ||
   fail "results after $done_kills kills differ from the uninterrupted run"
 # no task reported done by one attempt started again in a later one
-"$py" - "$out" <<'PY' || fail "a finished task ran again"
-import glob, os, re, sys
-out = sys.argv[1]
-logs = sorted(glob.glob(os.path.join(out, "run[0-9]*.log")), key=lambda p: int(re.findall(r"run(\d+)\.log", p)[0]))
-logs.append(os.path.join(out, "final.log"))
-finished, starts, bad = set(), 0, []
-for p in logs:
-    text = open(p, errors="replace").read()
-    for name in re.findall(r"INFO  task (.+?): start on ", text):
-        starts += 1
-        if name in finished and name != "harvest":
-            bad.append(f"{name} (finished earlier, started again in {os.path.basename(p)})")
-    finished |= set(re.findall(r"INFO  task (.+?): done on ", text))
-if bad:
-    print("finished tasks started again:\n  " + "\n  ".join(bad))
-    sys.exit(1)
-print(f"{len(logs)} attempts, {starts} task starts, {len(finished)} tasks finished; no finished task started again")
-PY
+logs=()
+for i in $(seq 1 "$attempt"); do [ -f "$out/run$i.log" ] && logs+=("$out/run$i.log"); done
+"$py" "$src/tests/run/no_rerun.py" "${logs[@]}" "$out/final.log" || fail "a finished task ran again"
 "$resae" status "$out/run" >"$out/status.txt" 2>&1 || { cat "$out/status.txt"; fail "resae status after the final run"; }
 grep -q "^state: complete" "$out/status.txt" || { cat "$out/status.txt"; fail "resae status does not say complete"; }
 echo "killed $done_kills times (SIGKILL) and restarted: results identical to the uninterrupted run"

@@ -30,4 +30,9 @@ grep resae.sbatch "$dir/job2.log"
 [ $rc = 0 ] || fail "requeued job: exit $rc"
 grep -q "the experiment is complete" "$dir/job2.log" || fail "the requeued job did not complete"
 [ "$(wc -l <"$dir/scontrol.log")" = 1 ] || fail "the complete job requeued itself"
+grep -q "(auto: srun offers PMIx): srun " "$dir/job1.log" || fail "RESAE_LAUNCHER unset: srun was not chosen where srun offers PMIx"
+# without PMIx in srun the script chooses mpirun (here on /bin/true: only the choice is checked)
+RESAE_FAKE_PMIX=0 RESAE_BIN=/bin/true bash "$repo/jobs/slurm/resae.sbatch" "$dir/run" >"$dir/job3.log" 2>&1 ||
+  { cat "$dir/job3.log"; fail "the mpirun launcher on /bin/true"; }
+grep -q "(auto: srun does not offer PMIx): mpirun " "$dir/job3.log" || { cat "$dir/job3.log"; fail "RESAE_LAUNCHER unset: mpirun was not chosen without PMIx"; }
 echo "sbatch script (outside Slurm, stand-ins for srun/scontrol): SIGUSR1 -> exit 3 -> requeue -> complete"
