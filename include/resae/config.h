@@ -75,6 +75,7 @@ typedef struct rs_config {
 
     struct {
         char *path;           /* absolute; Hugging Face checkpoint directory */
+        int weights;          /* enum rs_weights_mode (model.h): mapped (default) or resident */
     } model;
 
     struct {

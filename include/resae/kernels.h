@@ -23,6 +23,9 @@ void rs_rmsnorm_forward(float *out, const float *inp, const float *w, int N, int
  * bias (OC) or NULL. beta is 0 (overwrite) or 1 (accumulate into out). */
 void rs_linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IC, int OC,
                        float beta);
+/* out (N, OC) with row stride ld_out = inp (N, IC) @ w(OC, IC)^T, no bias: a column block of a wider
+ * output (the logits of a block of vocabulary rows). */
+void rs_linear_forward_ld(float *out, int ld_out, const float *inp, const float *w, int N, int IC, int OC);
 
 /* out = inp + add, elementwise over n values (out may alias inp). */
 void rs_add_forward(float *out, const float *inp, const float *add, size_t n);

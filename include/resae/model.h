@@ -3,8 +3,12 @@
  *
  * Split by lifetime (llama2.c):
  *   rs_model_config  immutable hyperparameters (model_config.h)
- *   rs_model         weights: one fp32 slab with per-layer views; read-only after load, shareable
- *                    by any number of run states and threads
+ *   rs_model         weights, read-only after load, shareable by any number of run states and
+ *                    threads: either the blocks' weights stay in the checkpoint's read-only mapping
+ *                    in its dtype (RS_WEIGHTS_MAPPED: the page cache holds one copy for every
+ *                    process of a node) and are widened to fp32 one block at a time into the run
+ *                    state just before that block runs, or every parameter is one fp32 slab
+ *                    (RS_WEIGHTS_RESIDENT). Widening is exact, so both give bitwise the same results
  *   rs_run_state     scratch for at most max_B sequences of max_T tokens, sized once, reused
  *
  * Residual-stream numbering (METHOD.md §1): layer -1 is the embedding output, layer l in
@@ -44,22 +48,48 @@ typedef struct rs_layer_weights {
     const float *mlp_out_norm_w;             /* Gemma-2 (d) post_feedforward_layernorm (on the MLP output) */
 } rs_layer_weights;
 
+/* How a model holds its weights (config key model.weights). */
+enum rs_weights_mode { RS_WEIGHTS_MAPPED = 0, RS_WEIGHTS_RESIDENT = 1 };
+extern const char *const rs_weights_mode_names[2]; /* "mapped", "resident" */
+
+struct rs_safetensors;
+struct rs_st_tensor;
+/* Mapped mode: one tensor of a block, where its fp32 copy goes in the run state's block scratch
+ * and which rs_layer_weights pointer views it. */
+typedef struct rs_block_tensor {
+    const struct rs_st_tensor *t;
+    size_t scratch_off; /* floats, 64-byte aligned */
+    size_t field_off;   /* offsetof(rs_layer_weights, that pointer) */
+} rs_block_tensor;
+#define RS_BLOCK_MAX_TENSORS 16
+
 typedef struct rs_model {
     rs_model_config cfg;
     char dir[4096];
-    float *slab;                  /* every parameter, fp32, 64-byte aligned pieces; one free */
+    enum rs_weights_mode mode;
+    float *slab;                  /* fp32 parameters held by this process, 64-byte aligned pieces; one free:
+                                     every one when resident; mapped: the final norm only */
     size_t n_floats;
-    const float *embed;           /* (V, d) gpt_neox.embed_in / model.embed_tokens */
+    struct rs_safetensors *st;    /* mapped: the open checkpoint (NULL when resident) */
+    const struct rs_st_tensor *embed_src;   /* mapped: the embedding, widened a row per token */
+    const struct rs_st_tensor *unembed_src; /* mapped: the output matrix (the embedding when tied), widened a
+                                               block of vocabulary rows at a time for the logits */
+    rs_block_tensor (*blocks)[RS_BLOCK_MAX_TENSORS]; /* mapped: (n_layers) each block's tensors */
+    int *block_n;                 /* mapped: (n_layers) tensors per block */
+    size_t block_floats;          /* mapped: fp32 floats of the largest block (its scratch) */
+    size_t mapped_bytes;          /* mapped: checkpoint bytes read through the mapping */
+    const float *embed;           /* (V, d) gpt_neox.embed_in / model.embed_tokens (NULL when mapped) */
     const float *final_norm_w;    /* (d) gpt_neox.final_layer_norm / model.norm */
     const float *final_norm_b;    /* (d) or NULL (RMSNorm) */
-    const float *unembed;         /* (V, d) embed_out / lm_head; == embed when tie_word_embeddings */
-    rs_layer_weights *layers;     /* (n_layers) */
+    const float *unembed;         /* (V, d) embed_out / lm_head; == embed when tie_word_embeddings (NULL when mapped) */
+    rs_layer_weights *layers;     /* (n_layers) resident: views into slab; mapped: unused (NULL views) */
 } rs_model;
 
 /* Load DIR/config.json and DIR's safetensors weights (single file or sharded). Every tensor's
  * shape is checked; missing tensors are named; known non-parameter buffers are ignored; other
- * unexpected tensors are warned about. F32, F16 and BF16 weights are converted to fp32 once. */
-rs_err rs_model_load(rs_model *m, const char *dir);
+ * unexpected tensors are warned about. Resident: F32, F16 and BF16 weights are converted to fp32
+ * once; mapped: everything but the final norm stays in the file's mapping. */
+rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode);
 void rs_model_free(rs_model *m);
 
 /* ---- run state ------------------------------------------------------------------------------ */
@@ -80,6 +110,10 @@ typedef struct rs_run_state {
     int32_t *targets;   /* (logit_rows) */
     float *rope_cos;    /* (T, rotary_dim / 2) */
     float *rope_sin;    /* (T, rotary_dim / 2) */
+    float *block_w;     /* mapped weights: (block_floats) the running block's fp32 weights; else NULL */
+    float *unembed_w;   /* mapped weights: (unembed_rows, d) a block of the output matrix in fp32; else NULL */
+    int unembed_rows;   /* vocabulary rows per block of unembed_w (mapped) */
+    rs_layer_weights block_view; /* mapped weights: views into block_w */
 } rs_run_state;
 
 rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_T);

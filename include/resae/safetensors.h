@@ -55,6 +55,8 @@ const char *rs_safetensors_path(const rs_safetensors *st, const rs_st_tensor *t)
 
 /* Convert a floating-point tensor (F32, F16, BF16, F64) to fp32; out holds t->numel floats. */
 rs_err rs_st_tensor_to_f32(float *out, const rs_safetensors *st, const rs_st_tensor *t);
+/* The same for elements [first, first + n) of the tensor in C order (a few rows of a matrix). */
+rs_err rs_st_tensor_range_to_f32(float *out, const rs_safetensors *st, const rs_st_tensor *t, size_t first, size_t n);
 
 /* One tensor to write: little-endian, C order; data holds numel x dtype-size bytes. */
 typedef struct rs_st_out {

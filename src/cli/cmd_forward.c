@@ -46,6 +46,9 @@ static void usage(FILE *f) {
             "  --batch B          sequences per forward pass (default: about 4096 tokens per pass)\n"
             "  --max-seqs N       process only the first N sequences\n"
             "  --threads N        BLAS threads (default: OPENBLAS_NUM_THREADS, else all cores / ranks)\n"
+            "  --weights W        mapped (default: the blocks stay in the checkpoint's mapping, one copy per\n"
+            "                     node, widened to fp32 a block at a time) or resident (all fp32 per rank);\n"
+            "                     bitwise the same outputs\n"
             "  -h, --help         this text\n"
             "\n"
             "Under mpirun (or srun) the sequences are split into contiguous ranges over the ranks, which\n"
@@ -54,7 +57,7 @@ static void usage(FILE *f) {
 
 typedef struct {
     const char *model, *tokens, *out, *layers;
-    int format, seq_len, logits, batch, threads;
+    int format, seq_len, logits, batch, threads, weights;
     long long max_seqs;
 } opts;
 
@@ -86,6 +89,15 @@ static int parse_args(opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--out") && v) o->out = argv[++i];
         else if (!strcmp(a, "--layers") && v) o->layers = argv[++i];
         else if (!strcmp(a, "--logits")) o->logits = 1;
+        else if (!strcmp(a, "--weights") && v) {
+            i++;
+            if (!strcmp(v, "mapped")) o->weights = RS_WEIGHTS_MAPPED;
+            else if (!strcmp(v, "resident")) o->weights = RS_WEIGHTS_RESIDENT;
+            else {
+                fprintf(stderr, "resae forward: --weights %s: expected mapped or resident\n", v);
+                return RS_EXIT_USAGE;
+            }
+        }
         else if (!strcmp(a, "--format") && v) {
             o->format = rs_tokens_format_parse(argv[++i]);
             if (o->format < 0) {
@@ -269,7 +281,7 @@ static void fwd_free(fwd *f) {
 /* Load the model and the tokens, size the batch and create the output file. Every step ends with
  * an agreement when comm is given, so all ranks stop at the same step. */
 static rs_err fwd_open(fwd *f, const opts *o, const MPI_Comm *comm, int rank, int size) {
-    rs_err err = rs_model_load(&f->m, o->model);
+    rs_err err = rs_model_load(&f->m, o->model, (enum rs_weights_mode)o->weights);
     if (comm) err = rs_agree(err, *comm, "loading the model");
     if (err) return err;
     const int L = f->m.cfg.n_layers, d = f->m.cfg.d_model, V = f->m.cfg.vocab_size;
@@ -358,9 +370,10 @@ static rs_err fwd_attrs(const fwd *f, const opts *o, double mean) {
 static rs_err fwd_run(fwd *f, const opts *o, const MPI_Comm *comm, int rank, int size) {
     RS_TRY(fwd_open(f, o, comm, rank, size));
     const int T = f->T;
-    RS_INFO("forward: %s (%s, %d layers, d=%d) over %lld sequences of %d tokens from %s; batch %d, %d rank(s), "
-            "%d BLAS thread(s), kernels %s", o->model, f->m.cfg.arch_name, f->m.cfg.n_layers, f->m.cfg.d_model,
-            (long long)f->n_seq, T, o->tokens, f->B, size, rs_blas_threads(), rs_blas_corename());
+    RS_INFO("forward: %s (%s, %d layers, d=%d, weights %s) over %lld sequences of %d tokens from %s; batch %d, "
+            "%d rank(s), %d BLAS thread(s), kernels %s", o->model, f->m.cfg.arch_name, f->m.cfg.n_layers,
+            f->m.cfg.d_model, rs_weights_mode_names[f->m.mode], (long long)f->n_seq, T, o->tokens, f->B, size,
+            rs_blas_threads(), rs_blas_corename());
     rs_err err = fwd_loop(f, rank);
     /* the loop of the slowest rank: the time all sequences took (start-up and output excluded) */
     if (comm) {

@@ -5,6 +5,7 @@
  * reference is printed from these tables (rs_config_write_keys). */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "resae/config.h"
+#include "resae/model.h"
 
 #include <limits.h>
 #include <math.h>
@@ -138,6 +139,11 @@ static rs_err check_consistency(yg_parser *p, yaml_node_t *n);
 static const rs_cfg_field model_fields[] = {
     {PATH("path", model.path, HIN), .required = "the Hugging Face checkpoint directory",
      .doc = "Hugging Face checkpoint directory (`config.json`, `*.safetensors`)"},
+    {ENUM("weights", model.weights, rs_weights_mode_names, RS_WEIGHTS_MAPPED, 0),
+     .unhashed = "bitwise the same results either way",
+     .doc = "`mapped`: the transformer blocks (and an untied embedding) stay in the checkpoint's read-only "
+            "mapping in its dtype, one copy per node in the page cache, widened to fp32 one block at a time per "
+            "rank; `resident`: every rank holds all weights as fp32"},
 };
 static const rs_cfg_section model_section = {"model", FIELDS(model_fields), 0, NULL, NULL};
 

@@ -20,13 +20,13 @@ typedef int (*rs_ignorable_fn)(const char *name);
 int rs_neox_n_specs(const rs_model_config *c);
 void rs_neox_specs(rs_tensor_spec *specs, rs_model *m);
 int rs_neox_ignorable(const char *name);
-/* Block `layer` on s->h (B, T, d) in place. */
-void rs_neox_block(rs_run_state *s, const rs_model *m, int layer, int B, int T);
+/* Block `layer` with weights w on s->h (B, T, d) in place. */
+void rs_neox_block(rs_run_state *s, const rs_model *m, int layer, const rs_layer_weights *w, int B, int T);
 
 /* Gemma-2 (src/gemma2.c). specs needs room for rs_gemma2_n_specs(cfg) entries. */
 int rs_gemma2_n_specs(const rs_model_config *c);
 void rs_gemma2_specs(rs_tensor_spec *specs, rs_model *m);
 int rs_gemma2_ignorable(const char *name);
-void rs_gemma2_block(rs_run_state *s, const rs_model *m, int layer, int B, int T);
+void rs_gemma2_block(rs_run_state *s, const rs_model *m, int layer, const rs_layer_weights *w, int B, int T);
 
 #endif

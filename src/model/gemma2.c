@@ -68,9 +68,8 @@ int rs_gemma2_ignorable(const char *name) {
 
 /* ---- block ------------------------------------------------------------------------------------- */
 
-void rs_gemma2_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) {
+void rs_gemma2_block(rs_run_state *s, const rs_model *m, int layer, const rs_layer_weights *w, int B, int T) {
     const rs_model_config *c = &m->cfg;
-    const rs_layer_weights *w = &m->layers[layer];
     const int N = B * T, d = c->d_model, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, ff = c->d_ff;
     const int qd = nh * hd, kvd = nkv * hd;
     const float eps = (float)c->layer_norm_eps;

@@ -122,6 +122,10 @@ void rs_linear_forward(float *out, const float *inp, const float *w, const float
         for (int i = 0; i < N; i++) rs_add_forward(out + (size_t)i * OC, out + (size_t)i * OC, bias, (size_t)OC);
 }
 
+void rs_linear_forward_ld(float *out, int ld_out, const float *inp, const float *w, int N, int IC, int OC) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, ld_out);
+}
+
 RS_CLONES
 void rs_add_forward(float *out, const float *inp, const float *add, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = inp[i] + add[i];

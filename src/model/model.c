@@ -1,6 +1,7 @@
 /* Model weights, run state and the architecture-independent forward driver. */
 #include "resae/model.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,28 +89,71 @@ static void warn_unexpected(const rs_safetensors *st, const rs_tensor_spec *spec
     if (extra) RS_WARN("%s: %d more unexpected tensors ignored", m->dir, extra);
 }
 
-rs_err rs_model_load(rs_model *m, const char *dir) {
+const char *const rs_weights_mode_names[2] = {"mapped", "resident"};
+
+/* The block a spec's pointer belongs to (its field's offset in rs_layer_weights), or -1. */
+static int spec_block(const rs_model *m, const rs_tensor_spec *sp, size_t *field_off) {
+    uintptr_t p = (uintptr_t)sp->slot, lo = (uintptr_t)m->layers;
+    uintptr_t hi = (uintptr_t)(m->layers + m->cfg.n_layers);
+    if (p < lo || p >= hi) return -1;
+    *field_off = (size_t)(p - lo) % sizeof(rs_layer_weights);
+    return (int)((size_t)(p - lo) / sizeof(rs_layer_weights));
+}
+
+rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", dir);
+    m->mode = mode;
     RS_TRY(rs_model_config_load(&m->cfg, dir));
     const arch_ops *ops = ops_of(m->cfg.arch);
     if (!ops) RS_FAIL(RS_ERR_UNSUPPORTED, "%s: architecture '%s' has no runtime", dir, m->cfg.arch_name);
 
+    const int mapped = mode == RS_WEIGHTS_MAPPED, L = m->cfg.n_layers;
     rs_err err = RS_OK;
-    rs_safetensors st;
     rs_tensor_spec *specs = NULL;
-    RS_TRY(rs_safetensors_open_dir(&st, dir));
-    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
-    if (!m->layers) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory for %d layers", m->cfg.n_layers);
+    rs_safetensors *st = calloc(1, sizeof *st);
+    if (!st) RS_FAIL(RS_ERR_NOMEM, "out of memory");
+    if ((err = rs_safetensors_open_dir(st, dir))) {
+        free(st);
+        return err;
+    }
+    if (mapped) m->st = st; /* from here on rs_model_free owns it */
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    if (!m->layers) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory for %d layers", L);
+    if (mapped) {
+        m->blocks = calloc((size_t)L, sizeof *m->blocks);
+        m->block_n = calloc((size_t)L, sizeof *m->block_n);
+        if (!m->blocks || !m->block_n) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory for %d layers", L);
+    }
     int n = ops->n_specs(&m->cfg);
     specs = calloc((size_t)n, sizeof *specs);
     if (!specs) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "out of memory");
     ops->specs(specs, m);
-    RS_TRY_GOTO(check_specs(&st, specs, n, dir), fail);
+    RS_TRY_GOTO(check_specs(st, specs, n, dir), fail);
 
+    /* mapped: the blocks and an untied embedding stay in the file; the rest is fp32 here */
     size_t total = 0;
-    for (int i = 0; i < n; i++)
-        if (specs[i].name[0]) total += align16((size_t)rs_safetensors_find(&st, specs[i].name)->numel);
+    for (int i = 0; i < n; i++) {
+        if (!specs[i].name[0]) continue;
+        const rs_st_tensor *t = rs_safetensors_find(st, specs[i].name);
+        size_t field;
+        int l = spec_block(m, &specs[i], &field);
+        if (mapped && l >= 0) {
+            if (m->block_n[l] == RS_BLOCK_MAX_TENSORS)
+                RS_FAIL_GOTO(fail, RS_ERR_INTERNAL, "block %d has more than %d tensors", l, RS_BLOCK_MAX_TENSORS);
+            rs_block_tensor *b = &m->blocks[l][m->block_n[l]];
+            size_t at = m->block_n[l] ? b[-1].scratch_off + align16((size_t)b[-1].t->numel) : 0;
+            *b = (rs_block_tensor){t, at, field};
+            m->block_n[l]++;
+            if (at + align16((size_t)t->numel) > m->block_floats) m->block_floats = at + align16((size_t)t->numel);
+            m->mapped_bytes += (size_t)t->numel * rs_st_dtype_size(t->dtype);
+        } else if (mapped && (specs[i].slot == &m->embed || specs[i].slot == &m->unembed)) {
+            *(specs[i].slot == &m->embed ? &m->embed_src : &m->unembed_src) = t;
+            m->mapped_bytes += (size_t)t->numel * rs_st_dtype_size(t->dtype);
+        } else {
+            total += align16((size_t)t->numel);
+        }
+    }
     m->slab = rs_calloc_aligned(total, sizeof(float));
     if (!m->slab) RS_FAIL_GOTO(fail, RS_ERR_NOMEM, "%s: out of memory for %zu weights (%.1f GB)", dir, total,
                                4e-9 * (double)total);
@@ -117,19 +161,32 @@ rs_err rs_model_load(rs_model *m, const char *dir) {
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!specs[i].name[0]) continue;
-        const rs_st_tensor *t = rs_safetensors_find(&st, specs[i].name);
-        RS_TRY_GOTO(rs_st_tensor_to_f32(m->slab + off, &st, t), fail);
+        size_t field;
+        if (mapped && (spec_block(m, &specs[i], &field) >= 0 || specs[i].slot == &m->embed ||
+                       specs[i].slot == &m->unembed))
+            continue;
+        const rs_st_tensor *t = rs_safetensors_find(st, specs[i].name);
+        RS_TRY_GOTO(rs_st_tensor_to_f32(m->slab + off, st, t), fail);
         *specs[i].slot = m->slab + off;
         off += align16((size_t)t->numel);
     }
-    if (m->cfg.tie_word_embeddings) m->unembed = m->embed;
-    warn_unexpected(&st, specs, n, m);
+    if (m->cfg.tie_word_embeddings) {
+        m->unembed = m->embed;
+        m->unembed_src = m->embed_src;
+    }
+    warn_unexpected(st, specs, n, m);
     free(specs);
-    rs_safetensors_free(&st);
+    if (!mapped) {
+        rs_safetensors_free(st);
+        free(st);
+    }
     return RS_OK;
 fail:
     free(specs);
-    rs_safetensors_free(&st);
+    if (!mapped) {
+        rs_safetensors_free(st);
+        free(st);
+    }
     rs_model_free(m);
     return err;
 }
@@ -137,6 +194,12 @@ fail:
 void rs_model_free(rs_model *m) {
     free(m->slab);
     free(m->layers);
+    free(m->blocks);
+    free(m->block_n);
+    if (m->st) {
+        rs_safetensors_free(m->st);
+        free(m->st);
+    }
     memset(m, 0, sizeof *m);
 }
 
@@ -163,6 +226,10 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     size_t lr = ((size_t)256 << 20) / (4 * (size_t)c->vocab_size);
     if (lr < 128) lr = 128;
     s->logit_rows = (int)(N < lr ? N : lr);
+    /* the logits are computed for blocks of 16 MB of the output matrix (whole rows), which mapped
+     * weights widen one at a time; both modes make the same SGEMM calls on the same values */
+    const size_t ur = ((size_t)16 << 20) / (4 * d);
+    s->unembed_rows = (int)(ur < (size_t)c->vocab_size ? (ur ? ur : 1) : (size_t)c->vocab_size);
     const size_t half = (size_t)(c->rotary_dim / 2);
     const size_t qb = (size_t)(max_T < RS_ATTN_QBLOCK ? max_T : RS_ATTN_QBLOCK);
     struct {
@@ -180,6 +247,8 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
         {(float **)&s->targets, (size_t)s->logit_rows}, /* int32 and float have the same size */
         {&s->rope_cos, (size_t)max_T * half},
         {&s->rope_sin, (size_t)max_T * half},
+        {&s->block_w, m->mode == RS_WEIGHTS_MAPPED ? m->block_floats : 0},
+        {&s->unembed_w, m->mode == RS_WEIGHTS_MAPPED ? (size_t)s->unembed_rows * d : 0},
     };
     const int np = (int)(sizeof parts / sizeof *parts);
     size_t total = 0;
@@ -209,11 +278,29 @@ void rs_run_state_free(rs_run_state *s) {
 
 /* The per-architecture block; everything around it (embedding, hooks, final norm, logits, CE) is
  * shared. */
-static void run_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) {
+static void run_block(rs_run_state *s, const rs_model *m, int layer, const rs_layer_weights *w, int B, int T) {
     switch (m->cfg.arch) {
-    case RS_ARCH_GPT_NEOX: rs_neox_block(s, m, layer, B, T); break;
-    case RS_ARCH_GEMMA2: rs_gemma2_block(s, m, layer, B, T); break;
+    case RS_ARCH_GPT_NEOX: rs_neox_block(s, m, layer, w, B, T); break;
+    case RS_ARCH_GEMMA2: rs_gemma2_block(s, m, layer, w, B, T); break;
     }
+}
+
+/* The weights of block l: the resident views, or (mapped) the block widened from the checkpoint's
+ * mapping into the run state's scratch (exact: the same fp32 values as a resident load). */
+static rs_err block_weights(const rs_layer_weights **w, const rs_model *m, rs_run_state *s, int l) {
+    if (m->mode != RS_WEIGHTS_MAPPED) {
+        *w = &m->layers[l];
+        return RS_OK;
+    }
+    memset(&s->block_view, 0, sizeof s->block_view);
+    for (int i = 0; i < m->block_n[l]; i++) {
+        const rs_block_tensor *b = &m->blocks[l][i];
+        const float *view = s->block_w + b->scratch_off;
+        RS_TRY(rs_st_tensor_to_f32(s->block_w + b->scratch_off, m->st, b->t));
+        memcpy((char *)&s->block_view + b->field_off, &view, sizeof view);
+    }
+    *w = &s->block_view;
+    return RS_OK;
 }
 
 /* Final norm of the stream: LayerNorm (GPT-NeoX) or RMSNorm with weight 1 + w (Gemma-2). */
@@ -225,11 +312,23 @@ static void final_norm(float *out, const float *h, const rs_model *m, int N) {
         rs_layernorm_forward(out, h, m->final_norm_w, m->final_norm_b, N, c->d_model, (float)c->layer_norm_eps);
 }
 
-/* Logits of `rows` normalized rows: the unembedding, then the final soft-cap where the model has one. */
-static void logits_rows(float *logits, const float *xn, const rs_model *m, int rows) {
+/* Logits of `rows` normalized rows: the unembedding, then the final soft-cap where the model has one.
+ * A block of s->unembed_rows vocabulary rows at a time (mapped weights widen each block into
+ * s->unembed_w first), each block's logits a column block of the same (rows, V) output. */
+static rs_err logits_rows(float *logits, const float *xn, const rs_model *m, rs_run_state *s, int rows) {
     const rs_model_config *c = &m->cfg;
-    rs_linear_forward(logits, xn, m->unembed, NULL, rows, c->d_model, c->vocab_size, 0.0f);
-    if (c->final_softcap > 0) rs_softcap_forward(logits, (size_t)rows * c->vocab_size, (float)c->final_softcap);
+    const int d = c->d_model, V = c->vocab_size;
+    for (int v0 = 0; v0 < V; v0 += s->unembed_rows) {
+        int nv = V - v0 < s->unembed_rows ? V - v0 : s->unembed_rows;
+        const float *w = m->unembed + (size_t)v0 * d;
+        if (!m->unembed) {
+            RS_TRY(rs_st_tensor_range_to_f32(s->unembed_w, m->st, m->unembed_src, (size_t)v0 * d, (size_t)nv * d));
+            w = s->unembed_w;
+        }
+        rs_linear_forward_ld(logits + v0, V, xn, w, rows, d, nv);
+    }
+    if (c->final_softcap > 0) rs_softcap_forward(logits, (size_t)rows * V, (float)c->final_softcap);
+    return RS_OK;
 }
 
 static rs_err call_hook(const rs_forward_args *a, int layer, float *h, int B, int T, int d) {
@@ -278,7 +377,10 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
     if (!a->resid_in) {
         if (!a->tokens) RS_FAIL(RS_ERR_INVAL, "a pass from the embedding needs the tokens");
         for (size_t i = 0; i < N; i++)
-            memcpy(s->h + i * d, m->embed + (size_t)a->tokens[i] * d, (size_t)d * sizeof(float));
+            if (m->embed)
+                memcpy(s->h + i * d, m->embed + (size_t)a->tokens[i] * d, (size_t)d * sizeof(float));
+            else
+                RS_TRY(rs_st_tensor_range_to_f32(s->h + i * d, m->st, m->embed_src, (size_t)a->tokens[i] * d, (size_t)d));
         if (c->embed_scale != 1.0f)
             for (size_t i = 0; i < N * d; i++) s->h[i] *= c->embed_scale;
         RS_TRY(call_hook(a, -1, s->h, B, T, d));
@@ -286,7 +388,9 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
         memmove(s->h, a->resid_in, N * d * sizeof(float));
     }
     for (int l = a->start_layer; l <= stop; l++) {
-        run_block(s, m, l, B, T);
+        const rs_layer_weights *w = NULL;
+        RS_TRY(block_weights(&w, m, s, l));
+        run_block(s, m, l, w, B, T);
         RS_TRY(call_hook(a, l, s->h, B, T, d));
     }
     if (a->resid_out) memmove(a->resid_out, s->h, N * d * sizeof(float));
@@ -294,7 +398,7 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
 
     final_norm(s->xn, s->h, m, (int)N);
     if (a->logits) {
-        logits_rows(a->logits, s->xn, m, (int)N);
+        RS_TRY(logits_rows(a->logits, s->xn, m, s, (int)N));
         if (a->ce)
             for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
                 int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
@@ -312,7 +416,7 @@ rs_err rs_model_forward(const rs_model *m, rs_run_state *s, const rs_forward_arg
     }
     for (size_t r0 = 0; r0 < N; r0 += (size_t)s->logit_rows) {
         int rows = (int)(N - r0 < (size_t)s->logit_rows ? N - r0 : (size_t)s->logit_rows);
-        logits_rows(s->logits, s->xn + r0 * d, m, rows);
+        RS_TRY(logits_rows(s->logits, s->xn + r0 * d, m, s, rows));
         ce_rows(a->ce, s, s->logits, a->tokens, (int)r0, rows, T, V);
     }
     return RS_OK;

@@ -66,9 +66,9 @@ int rs_neox_ignorable(const char *name) {
 
 /* ---- block ------------------------------------------------------------------------------------- */
 
-void rs_neox_block(rs_run_state *s, const rs_model *m, int layer, int B, int T) {
+void rs_neox_block(rs_run_state *s, const rs_model *m, int layer, const rs_layer_weights *w, int B, int T) {
+    (void)layer;
     const rs_model_config *c = &m->cfg;
-    const rs_layer_weights *w = &m->layers[layer];
     const int N = B * T, d = c->d_model, hs = c->head_dim, nh = c->n_heads;
     const float eps = (float)c->layer_norm_eps;
 

@@ -414,8 +414,14 @@ static float f16_to_f32(uint16_t h) {
 }
 
 rs_err rs_st_tensor_to_f32(float *out, const rs_safetensors *st, const rs_st_tensor *t) {
-    const unsigned char *p = t->data;
-    size_t n = (size_t)t->numel;
+    return rs_st_tensor_range_to_f32(out, st, t, 0, (size_t)t->numel);
+}
+
+rs_err rs_st_tensor_range_to_f32(float *out, const rs_safetensors *st, const rs_st_tensor *t, size_t first, size_t n) {
+    if (first > (size_t)t->numel || n > (size_t)t->numel - first)
+        RS_FAIL(RS_ERR_INTERNAL, "%s: elements [%zu, %zu) of tensor '%s' asked for; it has %lld",
+                rs_safetensors_path(st, t), first, first + n, t->name, (long long)t->numel);
+    const unsigned char *p = t->data + first * (size_t)rs_st_dtype_size(t->dtype);
     switch (t->dtype) {
     case RS_ST_F32:
         memcpy(out, p, n * 4);

@@ -169,7 +169,7 @@ static rs_err eval_resources(run_ctx *c, const rs_task_ctx *tc) {
     c->tk.fd = -1;
     rs_err err = rs_stage_tokens_open(&c->tk, c->run, 1);
     if (!err) {
-        err = rs_model_load(&c->model, c->run->cfg.model.path);
+        err = rs_model_load(&c->model, c->run->cfg.model.path, (enum rs_weights_mode)c->run->cfg.model.weights);
         if (err) rs_tokens_close(&c->tk);
     }
     err = rs_agree(err, tc->comm, "loading the model and tokens for evaluation");

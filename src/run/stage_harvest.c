@@ -105,7 +105,7 @@ rs_err rs_stage_harvest_run(const rs_task_ctx *c) {
     hc.stop = run->opts.stop;
 
     /* (a complete store is reused by rs_harvest_run; the model is loaded regardless) */
-    err = rs_model_load(&model, run->cfg.model.path);
+    err = rs_model_load(&model, run->cfg.model.path, (enum rs_weights_mode)run->cfg.model.weights);
     if (!err) err = rs_run_state_init(&h.rs, &model, hc.id.batch_seqs, h.tk.seq_len);
     if (!err) {
         h.tok = malloc(sizeof(int32_t) * (size_t)hc.id.batch_seqs * (size_t)h.tk.seq_len);

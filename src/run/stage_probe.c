@@ -97,7 +97,7 @@ rs_err rs_probe_inputs_load(rs_probe_inputs *in, const rs_run *run, int set, rs_
     in->top = in->set->layers[in->M - 1];
     RS_CHECK(in->M <= RS_EVAL_MAX_LAYERS, RS_ERR_CONFIG, "set %s has %d layers; probing supports at most %d",
              in->set->name, in->M, RS_EVAL_MAX_LAYERS);
-    RS_TRY(rs_model_load(&in->model, c->model.path));
+    RS_TRY(rs_model_load(&in->model, c->model.path, (enum rs_weights_mode)c->model.weights));
     RS_TRY(rs_probe_data_load(&in->data, c->eval.probing.data, run->mc.vocab_size));
     in->T = in->data.T;
     in->skip = (int)c->eval.probing.pool_skip_first;

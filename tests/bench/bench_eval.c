@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     int B = argc > 3 ? atoi(argv[3]) : 4, expansion = argc > 4 ? atoi(argv[4]) : 4, k = argc > 5 ? atoi(argv[5]) : 32;
     int reps = argc > 6 ? atoi(argv[6]) : 3;
     rs_model model;
-    TRY(rs_model_load(&model, argv[1]));
+    TRY(rs_model_load(&model, argv[1], RS_WEIGHTS_MAPPED));
     rs_tokens tk;
     rs_tokens_opts o = {0};
     TRY(rs_tokens_open(&tk, argv[2], &o));

@@ -61,7 +61,7 @@ static rs_err capture(void *ctx, int layer, float *h, int B, int T, int d) {
 }
 
 static void setup(const char *model_dir, const char *tokens) {
-    TRY(rs_model_load(&g_model, model_dir));
+    TRY(rs_model_load(&g_model, model_dir, RS_WEIGHTS_MAPPED));
     rs_tokens tk;
     rs_tokens_opts o = {0};
     TRY(rs_tokens_open(&tk, tokens, &o));

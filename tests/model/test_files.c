@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "load_modes.h"
 #include "resae/log.h"
 #include "resae/model.h"
 #include "resae/safetensors.h"
@@ -411,10 +412,7 @@ static void write_checkpoint(const char *dir, const mutation *mu, const char *co
 }
 
 static rs_err load_dir(const char *dir) {
-    rs_model m;
-    rs_err e = rs_model_load(&m, dir);
-    if (!e) rs_model_free(&m);
-    return e;
+    return load_both_modes(dir);
 }
 
 static void test_checkpoints(void) {

@@ -90,8 +90,8 @@ int main(int argc, char **argv) {
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/runtime/%s", data ? data : "tests/data", argv[1]);
 
-    rs_model m;
-    TRY(rs_model_load(&m, dir));
+    rs_model m; /* the default: blocks from the checkpoint's mapping, widened per block */
+    TRY(rs_model_load(&m, dir, RS_WEIGHTS_MAPPED));
     const int L = m.cfg.n_layers, d = m.cfg.d_model, V = m.cfg.vocab_size;
 
     snprintf(path, sizeof path, "%s/expected.h5", dir);
@@ -138,6 +138,7 @@ int main(int argc, char **argv) {
 
     rs_run_state s;
     TRY(rs_run_state_init(&s, &m, B, T));
+    CHECK(s.unembed_w != NULL, "mapped run state without an output-matrix block");
     const size_t per = N * d;
     float *logits = malloc(N * V * sizeof(float));
     float *ce = malloc(N * sizeof(float));
@@ -169,6 +170,55 @@ int main(int argc, char **argv) {
         printf("  resid %2d: max|diff|/max|h| = %.2e (max|h| %.2f)\n", l, e.rel, e.max_ref);
         CHECK_DIFF(e, rel, 1e-5, "residual stream %d", l);
         free(ref);
+    }
+
+    /* ---- every parameter resident in fp32: bitwise the same pass (widening is exact) ---- */
+    {
+        rs_model mr;
+        TRY(rs_model_load(&mr, dir, RS_WEIGHTS_RESIDENT));
+        CHECK(mr.st == NULL && m.st != NULL && m.mapped_bytes > 0, "the modes hold their weights as documented");
+        rs_run_state sr;
+        TRY(rs_run_state_init(&sr, &mr, B, T));
+        CHECK(sr.unembed_w == NULL && sr.unembed_rows == s.unembed_rows, "resident run state sizes");
+        float *lr = malloc(N * V * sizeof(float)), *cr = malloc(N * sizeof(float));
+        float *rr = malloc((size_t)(L + 1) * per * sizeof(float));
+        hook_ctx hr = {.store = rr, .per = per, .mode = 0, .order_ok = 1};
+        rs_forward_args ar = a;
+        ar.hook_ctx = &hr;
+        ar.logits = lr;
+        ar.ce = cr;
+        TRY(rs_model_forward(&mr, &sr, &ar, B, T));
+        CHECK(!memcmp(lr, logits, N * V * sizeof(float)), "resident weights: logits differ from mapped");
+        CHECK(!memcmp(cr, ce, (size_t)B * (T - 1) * sizeof(float)), "resident weights: CE differs from mapped");
+        CHECK(!memcmp(rr, resid, (size_t)(L + 1) * per * sizeof(float)),
+              "resident weights: residual streams differ from mapped");
+        /* the output matrix in blocks of 7 vocabulary rows (a ragged last one) in both modes: still
+         * bitwise equal to each other, and within the reference's tolerance */
+        s.unembed_rows = sr.unembed_rows = 7;
+        float *l7 = malloc(N * V * sizeof(float)), *c7 = malloc(N * sizeof(float));
+        rs_forward_args a7 = ar;
+        a7.hook = NULL;
+        a7.logits = l7;
+        a7.ce = c7;
+        TRY(rs_model_forward(&m, &s, &a7, B, T));
+        a7.logits = lr;
+        a7.ce = cr;
+        TRY(rs_model_forward(&mr, &sr, &a7, B, T));
+        CHECK(!memcmp(lr, l7, N * V * sizeof(float)) && !memcmp(cr, c7, (size_t)B * (T - 1) * sizeof(float)),
+              "blocks of 7 vocabulary rows: mapped and resident differ");
+        rs_check_diff e7 = rs_check_diff_fd(l7, logit_ref, N * V);
+        CHECK_DIFF(e7, rel, 1e-4, "logits in blocks of 7 vocabulary rows");
+        s.unembed_rows = sr.unembed_rows = mr.cfg.vocab_size;
+        free(l7);
+        free(c7);
+        printf("  mapped (%zu checkpoint bytes in the mapping, %zu fp32 floats held) and resident (%zu floats): "
+               "bitwise equal, also with the logits in blocks of 7 vocabulary rows (%.2e from the reference)\n",
+               m.mapped_bytes, m.n_floats, mr.n_floats, e7.rel);
+        free(lr);
+        free(cr);
+        free(rr);
+        rs_run_state_free(&sr);
+        rs_model_free(&mr);
     }
 
     /* ---- CE without logits (chunked path) is the same computation ---- */

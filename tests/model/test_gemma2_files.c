@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "load_modes.h"
 #include "resae/log.h"
 #include "resae/model.h"
 #include "resae/util.h"
@@ -85,10 +86,7 @@ static void patched(char *dir, size_t cap, const char *key, const char *val) {
 static rs_err load_patched(const char *key, const char *val) {
     char dir[4200];
     patched(dir, sizeof dir, key, val);
-    rs_model m;
-    rs_err e = rs_model_load(&m, dir);
-    if (!e) rs_model_free(&m);
-    return e;
+    return load_both_modes(dir);
 }
 
 static void test_hostile(void) {
