@@ -78,6 +78,7 @@ typedef struct rs_model {
     int *block_n;                 /* mapped: (n_layers) tensors per block */
     size_t block_floats;          /* mapped: fp32 floats of the largest block (its scratch) */
     size_t mapped_bytes;          /* mapped: checkpoint bytes read through the mapping */
+    size_t n_params;              /* parameters in all (a resident copy holds n_params floats) */
     const float *embed;           /* (V, d) gpt_neox.embed_in / model.embed_tokens (NULL when mapped) */
     const float *final_norm_w;    /* (d) gpt_neox.final_layer_norm / model.norm */
     const float *final_norm_b;    /* (d) or NULL (RMSNorm) */

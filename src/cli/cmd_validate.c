@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "resae/cli.h"
+#include "resae/model.h"
 #include "resae/config.h"
 #include "resae/err.h"
 #include "resae/grid.h"
@@ -105,6 +106,35 @@ static void print_grid(FILE *f, const rs_grid *g, const rs_config *c, const rs_m
     print_cost_line(f, "total", cost.total);
 }
 
+/* What the weights take, read from the checkpoint's tensor table (no weight is read but the final
+ * norm): mapped, one copy per node in the checkpoint's dtype plus per rank the fp32 block scratch;
+ * resident, an fp32 copy per rank. */
+static const char *fmt_bytes(char *buf, size_t n, double bytes) {
+    if (bytes >= 1e9) snprintf(buf, n, "%.2f GB", 1e-9 * bytes);
+    else snprintf(buf, n, "%.3g MB", 1e-6 * bytes);
+    return buf;
+}
+
+static void print_weights(FILE *f, const rs_config *c) {
+    rs_model m;
+    if (rs_model_load(&m, c->model.path, RS_WEIGHTS_MAPPED)) {
+        fprintf(f, "# weights: not sized (%s)\n", rs_err_msg());
+        rs_err_clear();
+        return;
+    }
+    const double d = (double)m.cfg.d_model, V = (double)m.cfg.vocab_size;
+    double ur = (double)(16 << 20) / (4 * d);
+    double per_rank = 4.0 * ((double)m.block_floats + (ur < V ? ur : V) * d + (double)m.n_floats);
+    char a[32], b[32];
+    fprintf(f, "# weights: %.3g parameters; model.weights %s:\n", (double)m.n_params,
+            rs_weights_mode_names[c->model.weights]);
+    fprintf(f, "#   mapped    %s of the checkpoint in each node's page cache, shared by its ranks, + %s fp32 per "
+               "rank (the largest block, a block of the output matrix, the final norm)\n",
+            fmt_bytes(a, sizeof a, (double)m.mapped_bytes), fmt_bytes(b, sizeof b, per_rank));
+    fprintf(f, "#   resident  %s fp32 per rank\n", fmt_bytes(a, sizeof a, 4.0 * (double)m.n_params));
+    rs_model_free(&m);
+}
+
 int rs_cmd_validate(int argc, char **argv) {
     if (rs_cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -151,7 +181,10 @@ int rs_cmd_validate(int argc, char **argv) {
     if (!quiet) {
         printf("# resolved experiment config (defaults filled in, paths absolute); validates as it is\n");
         if (rs_config_write_yaml(stdout, &c)) rc = rs_cli_fail();
-        if (grid && !rc) print_grid(stdout, &g, &c, &mc);
+        if (grid && !rc) {
+            print_grid(stdout, &g, &c, &mc);
+            print_weights(stdout, &c);
+        }
         if (fflush(stdout)) rc = RS_EXIT_ERROR;
     }
     rs_grid_free(&g);

@@ -138,6 +138,7 @@ rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode) {
         const rs_st_tensor *t = rs_safetensors_find(st, specs[i].name);
         size_t field;
         int l = spec_block(m, &specs[i], &field);
+        m->n_params += (size_t)t->numel;
         if (mapped && l >= 0) {
             if (m->block_n[l] == RS_BLOCK_MAX_TENSORS)
                 RS_FAIL_GOTO(fail, RS_ERR_INTERNAL, "block %d has more than %d tensors", l, RS_BLOCK_MAX_TENSORS);
