@@ -1,11 +1,13 @@
 """Tokens/s of `resae forward` against the PyTorch reference (tests/reference/neox.py or gemma2.py),
 same machine, same run, same BLAS (OpenBLAS, SkylakeX kernels), same thread counts.
 
-usage: forward_bench.py RESAE_BINARY [--arch neox|gemma2] [--threads 1,2] [--repeats 3] [--workdir DIR]
+usage: forward_bench.py RESAE_BINARY [--arch neox|gemma2] [--shape small|pythia-1.4b] [--threads 1,2] [--repeats 3]
+                        [--workdir DIR]
 Model: random GPT-NeoX, d=512, 8 heads, 8 layers, ff 2048, vocab 50304, fp32; or (--arch gemma2) a
 Gemma-2-shaped one: d=512, 8 query / 4 kv heads of head_dim 96 (!= d / heads), 8 layers with a
 sliding window of 128 on the even ones, GeGLU ff 2048, both soft-caps (50, 30), tied, vocab 50304,
-fp32. Data: 4 batches of 8 x 256 tokens. Both sides compute the full forward pass and the per-token CE (no logits written).
+fp32; or (--shape pythia-1.4b) GPT-NeoX at the real Pythia-1.4B shape (d 2048, 16 heads, 24 layers,
+ff 8192), fp32, one batch of 4 x 256 tokens. Data: 4 batches of 8 x 256 tokens. Both sides compute the full forward pass and the per-token CE (no logits written).
 resae's rate is the one its progress line reports for the forward loop (token reads, passes and
 /ce writes; model loading excluded); PyTorch's is timed around the same loop. Best of --repeats.
 Run through tests/bench/forward_bench.sh, which sets OPENBLAS_CORETYPE for both.
@@ -28,6 +30,8 @@ GEMMA_CFG = dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=4, 
                  intermediate_size=2048, vocab_size=50304, sliding_window=128, query_pre_attn_scalar=96,
                  attn_logit_softcapping=50.0, final_logit_softcapping=30.0, max_position_embeddings=2048)
 B, T, NBATCH = 8, 256, 4
+# --shape pythia-1.4b: the real model's shape (random weights, fp32: 5.6 GB on disk), 1 batch of 4 x 256
+PYTHIA_1_4B = dict(hidden_size=2048, num_attention_heads=16, num_hidden_layers=24, intermediate_size=8192)
 
 
 def reference(arch):
@@ -37,17 +41,17 @@ def reference(arch):
     return gemma2 if arch == "gemma2" else neox
 
 
-def prepare(workdir, arch="neox"):
+def prepare(workdir, arch="neox", shape="small"):
     import torch
     ref = reference(arch)
-    mdir = os.path.join(workdir, "model" if arch == "neox" else "model_" + arch)
-    tok_path = os.path.join(workdir, "tokens.h5")
+    mdir = os.path.join(workdir, ("model" if arch == "neox" else "model_" + arch) + ("" if shape == "small" else "_" + shape))
+    tok_path = os.path.join(workdir, "tokens.h5" if shape == "small" else f"tokens_{shape}.h5")
     if not os.path.exists(os.path.join(mdir, "model.safetensors")):
         torch.manual_seed(0)
         if arch == "gemma2":
             model = ref.Gemma2(ref.make_config(**GEMMA_CFG))
         else:
-            model = ref.GPTNeoX(ref.make_config(**CFG))
+            model = ref.GPTNeoX(ref.make_config(**dict(CFG, **(PYTHIA_1_4B if shape != "small" else {}))))
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if p.dim() == 2:
@@ -109,11 +113,19 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/resae_forward_bench")
     ap.add_argument("--arch", choices=("neox", "gemma2"), default="neox")
+    ap.add_argument("--shape", choices=("small", "pythia-1.4b"), default="small")
     a = ap.parse_args()
+    global B, NBATCH
+    if a.shape != "small":
+        if a.arch != "neox":
+            sys.exit("--shape pythia-1.4b is a GPT-NeoX shape")
+        B, NBATCH = 4, 1
     os.makedirs(a.workdir, exist_ok=True)
-    mdir, tok_path = prepare(a.workdir, a.arch)
+    mdir, tok_path = prepare(a.workdir, a.arch, a.shape)
     shape = ("GPT-NeoX d=512 heads=8 layers=8 ff=2048" if a.arch == "neox" else
              "Gemma-2 d=512 heads=8/4 head_dim=96 layers=8 window=128 ff=2048 (GeGLU) soft-caps 50/30")
+    if a.shape != "small":
+        shape = "GPT-NeoX at the Pythia-1.4B shape: d=2048 heads=16 layers=24 ff=8192"
     print(f"model {shape} vocab=50304 fp32; {NBATCH} batches of {B} x {T} tokens; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; best of {a.repeats}")
     for th in [int(x) for x in a.threads.split(",")]:
@@ -121,7 +133,8 @@ def main():
         # resae and torch runs alternate so both see the same machine load; best of each.
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(th), OMP_NUM_THREADS=str(th))
         code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-                f"import forward_bench as fb; r = fb.bench_torch({mdir!r}, {tok_path!r}, {th}, 1, {a.arch!r}); "
+                f"import forward_bench as fb; fb.B, fb.NBATCH = {B}, {NBATCH}; "
+                f"r = fb.bench_torch({mdir!r}, {tok_path!r}, {th}, 1, {a.arch!r}); "
                 f"print(r[0], r[1], r[2])")
         c_best = t_best = c_cpu = t_cpu = 0.0
         for rep in range(a.repeats):
