@@ -92,6 +92,11 @@ typedef struct rs_model {
  * once; mapped: everything but the final norm stays in the file's mapping. */
 rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode);
 void rs_model_free(rs_model *m);
+/* Vocabulary rows of the output matrix per logits block (16 MB of fp32, at most the vocabulary). */
+int rs_model_unembed_rows(const rs_model *m);
+/* fp32 floats of weights one rank holds: the resident slab, and (mapped) the block scratch and one
+ * block of the output matrix of a run state. */
+size_t rs_model_rank_floats(const rs_model *m);
 
 /* ---- run state ------------------------------------------------------------------------------ */
 

@@ -91,9 +91,10 @@ static int parse_args(opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--logits")) o->logits = 1;
         else if (!strcmp(a, "--weights") && v) {
             i++;
-            if (!strcmp(v, "mapped")) o->weights = RS_WEIGHTS_MAPPED;
-            else if (!strcmp(v, "resident")) o->weights = RS_WEIGHTS_RESIDENT;
-            else {
+            o->weights = -1;
+            for (int k = 0; k < 2; k++)
+                if (!strcmp(v, rs_weights_mode_names[k])) o->weights = k;
+            if (o->weights < 0) {
                 fprintf(stderr, "resae forward: --weights %s: expected mapped or resident\n", v);
                 return RS_EXIT_USAGE;
             }

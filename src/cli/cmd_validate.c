@@ -5,10 +5,10 @@
 #include <sys/stat.h>
 
 #include "resae/cli.h"
-#include "resae/model.h"
 #include "resae/config.h"
 #include "resae/err.h"
 #include "resae/grid.h"
+#include "resae/model.h"
 
 /* The rate the cost estimate converts FLOPs at: a realistic sustained fraction of the ~160
  * GFLOP/s single-core SGEMM peak measured on the reference machine (ENVIRONMENT.md). */
@@ -106,15 +106,15 @@ static void print_grid(FILE *f, const rs_grid *g, const rs_config *c, const rs_m
     print_cost_line(f, "total", cost.total);
 }
 
-/* What the weights take, read from the checkpoint's tensor table (no weight is read but the final
- * norm): mapped, one copy per node in the checkpoint's dtype plus per rank the fp32 block scratch;
- * resident, an fp32 copy per rank. */
 static const char *fmt_bytes(char *buf, size_t n, double bytes) {
     if (bytes >= 1e9) snprintf(buf, n, "%.2f GB", 1e-9 * bytes);
     else snprintf(buf, n, "%.3g MB", 1e-6 * bytes);
     return buf;
 }
 
+/* What the weights take, read from the checkpoint's tensor table (no weight is read but the final
+ * norm): mapped, one copy per node in the checkpoint's dtype plus per rank the fp32 block scratch;
+ * resident, an fp32 copy per rank. */
 static void print_weights(FILE *f, const rs_config *c) {
     rs_model m;
     if (rs_model_load(&m, c->model.path, RS_WEIGHTS_MAPPED)) {
@@ -122,9 +122,7 @@ static void print_weights(FILE *f, const rs_config *c) {
         rs_err_clear();
         return;
     }
-    const double d = (double)m.cfg.d_model, V = (double)m.cfg.vocab_size;
-    double ur = (double)(16 << 20) / (4 * d);
-    double per_rank = 4.0 * ((double)m.block_floats + (ur < V ? ur : V) * d + (double)m.n_floats);
+    double per_rank = 4.0 * (double)rs_model_rank_floats(&m);
     char a[32], b[32];
     fprintf(f, "# weights: %.3g parameters; model.weights %s:\n", (double)m.n_params,
             rs_weights_mode_names[c->model.weights]);

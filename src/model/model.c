@@ -100,6 +100,13 @@ static int spec_block(const rs_model *m, const rs_tensor_spec *sp, size_t *field
     return (int)((size_t)(p - lo) / sizeof(rs_layer_weights));
 }
 
+/* Whether a spec's tensor is converted to fp32 at load (else, mapped, it is read from the mapping). */
+static int spec_resident(const rs_model *m, const rs_tensor_spec *sp) {
+    size_t field;
+    if (m->mode != RS_WEIGHTS_MAPPED) return 1;
+    return spec_block(m, sp, &field) < 0 && sp->slot != &m->embed && sp->slot != &m->unembed;
+}
+
 rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", dir);
@@ -139,7 +146,9 @@ rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode) {
         size_t field;
         int l = spec_block(m, &specs[i], &field);
         m->n_params += (size_t)t->numel;
-        if (mapped && l >= 0) {
+        if (spec_resident(m, &specs[i])) {
+            total += align16((size_t)t->numel);
+        } else if (l >= 0) {
             if (m->block_n[l] == RS_BLOCK_MAX_TENSORS)
                 RS_FAIL_GOTO(fail, RS_ERR_INTERNAL, "block %d has more than %d tensors", l, RS_BLOCK_MAX_TENSORS);
             rs_block_tensor *b = &m->blocks[l][m->block_n[l]];
@@ -148,11 +157,9 @@ rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode) {
             m->block_n[l]++;
             if (at + align16((size_t)t->numel) > m->block_floats) m->block_floats = at + align16((size_t)t->numel);
             m->mapped_bytes += (size_t)t->numel * rs_st_dtype_size(t->dtype);
-        } else if (mapped && (specs[i].slot == &m->embed || specs[i].slot == &m->unembed)) {
+        } else {
             *(specs[i].slot == &m->embed ? &m->embed_src : &m->unembed_src) = t;
             m->mapped_bytes += (size_t)t->numel * rs_st_dtype_size(t->dtype);
-        } else {
-            total += align16((size_t)t->numel);
         }
     }
     m->slab = rs_calloc_aligned(total, sizeof(float));
@@ -161,11 +168,7 @@ rs_err rs_model_load(rs_model *m, const char *dir, enum rs_weights_mode mode) {
     m->n_floats = total;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        if (!specs[i].name[0]) continue;
-        size_t field;
-        if (mapped && (spec_block(m, &specs[i], &field) >= 0 || specs[i].slot == &m->embed ||
-                       specs[i].slot == &m->unembed))
-            continue;
+        if (!specs[i].name[0] || !spec_resident(m, &specs[i])) continue;
         const rs_st_tensor *t = rs_safetensors_find(st, specs[i].name);
         RS_TRY_GOTO(rs_st_tensor_to_f32(m->slab + off, st, t), fail);
         *specs[i].slot = m->slab + off;
@@ -204,6 +207,18 @@ void rs_model_free(rs_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+int rs_model_unembed_rows(const rs_model *m) {
+    const size_t d = (size_t)m->cfg.d_model, V = (size_t)m->cfg.vocab_size;
+    size_t rows = ((size_t)16 << 20) / (4 * d);
+    if (rows < 1) rows = 1;
+    return (int)(rows < V ? rows : V);
+}
+
+size_t rs_model_rank_floats(const rs_model *m) {
+    if (m->mode != RS_WEIGHTS_MAPPED) return m->n_floats;
+    return m->n_floats + m->block_floats + (size_t)rs_model_unembed_rows(m) * (size_t)m->cfg.d_model;
+}
+
 /* ================================================================================================
  * run state
  * ================================================================================================ */
@@ -227,10 +242,7 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     size_t lr = ((size_t)256 << 20) / (4 * (size_t)c->vocab_size);
     if (lr < 128) lr = 128;
     s->logit_rows = (int)(N < lr ? N : lr);
-    /* the logits are computed for blocks of 16 MB of the output matrix (whole rows), which mapped
-     * weights widen one at a time; both modes make the same SGEMM calls on the same values */
-    const size_t ur = ((size_t)16 << 20) / (4 * d);
-    s->unembed_rows = (int)(ur < (size_t)c->vocab_size ? (ur ? ur : 1) : (size_t)c->vocab_size);
+    s->unembed_rows = rs_model_unembed_rows(m);
     const size_t half = (size_t)(c->rotary_dim / 2);
     const size_t qb = (size_t)(max_T < RS_ATTN_QBLOCK ? max_T : RS_ATTN_QBLOCK);
     struct {
