@@ -164,6 +164,11 @@ typedef struct rs_eval_ce {
     int cur_mode, cur_B;
 } rs_eval_ce;
 
+/* Bytes of logits and clean probabilities a CE batch may hold per rank. */
+#define RS_EVAL_LOGIT_BYTES ((int64_t)1 << 30)
+/* Sequences per CE batch: logits and clean probabilities take 2 B T V floats, kept under
+ * RS_EVAL_LOGIT_BYTES (at least one sequence; the sums do not depend on the batch, up to rounding). */
+int rs_eval_ce_batch_seqs(int64_t batch_sequences, int T, int V);
 rs_err rs_eval_ce_init(rs_eval_ce *c, const rs_model *model, const rs_eval_set *es, const rs_eval_ce_opts *o,
                        int max_B, int T);
 void rs_eval_ce_free(rs_eval_ce *c);

@@ -122,6 +122,9 @@ typedef struct rs_run_state {
     rs_layer_weights block_view; /* mapped weights: views into block_w */
 } rs_run_state;
 
+/* Floats rs_run_state_init allocates for max_B x max_T tokens; ce_only adds the block of logits a
+ * pass with CE and no logits output allocates on its first use (the memory plan, resae validate). */
+size_t rs_run_state_floats(const rs_model *m, int max_B, int max_T, int ce_only);
 rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_T);
 void rs_run_state_free(rs_run_state *s);
 

@@ -12,6 +12,8 @@ rs_err rs_mpi_begin(int *argc, char ***argv);
 void rs_mpi_end(void);
 int rs_mpi_rank(void);
 int rs_mpi_size(void);
+/* The most ranks any node runs (after rs_mpi_begin; 1 before). */
+int rs_mpi_node_ranks(void);
 /* Agree on an error across comm: returns the largest err of any rank (0 if all OK); no message.
  * Collective. Prefer rs_agree, which also says which rank failed. */
 rs_err rs_mpi_agree(rs_err err, MPI_Comm comm);

@@ -226,6 +226,9 @@ typedef struct rs_sae_trainer {
     double curve_sum[RS_SAE_MAX_CURVE_BINS]; /* FVU summed per span of steps (cfg.curve_bins) */
 } rs_sae_trainer;
 
+/* Bytes rs_sae_trainer_init and the parameter initialisation allocate on the busiest of `ranks` ranks
+ * for an SAE of d x n with top-k k (not the parameters themselves: rs_sae_slab_size floats). */
+size_t rs_sae_trainer_bytes(int d, int n, int k, const rs_sae_config *cfg, int ranks);
 rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *cfg, MPI_Comm comm);
 void rs_sae_trainer_free(rs_sae_trainer *t);
 /* Init from cfg.seed (cfg.enc_init), b_dec from the first init_tokens of src (identical on all ranks). */

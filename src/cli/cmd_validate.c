@@ -2,12 +2,16 @@
  * the grid it implies. */
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "resae/cli.h"
 #include "resae/config.h"
 #include "resae/err.h"
 #include "resae/grid.h"
+#include "resae/memplan.h"
+#include "resae/rates.h"
 #include "resae/model.h"
 
 /* The rate the cost estimate converts FLOPs at: a realistic sustained fraction of the ~160
@@ -16,7 +20,8 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: resae validate [--quiet] [--no-grid] CONFIG\n"
+            "usage: resae validate [--quiet] [--no-grid] [--ranks-per-node R] [--plan-json FILE]\n"
+            "                      [--rates FILE] [--nodes N] [--cores C] CONFIG\n"
             "       resae validate --keys\n"
             "\n"
             "Check an experiment config (docs/config.md): the YAML syntax, every key, type and range, the\n"
@@ -28,11 +33,19 @@ static void usage(FILE *f) {
             "describing the grid it implies: the expanded layer sets, the affine fits (consecutive pairs,\n"
             "shared across sets), the cross-layer regression pairs, the SAEs to train after sharing\n"
             "identical work, the evaluations per kind, and a rough cost estimate in FLOPs and core-hours\n"
-            "at an assumed %.0f GFLOP/s per core.\n"
+            "at an assumed %.0f GFLOP/s per core, then the memory plan: the peak memory of every stage per\n"
+            "rank and per node for R ranks per node (docs/scaling.md), which `resae run` checks at start.\n"
             "\n"
             "options:\n"
             "  -q, --quiet    print nothing on success (errors still go to stderr)\n"
             "  --no-grid      print the resolved config only\n"
+            "  --ranks-per-node R  ranks per node for the memory plan (default: SLURM_NTASKS_PER_NODE, else\n"
+            "                 the CPUs of this machine)\n"
+            "  --plan-json FILE    also write the memory plan to FILE as JSON\n"
+            "  --rates FILE   the cost model's GFLOP/s per core of each stage (tests/bench/rehearsal.py\n"
+            "                 --rates-out writes it; default: the rates measured on the reference machine)\n"
+            "  --nodes N      nodes of the cost model's wall time (default 1)\n"
+            "  --cores C      cores (ranks) per node of the cost model (default: --ranks-per-node)\n"
             "  --keys         print every config key: type, default, range, identity hashes (docs/config.md)\n"
             "  -h, --help     this text\n"
             "\n"
@@ -106,6 +119,32 @@ static void print_grid(FILE *f, const rs_grid *g, const rs_config *c, const rs_m
     print_cost_line(f, "total", cost.total);
 }
 
+/* The cost model: the estimated FLOPs of each stage at measured rates, in core-hours, and the wall
+ * time on N nodes of C cores: the harvest runs on every core at once; the other tasks are packed
+ * over every core, but none runs faster than on one node (the largest SAE sets that floor). */
+static void print_cost_model(FILE *f, const rs_grid *g, const rs_config *c, const rs_model_config *mc,
+                             const rs_rates *r, const char *rates_src, int nodes, int cores) {
+    rs_grid_cost cost;
+    rs_grid_estimate_cost(&cost, g, c, mc);
+    double h[4] = {cost.harvest / (r->harvest * 1e9) / 3600, cost.affine / (r->affine * 1e9) / 3600,
+                   cost.train / (r->train * 1e9) / 3600, cost.eval / (r->evaluate * 1e9) / 3600};
+    const char *names[4] = {"harvest", "affine", "training", "evaluation"};
+    const double rate[4] = {r->harvest, r->affine, r->train, r->evaluate};
+    fprintf(f, "# cost model at measured rates (%s; docs/scaling.md):\n", rates_src);
+    double total = 0;
+    for (int i = 0; i < 4; i++) {
+        fprintf(f, "#   %-10s %10.3e FLOP at %6.1f GFLOP/s per core  %12.1f core-hours\n", names[i],
+                i == 0 ? cost.harvest : i == 1 ? cost.affine : i == 2 ? cost.train : cost.eval, rate[i], h[i]);
+        total += h[i];
+    }
+    double all = (double)nodes * cores, one_sae = g->n_saes ? h[2] / g->n_saes : 0;
+    double rest = (h[1] + h[2] + h[3]) / all, floor_sae = one_sae / cores;
+    double wall = h[0] / all + (rest > floor_sae ? rest : floor_sae);
+    fprintf(f, "#   total %.1f core-hours; on %d node(s) x %d cores: about %.1f hours of wall time (%.1f h harvest, "
+               "then %.1f h; one SAE takes %.1f core-hours)\n",
+            total, nodes, cores, wall, h[0] / all, rest > floor_sae ? rest : floor_sae, one_sae);
+}
+
 static const char *fmt_bytes(char *buf, size_t n, double bytes) {
     if (bytes >= 1e9) snprintf(buf, n, "%.2f GB", 1e-9 * bytes);
     else snprintf(buf, n, "%.3g MB", 1e-6 * bytes);
@@ -115,22 +154,48 @@ static const char *fmt_bytes(char *buf, size_t n, double bytes) {
 /* What the weights take, read from the checkpoint's tensor table (no weight is read but the final
  * norm): mapped, one copy per node in the checkpoint's dtype plus per rank the fp32 block scratch;
  * resident, an fp32 copy per rank. */
-static void print_weights(FILE *f, const rs_config *c) {
-    rs_model m;
-    if (rs_model_load(&m, c->model.path, RS_WEIGHTS_MAPPED)) {
-        fprintf(f, "# weights: not sized (%s)\n", rs_err_msg());
-        rs_err_clear();
-        return;
-    }
-    double per_rank = 4.0 * (double)rs_model_rank_floats(&m);
+static void print_weights(FILE *f, const rs_config *c, const rs_model *m) {
+    double per_rank = 4.0 * (double)rs_model_rank_floats(m);
     char a[32], b[32];
-    fprintf(f, "# weights: %.3g parameters; model.weights %s:\n", (double)m.n_params,
+    fprintf(f, "# weights: %.3g parameters; model.weights %s:\n", (double)m->n_params,
             rs_weights_mode_names[c->model.weights]);
     fprintf(f, "#   mapped    %s of the checkpoint in each node's page cache, shared by its ranks, + %s fp32 per "
                "rank (the largest block, a block of the output matrix, the final norm)\n",
-            fmt_bytes(a, sizeof a, (double)m.mapped_bytes), fmt_bytes(b, sizeof b, per_rank));
-    fprintf(f, "#   resident  %s fp32 per rank\n", fmt_bytes(a, sizeof a, 4.0 * (double)m.n_params));
+            fmt_bytes(a, sizeof a, (double)m->mapped_bytes), fmt_bytes(b, sizeof b, per_rank));
+    fprintf(f, "#   resident  %s fp32 per rank\n", fmt_bytes(a, sizeof a, 4.0 * (double)m->n_params));
+}
+
+static int default_ranks_per_node(void) {
+    const char *s = getenv("SLURM_NTASKS_PER_NODE");
+    if (s && atoi(s) > 0) return atoi(s);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* The weights and the memory plan (the model's tensor table is read, no weight). */
+static int print_memory(FILE *f, const rs_config *c, const rs_model_config *mc, const rs_grid *g, int rpn,
+                        const char *json) {
+    rs_model m;
+    if (rs_model_load(&m, c->model.path, RS_WEIGHTS_MAPPED)) {
+        fprintf(f, "# weights and memory plan: not sized (%s)\n", rs_err_msg());
+        rs_err_clear();
+        return 0;
+    }
+    print_weights(f, c, &m);
+    rs_mem_plan p;
+    rs_mem_plan_build(&p, c, mc, g, &m, rpn);
     rs_model_free(&m);
+    const char *src = "unknown";
+    double node = rs_mem_node_bytes(&src);
+    rs_mem_plan_print(f, &p, node, src);
+    if (!json) return 0;
+    FILE *jf = fopen(json, "w");
+    if (!jf) {
+        fprintf(stderr, "resae validate: cannot write --plan-json %s\n", json);
+        return 1;
+    }
+    rs_mem_plan_write_json(jf, &p, node);
+    return fclose(jf) ? 1 : 0;
 }
 
 int rs_cmd_validate(int argc, char **argv) {
@@ -138,8 +203,8 @@ int rs_cmd_validate(int argc, char **argv) {
         usage(stdout);
         return RS_EXIT_OK;
     }
-    int quiet = 0, grid = 1;
-    const char *path = NULL;
+    int quiet = 0, grid = 1, rpn = default_ranks_per_node(), nodes = 1, cores = 0;
+    const char *path = NULL, *json = NULL, *rates_path = NULL;
     if (argc == 2 && !strcmp(argv[1], "--keys")) {
         rs_config_write_keys(stdout);
         return RS_EXIT_OK;
@@ -147,6 +212,25 @@ int rs_cmd_validate(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) quiet = 1;
         else if (!strcmp(argv[i], "--no-grid")) grid = 0;
+        else if (!strcmp(argv[i], "--nodes") || !strcmp(argv[i], "--cores") || !strcmp(argv[i], "--rates")) {
+            int num = strcmp(argv[i], "--rates") != 0;
+            if (i + 1 >= argc || (num && atoi(argv[i + 1]) < 1)) {
+                fprintf(stderr, "resae validate: %s needs %s\n", argv[i], num ? "a count of 1 or more" : "a file name");
+                return RS_EXIT_USAGE;
+            }
+            if (!num) rates_path = argv[++i];
+            else if (argv[i][2] == 'n') nodes = atoi(argv[++i]);
+            else cores = atoi(argv[++i]);
+        }
+        else if (!strcmp(argv[i], "--ranks-per-node") || !strcmp(argv[i], "--plan-json")) {
+            if (i + 1 >= argc || (argv[i][2] == 'r' && atoi(argv[i + 1]) < 1)) {
+                fprintf(stderr, "resae validate: %s needs %s\n", argv[i],
+                        argv[i][2] == 'r' ? "a count of 1 or more" : "a file name");
+                return RS_EXIT_USAGE;
+            }
+            if (argv[i][2] == 'r') rpn = atoi(argv[++i]);
+            else json = argv[++i];
+        }
         else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "resae validate: unknown option '%s'\n\n", argv[i]);
             usage(stderr);
@@ -164,6 +248,9 @@ int rs_cmd_validate(int argc, char **argv) {
         return RS_EXIT_USAGE;
     }
 
+    rs_rates rates;
+    rs_rates_default(&rates);
+    if (rates_path && rs_rates_load(&rates, rates_path)) return rs_cli_fail();
     rs_config c;
     rs_model_config mc;
     rs_grid g;
@@ -181,7 +268,9 @@ int rs_cmd_validate(int argc, char **argv) {
         if (rs_config_write_yaml(stdout, &c)) rc = rs_cli_fail();
         if (grid && !rc) {
             print_grid(stdout, &g, &c, &mc);
-            print_weights(stdout, &c);
+            print_cost_model(stdout, &g, &c, &mc, &rates, rates_path ? rates_path : "built-in reference rates", nodes,
+                             cores > 0 ? cores : rpn);
+            if (print_memory(stdout, &c, &mc, &g, rpn, json)) rc = RS_EXIT_ERROR;
         }
         if (fflush(stdout)) rc = RS_EXIT_ERROR;
     }

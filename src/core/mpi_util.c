@@ -8,7 +8,7 @@
 #include "resae/blas.h"
 #include "resae/log.h"
 
-static int g_rank, g_size = 1;
+static int g_rank, g_size = 1, g_node_ranks = 1;
 
 rs_err rs_mpi_begin(int *argc, char ***argv) {
     int provided = 0;
@@ -25,6 +25,7 @@ rs_err rs_mpi_begin(int *argc, char ***argv) {
     int local = 1;
     MPI_Comm_size(node, &local);
     MPI_Comm_free(&node);
+    MPI_Allreduce(&local, &g_node_ranks, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     rs_blas_set_threads_for_ranks(local);
     RS_INFO("MPI: %d rank(s), %d on this node; BLAS kernels %s [%s], %d thread(s) per rank", g_size, local,
             rs_blas_corename(), rs_blas_guard_status(), rs_blas_threads());
@@ -41,6 +42,7 @@ void rs_mpi_end(void) {
 
 int rs_mpi_rank(void) { return g_rank; }
 int rs_mpi_size(void) { return g_size; }
+int rs_mpi_node_ranks(void) { return g_node_ranks; }
 
 rs_err rs_mpi_agree(rs_err err, MPI_Comm comm) {
     int in = err, out = 0;

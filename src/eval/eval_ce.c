@@ -13,6 +13,13 @@
 
 enum { HOOK_NONE = 0, HOOK_CAPTURE, HOOK_TF, HOOK_SO };
 
+int rs_eval_ce_batch_seqs(int64_t batch_sequences, int T, int V) {
+    int64_t per_seq = 2 * (int64_t)T * (int64_t)V * (int64_t)sizeof(float);
+    int64_t fit = RS_EVAL_LOGIT_BYTES / (per_seq > 0 ? per_seq : 1);
+    if (fit < 1) fit = 1;
+    return batch_sequences > fit ? (int)fit : (int)batch_sequences;
+}
+
 rs_err rs_eval_ce_init(rs_eval_ce *c, const rs_model *model, const rs_eval_set *es, const rs_eval_ce_opts *o,
                        int max_B, int T) {
     memset(c, 0, sizeof *c);

@@ -223,20 +223,13 @@ size_t rs_model_rank_floats(const rs_model *m) {
  * run state
  * ================================================================================================ */
 
-rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_T) {
-    memset(s, 0, sizeof *s);
+/* The run state's buffers for s->max_B x s->max_T tokens, laid out in one slab: returns its size in
+ * floats; given the slab, points s's buffers into it (rs_run_state_floats sizes it without one). */
+static size_t state_layout(rs_run_state *s, const rs_model *m, float *slab) {
     const rs_model_config *c = &m->cfg;
-    if (max_B < 1 || max_T < 1) RS_FAIL(RS_ERR_INVAL, "run state needs at least one sequence of one token");
-    if (max_T > c->max_positions)
-        RS_FAIL(RS_ERR_INVAL, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, max_T,
-                c->max_positions);
-    if ((size_t)max_B * (size_t)max_T > (size_t)INT_MAX / 4)
-        RS_FAIL(RS_ERR_INVAL, "batch of %d x %d tokens is too large", max_B, max_T);
-    const size_t N = (size_t)max_B * max_T, d = (size_t)c->d_model;
+    const size_t N = (size_t)s->max_B * (size_t)s->max_T, d = (size_t)c->d_model;
     const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     const size_t n_up = c->arch == RS_ARCH_GEMMA2 ? N * (size_t)c->d_ff : 0;
-    s->max_B = max_B;
-    s->max_T = max_T;
     /* CE-only passes compute logits a block of rows at a time: SGEMM repacks the (V, d) output
      * matrix on every call, so blocks of >= 1000 rows (<= 256 MB of logits) keep that cheap */
     size_t lr = ((size_t)256 << 20) / (4 * (size_t)c->vocab_size);
@@ -244,7 +237,7 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
     s->logit_rows = (int)(N < lr ? N : lr);
     s->unembed_rows = rs_model_unembed_rows(m);
     const size_t half = (size_t)(c->rotary_dim / 2);
-    const size_t qb = (size_t)(max_T < RS_ATTN_QBLOCK ? max_T : RS_ATTN_QBLOCK);
+    const size_t qb = (size_t)(s->max_T < RS_ATTN_QBLOCK ? s->max_T : RS_ATTN_QBLOCK);
     struct {
         float **p;
         size_t n;
@@ -255,26 +248,49 @@ rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_
         {&s->att, N * qd},
         {&s->ff, N * (size_t)c->d_ff},
         {&s->up, n_up},
-        {&s->scores, qb * (size_t)max_T},
+        {&s->scores, qb * (size_t)s->max_T},
         {&s->ce_tmp, (size_t)s->logit_rows},
         {(float **)&s->targets, (size_t)s->logit_rows}, /* int32 and float have the same size */
-        {&s->rope_cos, (size_t)max_T * half},
-        {&s->rope_sin, (size_t)max_T * half},
+        {&s->rope_cos, (size_t)s->max_T * half},
+        {&s->rope_sin, (size_t)s->max_T * half},
         {&s->block_w, m->mode == RS_WEIGHTS_MAPPED ? m->block_floats : 0},
         {&s->unembed_w, m->mode == RS_WEIGHTS_MAPPED ? (size_t)s->unembed_rows * d : 0},
     };
     const int np = (int)(sizeof parts / sizeof *parts);
-    size_t total = 0;
-    for (int i = 0; i < np; i++) total += align16(parts[i].n);
+    size_t off = 0;
+    for (int i = 0; i < np; i++) {
+        if (slab) *parts[i].p = parts[i].n ? slab + off : NULL;
+        off += align16(parts[i].n);
+    }
+    return off;
+}
+
+size_t rs_run_state_floats(const rs_model *m, int max_B, int max_T, int ce_only) {
+    rs_run_state s;
+    memset(&s, 0, sizeof s);
+    s.max_B = max_B;
+    s.max_T = max_T;
+    size_t n = state_layout(&s, m, NULL);
+    return n + (ce_only ? (size_t)s.logit_rows * (size_t)m->cfg.vocab_size : 0);
+}
+
+rs_err rs_run_state_init(rs_run_state *s, const rs_model *m, int max_B, int max_T) {
+    memset(s, 0, sizeof *s);
+    const rs_model_config *c = &m->cfg;
+    if (max_B < 1 || max_T < 1) RS_FAIL(RS_ERR_INVAL, "run state needs at least one sequence of one token");
+    if (max_T > c->max_positions)
+        RS_FAIL(RS_ERR_INVAL, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, max_T,
+                c->max_positions);
+    if ((size_t)max_B * (size_t)max_T > (size_t)INT_MAX / 4)
+        RS_FAIL(RS_ERR_INVAL, "batch of %d x %d tokens is too large", max_B, max_T);
+    s->max_B = max_B;
+    s->max_T = max_T;
+    size_t total = state_layout(s, m, NULL);
     s->slab = rs_calloc_aligned(total, sizeof(float));
     if (!s->slab)
         RS_FAIL(RS_ERR_NOMEM, "out of memory for the run state of %d x %d tokens (%.2f GB)", max_B, max_T,
                 4e-9 * (double)total);
-    size_t off = 0;
-    for (int i = 0; i < np; i++) {
-        *parts[i].p = parts[i].n ? s->slab + off : NULL;
-        off += align16(parts[i].n);
-    }
+    state_layout(s, m, s->slab);
     rs_rope_tables(s->rope_cos, s->rope_sin, max_T, c->rotary_dim, c->rotary_base);
     return RS_OK;
 }

@@ -17,6 +17,7 @@
 #include "resae/actstore.h"
 #include "resae/h5util.h"
 #include "resae/log.h"
+#include "resae/memplan.h"
 #include "resae/model.h"
 #include "resae/mpi_util.h"
 #include "resae/results.h"
@@ -379,9 +380,35 @@ static rs_err schedule(const rs_task_ctx *tc, rs_sched *s, run_ctx *c) {
 
 static rs_err run_locked(const rs_run *run, const rs_task_ctx *tc0, MPI_Comm comm);
 
+/* The memory plan against the node's memory, before any work (rank 0 reads the tensor table). */
+static rs_err memory_check(const rs_run *run, const rs_task_ctx *tc) {
+    rs_err err = RS_OK;
+    if (tc->rank == 0) {
+        rs_model m;
+        if (rs_model_load(&m, run->cfg.model.path, RS_WEIGHTS_MAPPED)) {
+            /* the stage that loads the model reports it, as it always has */
+            RS_DEBUG("memory plan: not sized (%s)", rs_err_msg());
+            rs_err_clear();
+        } else {
+            rs_mem_plan p;
+            rs_mem_plan_build(&p, &run->cfg, &run->mc, &run->grid, &m, rs_mpi_node_ranks());
+            rs_model_free(&m);
+            const char *src = "unknown";
+            double node = rs_mem_node_bytes(&src);
+            const rs_mem_stage_plan *w = &p.st[p.peak_stage];
+            RS_INFO("memory plan: %d rank(s) per node; the largest stage per rank is %s, %.2f GB; node peak %.2f GB "
+                    "private + %.2f GB mapped of %.2f GB (%s)", p.ranks_per_node, w->name, 1e-9 * w->rank,
+                    1e-9 * p.node_private, 1e-9 * (p.node_peak - p.node_private), 1e-9 * node, src);
+            err = rs_mem_plan_check(&p, node, src, run->cfg.path);
+        }
+    }
+    return rs_agree(err, tc->comm, "the memory plan");
+}
+
 rs_err rs_run_exec(const rs_run *run, MPI_Comm comm) {
     rs_task_ctx tc;
     rs_task_ctx_init(&tc, run, comm);
+    RS_TRY(memory_check(run, &tc));
     RS_TRY(make_dirs(&tc));
     int lock_fd = -1;
     RS_TRY(rs_agree(lock_acquire(&lock_fd, &tc), comm, "locking the run directory"));

@@ -20,9 +20,6 @@
 #include "resae/tokens.h"
 #include "resae/util.h"
 
-/* Bytes of logits and clean probabilities a CE batch may hold per rank. */
-#define RS_EVAL_LOGIT_BYTES ((int64_t)1 << 30)
-
 /* =====================================================================================================
  * Inputs
  * ===================================================================================================== */
@@ -178,14 +175,8 @@ static void ce_opts(rs_eval_ce_opts *o, const rs_config *c, const eval_inputs *i
     o->mu = in->mu_f;
 }
 
-/* Sequences per CE batch: logits and clean probabilities take 2 B T V floats, kept under
- * RS_EVAL_LOGIT_BYTES (the sums do not depend on the batch, up to float rounding). */
 static int ce_batch(const rs_run *run, int T) {
-    int B = (int)run->cfg.eval.batch_sequences;
-    int64_t per_seq = 2 * (int64_t)T * (int64_t)run->mc.vocab_size * (int64_t)sizeof(float);
-    int64_t fit = RS_EVAL_LOGIT_BYTES / (per_seq > 0 ? per_seq : 1);
-    if (fit < 1) fit = 1;
-    return B > fit ? (int)fit : B;
+    return rs_eval_ce_batch_seqs(run->cfg.eval.batch_sequences, T, run->mc.vocab_size);
 }
 
 /* The passes over this rank's share of the eval sequences, summed over c->comm into res. */

@@ -249,6 +249,27 @@ rs_err rs_sae_trainer_init(rs_sae_trainer *t, rs_sae *sae, const rs_sae_config *
     return RS_OK;
 }
 
+size_t rs_sae_trainer_bytes(int d, int n, int k, const rs_sae_config *cfg, int ranks) {
+    rs_sae_config c = *cfg;
+    c.d = d;
+    int64_t lo, hi;
+    rs_range_share(&lo, &hi, cfg->batch, 0, ranks > 0 ? ranks : 1); /* rank 0 has the largest share */
+    size_t rows = (size_t)(hi - lo > 0 ? hi - lo : 1), nd = (size_t)n * (size_t)d, ka = (size_t)cfg_k_aux(&c);
+    size_t chunk = (size_t)(cfg->chunk_rows < (int)rows ? cfg->chunk_rows : (int)rows);
+    size_t np = rs_sae_slab_size(d, n);
+    size_t b = 4 * 3 * np;                                    /* gradient, Adam moments */
+    b += 4 * 4 * rows * (size_t)d;                            /* x, gx (2), hbuf */
+    b += 4 * (chunk * (size_t)n > (size_t)d ? chunk * (size_t)n : (size_t)d); /* pre-activations */
+    b += 16 * rows * (size_t)k + 8 * rows * ka;               /* top, aux and pair lists */
+    b += 12 * rows * ((size_t)k + ka);                        /* latent-block lists */
+    b += (size_t)n * (8 + 4 + 4 + 4 + 1 + 16);                /* since_fired .. topk_scratch */
+    b += ((size_t)2 << 20) + 8 * 5 * (size_t)d;               /* accumulators (<= 1 MB of rows), dwork */
+    if (cfg->encoder_precision == RS_SAE_PREC_BF16) b += 2 * nd + 2 * chunk * (size_t)d; /* bf16 copies */
+    /* the initial parameters: xh and xs of init_tokens rows (the geometric median's working set) */
+    b += 4 * 2 * (size_t)cfg->init_tokens * (size_t)d;
+    return b;
+}
+
 void rs_sae_trainer_free(rs_sae_trainer *t) {
     rs_bf16_ctx_free(t->bf16);
     free(t->opt_slab);

@@ -278,6 +278,72 @@ changed)
   "$py" "$check" "$dir/cfresh/results.h5" "$dir/run/results.h5" || fail "C with --force differs from a fresh run of C"
   echo "changed config: only new tasks ran, results equal fresh runs, other data refused unless --force"
   ;;
+memplan)
+  # the memory plan: resae validate prints and writes it; resae run refuses, before any work, a node
+  # that cannot hold it, naming the stage and the setting
+  dir=$out/pipeline${sfx}_memplan; rm -rf "$dir"; mkdir -p "$dir"
+  make_config "$dir/c.yaml" "$dir/run"
+  RESAE_NODE_MEMORY=64G "$resae" validate --ranks-per-node 4 --plan-json "$dir/plan.json" "$dir/c.yaml" \
+    >"$dir/validate.txt" 2>&1 || { cat "$dir/validate.txt"; fail "validate"; }
+  grep -q '^# memory plan for 4 rank(s) per node (resae validate --ranks-per-node R), node memory 68.72 GB (RESAE_NODE_MEMORY)' \
+    "$dir/validate.txt" || fail "the plan's heading"
+  for st in harvest affine train evaluate; do
+    grep -qE "^#   $st +[0-9.]+ [MG]B" "$dir/validate.txt" || fail "no plan line for stage $st"
+  done
+  grep -q -- '-- fits$' "$dir/validate.txt" || fail "64 GB should hold the small experiment"
+  "$py" - "$dir/plan.json" <<'PY' || fail "plan.json"
+import json, sys
+p = json.load(open(sys.argv[1]))
+st = p["stages"]
+assert set(st) >= {"harvest", "affine", "train", "evaluate"}, st
+assert p["ranks_per_node"] == 4 and p["node_bytes"] == 64 * 2**30, p
+for name, s in st.items():
+    assert abs(s["node"] - (4 * s["rank"] + s["shared"])) <= 2, (name, s)
+    assert s["rank"] >= 64 * 2**20, (name, s)  # at least the process baseline
+top = max(s["rank"] for s in st.values())
+assert abs(p["node_private"] - 4 * top) <= 4, p
+assert st["harvest"]["shared"] == 0 or st["evaluate"]["shared"] >= st["harvest"]["shared"], st
+print("plan.json consistent")
+PY
+  RESAE_NODE_MEMORY=1M "$resae" validate "$dir/c.yaml" >"$dir/small_node.txt" 2>&1 || fail "validate with a small node"
+  grep -q -- '-- DOES NOT FIT: resae run refuses it' "$dir/small_node.txt" || fail "1 MB should not hold it"
+  RESAE_NODE_MEMORY=lots "$resae" validate "$dir/c.yaml" >"$dir/bad_env.txt" 2>&1 || fail "validate with a bad RESAE_NODE_MEMORY"
+  grep -q "warning: RESAE_NODE_MEMORY='lots' is not a size" "$dir/bad_env.txt" || fail "no warning for RESAE_NODE_MEMORY=lots"
+  # the cost model: rates from a file, core-hours = FLOP / rate, wall time over nodes x cores
+  printf 'harvest: 50\naffine: 10\ntrain: 100\nevaluate: 25\n' >"$dir/rates.yaml"
+  "$resae" validate --rates "$dir/rates.yaml" --nodes 2 --cores 4 "$dir/c.yaml" >"$dir/cost.txt" 2>&1 || fail "validate --rates"
+  "$py" - "$dir/cost.txt" <<'PY' || fail "the cost model's arithmetic"
+import re, sys
+t = open(sys.argv[1]).read()
+rows = re.findall(r"^#   (harvest|affine|training|evaluation) +([0-9.e+]+) FLOP at +([0-9.]+) GFLOP/s per core +([0-9.]+) core-hours", t, re.M)
+assert [r[0] for r in rows] == ["harvest", "affine", "training", "evaluation"], rows
+want = {"harvest": 50, "affine": 10, "training": 100, "evaluation": 25}
+tot = 0
+for name, flop, rate, ch in rows:
+    assert float(rate) == want[name], (name, rate)
+    h = float(flop) / (want[name] * 1e9) / 3600
+    assert abs(float(ch) - h) <= 0.05 + 1e-3 * h, (name, ch, h)
+    tot += h
+m = re.search(r"total ([0-9.]+) core-hours; on 2 node\(s\) x 4 cores: about ([0-9.]+) hours", t)
+assert m and abs(float(m.group(1)) - tot) <= 0.1, (m and m.group(1), tot)
+assert float(m.group(2)) >= tot / 8 - 0.05, m.group(2)
+print("cost model consistent")
+PY
+  printf 'harvest: 50\ntrain: fast\n' >"$dir/bad_rates.yaml"
+  "$resae" validate --rates "$dir/bad_rates.yaml" "$dir/c.yaml" >"$dir/bad_rates.txt" 2>&1 && fail "a bad rates file was accepted"
+  grep -q "bad_rates.yaml:2: train: expected a positive number of GFLOP/s per core" "$dir/bad_rates.txt" ||
+    { cat "$dir/bad_rates.txt"; fail "the bad rates file's error does not name the line and key"; }
+  # a node of 100 MiB cannot run 2 ranks of more than 52 MB each: refused at start, nothing written
+  RESAE_NODE_MEMORY=100M mpi 2 "$resae" run "$dir/c.yaml" >"$dir/refused.log" 2>&1; rc=$?
+  [ $rc = 1 ] || { cat "$dir/refused.log"; fail "exit $rc, expected 1 for a node too small"; }
+  grep -qE "c.yaml: stage [a-z]+ needs [0-9]+ MB per rank; 2 ranks per node need [0-9]+ MB, more than the node's 105 MB \(RESAE_NODE_MEMORY\)\. Lower [a-z._]+" \
+    "$dir/refused.log" || { cat "$dir/refused.log"; fail "the refusal does not name the stage, the sizes and the setting"; }
+  [ ! -e "$dir/run/activations.h5" ] || fail "a refused run wrote the store"
+  # the same run with the memory it needs goes through
+  RESAE_NODE_MEMORY=64G mpi 2 "$resae" run --until harvest "$dir/c.yaml" >"$dir/ok.log" 2>&1 || { tail "$dir/ok.log"; fail "run with 64 GB"; }
+  grep -q "memory plan: 2 rank(s) per node; the largest stage per rank is" "$dir/ok.log" || fail "no memory plan line in the log"
+  echo "memory plan printed, written, checked at start; a node too small refused before any work"
+  ;;
 lock)
   # one run per run directory: a live holder (another resae run, or a process holding run.lock) is
   # refused by name before anything is written; a lock left by a killed run elsewhere is taken over
