@@ -21,8 +21,8 @@ enum rs_mem_stage { RS_MEM_HARVEST, RS_MEM_AFFINE, RS_MEM_TRAIN, RS_MEM_EVAL, RS
 
 #define RS_MEM_MAX_PARTS 10
 
-/* The private memory of one rank measured before any stage runs (MPI, HDF5, OpenBLAS, the binary),
- * in every stage's total. Measured on the reference machine: tests/bench/rehearsal.py prints it. */
+/* The private memory of one rank before any stage runs (MPI, HDF5, OpenBLAS, the binary), in every
+ * stage's total: an allowance, not measured on its own; tests/bench/rehearsal.py checks the totals. */
 #define RS_MEM_BASELINE_BYTES (64.0 * 1048576.0)
 
 typedef struct rs_mem_part {
@@ -64,7 +64,7 @@ double rs_mem_node_bytes(const char **source);
  * setting to change. Writes a warning to stderr when only the shared pages do not fit. */
 rs_err rs_mem_plan_check(const rs_mem_plan *p, double node_bytes, const char *node_source, const char *config_path);
 
-/* The plan as YAML comments ("# memory plan ..."), and (json != NULL) as one JSON object. */
+/* The plan as YAML comments ("# memory plan ..."); and as one JSON object (resae validate --plan-json). */
 void rs_mem_plan_print(FILE *f, const rs_mem_plan *p, double node_bytes, const char *node_source);
 void rs_mem_plan_write_json(FILE *f, const rs_mem_plan *p, double node_bytes);
 

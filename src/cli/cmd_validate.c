@@ -126,23 +126,23 @@ static void print_cost_model(FILE *f, const rs_grid *g, const rs_config *c, cons
                              const rs_rates *r, const char *rates_src, int nodes, int cores) {
     rs_grid_cost cost;
     rs_grid_estimate_cost(&cost, g, c, mc);
-    double h[4] = {cost.harvest / (r->harvest * 1e9) / 3600, cost.affine / (r->affine * 1e9) / 3600,
-                   cost.train / (r->train * 1e9) / 3600, cost.eval / (r->evaluate * 1e9) / 3600};
     const char *names[4] = {"harvest", "affine", "training", "evaluation"};
+    const double flop[4] = {cost.harvest, cost.affine, cost.train, cost.eval};
     const double rate[4] = {r->harvest, r->affine, r->train, r->evaluate};
+    double h[4], total = 0;
     fprintf(f, "# cost model at measured rates (%s; docs/scaling.md):\n", rates_src);
-    double total = 0;
     for (int i = 0; i < 4; i++) {
-        fprintf(f, "#   %-10s %10.3e FLOP at %6.1f GFLOP/s per core  %12.1f core-hours\n", names[i],
-                i == 0 ? cost.harvest : i == 1 ? cost.affine : i == 2 ? cost.train : cost.eval, rate[i], h[i]);
+        h[i] = flop[i] / (rate[i] * 1e9) / 3600;
+        fprintf(f, "#   %-10s %10.3e FLOP at %6.1f GFLOP/s per core  %12.1f core-hours\n", names[i], flop[i], rate[i],
+                h[i]);
         total += h[i];
     }
     double all = (double)nodes * cores, one_sae = g->n_saes ? h[2] / g->n_saes : 0;
     double rest = (h[1] + h[2] + h[3]) / all, floor_sae = one_sae / cores;
-    double wall = h[0] / all + (rest > floor_sae ? rest : floor_sae);
+    if (rest < floor_sae) rest = floor_sae;
     fprintf(f, "#   total %.1f core-hours; on %d node(s) x %d cores: about %.1f hours of wall time (%.1f h harvest, "
                "then %.1f h; one SAE takes %.1f core-hours)\n",
-            total, nodes, cores, wall, h[0] / all, rest > floor_sae ? rest : floor_sae, one_sae);
+            total, nodes, cores, h[0] / all + rest, h[0] / all, rest, one_sae);
 }
 
 static const char *fmt_bytes(char *buf, size_t n, double bytes) {

@@ -33,7 +33,7 @@ static int cmp_part(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-/* Checkpoint bytes of the blocks 0..top (mapped), and of the embedding / output matrix. */
+/* Checkpoint bytes of the blocks 0..top (mapped weights; 0 when resident). */
 static double block_bytes(const rs_model *m, int top) {
     double b = 0;
     if (m->mode != RS_WEIGHTS_MAPPED) return 0;

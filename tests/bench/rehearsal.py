@@ -89,9 +89,7 @@ class Sampler:
         self.rank_stage = {}  # rank -> stage
         self.task_ranks = {}  # task name -> ranks
         self.peak = {}  # stage -> {"anon": max per rank, "file": max per rank, "pss": node}
-        self.baseline = 0
         self.lock = threading.Lock()
-        self.t0 = time.time()
 
     def on_line(self, line):
         m = re.search(r"task (\S+ ?\S*): start on (?:the world \((\d+) ranks\)|group \d+ \(ranks (\d+)-(\d+)\))", line)
@@ -142,8 +140,6 @@ class Sampler:
         node_pss = sum(m["Pss"] for m in mems.values())
         with self.lock:
             stages = dict(self.rank_stage)
-        if not stages and not self.peak:  # before the first task: the process baseline
-            self.baseline = max([self.baseline] + [m["RssAnon"] for m in mems.values()])
         for r, m in mems.items():
             s = stages.get(r)
             if not s:
