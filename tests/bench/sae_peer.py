@@ -38,7 +38,15 @@ threads), the final FVU (mean over the last steps/10 steps; FVU = sum ||x - x_ha
 sum ||x - mean_batch(x)||^2 per batch, sparsify's own `fvu` output, the same definition as resae),
 and the time of the encoder product alone (x @ W_enc^T at the batch shape); writes
 DIR/peer_result.txt.
-  sae_peer.py DIR D N K BATCH STEPS THREADS SPARSIFY_DIR
+
+With INIT = resae (sae_peer.sh --init resae) the peer starts from resae's initial parameters
+(DIR/init.f32, the C trainer's slab [W_enc (n,d) | b_enc (n) | W_dec (n,d) | b_dec (d)], b_dec
+already the geometric median, so the step-0 mean is skipped) and follows resae's recipe where the
+two differ: Adam eps 6.25e-10 and resae's schedule (linear warm-up over steps/10, constant, linear
+decay to 0 over the last 20% of the steps, rs_sae_lr_at). Everything else stays sparsify's code:
+both sides then train the same model from the same point, so their FVU after the same tokens must
+agree and the tokens/s ratio is at equal FVU.
+  sae_peer.py DIR D N K BATCH STEPS THREADS SPARSIFY_DIR [own|resae]
 """
 import dataclasses
 import math
@@ -167,6 +175,31 @@ def check_trainer_source(root):
     return [k for k, pat in want.items() if not re.search(pat, src)]
 
 
+def resae_schedule(opt, steps, decay_frac=0.2):
+    """rs_sae_lr_at (src/sae/sae_train.c) with warm-up steps // 10: the lr factor of step s."""
+    warmup, decay = steps // 10, int(decay_frac * steps + 0.5)
+
+    def f(s):
+        v = (s + 1) / warmup if warmup > 0 and s < warmup else 1.0
+        if decay > 0 and s >= steps - decay:
+            v *= (steps - s) / decay
+        return v if s < steps else 0.0
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def load_resae_init(sae, path, d, n):
+    """resae's initial slab into sparsify's SparseCoder (same parameter shapes, same roles)."""
+    slab = np.fromfile(path, dtype=np.float32)
+    if slab.size != 2 * n * d + n + d:
+        raise SystemExit(f"sae_peer.py: {path} holds {slab.size} floats, not the {2 * n * d + n + d} of d={d}, n={n}")
+    w_enc, b_enc, w_dec, b_dec = np.split(slab, [n * d, n * d + n, 2 * n * d + n])
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.from_numpy(w_enc.reshape(n, d)))
+        sae.encoder.bias.copy_(torch.from_numpy(b_enc))
+        sae.W_dec.copy_(torch.from_numpy(w_dec.reshape(n, d)))
+        sae.b_dec.copy_(torch.from_numpy(b_dec))
+
+
 def linear_schedule_with_warmup(opt, warmup, total):
     """transformers.get_linear_schedule_with_warmup (same lambda)."""
     def f(step):
@@ -179,6 +212,9 @@ def linear_schedule_with_warmup(opt, warmup, total):
 def main():
     out, d, n, k, B, steps, threads = sys.argv[1], *map(int, sys.argv[2:8])
     root = sys.argv[8]
+    init = sys.argv[9] if len(sys.argv) > 9 else "own"
+    if init not in ("own", "resae"):
+        raise SystemExit(f"sae_peer.py: INIT must be own or resae, not {init!r}")
     torch.set_num_threads(threads)
     install_stubs()
     install_torch_shims()
@@ -197,8 +233,13 @@ def main():
     torch.manual_seed(cfg.init_seeds[0])
     sae = SparseCoder(d, cfg.sae, "cpu", dtype=torch.float32)
     lr = cfg.lr or 2e-4 / (sae.num_latents / (2 ** 14)) ** 0.5
-    opt = torch.optim.Adam([dict(params=sae.parameters(), lr=lr)])
-    sched = linear_schedule_with_warmup(opt, cfg.lr_warmup_steps, steps)
+    if init == "resae":
+        load_resae_init(sae, os.path.join(out, "init.f32"), d, n)
+        opt = torch.optim.Adam([dict(params=sae.parameters(), lr=lr)], eps=6.25e-10)
+        sched = resae_schedule(opt, steps)
+    else:
+        opt = torch.optim.Adam([dict(params=sae.parameters(), lr=lr)])
+        sched = linear_schedule_with_warmup(opt, cfg.lr_warmup_steps, steps)
     since = torch.zeros(sae.num_latents, dtype=torch.long)
     did_fire = torch.zeros(sae.num_latents, dtype=torch.bool)
     acc_steps = cfg.grad_acc_steps * cfg.micro_acc_steps
@@ -223,7 +264,7 @@ def main():
             t0, c0 = time.perf_counter(), time.process_time()
         rows = torch.arange(s * B, (s + 1) * B) % pool.shape[0]
         x = pool[rows]
-        if s == 0 and not cfg.finetune:
+        if s == 0 and not cfg.finetune and init == "own":
             sae.b_dec.data = x.mean(0).to(sae.dtype)
         if sae.cfg.normalize_decoder and not cfg.sae.transcode:
             sae.set_decoder_norm_to_unit_norm()
@@ -256,7 +297,7 @@ def main():
     flop = 2.0 * B * n * d
     print(f"sparsify: {steps} steps of {B} tokens, {1e3 * el:.1f} ms/step wall, {B / el:.0f} tokens/s "
           f"({B / cpu:.0f} tokens per CPU second), final fvu (mean last {tail} steps) {fvu_tail:.4f}, "
-          f"{threads} thread(s), lr {lr:.3g}, decoder {decoder}, max dead latents {n_dead_max}")
+          f"{threads} thread(s), lr {lr:.3g}, decoder {decoder}, max dead latents {n_dead_max}, init {init}")
     print(f"sparsify encoder product {B}x{n}x{d}: {1e3 * gemm_s:.1f} ms wall ({flop / gemm_s * 1e-9:.1f} GFLOP/s), "
           f"{1e3 * gemm_cpu:.1f} ms CPU; step / encoder product = {el / gemm_s:.2f}x wall, {cpu / gemm_cpu:.2f}x CPU")
     with open(os.path.join(out, "peer_result.txt"), "w") as f:

@@ -7,6 +7,14 @@
 # steps, so both see the same tokens. Each side uses its own initialisation and recipe (resae:
 # rs_sae_config_default with warm-up steps/10; sparsify: see sae_peer.py).
 #   tests/bench/sae_peer.sh [BUILD_DIR] [--shape D,N,K,BATCH]... [--steps S] [--threads T]...
+#                           [--init own|resae] [--encoder-precision fp32|bf16]
+# --init own (the default): each side its own initialisation and recipe, as described above.
+# --init resae: the peer starts from resae's initial parameters and follows resae's Adam eps and lr
+# schedule (sae_peer.py says exactly what changes); both sides then train the same model from the
+# same point, so their FVU at the end must agree (the script checks 2% relative) and the tokens/s
+# ratio is at equal FVU.
+# --encoder-precision bf16: resae's encoder product in bf16 (train.encoder_precision; needs
+# AVX512_BF16 and oneDNN, else resae's run fails with the reason); the peer stays float32.
 # Defaults: BUILD_DIR = build; shapes 512,8192,64,4096 and the paper's 2048,32768,160,1024 (batch
 # 1024 keeps a sparsify step near 5 s and a resae step near 1.5 s on one core; 4096 would take
 # ~20 s per sparsify step); 20 steps; threads 1 and 2. --shape / --threads given replace the defaults.
@@ -23,11 +31,14 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=$here/../../build
-shapes=() threads_list=() steps=20
+shapes=() threads_list=() steps=20 init=own prec=fp32
 while [ $# -gt 0 ]; do
     case $1 in
         --shape) shapes+=("$2"); shift 2 ;;
         --steps) steps=$2; shift 2 ;;
+        --encoder-precision) prec=$2; shift 2 ;;
+        --init) init=$2; shift 2
+                [ "$init" = own ] || [ "$init" = resae ] || { echo "--init: own or resae, not '$init'" >&2; exit 2; } ;;
         --threads) IFS=, read -ra t <<<"$2"; threads_list+=("${t[@]}"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --*) echo "unknown option $1" >&2; exit 2 ;;
@@ -52,7 +63,7 @@ fi
 [ -f "$SPARSIFY_DIR/sparsify/sparse_coder.py" ] || { echo "sae_peer.sh: $SPARSIFY_DIR is not a sparsify checkout; set SPARSIFY_DIR" >&2; exit 77; }
 peer_commit=$(git -C "$SPARSIFY_DIR" log -1 --format='%H (%cd)' --date=short 2>/dev/null || echo unknown)
 echo "peer: EleutherAI/sparsify at $SPARSIFY_DIR, commit $peer_commit"
-echo "resae: $bench; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; $steps steps per run"
+echo "resae: $bench; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; $steps steps per run; initialisation: $init; resae encoder product: $prec"
 
 get() { sed -n "s/^$2 //p" "$1"; }
 rows=() fail=0
@@ -66,15 +77,19 @@ for shape in "${shapes[@]}"; do
         run=$out/run
         rm -rf "$run" && mkdir "$run"
         echo "== d=$d n=$n k=$k batch=$batch, $threads thread(s): resae (pool $pool rows)"
-        if ! "$bench" "$run" --d "$d" --n "$n" --k "$k" --batch "$batch" --steps "$steps" --pool "$pool" --write | tee "$run/c_stdout.txt"; then
+        if ! "$bench" "$run" --d "$d" --n "$n" --k "$k" --batch "$batch" --steps "$steps" --pool "$pool" --write --encoder-precision "$prec" | tee "$run/c_stdout.txt"; then
             echo "resae run failed" >&2; fail=1; continue
         fi
         echo "== d=$d n=$n k=$k batch=$batch, $threads thread(s): sparsify"
-        rm -f "$run/init.f32"
-        if ! /usr/bin/python3 "$here/sae_peer.py" "$run" "$d" "$n" "$k" "$batch" "$steps" "$threads" "$SPARSIFY_DIR"; then
+        [ "$init" = resae ] || rm -f "$run/init.f32"
+        if ! /usr/bin/python3 "$here/sae_peer.py" "$run" "$d" "$n" "$k" "$batch" "$steps" "$threads" "$SPARSIFY_DIR" "$init"; then
             echo "sparsify run failed" >&2; fail=1; continue
         fi
         c=$run/c_result.txt p=$run/peer_result.txt
+        if [ "$init" = resae ] && ! awk -v a="$(get "$c" fvu)" -v b="$(get "$p" fvu)" 'BEGIN { r = a / b; exit !(r > 0.98 && r < 1.02) }'; then
+            echo "sae_peer.sh: from the same initialisation the final FVU differs by more than 2%: resae $(get "$c" fvu), sparsify $(get "$p" fvu)" >&2
+            fail=1
+        fi
         c_gw=$(sed -n 's/^standalone SGEMM .*(\([0-9.]*\) by wall time).*/\1/p' "$run/c_stdout.txt")
         rows+=("$(awk -v d="$d" -v n="$n" -v k="$k" -v b="$batch" -v t="$threads" -v s="$steps" \
             -v ct="$(get "$c" tokens_per_s)" -v pt="$(get "$p" tokens_per_s)" \
@@ -88,7 +103,7 @@ for shape in "${shapes[@]}"; do
 done
 
 echo
-echo "== result: resae vs EleutherAI/sparsify $peer_commit, $steps steps per run"
+echo "== result: resae vs EleutherAI/sparsify $peer_commit, $steps steps per run, initialisation $init, resae encoder $prec"
 printf "%-22s %3s %8s %8s %8s %8s %8s %8s %9s %8s %8s %8s %8s %9s\n" "" "" "tok/s" "" "" "tok/cpu-s" "" "" \
     "tokens" "FVU" "" "step/GEMM" "" "(in-step)"
 printf "%-22s %3s %8s %8s %8s %8s %8s %8s %9s %8s %8s %8s %8s %8s\n" "d,n,k,batch" "thr" "resae" "sparsify" "ratio" \

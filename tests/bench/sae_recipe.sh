@@ -64,6 +64,7 @@ for b in $budgets; do
     [[ ",$rb," == *",$b,"* ]] || continue
     opts=${opts//DT100/$(( tokens / 100 ))}
     opts=${opts//DT50/$(( tokens / 50 ))}
+    opts=${opts//DT200/$(( tokens / 200 ))}
     # a result counts only for the settings that produced it: a recipe whose options changed reruns
     sig=$(printf '%s' "$tokens $opts" | cksum | cut -d' ' -f1)
     for s in $streams; do
@@ -127,7 +128,12 @@ awk -v recipes="$(echo "$recipes" | awk '{print $1}' | tr '\n' ' ')" '
         w = 0; wt = 0
         for (q = 0; q < nk; q++) { if (dead[b, r[j], keys[q]] > w) w = dead[b, r[j], keys[q]]; if (dtr[b, r[j], keys[q]] > wt) wt = dtr[b, r[j], keys[q]] }
         printf " %14.1f%%/%5.1f%%", 100 * w, 100 * wt }
-      printf "  (eval / training)\n%-16s", "synth recovered"
+      printf "  (eval / training)\n%-16s", "mean dead"
+      for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) {
+        m = 0; c = 0
+        for (q = 0; q < nk; q++) if (keys[q] !~ /^synth/) { m += dead[b, r[j], keys[q]]; c++ }
+        printf " %21.2f%%", 100 * m / c }
+      printf "  (eval, over the real streams)\n%-16s", "synth recovered"
       for (j = 1; j <= nr; j++) if ((b, r[j], keys[0]) in fvu) printf " %10.2f %10.2f", rec[b, r[j], "synth k=4"], rec[b, r[j], "synth k=8"]
       printf "  (k=4 k=8: true atoms with a decoder row at cosine > 0.9)\n"
     } }' "$list" "$out/results.txt"
