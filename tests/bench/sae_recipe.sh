@@ -13,24 +13,7 @@
 # last dead_tokens training tokens), then per recipe the mean FVU ratio to the baseline ("today":
 # the recipe before the study, at the full budget) and the worst dead fractions (eval / training).
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-build=${1:-$here/../../build}
-run=${2:-$here/../../runs/demo}
-out=${3:-/tmp/sae_recipe}
-jobs=${JOBS:-2}
-ks=${KS:-3 8 20}
-bin=$build/tests/bench/sae_recipe
-[ -x "$bin" ] || { echo "error: $bin not built (cmake --build $build --target sae_recipe)" >&2; exit 1; }
-[ -f "$run/activations.h5" ] || { echo "error: no $run/activations.h5; run jobs/demo.sh (or resae run --until affine configs/demo.yaml) first" >&2; exit 1; }
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-mkdir -p "$out"
-
-# streams: name, layer, predecessor (resae: the residual after the affine map from it)
-streams="raw_L0:0 raw_L2:2 raw_L4:4 resae_L1:1:0 resae_L2:2:0 resae_L4:4:2"
-for s in $streams; do
-  IFS=: read -r name layer pred <<<"$s"
-  [ -f "$out/$name/shape.txt" ] || /usr/bin/python3 "$here/sae_recipe_data.py" "$run" "$out/$name" "$layer" $pred
-done
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/demo_streams.sh" "$@"
 
 full=2380000   # configs/demo.yaml train.tokens before the study
 if [ -n "${RECIPES:-}" ]; then recipes=$(cat "$RECIPES"); else recipes=$(cat <<'EOF'
